@@ -1,0 +1,140 @@
+"""On-disk cache of decoded data sets (``.npz`` files written atomically, outside the repo).
+
+The cache root is, in order of precedence: the ``cache_dir`` argument, the ``SDCOMPLEX_CACHE``
+environment variable, ``~/.cache/sdcomplex``. A cache file is named after the data set and a key
+that hashes everything the arrays depend on: the source's identity (resolved path, size and
+modification time of the file, or of every file of a directory), the loader options, the
+expected checksum and the cache format version. Changing any of them misses the cache; an
+unreadable cache file is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._dataset import Dataset, DatasetInfo
+
+CACHE_ENV = "SDCOMPLEX_CACHE"
+"""Environment variable that overrides the default cache root."""
+
+DEFAULT_CACHE_DIR = Path("~/.cache/sdcomplex")
+"""Cache root used when neither ``cache_dir`` nor ``$SDCOMPLEX_CACHE`` is given."""
+
+_FORMAT_VERSION = 1
+_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Resolve the cache root: argument, else ``$SDCOMPLEX_CACHE``, else ``~/.cache/sdcomplex``."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else DEFAULT_CACHE_DIR.expanduser()
+
+
+def source_identity(path: Path) -> dict[str, Any]:
+    """What identifies a source cheaply: resolved path, size and mtime (of each file in a dir)."""
+    resolved = path.resolve()
+    if resolved.is_file():
+        st = resolved.stat()
+        return {"path": str(resolved), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    digest = hashlib.sha256()
+    count = 0
+    for root, dirs, files in os.walk(resolved):
+        dirs.sort()
+        for name in sorted(files):
+            full = Path(root, name)
+            st = full.stat()
+            rel = full.relative_to(resolved).as_posix()
+            digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            count += 1
+    return {"path": str(resolved), "files": count, "tree": digest.hexdigest()}
+
+
+def cache_key(**parts: Any) -> str:
+    """Short stable hash of JSON-serialisable ``parts`` (plus the cache format version)."""
+    text = json.dumps({"format": _FORMAT_VERSION, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def atomic_write_bytes(
+    path: Path, write: Callable[[Any], None], verify: Callable[[Path], object] | None = None
+) -> None:
+    """Call ``write(fileobj)`` on a temp file next to ``path``, then rename it into place.
+
+    ``verify(temp_path)``, if given, runs on the complete temp file before the rename. On any
+    error the temp file is removed and ``path`` is left untouched.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if verify is not None:
+            verify(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_dataset(path: Path, dataset: Dataset) -> None:
+    """Write a data set to an uncompressed ``.npz`` atomically (no pickled objects)."""
+    arrays = {name: getattr(dataset, name) for name in _ARRAYS}
+    info = np.array(dataset.info.to_json())
+    atomic_write_bytes(path, lambda fh: np.savez(fh, info_json=info, **arrays))
+
+
+def read_dataset(path: Path) -> Dataset:
+    """Read a data set written by :func:`save_dataset` (``allow_pickle=False``)."""
+    with np.load(path, allow_pickle=False) as npz:
+        info = DatasetInfo.from_json(str(npz["info_json"]))
+        x_train, y_train, x_test, y_test = (npz[name] for name in _ARRAYS)
+    return Dataset(x_train, y_train, x_test, y_test, info)
+
+
+def cached_dataset(
+    name: str,
+    key_parts: dict[str, Any],
+    build: Callable[[], Dataset],
+    *,
+    cache_dir: str | os.PathLike[str] | None,
+    use_cache: bool = True,
+) -> Dataset:
+    """Return the cached data set for ``key_parts``, or build it and cache it.
+
+    Args:
+        name: data set name, the prefix of the cache file.
+        key_parts: everything the arrays depend on (see :func:`cache_key`).
+        build: makes the data set on a cache miss; if it raises, nothing is written.
+        cache_dir: cache root (see :func:`cache_root`).
+        use_cache: ``False`` always builds and neither reads nor writes the cache.
+
+    Returns:
+        The data set.
+    """
+    if not use_cache:
+        return build()
+    path = cache_root(cache_dir) / f"{name}-{cache_key(name=name, **key_parts)}.npz"
+    if path.is_file():
+        try:
+            return read_dataset(path)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+            warnings.warn(
+                f"ignoring unreadable cache file {path} ({err}); rebuilding", stacklevel=2
+            )
+    dataset = build()
+    save_dataset(path, dataset)
+    return dataset
