@@ -9,9 +9,11 @@ truncated archive also gives a ``ValueError`` that names the file.
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import hashlib
 import io
+import lzma
 import os
 import re
 import stat
@@ -39,6 +41,7 @@ _READ_ERRORS = (
     zipfile.BadZipFile,
     EOFError,
     zlib.error,
+    lzma.LZMAError,
     OSError,
     RuntimeError,
     NotImplementedError,
@@ -70,29 +73,61 @@ def safe_member_name(name: str, archive: Path) -> str:
     return "/".join(parts)
 
 
-def _tar_members(path: Path, select: Callable[[str], bool]) -> Iterator[tuple[str, bytes]]:
+class _LastRead:
+    """Read-only file wrapper that remembers the last block read (see :func:`_tar_members`)."""
+
+    def __init__(self, raw: io.BufferedIOBase) -> None:
+        self.raw = raw
+        self.last = b""
+
+    def read(self, size: int = -1) -> bytes:
+        self.last = self.raw.read(size)
+        return self.last
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+
+def _open_tar_stream(path: Path) -> io.BufferedIOBase:
     with open(path, "rb") as fh:
-        magic = fh.read(2)
-    if magic == b"\x1f\x8b" and path.stat().st_size <= _IN_MEMORY_GZIP_LIMIT:
-        # Python's tarfile reads a gzip stream in small pieces; one decompress is ~2x faster.
-        tar = tarfile.open(fileobj=io.BytesIO(gzip.decompress(path.read_bytes())), mode="r:")
-    else:
-        tar = tarfile.open(path, mode="r:*")
-    with tar:
-        for member in tar:
-            name = safe_member_name(member.name, path)
-            if member.isdir():
-                continue
-            if not member.isreg():
-                kind = "link" if member.issym() or member.islnk() else "special file"
-                raise ValueError(f"refusing {kind} member {member.name!r} in archive {path}")
-            if name and select(name):
-                content = tar.extractfile(member)
-                assert content is not None  # regular members always have data
-                data = content.read()
-                if len(data) != member.size:
-                    raise EOFError(f"member {name!r} is truncated")
-                yield name, data
+        magic = fh.read(6)
+    if magic[:2] == b"\x1f\x8b":
+        if path.stat().st_size <= _IN_MEMORY_GZIP_LIMIT:
+            # tarfile reads a gzip stream in small pieces; one decompress is about 2x faster
+            return io.BytesIO(gzip.decompress(path.read_bytes()))
+        return gzip.open(path, "rb")
+    if magic[:3] == b"BZh":
+        return bz2.open(path, "rb")
+    if magic == b"\xfd7zXZ\x00":
+        return lzma.open(path, "rb")
+    return open(path, "rb")
+
+
+def _tar_members(path: Path, select: Callable[[str], bool]) -> Iterator[tuple[str, bytes]]:
+    with _open_tar_stream(path) as raw:
+        stream = _LastRead(raw)
+        with tarfile.open(fileobj=stream, mode="r:") as tar:  # type: ignore[call-overload]
+            for member in tar:
+                name = safe_member_name(member.name, path)
+                if member.isdir():
+                    continue
+                if not member.isreg():
+                    kind = "link" if member.issym() or member.islnk() else "special file"
+                    raise ValueError(f"refusing {kind} member {member.name!r} in archive {path}")
+                if name and select(name):
+                    content = tar.extractfile(member)
+                    assert content is not None  # regular members always have data
+                    data = content.read()
+                    if len(data) != member.size:
+                        raise EOFError(f"member {name!r} is truncated")
+                    yield name, data
+        # tarfile silently stops at a truncated or garbled header; a complete archive ends
+        # with a zero block, which must be the last block tarfile read.
+        if stream.last != bytes(tarfile.BLOCKSIZE):
+            raise EOFError("no end-of-archive marker after the last complete member")
 
 
 def _zip_members(path: Path, select: Callable[[str], bool]) -> Iterator[tuple[str, bytes]]:
