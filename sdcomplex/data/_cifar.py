@@ -132,7 +132,7 @@ def _build(kind: str, path: Path, checksum: str | None, label_mode: str, url: st
 
     x_train, y_train = split(train_names)
     x_test, y_test = split(test_names)
-    options = f", label_mode={label_mode!r}" if kind == "cifar100" else ""
+    options = f"label_mode={label_mode!r}" if kind == "cifar100" else ""
     return make_dataset(
         x_train,
         y_train,
@@ -144,7 +144,7 @@ def _build(kind: str, path: Path, checksum: str | None, label_mode: str, url: st
         source=f"{path.resolve()} (official archive {url})",
         checksum=verified,
         split="official train/test batches, in file order",
-        provenance=(f"load_dataset({kind!r}{options})",),
+        provenance=(f"load_{kind}({options})",),
         reference=_REFERENCE,
     )
 

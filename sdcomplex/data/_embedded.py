@@ -82,7 +82,7 @@ def load_digits(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
         pixel_max=16.0,
         source="sklearn.datasets.load_digits() (UCI optical recognition of handwritten digits)",
         split=f"stratified, {test_fraction:g} of each class to test, seed {seed}, original order",
-        provenance=(f"load_dataset('digits', test_fraction={test_fraction}, seed={seed})",),
+        provenance=(f"load_digits(test_fraction={test_fraction}, seed={seed})",),
         reference="Alpaydin & Kaynak (1998), UCI Optical Recognition of Handwritten Digits",
     )
 
@@ -137,7 +137,7 @@ def load_mnist1d(
             pixel_max=1.0,
             source=f"mnist1d {version}: mnist1d.data.make_dataset(get_dataset_args())",
             split=f"generator's split: first {args.train_split:g} train, rest test",
-            provenance=(f"load_dataset('mnist1d', num_samples={num_samples}, seed={seed})",),
+            provenance=(f"load_mnist1d(num_samples={args.num_samples}, seed={args.seed})",),
             reference="Greydanus (2020), Scaling down deep learning (MNIST-1D)",
         )
 

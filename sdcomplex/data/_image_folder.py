@@ -235,7 +235,7 @@ def load_cifar10_jpeg(
 
     Example:
         >>> ds = load_cifar10_jpeg()  # doctest: +SKIP
-        >>> ds.x_train.shape
+        >>> ds.x_train.shape  # doctest: +SKIP
         (50000, 32, 32, 3)
     """
     if path is None:

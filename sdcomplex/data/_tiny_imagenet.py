@@ -88,7 +88,7 @@ def _build(path: Path, checksum: str | None, num_workers: int | None, quiet: boo
         source=f"{path.resolve()} (official {TINY_IMAGENET_URL})",
         checksum=verified,
         split="official train / official val (labelled) used as test; sorted by (label, file)",
-        provenance=("load_dataset('tiny_imagenet')",),
+        provenance=("load_tiny_imagenet()",),
         reference=_REFERENCE,
     )
 
