@@ -1,19 +1,28 @@
 """Decoding many small encoded images (JPEG, PNG, ...) into one uint8 array, on all cores.
 
-Images are decoded with Pillow in chunks. Small inputs are decoded in this process; larger ones
-in a pool of ``spawn`` worker processes (safe in a multi-threaded JAX process, unlike ``fork``)
-that starts while the archive is still being read, so reading and decoding overlap. Scripts
-that load large image sets should therefore keep the usual ``if __name__ == "__main__":``
-guard. Output order always equals input order.
+Images are decoded with Pillow in chunks of 1,000. Fewer than 4,000 images are decoded in this
+process. More are sent to worker processes, one feeding thread each: a worker is a fresh
+Python interpreter that loads only this file (numpy, Pillow and tqdm; not the sdcomplex
+package, JAX or the caller's ``__main__``), so it starts in a fraction of a second, needs no
+``if __name__ == "__main__":`` guard, and is safe in a multi-threaded JAX process (no
+``fork``). The archive is read by the feeding threads while the workers decode, so reading
+and decoding overlap. Requests and replies are length-prefixed binary frames on the worker's
+stdin / stdout (no pickle). Output order always equals input order.
+
+This module must keep importing nothing from the sdcomplex package.
 """
 
 from __future__ import annotations
 
 import io
 import itertools
-import multiprocessing
 import os
+import struct
+import subprocess
+import sys
+import threading
 from collections.abc import Iterable, Iterator
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -22,6 +31,17 @@ from tqdm.auto import tqdm
 _CHUNK = 1000  # images per task
 _PARALLEL_MIN = 4 * _CHUNK  # fewer images than this are decoded in-process
 _MODES = {"RGB": 3, "L": 1}
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_BOOTSTRAP = (
+    "import importlib.util, sys\n"
+    "spec = importlib.util.spec_from_file_location('sdcomplex_decode_worker', sys.argv[1])\n"
+    "module = importlib.util.module_from_spec(spec)\n"
+    "spec.loader.exec_module(module)\n"
+    "module._worker_main(sys.argv[2], sys.argv[3])\n"
+)
+
+Chunk = list[tuple[str, bytes]]
 
 
 def _decode_one(name: str, blob: bytes, mode: str, size: tuple[int, int] | None) -> np.ndarray:
@@ -36,8 +56,7 @@ def _decode_one(name: str, blob: bytes, mode: str, size: tuple[int, int] | None)
     return arr[..., None] if arr.ndim == 2 else arr
 
 
-def _decode_chunk(task: tuple[list[tuple[str, bytes]], str, tuple[int, int] | None]) -> np.ndarray:
-    items, mode, size = task
+def _decode_chunk(items: Chunk, mode: str, size: tuple[int, int] | None) -> np.ndarray:
     images = [_decode_one(name, blob, mode, size) for name, blob in items]
     for (name, _), img in zip(items, images, strict=True):
         if img.shape != images[0].shape:
@@ -46,6 +65,135 @@ def _decode_chunk(task: tuple[list[tuple[str, bytes]], str, tuple[int, int] | No
                 f"{items[0][0]!r}; pass image_size=(H, W) to resize all images"
             )
     return np.stack(images)
+
+
+# ----------------------------------------------------------------------------- worker protocol
+
+
+def _write_frame(stream: BinaryIO, parts: list[bytes]) -> None:
+    stream.write(_U64.pack(sum(len(p) for p in parts)))
+    for part in parts:
+        stream.write(part)
+    stream.flush()
+
+
+def _read_frame(stream: BinaryIO) -> bytes | None:
+    header = stream.read(_U64.size)
+    if not header:
+        return None
+    data = stream.read(_U64.unpack(header)[0]) if len(header) == _U64.size else b""
+    if len(header) != _U64.size or len(data) != _U64.unpack(header)[0]:
+        raise EOFError("truncated frame")
+    return data
+
+
+def _pack_chunk(items: Chunk) -> list[bytes]:
+    parts = [_U32.pack(len(items))]
+    for name, blob in items:
+        encoded = name.encode()
+        parts += [_U32.pack(len(encoded)), encoded, _U32.pack(len(blob)), blob]
+    return parts
+
+
+def _unpack_chunk(data: bytes) -> Chunk:
+    view, pos, items = memoryview(data), _U32.size, []
+    for _ in range(_U32.unpack_from(data, 0)[0]):
+        fields = []
+        for _ in range(2):
+            (length,) = _U32.unpack_from(data, pos)
+            fields.append(bytes(view[pos + 4 : pos + 4 + length]))
+            pos += 4 + length
+        items.append((fields[0].decode(), fields[1]))
+    return items
+
+
+def _worker_main(mode: str, size_arg: str) -> None:
+    """Loop of a worker process: decode chunks from stdin, reply on stdout."""
+    size = tuple(int(v) for v in size_arg.split("x")) if size_arg else None
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    while (request := _read_frame(inp)) is not None:
+        try:
+            arr = _decode_chunk(_unpack_chunk(request), mode, size)  # type: ignore[arg-type]
+            _write_frame(out, [b"\x01", struct.pack("<4I", *arr.shape), arr.tobytes()])
+        except ValueError as err:
+            _write_frame(out, [b"\x00", str(err).encode()])
+
+
+class _Worker:
+    """One decoding subprocess; :meth:`decode` sends a chunk and waits for its array."""
+
+    def __init__(self, mode: str, size: tuple[int, int] | None) -> None:
+        size_arg = f"{size[0]}x{size[1]}" if size is not None else ""
+        args = [sys.executable, "-c", _BOOTSTRAP, os.path.abspath(__file__), mode, size_arg]
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def decode(self, items: Chunk) -> np.ndarray:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            _write_frame(self.proc.stdin, _pack_chunk(items))  # type: ignore[arg-type]
+            reply = _read_frame(self.proc.stdout)  # type: ignore[arg-type]
+        except (OSError, EOFError):
+            reply = None
+        if reply is None:
+            code = self.proc.poll()
+            raise RuntimeError(f"image decoding worker exited unexpectedly (exit code {code})")
+        if reply[:1] == b"\x00":
+            raise ValueError(reply[1:].decode())
+        shape = struct.unpack_from("<4I", reply, 1)
+        return np.frombuffer(reply, np.uint8, offset=17).reshape(shape)
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def _decode_parallel(
+    tasks: Iterator[Chunk], mode: str, size: tuple[int, int] | None, workers: int, bar: tqdm
+) -> list[np.ndarray]:
+    numbered = enumerate(tasks)
+    lock = threading.Lock()
+    results: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+
+    def feed(worker: _Worker) -> None:
+        while not errors:
+            with lock:  # the archive is read here, one thread at a time
+                try:
+                    index, chunk = next(numbered)
+                except StopIteration:
+                    return
+                except BaseException as err:
+                    errors.append(err)
+                    return
+            try:
+                arr = worker.decode(chunk)
+            except BaseException as err:
+                errors.append(err)
+                return
+            with lock:
+                results[index] = arr
+                bar.update(len(arr))
+
+    pool = [_Worker(mode, size) for _ in range(workers)]
+    try:
+        threads = [threading.Thread(target=feed, args=(w,), daemon=True) for w in pool]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for worker in pool:
+            worker.close()
+    if errors:
+        raise errors[0]
+    return [results[i] for i in range(len(results))]
 
 
 def default_num_workers() -> int:
@@ -82,6 +230,15 @@ def decode_images(
 
     Raises:
         ValueError: an undecodable image or mixed sizes (the file is named), or no images.
+
+    Example:
+        >>> import io, numpy as np
+        >>> from PIL import Image
+        >>> buf = io.BytesIO()
+        >>> Image.new("RGB", (4, 3), (255, 0, 0)).save(buf, format="PNG")
+        >>> names, x = decode_images([("red.png", buf.getvalue())], quiet=True)
+        >>> x.shape, x[0, 0, 0].tolist()
+        ((1, 3, 4, 3), [255, 0, 0])
     """
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {sorted(_MODES)}, got {mode!r}")
@@ -90,27 +247,22 @@ def decode_images(
         raise ValueError(f"num_workers must be >= 1, got {num_workers}")
     names: list[str] = []
 
-    def chunks() -> Iterator[tuple[list[tuple[str, bytes]], str, tuple[int, int] | None]]:
+    def chunks() -> Iterator[Chunk]:
         it = iter(items)
         while chunk := list(itertools.islice(it, _CHUNK)):
             names.extend(name for name, _ in chunk)
-            yield chunk, mode, size
+            yield chunk
 
     tasks = chunks()
     head = list(itertools.islice(tasks, _PARALLEL_MIN // _CHUNK))
-    results: list[np.ndarray] = []
     with tqdm(desc=desc, unit="img", disable=quiet) as bar:
-        if workers == 1 or len(head) < _PARALLEL_MIN // _CHUNK:
-            decoded: Iterator[np.ndarray] = map(_decode_chunk, itertools.chain(head, tasks))
-            for arr in decoded:
-                results.append(arr)
-                bar.update(len(arr))
+        if workers == 1 or len(head) < _PARALLEL_MIN // _CHUNK or not sys.executable:
+            results = []
+            for chunk in itertools.chain(head, tasks):
+                results.append(_decode_chunk(chunk, mode, size))
+                bar.update(len(chunk))
         else:
-            ctx = multiprocessing.get_context("spawn")
-            with ctx.Pool(workers) as pool:
-                for arr in pool.imap(_decode_chunk, itertools.chain(head, tasks)):
-                    results.append(arr)
-                    bar.update(len(arr))
+            results = _decode_parallel(itertools.chain(head, tasks), mode, size, workers, bar)
     if not results:
         raise ValueError("no images to decode")
     for i, arr in enumerate(results):

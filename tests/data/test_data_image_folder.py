@@ -192,3 +192,14 @@ def test_parallel_decoding_matches_serial(monkeypatch: pytest.MonkeyPatch) -> No
     assert names_1 == names_2 == [n for n, _ in items]
     np.testing.assert_array_equal(serial, parallel)
     assert serial.shape == (45, 3, 4, 3)
+    # errors inside a worker and while reading the input reach the caller
+    broken = items[:33] + [("broken.png", b"not an image")] + items[33:]
+    with pytest.raises(ValueError, match="cannot decode image 'broken.png'"):
+        decode_images(broken, num_workers=2, quiet=True)
+
+    def failing_reader():
+        yield from items[:35]
+        raise ValueError("archive ended early")
+
+    with pytest.raises(ValueError, match="archive ended early"):
+        decode_images(failing_reader(), num_workers=2, quiet=True)
