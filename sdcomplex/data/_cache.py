@@ -131,7 +131,7 @@ def cached_dataset(
     if path.is_file():
         try:
             return read_dataset(path)
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
             warnings.warn(
                 f"ignoring unreadable cache file {path} ({err}); rebuilding", stacklevel=2
             )

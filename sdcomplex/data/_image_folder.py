@@ -41,6 +41,22 @@ def _parse(name: str, splits: tuple[str, str]) -> tuple[str, str, str] | None:
     return None
 
 
+def split_by_label(
+    names: list[str], images: np.ndarray, assign: dict[str, tuple[str, int]], split: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images and int32 labels of one split, ordered by (label, member name).
+
+    Args:
+        names: member name of each row of ``images``.
+        images: ``(n, H, W, C)`` decoded images.
+        assign: ``{name: (split, label)}`` for every name.
+        split: which split to gather.
+    """
+    rows = sorted((assign[n][1], n, i) for i, n in enumerate(names) if assign[n][0] == split)
+    index = np.array([i for _, _, i in rows], dtype=np.int64)
+    return images[index], np.array([label for label, _, _ in rows], dtype=np.int32)
+
+
 def _build(
     path: Path,
     *,
@@ -54,7 +70,7 @@ def _build(
     quiet: bool,
     reference: str,
 ) -> Dataset:
-    verified = verify_checksum(path, checksum) if checksum is not None else None
+    verified = verify_checksum(path, checksum)
     splits = (train_dir, test_dir)
     parsed = {}
 
@@ -88,19 +104,17 @@ def _build(
         extra = sorted(test_classes - set(train_classes))
         raise ValueError(f"{path}: test classes {extra} have no training images")
     label_of = {c: i for i, c in enumerate(train_classes)}
-    arrays = []
-    for split in splits:
-        rows = [
-            (label_of[parsed[n][2]], n, i) for i, n in enumerate(names) if parsed[n][1] == split
-        ]
-        rows.sort()
-        index = np.array([i for _, _, i in rows], dtype=np.int64)
-        arrays += [images[index], np.array([label for label, _, _ in rows], dtype=np.int32)]
+    assign = {n: (parsed[n][1], label_of[parsed[n][2]]) for n in names}
+    x_train, y_train = split_by_label(names, images, assign, train_dir)
+    x_test, y_test = split_by_label(names, images, assign, test_dir)
     options = f"train_dir={train_dir!r}, test_dir={test_dir!r}, image_mode={image_mode!r}"
     if image_size is not None:
         options += f", image_size={image_size}"
     return make_dataset(
-        *arrays,
+        x_train,
+        y_train,
+        x_test,
+        y_test,
         name=name,
         class_names=tuple(train_classes),
         pixel_max=255.0,

@@ -19,12 +19,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-
 from ._archives import ensure_file, iter_members, read_members, resolve_data_dir, verify_checksum
 from ._cache import cached_dataset, source_identity
 from ._dataset import Dataset, make_dataset
 from ._decode import decode_images
+from ._image_folder import split_by_label
 
 TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 TINY_IMAGENET_MD5 = "md5:90528d7ca1a48142e341f4ef8d21d0de"
@@ -33,7 +32,7 @@ _REFERENCE = "Le & Yang (2015), Tiny ImageNet Visual Recognition Challenge (Stan
 
 
 def _build(path: Path, checksum: str | None, num_workers: int | None, quiet: bool) -> Dataset:
-    verified = verify_checksum(path, checksum) if checksum is not None else None
+    verified = verify_checksum(path, checksum)
     texts = read_members(path, lambda n: n.endswith(("wnids.txt", "val/val_annotations.txt")))
     roots = [p for p in ("", f"{_BASE}/") if f"{p}wnids.txt" in texts]
     if not roots:
@@ -51,7 +50,7 @@ def _build(path: Path, checksum: str | None, num_workers: int | None, quiet: boo
             raise ValueError(f"{ann_name} line {line_no}: unknown or missing wnid in {line!r}")
         val_label[f"{root}val/images/{fields[0]}"] = label_of[fields[1]]
 
-    labels: dict[str, tuple[int, int]] = {}  # member -> (split 0 train / 1 test, label)
+    labels: dict[str, tuple[str, int]] = {}  # member -> (split, label)
 
     def select(name: str) -> bool:
         if not name.startswith(root) or not name.lower().endswith((".jpeg", ".jpg")):
@@ -60,28 +59,28 @@ def _build(path: Path, checksum: str | None, num_workers: int | None, quiet: boo
         if len(parts) == 4 and parts[0] == "train" and parts[2] == "images":
             if parts[1] not in label_of:
                 raise ValueError(f"{path}: training folder {parts[1]!r} is not in wnids.txt")
-            labels[name] = (0, label_of[parts[1]])
+            labels[name] = ("train", label_of[parts[1]])
         elif len(parts) == 3 and parts[:2] == ["val", "images"]:
             if name not in val_label:
                 raise ValueError(f"{path}: {name} has no entry in {ann_name}")
-            labels[name] = (1, val_label[name])
+            labels[name] = ("val", val_label[name])
         return name in labels
 
     names, images = decode_images(
         iter_members(path, select), num_workers=num_workers, quiet=quiet, desc="Tiny ImageNet"
     )
-    arrays = []
-    for split in (0, 1):
-        rows = sorted((labels[n][1], n, i) for i, n in enumerate(names) if labels[n][0] == split)
-        if not rows:
-            raise ValueError(f"{path} has no {('training', 'validation')[split]} images")
-        index = np.array([i for _, _, i in rows], dtype=np.int64)
-        arrays += [images[index], np.array([label for label, _, _ in rows], dtype=np.int32)]
-    missing = set(range(len(wnids))) - set(arrays[1].tolist())
+    x_train, y_train = split_by_label(names, images, labels, "train")
+    x_test, y_test = split_by_label(names, images, labels, "val")
+    if not len(x_test):
+        raise ValueError(f"{path} has no validation images in {root}val/images/")
+    missing = set(range(len(wnids))) - set(y_train.tolist())
     if missing:
         raise ValueError(f"{path}: no training images for {[wnids[k] for k in sorted(missing)]}")
     return make_dataset(
-        *arrays,
+        x_train,
+        y_train,
+        x_test,
+        y_test,
         name="tiny_imagenet",
         class_names=tuple(wnids),
         pixel_max=255.0,
