@@ -226,10 +226,11 @@ def decode_images(
         desc: progress-bar label.
 
     Returns:
-        ``(names, images)``: names in input order and uint8 ``(n, H, W, C)``.
+        ``(names, images)``: names in input order and uint8 ``(n, H, W, C)`` (shape
+        ``(0, 0, 0, C)`` when there are no items).
 
     Raises:
-        ValueError: an undecodable image or mixed sizes (the file is named), or no images.
+        ValueError: an undecodable image or mixed sizes (the file is named).
 
     Example:
         >>> import io, numpy as np
@@ -264,7 +265,7 @@ def decode_images(
         else:
             results = _decode_parallel(itertools.chain(head, tasks), mode, size, workers, bar)
     if not results:
-        raise ValueError("no images to decode")
+        return names, np.zeros((0, 0, 0, _MODES[mode]), np.uint8)
     for i, arr in enumerate(results):
         if arr.shape[1:] != results[0].shape[1:]:
             raise ValueError(

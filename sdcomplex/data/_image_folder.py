@@ -88,6 +88,11 @@ def _build(
         quiet=quiet,
         desc=f"decoding {path.name}",
     )
+    if not names:
+        raise ValueError(
+            f"no images in {path}: expected {train_dir}/<class>/<image> and "
+            f"{test_dir}/<class>/<image> (at the top or under one folder)"
+        )
     roots = sorted({parsed[n][0] for n in names})
     if len(roots) > 1:
         raise ValueError(f"{path} has '{train_dir}/' folders under several roots: {roots}")

@@ -69,6 +69,8 @@ def _build(path: Path, checksum: str | None, num_workers: int | None, quiet: boo
     names, images = decode_images(
         iter_members(path, select), num_workers=num_workers, quiet=quiet, desc="Tiny ImageNet"
     )
+    if not names:
+        raise ValueError(f"{path} has no images in {root}train/<wnid>/images/ or {root}val/images/")
     x_train, y_train = split_by_label(names, images, labels, "train")
     x_test, y_test = split_by_label(names, images, labels, "val")
     if not len(x_test):

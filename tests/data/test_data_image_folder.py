@@ -131,6 +131,10 @@ def test_layout_errors(tmp_path: Path) -> None:
         load_image_folder(write_source("dir", tmp_path / "c", broken), use_cache=False)
     with pytest.raises(ValueError, match="does not exist"):
         load_image_folder(tmp_path / "missing.zip")
+    with zipfile.ZipFile(tmp_path / "empty.zip", "w") as zf:
+        zf.writestr("notes/readme.txt", b"no images here")
+    with pytest.raises(ValueError, match="no images in .*empty.zip: expected train/<class>"):
+        load_image_folder(tmp_path / "empty.zip", use_cache=False)
     with pytest.raises(ValueError, match="checksum applies to an archive"):
         load_image_folder(tmp_path / "a", checksum="md5:" + "0" * 32)
 
