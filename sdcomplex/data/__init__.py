@@ -14,8 +14,6 @@ Registered names: see :func:`available_datasets`. Decoded arrays are cached unde
 ``data_dir`` (default ``$SDCOMPLEX_DATA`` or ``~/.cache/sdcomplex/data``).
 """
 
-from typing import TYPE_CHECKING, Any
-
 from ._archives import (
     DATA_ENV,
     iter_members,
@@ -24,6 +22,8 @@ from ._archives import (
     safe_member_name,
     verify_checksum,
 )
+from ._augment import augment_batch, normalise, random_crop, random_flip
+from ._batching import EpochBatcher
 from ._cache import CACHE_ENV, cache_root, cached_dataset
 from ._cifar import (
     CIFAR10_MD5,
@@ -55,30 +55,6 @@ from ._image_folder import (
 from ._registry import available_datasets, load_dataset, register_dataset
 from ._tiny_imagenet import TINY_IMAGENET_MD5, TINY_IMAGENET_URL, load_tiny_imagenet
 from ._variants import balanced_subset, binary_variant
-
-# The JAX-based parts are imported on first use (PEP 562), so that importing the loaders alone
-# stays light: image-decoding worker processes import this package and should not pay for JAX.
-_LAZY = {
-    "augment_batch": "._augment",
-    "normalise": "._augment",
-    "random_crop": "._augment",
-    "random_flip": "._augment",
-    "EpochBatcher": "._batching",
-}
-if TYPE_CHECKING:
-    from ._augment import augment_batch, normalise, random_crop, random_flip
-    from ._batching import EpochBatcher
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 __all__ = [
     "CACHE_ENV",

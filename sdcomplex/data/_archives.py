@@ -35,7 +35,7 @@ DATA_ENV = "SDCOMPLEX_DATA"
 DEFAULT_DATA_DIR = Path("~/.cache/sdcomplex/data")
 """Directory of official archives when neither ``data_dir`` nor ``$SDCOMPLEX_DATA`` is set."""
 
-_IN_MEMORY_GZIP_LIMIT = 1 << 30  # decompress .tar.gz up to 1 GiB in one go (much faster)
+_IN_MEMORY_GZIP_LIMIT = 1 << 29  # .tar.gz up to 512 MiB: decompressed in one go (faster)
 _READ_ERRORS = (
     tarfile.TarError,
     zipfile.BadZipFile,
