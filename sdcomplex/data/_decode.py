@@ -1,7 +1,8 @@
-"""Decoding many small encoded images (JPEG, PNG, ...) into one uint8 array, on all cores.
+"""Decoding many small encoded images (JPEG, PNG, ...) into one uint8 array, on idle cores.
 
 Images are decoded with Pillow in chunks of 1,000. Fewer than 4,000 images are decoded in this
-process. More are sent to worker processes, one feeding thread each: a worker is a fresh
+process, and so are larger inputs when no core is idle (:func:`default_num_workers`). Otherwise
+they go to worker processes, one feeding thread each: a worker is a fresh
 Python interpreter that loads only this file (numpy, Pillow and tqdm; not the sdcomplex
 package, JAX or the caller's ``__main__``), so it starts in a fraction of a second, needs no
 ``if __name__ == "__main__":`` guard, and is safe in a multi-threaded JAX process (no
@@ -197,11 +198,20 @@ def _decode_parallel(
 
 
 def default_num_workers() -> int:
-    """Usable CPU cores of this process (at least 1)."""
+    """Idle cores: usable cores minus the 1-minute load average, rounded, at least 1.
+
+    Extra processes only help when cores are free: on a busy machine (measured on a shared
+    2-core VM with a load of 4) two workers were slower than decoding in one process.
+    """
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    try:
+        idle = cores - os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average on this platform
+        idle = cores
+    return max(1, min(cores, round(idle)))
 
 
 def decode_images(
@@ -221,7 +231,8 @@ def decode_images(
             converted.
         size: ``(H, W)`` to resize every image to (bilinear); ``None`` requires all images to
             share one size.
-        num_workers: worker processes; ``None`` uses every available core, 1 decodes here.
+        num_workers: worker processes; ``None`` uses the idle cores
+            (:func:`default_num_workers`); 1 decodes in this process.
         quiet: hide the progress bar.
         desc: progress-bar label.
 

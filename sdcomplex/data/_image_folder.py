@@ -166,7 +166,8 @@ def load_image_folder(
         image_size: ``(H, W)`` to resize to; by default all images must share one size.
         checksum: optional ``"md5:<hex>"`` / ``"sha256:<hex>"`` of an archive file, verified
             before it is read.
-        num_workers: decoding processes (default: all cores; 1 decodes in this process).
+        num_workers: decoding processes (default: the idle cores, see
+            :func:`~sdcomplex.data.decode_images`; 1 decodes in this process).
         quiet: hide the progress bar.
         use_cache: read and write the decoded-array cache.
         reference: citation recorded in the metadata.
@@ -245,7 +246,7 @@ def load_cifar10_jpeg(
         download: not supported (the archive has no download URL); only checked for errors.
         path: explicit path of the archive (wins over ``data_dir``).
         checksum: expected digest; ``None`` skips verification.
-        num_workers: decoding processes (default: all cores).
+        num_workers: decoding processes (default: the idle cores; 1 decodes here).
         quiet: hide the progress bar.
         use_cache: read and write the decoded-array cache.
 

@@ -120,7 +120,7 @@ def load_tiny_imagenet(
         path: explicit zip or directory (wins over ``data_dir``).
         checksum: expected digest of the zip; ``None`` skips verification; ignored for a
             directory.
-        num_workers: decoding processes (default: all cores).
+        num_workers: decoding processes (default: the idle cores; 1 decodes here).
         quiet: hide progress bars.
         use_cache: read and write the decoded-array cache.
 

@@ -183,6 +183,13 @@ def test_unreadable_cache_file_is_rebuilt(tmp_path: Path) -> None:
     assert sorted(p.name for p in cache.iterdir()) == [cache_file.name]  # no temp files left
 
 
+def test_default_workers_follow_idle_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    for load, expected in ((0.0, 4), (1.2, 3), (3.6, 1), (9.0, 1)):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, 0.0, 0.0))
+        assert decode_module.default_num_workers() == expected
+
+
 def test_parallel_decoding_matches_serial(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(8)
     items = [
