@@ -1,0 +1,78 @@
+"""Atomic writes that never silently overwrite results."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+
+def _atomic(
+    path: str | os.PathLike[str], write: Callable[[IO[bytes]], None], *, overwrite: bool
+) -> Path:
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; refusing to overwrite it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def atomic_write_bytes(
+    path: str | os.PathLike[str], data: bytes, *, overwrite: bool = False
+) -> Path:
+    """Writes ``data`` to ``path`` through a temporary file and a rename.
+
+    Raises:
+      FileExistsError: if ``path`` exists and ``overwrite`` is False.
+    """
+
+    def write(fh: IO[bytes]) -> None:
+        fh.write(data)
+
+    return _atomic(path, write, overwrite=overwrite)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, overwrite: bool = False) -> Path:
+    """Atomic UTF-8 text write (see `atomic_write_bytes`)."""
+    return atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Converts numpy scalars and arrays (recursively) to plain Python for ``json``."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, overwrite: bool = False) -> Path:
+    """Atomic JSON write with numpy values converted (see `atomic_write_bytes`)."""
+    text = json.dumps(to_jsonable(obj), indent=2, sort_keys=True, allow_nan=True) + "\n"
+    return atomic_write_text(path, text, overwrite=overwrite)
+
+
+def atomic_save_npy(path: str | os.PathLike[str], array: Any, *, overwrite: bool = False) -> Path:
+    """Atomic ``np.save`` (see `atomic_write_bytes`)."""
+    return _atomic(path, lambda fh: np.save(fh, np.asarray(array)), overwrite=overwrite)

@@ -1,0 +1,78 @@
+"""Kernel alignment (NTK similarity) and kernel-target alignment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from sdcomplex.complexity._solve import check_finite
+
+
+def kernel_alignment(k1: Any, k2: Any) -> float:
+    """A(K1, K2) = <K1, K2>_F / (||K1||_F ||K2||_F), computed in float64.
+
+    "NTK similarity" is the alignment of a network's NTK at initialisation with its NTK later in
+    training, on a fixed probe set. Kernels of any (equal) shape are accepted: mean (n, n), full
+    (n, n, C, C) or diag (C, n, n).
+
+    Args:
+      k1, k2: arrays of the same shape.
+
+    Returns:
+      A float in [-1, 1] (in [0, 1] for positive semi-definite kernels).
+
+    Raises:
+      ValueError: different shapes, NaN or inf, or a zero kernel.
+
+    Example:
+      >>> import numpy as np
+      >>> kernel_alignment(np.eye(2), 3 * np.eye(2))
+      1.0
+    """
+    a = np.asarray(k1, dtype=np.float64)
+    b = np.asarray(k2, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"kernels have different shapes: {a.shape} and {b.shape}")
+    check_finite("k1", a)
+    check_finite("k2", b)
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 or nb == 0:
+        raise ValueError("kernel alignment is undefined for a zero kernel")
+    return float(np.vdot(a, b) / (na * nb))
+
+
+def target_alignment(kernel: Any, targets: Any) -> float:
+    """Kernel-target alignment y^T K y / (||K||_F ||y||^2), in float64.
+
+    For targets of shape (n, C) with a mean kernel (n, n) this is
+    sum_c y_c^T K y_c / (||K||_F ||Y||_F^2); a full kernel (n, n, C, C) uses vec(Y) against the
+    flattened (nC, nC) matrix.
+
+    Args:
+      kernel: (n, n) or (n, n, C, C).
+      targets: (n,) or (n, C).
+
+    Raises:
+      ValueError: shape mismatch, NaN or inf, zero kernel or zero targets.
+    """
+    k = np.asarray(kernel, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.float64)
+    check_finite("kernel", k)
+    check_finite("targets", y)
+    if y.ndim == 1:
+        y = y[:, None]
+    if k.ndim == 4:
+        n, _, c, _ = k.shape
+        if y.shape != (n, c):
+            raise ValueError(f"targets must have shape {(n, c)} for this kernel, got {y.shape}")
+        k = k.transpose(0, 2, 1, 3).reshape(n * c, n * c)
+        y = y.reshape(-1, 1)
+    elif k.ndim != 2 or k.shape[0] != k.shape[1]:
+        raise ValueError(f"kernel must be (n, n) or (n, n, C, C), got {k.shape}")
+    if y.ndim != 2 or y.shape[0] != k.shape[0]:
+        raise ValueError(f"targets have {y.shape[0]} rows but the kernel is {k.shape[0]} x ...")
+    kn, yn = np.linalg.norm(k), float(np.sum(y * y))
+    if kn == 0 or yn == 0:
+        raise ValueError("target alignment is undefined for a zero kernel or zero targets")
+    return float(np.sum(y * (k @ y)) / (kn * yn))

@@ -1,0 +1,236 @@
+"""Supervision complexity s(Y) = vec(Y)^T K^{-1} vec(Y) and its adjusted form."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from sdcomplex.complexity._solve import (
+    Factorization,
+    as_symmetric_matrix,
+    check_finite,
+    factorize,
+)
+
+FORMS = ("mean", "full", "diag")
+
+
+@dataclasses.dataclass(frozen=True)
+class ComplexityResult:
+    """Supervision complexity of one set of targets with respect to one kernel.
+
+    Attributes:
+      value: s(Y), the squared RKHS norm of the minimum-norm kernel interpolant of Y.
+      adjusted: sqrt(value * trace) / n, invariant to rescaling the kernel; the complexity term
+        of the margin bound (PAPER.md section 3) up to the factor 2 / gamma.
+      trace: trace of the kernel used for s (mean: tr K; full: tr of the (nC, nC) matrix; diag:
+        sum_c tr Theta_cc), before ridge and jitter.
+      n: number of examples.
+      num_outputs: number of target columns C.
+      form: ``"mean"``, ``"full"`` or ``"diag"``, from the kernel's shape.
+      ridge: lambda of s_lambda (K + lambda * n * I); 0 for interpolation.
+      jitter: absolute jitter added to the diagonal for numerical definiteness (the largest over
+        the per-logit kernels of a diag kernel); not part of the definition, reported so it can be
+        judged.
+      condition_number: condition-number estimate of the matrix solved (largest over logits).
+      method: ``"cholesky"`` or ``"eigh"`` (pseudo-inverse; see ``rank``).
+      rank: numerical rank of the solved matrix (smallest over logits).
+      residual: True when an offset f0 was subtracted (targets Y - f0).
+      targets: how the targets were made, when known (see `sdcomplex.targets`).
+    """
+
+    value: float
+    adjusted: float
+    trace: float
+    n: int
+    num_outputs: int
+    form: str
+    ridge: float
+    jitter: float
+    condition_number: float
+    method: str
+    rank: int
+    residual: bool = False
+    targets: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of every field."""
+        return dataclasses.asdict(self)
+
+
+def _kernel_form(kernel: np.ndarray) -> str:
+    if kernel.ndim == 2:
+        return "mean"
+    if kernel.ndim == 3:
+        return "diag"
+    if kernel.ndim == 4:
+        return "full"
+    raise ValueError(
+        "kernel must have shape (n, n) (mean), (C, n, n) (diag) or (n, n, C, C) (full); "
+        f"got {kernel.shape}"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class FactorizedKernel:
+    """A kernel factorised once in float64, for the complexity of many targets.
+
+    Build it with `factorize_kernel`. Attributes mirror `ComplexityResult`.
+    """
+
+    form: str
+    n: int
+    num_outputs: int | None
+    trace: float
+    ridge: float
+    factors: tuple[Factorization, ...]
+
+    def complexity(
+        self, targets: Any, *, offset: Any = None, metadata: dict[str, Any] | None = None
+    ) -> ComplexityResult:
+        """Supervision complexity of ``targets`` (optionally residual ``targets - offset``).
+
+        Args:
+          targets: (n,) or (n, C) array, or a `sdcomplex.targets.Targets`.
+          offset: array of the same shape (e.g. the student's initial outputs f0), or None.
+          metadata: description of the targets to record (taken from a ``Targets``).
+
+        Returns:
+          A `ComplexityResult`.
+
+        Raises:
+          ValueError: wrong number of rows or columns, NaN or inf.
+        """
+        if hasattr(targets, "values") and hasattr(targets, "describe"):
+            metadata = metadata if metadata is not None else targets.describe()
+            targets = targets.values
+        y = np.asarray(targets, dtype=np.float64)
+        if y.ndim == 1:
+            y = y[:, None]
+        if y.ndim != 2:
+            raise ValueError(f"targets must have shape (n,) or (n, C), got {np.shape(targets)}")
+        if y.shape[0] != self.n:
+            raise ValueError(
+                f"targets have {y.shape[0]} rows but the kernel is over {self.n} examples"
+            )
+        check_finite("targets", y)
+        if offset is not None:
+            f0 = np.asarray(offset, dtype=np.float64)
+            if f0.ndim == 1:
+                f0 = f0[:, None]
+            if f0.shape != y.shape:
+                raise ValueError(f"offset has shape {f0.shape}, targets have shape {y.shape}")
+            check_finite("offset", f0)
+            y = y - f0
+        c = y.shape[1]
+        if self.num_outputs is not None and c != self.num_outputs:
+            raise ValueError(
+                f"targets have {c} columns but the {self.form} kernel has "
+                f"{self.num_outputs} outputs"
+            )
+        if self.form == "mean":
+            value = float(np.sum(self.factors[0].quadratic_forms(y)))
+        elif self.form == "full":
+            value = float(self.factors[0].quadratic_forms(y.reshape(-1, 1))[0])
+        else:
+            value = float(
+                sum(f.quadratic_forms(y[:, k : k + 1])[0] for k, f in enumerate(self.factors))
+            )
+        value = max(value, 0.0)
+        return ComplexityResult(
+            value=value,
+            adjusted=math.sqrt(value * self.trace) / self.n,
+            trace=self.trace,
+            n=self.n,
+            num_outputs=c,
+            form=self.form,
+            ridge=self.ridge,
+            jitter=max(f.jitter for f in self.factors),
+            condition_number=max(f.condition_number for f in self.factors),
+            method="eigh" if any(f.method == "eigh" for f in self.factors) else "cholesky",
+            rank=min(f.rank for f in self.factors),
+            residual=offset is not None,
+            targets=metadata,
+        )
+
+
+def factorize_kernel(kernel: Any, *, ridge: float = 0.0) -> FactorizedKernel:
+    """Validates and factorises a kernel in float64 for `supervision_complexity`.
+
+    Args:
+      kernel: (n, n) mean kernel, (C, n, n) per-logit kernels, or (n, n, C, C) full kernel, any
+        float dtype (it is converted to float64).
+      ridge: lambda >= 0; the matrix solved is K + lambda * n * I.
+
+    Raises:
+      ValueError: wrong shape, not square or not symmetric, NaN or inf, negative ridge.
+    """
+    if isinstance(ridge, bool) or not isinstance(ridge, int | float | np.floating):
+        raise TypeError(f"ridge must be a number, got {type(ridge).__name__}")
+    if not ridge >= 0 or not math.isfinite(ridge):
+        raise ValueError(f"ridge must be a finite number >= 0, got {ridge}")
+    k = np.asarray(kernel)
+    if not np.issubdtype(k.dtype, np.number):
+        raise TypeError(f"kernel must be numeric, got dtype {k.dtype}")
+    form = _kernel_form(k)
+    if form == "mean":
+        mats, num_outputs = [k], None
+    elif form == "diag":
+        if k.shape[1] != k.shape[2]:
+            raise ValueError(f"per-logit kernels must be (C, n, n), got {k.shape}")
+        mats, num_outputs = list(k), k.shape[0]
+    else:
+        if k.shape[0] != k.shape[1] or k.shape[2] != k.shape[3]:
+            raise ValueError(f"a full kernel must have shape (n, n, C, C), got {k.shape}")
+        n, _, c, _ = k.shape
+        mats, num_outputs = [k.transpose(0, 2, 1, 3).reshape(n * c, n * c)], c
+    mats = [as_symmetric_matrix("kernel", m) for m in mats]
+    n = k.shape[1] if form == "diag" else k.shape[0]
+    trace = float(sum(np.trace(m) for m in mats))
+    factors = []
+    for m in mats:
+        if ridge:
+            m = m + ridge * n * np.eye(m.shape[0])
+        factors.append(factorize(m))
+    return FactorizedKernel(form, n, num_outputs, trace, float(ridge), tuple(factors))
+
+
+def supervision_complexity(
+    kernel: Any, targets: Any, *, offset: Any = None, ridge: float = 0.0
+) -> ComplexityResult:
+    """Supervision complexity s(Y) of targets with respect to a kernel (PAPER.md section 2).
+
+    The kernel's shape selects the form:
+
+    * mean (n, n): s(Y) = sum_c Y[:, c]^T K^{-1} Y[:, c] = tr(Y^T K^{-1} Y);
+    * full (n, n, C, C): s(Y) = vec(Y)^T Theta^{-1} vec(Y) with the example-major flattening;
+    * diag (C, n, n): s(Y) = sum_c Y[:, c]^T Theta_cc^{-1} Y[:, c].
+
+    Solves run in float64 whatever the kernel's precision: Cholesky, adding an escalating jitter
+    (reported in the result) when the kernel is numerically singular, then a pseudo-inverse from
+    the eigendecomposition if no jitter of the schedule works. The value is never NaN or negative.
+
+    Args:
+      kernel: the kernel (any float dtype), e.g. from `sdcomplex.ntk.empirical_ntk`.
+      targets: (n,) or (n, C) array, or a `sdcomplex.targets.Targets`.
+      offset: optional (n,) or (n, C) outputs f0 for residual targets Y - f0.
+      ridge: lambda >= 0 for the kernel-ridge variant s_lambda with K + lambda * n * I.
+
+    Returns:
+      A `ComplexityResult` with the value, the adjusted value sqrt(s * tr K) / n, the trace, n,
+      the jitter added, a condition-number estimate and the method used.
+
+    Raises:
+      ValueError: kernel not square or not symmetric, NaN or inf in kernel or targets, target
+        rows that don't match the kernel, negative ridge.
+
+    Example:
+      >>> import numpy as np
+      >>> r = supervision_complexity(np.eye(3), np.array([1.0, -1.0, 2.0]))
+      >>> r.value, r.adjusted
+      (6.0, 1.4142135623730951)
+    """
+    return factorize_kernel(kernel, ridge=ridge).complexity(targets, offset=offset)

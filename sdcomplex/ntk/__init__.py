@@ -1,0 +1,51 @@
+"""Empirical neural tangent kernels of pure functions and Flax models.
+
+Main entry point: `empirical_ntk(fn, params, x1, x2=None, outputs="mean")`. Implementations are
+pluggable (`register_implementation`); ``"auto"`` picks the cheapest by a cost estimate.
+"""
+
+from sdcomplex.ntk._api import (
+    DEFAULT_MEMORY_BUDGET,
+    NTKPlan,
+    compute_with_plan,
+    empirical_ntk,
+    flatten_full_kernel,
+    plan_ntk,
+    unflatten_full_kernel,
+)
+from sdcomplex.ntk._engine import (
+    OUTPUTS,
+    CostEstimate,
+    NTKImplementation,
+    ProblemSize,
+    available_implementations,
+    get_implementation,
+    register_implementation,
+)
+from sdcomplex.ntk._flax import FlaxNTKFunction, flax_ntk_fn
+from sdcomplex.ntk._jacobian import JacobianContraction
+from sdcomplex.ntk._ntvp import NTKVectorProducts
+
+register_implementation(JacobianContraction(), overwrite=True)
+register_implementation(NTKVectorProducts(), overwrite=True)
+
+__all__ = [
+    "DEFAULT_MEMORY_BUDGET",
+    "OUTPUTS",
+    "CostEstimate",
+    "FlaxNTKFunction",
+    "JacobianContraction",
+    "NTKImplementation",
+    "NTKPlan",
+    "NTKVectorProducts",
+    "ProblemSize",
+    "available_implementations",
+    "compute_with_plan",
+    "empirical_ntk",
+    "flatten_full_kernel",
+    "flax_ntk_fn",
+    "get_implementation",
+    "plan_ntk",
+    "register_implementation",
+    "unflatten_full_kernel",
+]

@@ -1,0 +1,372 @@
+"""`empirical_ntk`: validation, planning, blocked assembly and dispatch to an implementation."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from sdcomplex.ntk._engine import (
+    OUTPUTS,
+    NTKImplementation,
+    OutputSpec,
+    ProblemSize,
+    available_implementations,
+    combine_callable,
+    get_implementation,
+    partition_callable,
+)
+
+DEFAULT_MEMORY_BUDGET = 2 * 1024**3
+"""Default bytes for the features of the two blocks held at once (2 GiB)."""
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class _AsMatrix:
+    """Wraps ``fn`` whose output is (batch,) so that it returns (batch, 1)."""
+
+    fn: Callable[..., Any]
+
+    def __call__(self, params: Any, x: jax.Array) -> jax.Array:
+        return self.fn(params, x)[:, None]
+
+
+@dataclasses.dataclass(frozen=True)
+class NTKPlan:
+    """How `empirical_ntk` will compute a kernel.
+
+    Attributes:
+      implementation: name of the chosen implementation.
+      block_size: examples per block.
+      num_blocks: number of (row, column) block pairs computed per part.
+      num_parts: number of parts (e.g. logits) the Gram is summed over.
+      flops: the implementation's estimate of floating-point operations.
+      feature_bytes: estimated bytes of the features of two blocks held at once.
+      estimates: ``{name: (flops, bytes_per_example)}`` for every implementation considered.
+      size: the problem size the plan was made for.
+    """
+
+    implementation: str
+    block_size: int
+    num_blocks: int
+    num_parts: int
+    flops: float
+    feature_bytes: float
+    estimates: dict[str, tuple[float, float]]
+    size: ProblemSize
+
+
+def _num_params(params: Any) -> tuple[int, int]:
+    leaves = jax.tree.leaves(params)
+    if not leaves:
+        raise ValueError("params has no arrays to differentiate")
+    for leaf in leaves:
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+            raise TypeError(f"params must be floating point, found a leaf of dtype {leaf.dtype}")
+    itemsize = max(jnp.result_type(leaf).itemsize for leaf in leaves)
+    return int(sum(np.size(leaf) for leaf in leaves)), int(itemsize)
+
+
+def _forward_flops(fn: Callable[..., Any], params: Any, x: Any) -> float:
+    """XLA's count of floating-point operations for one forward pass of one example."""
+    try:
+        cost = jax.jit(fn).lower(params, x[:1]).cost_analysis()
+        if isinstance(cost, list | tuple):
+            cost = cost[0]
+        flops = float(cost.get("flops", 0.0)) if cost else 0.0
+    except Exception:  # noqa: BLE001 - cost analysis is optional on some backends
+        flops = 0.0
+    return flops if flops > 0 else 2.0 * _num_params(params)[0]
+
+
+def _check_inputs(x1: Any, x2: Any) -> None:
+    for name, x in (("x1", x1), ("x2", x2)):
+        if x is None:
+            continue
+        if not hasattr(x, "shape") or len(x.shape) < 1:
+            raise TypeError(f"{name} must be an array with a leading batch axis")
+        if x.shape[0] < 1:
+            raise ValueError(f"{name} is empty")
+    if x2 is not None and tuple(x1.shape[1:]) != tuple(x2.shape[1:]):
+        raise ValueError(
+            f"x1 and x2 must have the same example shape, got {x1.shape[1:]} and {x2.shape[1:]}"
+        )
+
+
+def plan_ntk(
+    fn: Callable[..., Any],
+    params: Any,
+    x1: Any,
+    x2: Any = None,
+    *,
+    outputs: str = "mean",
+    implementation: str = "auto",
+    block_size: int | None = None,
+    memory_budget: float = DEFAULT_MEMORY_BUDGET,
+) -> NTKPlan:
+    """Chooses the implementation and block size `empirical_ntk` will use (see there for args).
+
+    ``"auto"`` estimates each supporting implementation's floating-point operations from the
+    number of parameters, the number of logits and XLA's count of one forward pass, and picks
+    the cheapest; block sizes are the largest whose features fit ``memory_budget``.
+    """
+    if outputs not in OUTPUTS:
+        raise ValueError(f"unknown outputs {outputs!r}; expected one of {', '.join(OUTPUTS)}")
+    if implementation != "auto":
+        get_implementation(implementation)  # raises on unknown names
+    if block_size is not None and (not isinstance(block_size, int) or block_size < 1):
+        raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+    if not memory_budget > 0:
+        raise ValueError(f"memory_budget must be positive, got {memory_budget!r}")
+    _check_inputs(x1, x2)
+    out = jax.eval_shape(fn, params, x1[:1])
+    if len(out.shape) not in (1, 2) or out.shape[0] != 1:
+        raise ValueError(f"fn must return logits of shape (batch, C); got {out.shape} for batch 1")
+    num_params, itemsize = _num_params(params)
+    n1 = int(x1.shape[0])
+    size = ProblemSize(
+        n1=n1,
+        n2=n1 if x2 is None else int(x2.shape[0]),
+        num_outputs=int(out.shape[1]) if len(out.shape) == 2 else 1,
+        num_params=num_params,
+        forward_flops=_forward_flops(fn, params, x1),
+        itemsize=itemsize,
+        outputs=outputs,
+        symmetric=x2 is None,
+    )
+    names = available_implementations() if implementation == "auto" else (implementation,)
+    candidates = [get_implementation(n) for n in names]
+    candidates = [impl for impl in candidates if impl.supports(fn)]
+    if not candidates:
+        raise ValueError(f"implementation {implementation!r} does not support this function")
+    estimates = {impl.name: impl.estimate(size) for impl in candidates}
+    max_size = max(size.n1, size.n2)
+
+    def fits(name: str) -> bool:
+        est = estimates[name]
+        return est.fixed_bytes + 2 * est.bytes_per_example <= memory_budget
+
+    if implementation == "auto":
+        fitting = [impl for impl in candidates if fits(impl.name)] or candidates
+        chosen = min(fitting, key=lambda impl: estimates[impl.name].flops)
+    else:
+        chosen = candidates[0]
+    est = estimates[chosen.name]
+    block = block_size or est.block_size(memory_budget, max_size=max_size)
+    block = min(block, max_size)
+    nb1, nb2 = math.ceil(size.n1 / block), math.ceil(size.n2 / block)
+    num_blocks = nb1 * (nb1 + 1) // 2 if size.symmetric else nb1 * nb2
+    return NTKPlan(
+        implementation=chosen.name,
+        block_size=block,
+        num_blocks=num_blocks,
+        num_parts=chosen.num_parts(size),
+        flops=est.flops,
+        feature_bytes=est.fixed_bytes + 2 * block * est.bytes_per_example,
+        estimates={k: (v.flops, v.bytes_per_example) for k, v in estimates.items()},
+        size=size,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("impl", "static", "spec"))
+def _features(
+    impl: NTKImplementation,
+    static: Any,
+    spec: OutputSpec,
+    dynamic: list[Any],
+    params: Any,
+    x: jax.Array,
+    part: jax.Array,
+) -> Any:
+    return impl.features(combine_callable(dynamic, static), params, x, part, spec)
+
+
+@functools.partial(jax.jit, static_argnames=("impl", "static", "spec"))
+def _contract(
+    impl: NTKImplementation,
+    static: Any,
+    spec: OutputSpec,
+    dynamic: list[Any],
+    params: Any,
+    f1: Any,
+    f2: Any,
+    part: jax.Array,
+) -> jax.Array:
+    return impl.contract(combine_callable(dynamic, static), params, f1, f2, part, spec)
+
+
+def _pad_to_blocks(x: Any, block: int) -> tuple[jax.Array, int]:
+    """Pads the batch axis to a multiple of ``block`` (repeating the first example)."""
+    x = jnp.asarray(x)
+    n = x.shape[0]
+    pad = -n % block
+    if pad:
+        x = jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)], axis=0)
+    return x, n
+
+
+def _accumulate(out: np.ndarray, blk: np.ndarray, rows: slice, cols: slice, outputs: str) -> None:
+    if outputs == "diag":
+        out[:, rows, cols] += blk
+    else:
+        out[rows, cols] += blk
+
+
+def _mirror(blk: np.ndarray, outputs: str) -> np.ndarray:
+    if outputs == "mean":
+        return blk.T
+    if outputs == "diag":
+        return blk.transpose(0, 2, 1)
+    return blk.transpose(1, 0, 3, 2)
+
+
+def empirical_ntk(
+    fn: Callable[..., Any],
+    params: Any,
+    x1: Any,
+    x2: Any = None,
+    *,
+    outputs: str = "mean",
+    implementation: str = "auto",
+    block_size: int | None = None,
+    memory_budget: float = DEFAULT_MEMORY_BUDGET,
+    progress: bool | None = None,
+) -> np.ndarray:
+    """Empirical neural tangent kernel Theta(x, x') = J(x) J(x')^T of ``fn`` at ``params``.
+
+    J(x) = d fn(params, x) / d params is the C x P Jacobian of the logits. The Gram is assembled
+    block by block on the host, so peak accelerator memory stays near ``memory_budget`` whatever
+    the number of examples; the symmetric case computes only the upper block triangle.
+
+    Args:
+      fn: pure function ``fn(params, x) -> logits`` of shape (batch, C) (or (batch,) for one
+        output). For Flax models use `flax_ntk_fn`. Examples must not interact (BatchNorm in
+        inference mode).
+      params: pytree of floating-point arrays the Jacobian is taken with respect to.
+      x1: (n1, ...) inputs.
+      x2: (n2, ...) inputs, or None for the symmetric kernel of ``x1`` with itself.
+      outputs: ``"mean"`` -> (n1, n2), (1/C) sum_c Theta_cc (neural-tangents' trace convention,
+        a mean over logits); ``"full"`` -> (n1, n2, C, C); ``"diag"`` -> (C, n1, n2).
+      implementation: ``"auto"`` (cheapest by estimate among those that fit the memory
+        budget), ``"jacobian"``, ``"ntvp"`` or any registered implementation.
+      block_size: examples per block; by default the largest that fits ``memory_budget``.
+      memory_budget: bytes allowed for the features of the two blocks held at once.
+      progress: show a progress bar over blocks (None: only on a terminal, for > 4 blocks).
+
+    Returns:
+      The kernel as a numpy array in the parameters' precision (float32 unless float64 is
+      enabled), of the shape given by ``outputs``.
+
+    Raises:
+      ValueError: unknown ``outputs`` or ``implementation``, bad ``block_size`` or budget,
+        mismatched example shapes, or ``fn`` not returning (batch, C).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> fn = lambda w, x: x @ w  # linear model, Theta(x, x') = (x . x') I_C
+      >>> k = empirical_ntk(fn, jnp.ones((3, 2)), jnp.eye(3))
+      >>> k.shape, float(k[0, 0]), float(k[0, 1])
+      ((3, 3), 1.0, 0.0)
+    """
+    plan = plan_ntk(
+        fn,
+        params,
+        x1,
+        x2,
+        outputs=outputs,
+        implementation=implementation,
+        block_size=block_size,
+        memory_budget=memory_budget,
+    )
+    return compute_with_plan(plan, fn, params, x1, x2, progress=progress)
+
+
+def compute_with_plan(
+    plan: NTKPlan,
+    fn: Callable[..., Any],
+    params: Any,
+    x1: Any,
+    x2: Any = None,
+    *,
+    progress: bool | None = None,
+) -> np.ndarray:
+    """Runs a plan from `plan_ntk` (same ``fn``, ``params`` and inputs)."""
+    if len(jax.eval_shape(fn, params, x1[:1]).shape) == 1:
+        fn = _AsMatrix(fn)
+    impl = get_implementation(plan.implementation)
+    size, block, outputs = plan.size, plan.block_size, plan.size.outputs
+    dynamic, static = partition_callable(fn)
+    xa, n1 = _pad_to_blocks(x1, block)
+    xb, n2 = (xa, n1) if x2 is None else _pad_to_blocks(x2, block)
+    c = size.num_outputs
+    shape = {"mean": (n1, n2), "full": (n1, n2, c, c), "diag": (c, n1, n2)}[outputs]
+    dtype = np.dtype(jnp.result_type(*jax.tree.leaves(params)))
+    out = np.zeros(shape, dtype=dtype)
+    rows = range(0, xa.shape[0], block)
+    cols = range(0, xb.shape[0], block)
+    pairs = [(i, j) for i in rows for j in cols if x2 is not None or j >= i]
+    bar = tqdm(
+        total=len(pairs) * plan.num_parts,
+        desc=f"NTK {outputs} ({plan.implementation})",
+        unit="block",
+        disable=(len(pairs) * plan.num_parts <= 4 or None) if progress is None else not progress,
+        leave=False,
+    )
+    spec = size.spec
+    with bar:
+        for part in range(plan.num_parts):
+            part_index = jnp.asarray(part, dtype=jnp.int32)
+
+            def feats(x: jax.Array, part_index: jax.Array = part_index) -> Any:
+                return _features(impl, static, spec, dynamic, params, x, part_index)
+
+            for i in rows:
+                f1 = feats(xa[i : i + block])
+                r = slice(i, min(i + block, n1))
+                for j in (j for (ii, j) in pairs if ii == i):
+                    f2 = f1 if (x2 is None and j == i) else feats(xb[j : j + block])
+                    blk = _contract(impl, static, spec, dynamic, params, f1, f2, part_index)
+                    blk = np.asarray(blk)
+                    cl = slice(j, min(j + block, n2))
+                    if outputs == "diag":
+                        blk = blk[:, : r.stop - r.start, : cl.stop - cl.start]
+                    else:
+                        blk = blk[: r.stop - r.start, : cl.stop - cl.start]
+                    _accumulate(out, blk, r, cl, outputs)
+                    if x2 is None and j != i:
+                        _accumulate(out, _mirror(blk, outputs), cl, r, outputs)
+                    bar.update()
+    return out
+
+
+def flatten_full_kernel(kernel: Any) -> np.ndarray:
+    """(n1, n2, C, C) full kernel to the example-major (n1*C, n2*C) matrix.
+
+    Entry [i*C + c, j*C + d] is Theta_cd(x_i, x_j), matching ``targets.reshape(-1)`` for targets
+    of shape (n, C).
+
+    Raises:
+      ValueError: if ``kernel`` is not 4-dimensional with equal output axes.
+    """
+    k = np.asarray(kernel)
+    if k.ndim != 4 or k.shape[2] != k.shape[3]:
+        raise ValueError(f"a full kernel has shape (n1, n2, C, C), got {k.shape}")
+    n1, n2, c, _ = k.shape
+    return k.transpose(0, 2, 1, 3).reshape(n1 * c, n2 * c)
+
+
+def unflatten_full_kernel(matrix: Any, num_outputs: int) -> np.ndarray:
+    """Inverse of `flatten_full_kernel`: (n1*C, n2*C) to (n1, n2, C, C)."""
+    m = np.asarray(matrix)
+    c = int(num_outputs)
+    if m.ndim != 2 or c < 1 or m.shape[0] % c or m.shape[1] % c:
+        raise ValueError(f"cannot split a matrix of shape {m.shape} into {num_outputs} outputs")
+    return m.reshape(m.shape[0] // c, c, m.shape[1] // c, c).transpose(0, 2, 1, 3)

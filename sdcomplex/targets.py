@@ -1,0 +1,178 @@
+"""Targets for supervision complexity, each recording how it was made.
+
+Results depend on the choice of targets (one-hot, +-1, soft targets at a temperature, raw logits)
+and on centering, so every `Targets` carries a description that complexity results record.
+
+Example:
+  >>> import numpy as np
+  >>> t = soft_targets(np.array([[2.0, 0.0], [0.0, 2.0]]), temperature=2.0)
+  >>> t.describe()["kind"], t.values.shape
+  ('soft', (2, 2))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Targets:
+    """Target values with their provenance.
+
+    Attributes:
+      values: (n, C) float64 (or (n, 1) for +-1 binary targets).
+      kind: ``"one_hot"``, ``"binary"``, ``"random_labels"``, ``"soft"``, ``"logits"``.
+      params: how they were made (temperature, seed, classes, centering, ...).
+    """
+
+    values: np.ndarray
+    kind: str
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serialisable description (kind, parameters, shape), without the values."""
+        return {"kind": self.kind, **self.params, "shape": list(self.values.shape)}
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Hard labels, argmax over classes (for binary targets: 1 where positive)."""
+        if self.values.shape[1] == 1:
+            return (self.values[:, 0] > 0).astype(np.int64)
+        return np.argmax(self.values, axis=1)
+
+
+def _labels(labels: Any, num_classes: int | None = None) -> np.ndarray:
+    y = np.asarray(labels)
+    if y.ndim != 1:
+        raise ValueError(f"labels must have shape (n,), got {y.shape}")
+    if y.size == 0:
+        raise ValueError("labels are empty")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.all(np.equal(np.mod(y, 1), 0)):
+            raise TypeError(f"labels must be integers, got dtype {y.dtype}")
+        y = y.astype(np.int64)
+    if y.min() < 0:
+        raise ValueError(f"labels must be >= 0, found {y.min()}")
+    if num_classes is not None and y.max() >= num_classes:
+        raise ValueError(f"label {y.max()} out of range for {num_classes} classes")
+    return y.astype(np.int64)
+
+
+def _num_classes(num_classes: int) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer):
+        raise TypeError(f"num_classes must be an integer, got {type(num_classes).__name__}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    return int(num_classes)
+
+
+def _maybe_center(values: np.ndarray, center: bool) -> np.ndarray:
+    return values - values.mean(axis=1, keepdims=True) if center else values
+
+
+def one_hot(labels: Any, num_classes: int, *, center: bool = False) -> Targets:
+    """One-hot targets e_{y_i}.
+
+    Args:
+      labels: (n,) integer labels in [0, num_classes).
+      num_classes: C.
+      center: subtract 1/C from every entry (rows then sum to zero).
+
+    Returns:
+      `Targets` with values (n, C) float64.
+    """
+    c = _num_classes(num_classes)
+    y = _labels(labels, c)
+    values = _maybe_center(np.eye(c)[y], center)
+    return Targets(values, "one_hot", {"num_classes": c, "centered": center})
+
+
+def binary_targets(labels: Any, positive_classes: Any = None) -> Targets:
+    """+-1 targets of a binary task, shape (n, 1).
+
+    Args:
+      labels: (n,) integer labels.
+      positive_classes: classes mapped to +1; by default the labels must already be 0/1 (1 -> +1)
+        or -1/+1.
+
+    Returns:
+      `Targets` with values in {-1, +1}, shape (n, 1).
+    """
+    y = np.asarray(labels)
+    if y.ndim != 1 or y.size == 0:
+        raise ValueError(f"labels must be a non-empty (n,) array, got shape {y.shape}")
+    if positive_classes is None:
+        values = set(np.unique(y).tolist())
+        if values <= {0, 1}:
+            pm = np.where(y == 1, 1.0, -1.0)
+        elif values <= {-1, 1}:
+            pm = y.astype(np.float64)
+        else:
+            raise ValueError(
+                "labels must be 0/1 or -1/+1 unless positive_classes is given; "
+                f"found {sorted(values)[:10]}"
+            )
+        positive = [1]
+    else:
+        positive = sorted(int(c) for c in np.atleast_1d(positive_classes))
+        pm = np.where(np.isin(_labels(y), positive), 1.0, -1.0)
+    return Targets(pm[:, None], "binary", {"positive_classes": positive})
+
+
+def random_labels(n: int, num_classes: int, *, seed: int, center: bool = False) -> Targets:
+    """One-hot targets of labels drawn uniformly at random (a reference for complexity plots).
+
+    Args:
+      n: number of examples.
+      num_classes: C.
+      seed: seed of numpy's PCG64 generator (results are reproducible).
+      center: as in `one_hot`.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    c = _num_classes(num_classes)
+    y = np.random.default_rng(seed).integers(0, c, size=n)
+    values = _maybe_center(np.eye(c)[y], center)
+    return Targets(values, "random_labels", {"num_classes": c, "seed": seed, "centered": center})
+
+
+def _logits(logits: Any) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim != 2 or z.shape[0] == 0:
+        raise ValueError(f"logits must have shape (n, C), got {np.shape(logits)}")
+    if not np.all(np.isfinite(z)):
+        raise ValueError("logits contain NaN or inf values")
+    return z
+
+
+def soft_targets(logits: Any, temperature: float = 1.0, *, center: bool = False) -> Targets:
+    """Teacher soft targets softmax(z / tau), computed stably in float64.
+
+    Args:
+      logits: (n, C) teacher logits z.
+      temperature: tau > 0; larger tau gives smoother targets.
+      center: subtract 1/C from every entry.
+
+    Returns:
+      `Targets` with rows on the probability simplex (before centering).
+    """
+    if not (isinstance(temperature, int | float | np.floating) and temperature > 0):
+        raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
+    if not math.isfinite(temperature):
+        raise ValueError("temperature must be finite")
+    z = _logits(logits) / float(temperature)
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    params = {"temperature": float(temperature), "centered": center}
+    return Targets(_maybe_center(p, center), "soft", params)
+
+
+def logit_targets(logits: Any, *, center: bool = False) -> Targets:
+    """Raw teacher logits as targets (optionally centred per example)."""
+    z = _logits(logits)
+    return Targets(_maybe_center(z, center), "logits", {"centered": center})
