@@ -32,9 +32,8 @@ def main() -> None:
     variables = init_variables(model, jax.random.key(0), (32, 32, 3))
     fn, params = flax_ntk_fn(model, variables)
     x = np.random.default_rng(0).normal(size=(args.n, 32, 32, 3)).astype(np.float32)
-    print(
-        f"{args.model}, n = {args.n}, mean NTK, C = 10; {platform.processor() or platform.machine()}"
-    )
+    machine = platform.processor() or platform.machine()
+    print(f"{args.model}, n = {args.n}, mean NTK, C = 10; {machine}")
     print(f"jax {jax.__version__}, devices {jax.devices()}")
     names = args.implementations or ["auto", *available_implementations()]
     reference = None
