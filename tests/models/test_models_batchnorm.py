@@ -50,9 +50,8 @@ def first_conv_output(name, variables, conv_name, x):
             x, kernel, (1,), "SAME", dimension_numbers=("NWC", "WIO", "NWC")
         )
         return out + p["bias"]
-    stride = 1
-    return jax.lax.conv_general_dilated(
-        x, kernel, (stride, stride), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+    return jax.lax.conv_general_dilated(  # 3x3 stem, stride 1, padding 1 in both models
+        x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
     )
 
 
