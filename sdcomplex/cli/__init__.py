@@ -11,7 +11,12 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-SUBCOMMANDS = ("sdcomplex.cli._demo", "sdcomplex.cli._complexity")
+SUBCOMMANDS = (
+    "sdcomplex.cli._demo",
+    "sdcomplex.cli._complexity",
+    "sdcomplex.cli._train",
+    "sdcomplex.cli._plot",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,100 @@
+"""Training of teachers and students: configs as code, a jitted step, resumable runs.
+
+``train(config, run_dir)`` trains the model and data set a :class:`TrainConfig` names (SGD with
+momentum and weight decay on a cosine or step schedule, or Adam/AdamW; BatchNorm statistics
+handled), evaluates train and test loss and accuracy after every epoch (and at epoch 0), appends
+them to ``run_dir/metrics.jsonl`` and writes Orbax checkpoints with manifests. A run killed at
+any moment resumes from its last complete checkpoint and ends bit-identical (on CPU) to an
+uninterrupted run; SIGTERM finishes the current step, saves and returns.
+
+Distillation plugs in through :func:`train`'s ``loss_fn`` (student logits, labels, supervision
+outputs -> scalar), ``supervision_apply`` (computed inside the jitted step, e.g. a teacher's
+forward pass), ``supervision_fn`` (epoch -> supervision pytree, e.g. a teacher checkpoint from
+:func:`load_checkpoint`) and ``diagnostics_fn`` (extra per-epoch metrics).
+
+Example:
+    >>> from sdcomplex.train import TrainConfig, train, load_checkpoint, list_checkpoints
+    >>> cfg = TrainConfig(model="mlp", dataset="digits", epochs=3, augment=False)
+    >>> result = train(cfg, "/tmp/runs/mlp_digits", quiet=True)  # doctest: +SKIP
+    >>> list_checkpoints("/tmp/runs/mlp_digits")  # doctest: +SKIP
+    [0, 1, 2, 3]
+"""
+
+from sdcomplex.train._checkpoint import (
+    library_versions,
+    list_checkpoints,
+    load_checkpoint,
+    load_manifest,
+)
+from sdcomplex.train._config import (
+    OPTIMIZERS,
+    SCHEDULES,
+    TrainConfig,
+    config_differences,
+    config_hash,
+    load_config,
+)
+from sdcomplex.train._metrics import (
+    METRICS_FILE,
+    TIMING_FIELDS,
+    read_metrics,
+    strip_timing,
+)
+from sdcomplex.train._optim import make_optimizer, make_schedule
+from sdcomplex.train._plot import plot_learning_curves
+from sdcomplex.train._setup import RunSetup, load_run_data, setup_run
+from sdcomplex.train._step import (
+    LossFn,
+    SupervisionApply,
+    TrainState,
+    cross_entropy_loss,
+    init_train_state,
+    make_eval_step,
+    make_preprocess,
+    make_train_step,
+)
+from sdcomplex.train._trainer import (
+    CONFIG_FILE,
+    DiagnosticsFn,
+    EpochInfo,
+    SupervisionFn,
+    TrainResult,
+    train,
+)
+
+__all__ = [
+    "CONFIG_FILE",
+    "METRICS_FILE",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "TIMING_FIELDS",
+    "DiagnosticsFn",
+    "EpochInfo",
+    "LossFn",
+    "RunSetup",
+    "SupervisionApply",
+    "SupervisionFn",
+    "TrainConfig",
+    "TrainResult",
+    "TrainState",
+    "config_differences",
+    "config_hash",
+    "cross_entropy_loss",
+    "init_train_state",
+    "library_versions",
+    "list_checkpoints",
+    "load_checkpoint",
+    "load_config",
+    "load_manifest",
+    "load_run_data",
+    "make_eval_step",
+    "make_optimizer",
+    "make_preprocess",
+    "make_schedule",
+    "make_train_step",
+    "plot_learning_curves",
+    "read_metrics",
+    "setup_run",
+    "strip_timing",
+    "train",
+]

@@ -1,0 +1,204 @@
+"""The jitted training step and evaluation: pure functions of the state and the batch.
+
+The step takes an optional *supervision* pytree (a jit argument, e.g. a teacher's variables) and
+a pluggable loss ``loss_fn(student_logits, labels, supervision_outputs) -> scalar``; knowledge
+distillation plugs in here without changing the trainer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from sdcomplex.data import augment_batch, normalise
+
+LossFn = Callable[[jax.Array, jax.Array, Any], jax.Array]
+"""``loss_fn(student_logits (B, C) float32, labels (B,) int32, supervision_outputs) -> scalar``."""
+
+SupervisionApply = Callable[[Any, jax.Array], Any]
+"""``supervision_apply(supervision, inputs (B, ...) float32) -> supervision_outputs``."""
+
+Preprocess = Callable[[jax.Array, jax.Array], jax.Array]
+"""``preprocess(key, raw_batch) -> float32 model inputs`` (augmentation and normalisation)."""
+
+
+class TrainState(NamedTuple):
+    """Everything that changes during training (a pytree; checkpointed whole).
+
+    Attributes:
+        step: number of optimiser updates done, int32 scalar.
+        params: ``variables['params']``.
+        batch_stats: ``variables['batch_stats']`` (BatchNorm running averages; ``{}`` for models
+            without BatchNorm).
+        opt_state: the optax state.
+    """
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        """The Flax variable dict ``{'params': ..., 'batch_stats': ...}`` (no empty entries)."""
+        out = {"params": self.params}
+        if self.batch_stats:
+            out["batch_stats"] = self.batch_stats
+        return out
+
+
+def init_train_state(variables: Mapping[str, Any], optimizer: optax.GradientTransformation):
+    """A :class:`TrainState` at step 0 from initial variables.
+
+    Example:
+        >>> import jax, optax
+        >>> from sdcomplex.models import create_model, init_variables
+        >>> v = init_variables(create_model("mlp", 3, hidden_sizes=(4,)), jax.random.key(0), (5,))
+        >>> int(init_train_state(v, optax.sgd(0.1)).step)
+        0
+    """
+    params = variables["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=optimizer.init(params),
+    )
+
+
+def cross_entropy_loss(logits: jax.Array, labels: jax.Array, supervision_outputs: Any = None):
+    """Mean softmax cross-entropy with integer labels (the default ``loss_fn``).
+
+    ``-(1/B) sum_i log softmax(z_i)[y_i]``; ``supervision_outputs`` is ignored.
+
+    Args:
+        logits: ``(B, C)`` float.
+        labels: ``(B,)`` int.
+        supervision_outputs: unused.
+
+    Returns:
+        float32 scalar.
+    """
+    del supervision_outputs
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def make_preprocess(
+    *,
+    mean: Any,
+    std: Any,
+    pixel_max: float,
+    augment: bool,
+    padding: int = 4,
+    flip: bool = True,
+) -> Preprocess:
+    """Raw batch -> model inputs: optional crop/flip augmentation, then normalisation.
+
+    Args:
+        mean: per-channel mean of ``x / pixel_max`` (``info.mean``; zeros to skip).
+        std: per-channel std (``info.std``; ones to skip).
+        pixel_max: ``info.pixel_max``.
+        augment: random crop (``padding``) and flip (``flip``) with the step's key; images only.
+        padding: crop padding per side.
+        flip: random horizontal flips.
+
+    Returns:
+        ``preprocess(key, raw) -> float32`` of the raw batch's shape.
+    """
+    mean = tuple(float(m) for m in mean)
+    std = tuple(float(s) for s in std)
+
+    def preprocess(key: jax.Array, raw: jax.Array) -> jax.Array:
+        if augment:
+            return augment_batch(key, raw, mean, std, pixel_max, padding=padding, flip=flip)
+        return normalise(raw, mean, std, pixel_max)
+
+    return preprocess
+
+
+def make_train_step(
+    model: nn.Module,
+    optimizer: optax.GradientTransformation,
+    preprocess: Preprocess,
+    *,
+    loss_fn: LossFn | None = None,
+    supervision_apply: SupervisionApply | None = None,
+    jit: bool = True,
+):
+    """The training step ``(state, running, raw_x, y, key, supervision) -> (state, running, loss)``.
+
+    One update: ``x = preprocess(key, raw_x)``; ``out = supervision_apply(supervision, x)``
+    (or ``supervision`` itself when no ``supervision_apply`` is given; no gradient flows into
+    it); ``loss = loss_fn(model(params, x, train=True), y, out)``; BatchNorm normalises with the
+    batch statistics and its running averages are updated; the optimiser applies the gradient.
+
+    Args:
+        model: the Flax module (``train=True`` mode, ``batch_stats`` mutable).
+        optimizer: the optax transformation.
+        preprocess: see :func:`make_preprocess`.
+        loss_fn: ``(student_logits (B, C), labels (B,), supervision_outputs) -> scalar``
+            (default :func:`cross_entropy_loss`).
+        supervision_apply: ``(supervision, x (B, ...) float32) -> supervision_outputs``, e.g. a
+            teacher's forward pass in inference mode; ``None`` passes ``supervision`` through.
+        jit: return the ``jax.jit``-compiled step (state and running sums donated).
+
+    Returns:
+        ``step(state, running, raw_x, y, key, supervision)`` returning the new
+        :class:`TrainState`, the new running sums ``running + [B * loss, correct, B]``
+        (float32 ``(3,)``) and the batch loss (float32 scalar).
+    """
+    loss_fn = cross_entropy_loss if loss_fn is None else loss_fn
+
+    def step(state: TrainState, running: jax.Array, raw_x, y, key, supervision):
+        x = preprocess(key, raw_x)
+        if supervision_apply is not None:
+            sup_out = jax.lax.stop_gradient(supervision_apply(supervision, x))
+        else:
+            sup_out = jax.lax.stop_gradient(supervision)
+
+        def objective(params):
+            variables = {"params": params, "batch_stats": state.batch_stats}
+            if not state.batch_stats:
+                variables = {"params": params}
+            logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+            loss = loss_fn(logits, y, sup_out)
+            return loss, (logits, updates.get("batch_stats", state.batch_stats))
+
+        (loss, (logits, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(
+            state.params
+        )
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        batch = jnp.float32(y.shape[0])
+        correct = jnp.sum(jnp.argmax(logits, axis=-1) == y).astype(jnp.float32)
+        running = running + jnp.stack([loss.astype(jnp.float32) * batch, correct, batch])
+        new_state = TrainState(state.step + 1, params, batch_stats, opt_state)
+        return new_state, running, loss
+
+    return jax.jit(step, donate_argnums=(0, 1)) if jit else step
+
+
+def make_eval_step(model: nn.Module, preprocess: Preprocess, *, jit: bool = True):
+    """Evaluation of one padded batch in inference mode.
+
+    ``eval_step(variables, raw_x (B, ...), y (B,), mask (B,) bool) -> float32 (2,)``: the
+    summed cross-entropy with the labels and the number of correct argmax predictions over the
+    examples with ``mask`` True (BatchNorm uses its running averages).
+    """
+    zero_key = jax.random.key(0)
+
+    def eval_step(variables, raw_x, y, mask):
+        x = preprocess(zero_key, raw_x)
+        logits = model.apply(variables, x, train=False)
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        correct = jnp.argmax(logits, axis=-1) == y
+        return jnp.stack(
+            [jnp.sum(jnp.where(mask, losses, 0.0)), jnp.sum(mask & correct).astype(jnp.float32)]
+        )
+
+    return jax.jit(eval_step) if jit else eval_step
