@@ -23,7 +23,7 @@ from sdcomplex.train import (
     train,
 )
 
-# A small BatchNorm CNN on the embedded digits, with augmentation, a cosine schedule and many
+# A small BatchNorm CNN on the embedded digits, with augmentation, a step schedule and many
 # steps per epoch (so that a signal sent after epoch 1 lands in the middle of epoch 2).
 CONFIG = TrainConfig(
     model="cnn",
@@ -47,19 +47,37 @@ def _leaves_equal(a, b):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """The uninterrupted run (in this process)."""
-    run_dir = tmp_path_factory.mktemp("reference")
-    result = train(CONFIG, run_dir, quiet=True)
-    assert result.status == "completed"
-    return run_dir, result
+def workdir(tmp_path_factory):
+    """A config file and a JAX compilation cache shared by this module's subprocesses (each
+    would otherwise spend seconds compiling the same step)."""
+    path = tmp_path_factory.mktemp("resume")
+    (path / "config.json").write_text(json.dumps(CONFIG.to_dict()))
+    return path
 
 
-def _start(run_dir, config_file):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "JAX_PLATFORMS": "cpu"}
-    cmd = [sys.executable, "-m", "sdcomplex", "train", "--config", str(config_file)]
+def _start(workdir, run_dir):
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "JAX_PLATFORMS": "cpu",
+        "JAX_COMPILATION_CACHE_DIR": str(workdir / "jax_cache"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
+    cmd = [sys.executable, "-m", "sdcomplex", "train", "--config", str(workdir / "config.json")]
     cmd += ["--out", str(run_dir), "--quiet"]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.fixture(scope="module")
+def reference(workdir):
+    """The uninterrupted run, in a subprocess."""
+    run_dir = workdir / "reference"
+    proc = _start(workdir, run_dir)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()
+    assert b"trained cnn on digits to epoch 4" in out
+    return run_dir
 
 
 def _wait_for_lines(run_dir, n, proc, timeout=120.0):
@@ -76,18 +94,11 @@ def _wait_for_lines(run_dir, n, proc, timeout=120.0):
     raise AssertionError("timed out waiting for the subprocess")
 
 
-def _config_file(tmp_path):
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(CONFIG.to_dict()))
-    return path
-
-
-def test_sigterm_then_kill_9_then_resume_is_bit_identical(tmp_path, reference):
-    ref_dir, ref = reference
-    run_dir, config_file = tmp_path / "run", _config_file(tmp_path)
+def test_sigterm_then_kill_9_then_resume_is_bit_identical(tmp_path, workdir, reference):
+    run_dir = tmp_path / "run"
 
     # 1. SIGTERM in the middle of epoch 2: the step finishes, a checkpoint is saved, exit 0
-    proc = _start(run_dir, config_file)
+    proc = _start(workdir, run_dir)
     _wait_for_lines(run_dir, 2, proc)  # epochs 0 and 1 evaluated; epoch 2 has 179 steps
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
@@ -102,7 +113,7 @@ def test_sigterm_then_kill_9_then_resume_is_bit_identical(tmp_path, reference):
 
     # 2. the same command resumes mid-epoch; kill -9 it after epoch 2's metrics line (while
     #    its checkpoint is written, or in epoch 3)
-    proc = _start(run_dir, config_file)
+    proc = _start(workdir, run_dir)
     _wait_for_lines(run_dir, 3, proc)
     time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
@@ -110,15 +121,16 @@ def test_sigterm_then_kill_9_then_resume_is_bit_identical(tmp_path, reference):
     assert proc.returncode == -signal.SIGKILL
     assert CONFIG.epochs not in list_checkpoints(run_dir)  # killed before the end
 
-    # 3. resume in this process: same parameters, checkpoints and metrics as the reference
-    result = train(CONFIG, run_dir, quiet=True)
-    assert result.status == "completed"
-    assert list_checkpoints(run_dir) == list_checkpoints(ref_dir) == [0, 2, 4]
-    for epoch in (2, 4):
-        assert _leaves_equal(load_checkpoint(run_dir, epoch), load_checkpoint(ref_dir, epoch))
-    assert "batch_stats" in result.variables
-    assert _leaves_equal(result.variables, ref.variables)
-    metrics, ref_metrics = read_metrics(run_dir), read_metrics(ref_dir)
+    # 3. the same command resumes from the last complete checkpoint and ends exactly as the
+    #    uninterrupted run: same checkpoints, parameters, BatchNorm statistics and metrics
+    proc = _start(workdir, run_dir)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()
+    assert list_checkpoints(run_dir) == list_checkpoints(reference) == [0, 2, 4]
+    for epoch in (0, 2, 4):
+        assert _leaves_equal(load_checkpoint(run_dir, epoch), load_checkpoint(reference, epoch))
+    assert "batch_stats" in load_checkpoint(run_dir, 4)
+    metrics, ref_metrics = read_metrics(run_dir), read_metrics(reference)
     assert [m["epoch"] for m in metrics] == list(range(CONFIG.epochs + 1))
     assert strip_timing(metrics) == strip_timing(ref_metrics)
     assert all(set(TIMING_FIELDS) <= set(m) for m in metrics)
@@ -126,35 +138,26 @@ def test_sigterm_then_kill_9_then_resume_is_bit_identical(tmp_path, reference):
     assert not list(run_dir.rglob("*tmp*"))  # no partial checkpoint left
 
 
-def test_rerun_of_finished_run_does_no_training(reference):
-    ref_dir, ref = reference
-    before = {p: p.stat().st_mtime_ns for p in ref_dir.rglob("*")}
-    start = time.perf_counter()
-    result = train(CONFIG, ref_dir, quiet=True)
-    assert result.status == "already_complete"
-    assert time.perf_counter() - start < 5
-    assert result.metrics == ref.metrics
-    assert _leaves_equal(result.variables, ref.variables)
-    after = {p: p.stat().st_mtime_ns for p in ref_dir.rglob("*")}
-    assert after == before  # nothing written
-
-
-def test_same_seed_same_run_and_manifests(tmp_path, reference):
-    ref_dir, ref = reference
-    # a shorter run with the same seed: its first two epochs (same learning rates under the
-    # step schedule) are bit-identical to the reference's
-    short = CONFIG.replace(epochs=2, lr_milestones=(), schedule="constant")
-    result = train(short, tmp_path / "short", quiet=True)
-    assert _leaves_equal(result.variables, load_checkpoint(ref_dir, 2))
-    assert strip_timing(result.metrics) == strip_timing(ref.metrics[:3])
-    manifest = load_manifest(tmp_path / "short", 2)
+def test_same_run_in_this_process_then_rerun_does_no_training(tmp_path, reference):
+    # a fresh compilation in another process gives the same run, bit for bit
+    run_dir = tmp_path / "run"
+    result = train(CONFIG, run_dir, quiet=True)
+    assert result.status == "completed" and result.epoch == CONFIG.epochs
+    assert _leaves_equal(result.variables, load_checkpoint(reference, 4))
+    assert strip_timing(result.metrics) == strip_timing(read_metrics(reference))
+    manifest = load_manifest(run_dir, 2)
     assert manifest["epoch"] == 2 and manifest["step"] == 2 * STEPS
     assert manifest["kind"] == "epoch" and manifest["batch"] == 0
     assert {"jax", "flax", "optax", "orbax-checkpoint", "numpy"} <= set(manifest["versions"])
-    run_info = json.loads((tmp_path / "short" / "run.json").read_text())
-    assert (
-        manifest["config_hash"]
-        == run_info["config_hash"]
-        != load_manifest(ref_dir, 2)["config_hash"]
-    )
+    run_info = json.loads((run_dir / "run.json").read_text())
+    assert manifest["config_hash"] == run_info["config_hash"]
     assert run_info["dataset"]["n_train"] == 1438 and run_info["steps_per_epoch"] == STEPS
+
+    # re-running the finished run trains nothing and writes nothing
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+    start = time.perf_counter()
+    again = train(CONFIG, run_dir, quiet=True)
+    assert again.status == "already_complete" and time.perf_counter() - start < 5
+    assert again.metrics == result.metrics
+    assert _leaves_equal(again.variables, result.variables)
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before

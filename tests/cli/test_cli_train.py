@@ -1,0 +1,113 @@
+"""``sdcomplex train`` and ``sdcomplex plot``: round trips, config files, one-line errors."""
+
+import json
+
+import pytest
+
+from sdcomplex.cli import main
+from sdcomplex.train import TrainConfig, list_checkpoints, load_config, read_metrics
+
+TINY_FLAGS = [
+    "--model",
+    "mlp",
+    "--model-option",
+    "hidden_sizes=[6]",
+    "--data",
+    "synthetic",
+    "--data-option",
+    "n_train=48",
+    "--data-option",
+    "n_test=16",
+    "--data-option",
+    "dim=4",
+    "--data-option",
+    "num_classes=3",
+    "--no-augment",
+    "--batch-size",
+    "16",
+    "--quiet",
+]
+
+
+def test_train_round_trip_then_rerun_then_plot(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY_FLAGS, "--epochs", "2", "--lr", "0.3", "--out", str(out)]) == 0
+    assert "trained mlp on synthetic to epoch 2" in capsys.readouterr().out
+    config = load_config(out / "config.json")  # the resolved config is itself a config file
+    assert config.epochs == 2 and config.learning_rate == 0.3 and not config.augment
+    assert config.model_options == {"hidden_sizes": [6]}
+    assert config.data_options == {"n_train": 48, "n_test": 16, "dim": 4, "num_classes": 3}
+    assert config.momentum == TrainConfig().momentum  # untouched fields keep the defaults
+    assert [m["epoch"] for m in read_metrics(out)] == [0, 1, 2]
+    assert list_checkpoints(out) == [0, 1, 2]
+
+    assert main(["train", *TINY_FLAGS, "--epochs", "2", "--lr", "0.3", "--out", str(out)]) == 0
+    assert "already complete" in capsys.readouterr().out
+    # the same run from its own config file
+    assert main(["train", "--config", str(out / "config.json"), "--out", str(out)]) == 0
+    assert "already complete" in capsys.readouterr().out
+
+    assert main(["plot", str(out)]) == 0
+    assert (out / "learning_curves.png").stat().st_size > 10_000
+    assert (out / "learning_curves.pdf").exists()
+    assert main(["plot", str(out)]) == 2  # never overwrites silently
+    assert "exists" in capsys.readouterr().err
+    assert main(["plot", str(out), "--out", str(tmp_path / "c.png"), "--force"]) == 0
+    assert (tmp_path / "c.pdf").exists()
+
+
+def test_config_files_and_flag_precedence(tmp_path, capsys):
+    py = tmp_path / "experiment.py"
+    py.write_text(
+        "from sdcomplex.train import TrainConfig\n"
+        "def get_config():\n"
+        "    return TrainConfig(model='lenet5x2', dataset='cifar10_jpeg', epochs=30,\n"
+        "                       n_per_class=100, lr_milestones=(10, 20), schedule='step')\n"
+    )
+    code = main(["train", "--config", str(py), "--epochs", "40", "--print-config", "--out", "x"])
+    assert code == 0
+    printed = TrainConfig.from_dict(json.loads(capsys.readouterr().out))
+    assert (printed.model, printed.epochs, printed.n_per_class) == ("lenet5x2", 40, 100)
+    assert printed.lr_milestones == (10, 20)
+
+    js = tmp_path / "base.json"
+    js.write_text(json.dumps({"model": "resnet20", "weight_decay": 1e-4, "seed": 3}))
+    code = main(
+        ["train", "--config", str(js), "--seed", "4", "--set", "nesterov=true", "--print-config"]
+        + ["--out", "x"]
+    )
+    assert code == 0
+    printed = TrainConfig.from_dict(json.loads(capsys.readouterr().out))
+    assert (printed.weight_decay, printed.seed, printed.nesterov) == (1e-4, 4, True)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "resnet21", "--data", "cifar10"], "unknown model 'resnet21'"),
+        (["--model", "resnet20", "--data", "cifar11"], "unknown dataset 'cifar11'"),
+        (["--model", "resnet20", "--data", "cifar10", "--data-dir", "/no/such"], "does not exist"),
+        ([*TINY_FLAGS, "--num-classes", "10"], "wrong number of classes"),
+        ([*TINY_FLAGS, "--model-option", "num_classes=5"], "wrong number of classes"),
+        ([*TINY_FLAGS, "--set", "learning_rat=1"], "unknown config field"),
+        ([*TINY_FLAGS, "--set", "epochs"], "--set expects KEY=VALUE"),
+        ([*TINY_FLAGS, "--epochs", "0"], "epochs must be >= 1"),
+        (["--config", "/no/such.json"], "does not exist"),
+    ],
+)
+def test_errors_are_one_line_with_exit_status_2(tmp_path, capsys, argv, message):
+    out = tmp_path / "run"
+    assert main(["train", *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sdcomplex train: error: ") and message in err
+    assert err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_different_config_in_output_dir(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY_FLAGS, "--epochs", "1", "--out", str(out)]) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert main(["train", *TINY_FLAGS, "--epochs", "3", "--out", str(out)]) == 2
+    assert "different config (epochs: 1 -> 3)" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
