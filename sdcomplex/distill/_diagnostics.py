@@ -1,0 +1,327 @@
+"""Per-epoch diagnostics of a distillation run: fidelity, NTK similarity, supervision complexity.
+
+Logged into the run's ``metrics.jsonl`` on diagnostic epochs (0, k, 2k, ... and the last):
+
+* ``train_fidelity_final`` / ``test_fidelity_final``: fraction of examples where the student's
+  argmax equals the final teacher's (train: the trainer's train-evaluation subset, the first
+  ``eval_train_examples`` training examples; test: the whole test split);
+* ``train_fidelity_current`` / ``test_fidelity_current``: the same with the checkpoint that
+  supervised the epoch (``None`` in mode ``"none"``);
+* ``train_kd_loss``: the KD objective of the student (inference mode) against the current
+  checkpoint on the train-evaluation subset (``None`` in mode ``"none"``);
+* ``ntk_similarity``: kernel alignment between the student's mean NTK on the probe at
+  initialisation (``ntk_init.npy`` in the run directory) and now;
+* ``complexity_labels``, ``complexity_random_labels``, ``complexity_teacher_final``,
+  ``complexity_current``: adjusted supervision complexity sqrt(s(Y) tr K) / n with respect to
+  the student's current mean NTK K on the probe, of one-hot labels, one-hot random labels, the
+  final teacher's soft targets softmax(z / tau) and the targets currently supervising (soft
+  targets of the current checkpoint; one-hot labels in mode ``"none"``). The kernel is
+  factorised once per epoch (float64) for all four; ``complexity_jitter`` is the largest
+  jitter the solves added.
+
+At epoch 0 the "current" checkpoint is the one that supervises epoch 1. Every value is a
+deterministic function of the saved state, so a resumed run logs exactly the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sdcomplex import targets as tg
+from sdcomplex._io import atomic_save_npy, atomic_write_json
+from sdcomplex.complexity import factorize_kernel, kernel_alignment
+from sdcomplex.distill._config import DistillConfig
+from sdcomplex.distill._loss import kd_loss
+from sdcomplex.distill._teacher import CheckpointCache, TeacherRun, load_teacher_variables
+from sdcomplex.ntk import empirical_ntk, flax_ntk_fn
+from sdcomplex.train import EpochInfo
+
+NTK_INIT_FILE = "ntk_init.npy"
+DISTILL_FILE = "distill.json"
+DIAGNOSTIC_KEYS = (
+    "train_fidelity_final",
+    "test_fidelity_final",
+    "train_fidelity_current",
+    "test_fidelity_current",
+    "train_kd_loss",
+    "ntk_similarity",
+    "complexity_labels",
+    "complexity_random_labels",
+    "complexity_teacher_final",
+    "complexity_current",
+    "complexity_jitter",
+)
+"""Metric keys added on diagnostic epochs (besides ``teacher_epoch``, logged every epoch)."""
+
+
+def probe_indices(labels: np.ndarray, size: int, num_classes: int, seed: int) -> np.ndarray:
+    """A class-balanced random subset of the training set, as sorted indices.
+
+    Classes are visited round-robin in a random order, each contributing its examples in a
+    random order, so class counts differ by at most one (unless a class runs out).
+
+    Args:
+        labels: (n,) int training labels.
+        size: number of examples to pick, ``2 <= size <= n``.
+        num_classes: C.
+        seed: numpy PCG64 seed.
+
+    Returns:
+        (size,) int64 sorted indices.
+
+    Raises:
+        ValueError: ``size`` larger than the training set.
+
+    Example:
+        >>> probe_indices(np.array([0, 0, 0, 1, 1, 1]), 4, 2, seed=0).shape
+        (4,)
+    """
+    labels = np.asarray(labels)
+    if size > len(labels):
+        raise ValueError(
+            f"probe_size {size} exceeds the {len(labels)} training examples; use a smaller probe"
+        )
+    rng = np.random.default_rng(seed)
+    pools = [rng.permutation(np.flatnonzero(labels == c)) for c in range(num_classes)]
+    order = rng.permutation(num_classes)
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < size:
+        for c in order:
+            if depth < len(pools[c]) and len(picked) < size:
+                picked.append(int(pools[c][depth]))
+        depth += 1
+    return np.sort(np.asarray(picked, np.int64))
+
+
+def diagnostic_epochs(epochs: int, every: int) -> tuple[int, ...]:
+    """Epochs with diagnostics: 0, k, 2k, ... and the last (none when ``every == 0``)."""
+    if every == 0:
+        return ()
+    return tuple(sorted(set(range(0, epochs + 1, every)) | {epochs}))
+
+
+def batched_logits(
+    fn: Callable[[Any, np.ndarray], jax.Array], variables: Any, x: np.ndarray, batch_size: int
+) -> np.ndarray:
+    """``fn(variables, x)`` over fixed-size batches (the last one padded): one compilation."""
+    out = []
+    for start in range(0, len(x), batch_size):
+        xb = x[start : start + batch_size]
+        n = len(xb)
+        if n < batch_size:
+            xb = np.concatenate([xb, np.zeros((batch_size - n, *xb.shape[1:]), xb.dtype)])
+        out.append(np.asarray(fn(variables, xb))[:n])
+    return np.concatenate(out).astype(np.float32)
+
+
+def _agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
+
+
+class Diagnostics:
+    """The trainer's ``diagnostics_fn`` of a distillation run (see the module docstring).
+
+    On its first call in a run directory it writes ``distill.json`` (the config, its hash and
+    what the diagnostics use); on the first diagnostic epoch (0) it saves the student's initial
+    NTK on the probe to ``ntk_init.npy`` (atomic), read back when a run is resumed.
+
+    Args:
+        config: the distillation config.
+        record: the ``distill.json`` payload.
+        student_model: the student's Flax module.
+        student_preprocess: raw inputs -> the student's normalised inputs (no augmentation).
+        teacher: the opened teacher run, or None (mode none without a teacher).
+        teacher_apply: ``(teacher_variables, student_inputs) -> logits``.
+        cache: the checkpoint cache shared with the supervision (None without a teacher).
+        schedule: teacher epoch per student epoch 1..T (None in mode none).
+        probe: (m,) sorted probe indices into the training set.
+        n_train_eval: size of the train-evaluation subset (first examples).
+        batch_size: evaluation batch size.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: DistillConfig,
+        record: Mapping[str, Any],
+        student_model: nn.Module,
+        student_preprocess: Callable[[jax.Array], jax.Array],
+        teacher: TeacherRun | None,
+        teacher_apply: Callable[[Any, jax.Array], jax.Array] | None,
+        cache: CheckpointCache | None,
+        schedule: tuple[int, ...] | None,
+        probe: np.ndarray,
+        n_train_eval: int,
+        batch_size: int,
+    ) -> None:
+        self.config = config
+        self.record = dict(record)
+        self.student_model = student_model
+        self.teacher = teacher
+        self.cache = cache
+        self.schedule = schedule
+        self.probe = probe
+        self.n_train_eval = n_train_eval
+        self.batch_size = batch_size
+        self.epochs = set(diagnostic_epochs(config.student.epochs, config.diagnostics_every))
+        self._written = False
+        self._ntk_init: np.ndarray | None = None
+        self._final: dict[str, np.ndarray] | None = None
+        self._current: tuple[int, dict[str, np.ndarray]] | None = None
+        self._data: dict[str, Any] | None = None
+
+        def student_logits(variables: Any, raw: jax.Array) -> jax.Array:
+            return student_model.apply(variables, student_preprocess(raw), train=False)  # type: ignore[return-value]
+
+        self._student_logits = jax.jit(student_logits)
+        self._student_inputs = jax.jit(student_preprocess)
+        self._teacher_logits = None
+        if teacher_apply is not None:
+
+            def teacher_logits(variables: Any, raw: jax.Array) -> jax.Array:
+                return teacher_apply(variables, student_preprocess(raw))
+
+            self._teacher_logits = jax.jit(teacher_logits)
+
+    def teacher_epoch(self, epoch: int) -> int | None:
+        """The checkpoint supervising student epoch ``epoch`` (epoch 0: the first one)."""
+        if self.schedule is None:
+            return None
+        return self.schedule[max(epoch, 1) - 1]
+
+    def __call__(self, info: EpochInfo) -> dict[str, Any]:
+        run_dir = Path(info.run_dir)
+        if not self._written:
+            if not (run_dir / DISTILL_FILE).exists():
+                atomic_write_json(run_dir / DISTILL_FILE, self.record)
+            self._written = True
+        out: dict[str, Any] = {"teacher_epoch": self.teacher_epoch(info.epoch)}
+        if info.epoch not in self.epochs:
+            return out
+        data = self._arrays(info)
+        out.update(self._fidelity(info, data))
+        out.update(self._complexity(info, data, run_dir))
+        return out
+
+    # --- pieces ----------------------------------------------------------------------------
+
+    def _arrays(self, info: EpochInfo) -> dict[str, Any]:
+        if self._data is None:
+            ds = info.dataset
+            x_probe_raw = ds.x_train[self.probe]
+            self._data = {
+                "x_train": ds.x_train[: self.n_train_eval],
+                "y_train": ds.y_train[: self.n_train_eval],
+                "x_test": ds.x_test,
+                "x_probe_raw": x_probe_raw,
+                "x_probe": batched_logits(
+                    lambda _, x: self._student_inputs(x), None, x_probe_raw, self.batch_size
+                ),
+                "y_probe": ds.y_train[self.probe],
+            }
+        return self._data
+
+    def _teacher_outputs(self, variables: Any, data: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        assert self._teacher_logits is not None
+        bs = self.batch_size
+        return {
+            "train": batched_logits(self._teacher_logits, variables, data["x_train"], bs),
+            "test": batched_logits(self._teacher_logits, variables, data["x_test"], bs),
+            "probe": batched_logits(self._teacher_logits, variables, data["x_probe_raw"], bs),
+        }
+
+    def _final_outputs(self, data: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        assert self.teacher is not None
+        if self._final is None:
+            final = self.teacher.final_epoch
+            if self.cache is not None and self.cache.epoch == final:
+                variables = self.cache.get(final)
+            else:
+                variables = load_teacher_variables(self.teacher.run_dir, final)
+            self._final = self._teacher_outputs(variables, data)
+        return self._final
+
+    def _current_outputs(self, info: EpochInfo, data: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        assert self.teacher is not None and self.cache is not None
+        epoch = self.teacher_epoch(info.epoch)
+        assert epoch is not None
+        if epoch == self.teacher.final_epoch:
+            return self._final_outputs(data)
+        if self._current is None or self._current[0] != epoch:
+            variables = info.supervision if info.supervision is not None else None
+            if variables is None:
+                variables = self.cache.get(epoch)
+            self._current = (epoch, self._teacher_outputs(variables, data))
+        return self._current[1]
+
+    def _fidelity(self, info: EpochInfo, data: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = dict.fromkeys(DIAGNOSTIC_KEYS[:5])
+        if self.teacher is None:
+            return out
+        bs = self.batch_size
+        s_train = batched_logits(self._student_logits, info.variables, data["x_train"], bs)
+        s_test = batched_logits(self._student_logits, info.variables, data["x_test"], bs)
+        final = self._final_outputs(data)
+        out["train_fidelity_final"] = _agreement(s_train, final["train"])
+        out["test_fidelity_final"] = _agreement(s_test, final["test"])
+        if self.config.mode != "none":
+            current = self._current_outputs(info, data)
+            out["train_fidelity_current"] = _agreement(s_train, current["train"])
+            out["test_fidelity_current"] = _agreement(s_test, current["test"])
+            loss = kd_loss(
+                jnp.asarray(s_train),
+                jnp.asarray(current["train"]),
+                jnp.asarray(data["y_train"]),
+                temperature=self.config.temperature,
+                alpha=self.config.alpha,
+            )
+            out["train_kd_loss"] = float(loss)
+        return out
+
+    def _complexity(
+        self, info: EpochInfo, data: Mapping[str, Any], run_dir: Path
+    ) -> dict[str, Any]:
+        fn, params = flax_ntk_fn(self.student_model, info.variables)
+        kernel = empirical_ntk(fn, params, data["x_probe"], outputs="mean", progress=False)
+        if info.epoch == 0:
+            atomic_save_npy(run_dir / NTK_INIT_FILE, kernel, overwrite=True)
+            self._ntk_init = kernel
+        elif self._ntk_init is None:
+            path = run_dir / NTK_INIT_FILE
+            if not path.is_file():
+                raise ValueError(f"{path} is missing: the run's initial NTK cannot be compared")
+            self._ntk_init = np.load(path, allow_pickle=False)
+        factorized = factorize_kernel(kernel)
+        num_classes = info.dataset.info.num_classes
+        tau = self.config.temperature
+        y = data["y_probe"]
+        labels = tg.one_hot(y, num_classes)
+        results = {
+            "complexity_labels": factorized.complexity(labels),
+            "complexity_random_labels": factorized.complexity(
+                tg.random_labels(len(y), num_classes, seed=self.config.random_labels_seed)
+            ),
+        }
+        if self.teacher is not None:
+            final = self._final_outputs(data)["probe"]
+            results["complexity_teacher_final"] = factorized.complexity(tg.soft_targets(final, tau))
+        if self.config.mode == "none":
+            results["complexity_current"] = results["complexity_labels"]
+        else:
+            current = self._current_outputs(info, data)["probe"]
+            results["complexity_current"] = factorized.complexity(tg.soft_targets(current, tau))
+        out: dict[str, Any] = {
+            "ntk_similarity": kernel_alignment(self._ntk_init, kernel),
+            "complexity_teacher_final": None,
+        }
+        out.update({k: r.adjusted for k, r in results.items()})
+        out["complexity_jitter"] = max(r.jitter for r in results.values())
+        return out

@@ -1,0 +1,215 @@
+"""The teacher of a distillation run: its run directory, model, checkpoints and inputs.
+
+The teacher's model is rebuilt from its own ``config.json`` and ``run.json``; its checkpoints are
+read one at a time with :func:`~sdcomplex.train.load_checkpoint` (the current one cached), and it
+always runs in inference mode (BatchNorm running statistics, no dropout).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sdcomplex.data import DatasetInfo
+from sdcomplex.models import create_model
+from sdcomplex.train import (
+    CONFIG_FILE,
+    TrainConfig,
+    config_hash,
+    list_checkpoints,
+    load_checkpoint,
+)
+from sdcomplex.train import load_config as load_train_config
+
+RUN_FILE = "run.json"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TeacherRun:
+    """A finished teacher run, opened for distillation.
+
+    Attributes:
+        run_dir: the teacher's run directory.
+        config: its :class:`~sdcomplex.train.TrainConfig` (from ``config.json``).
+        config_hash: the hash of that config.
+        info: the :class:`~sdcomplex.data.DatasetInfo` it was trained on (from ``run.json``).
+        model: the teacher's Flax module, rebuilt from its config.
+        checkpoints: epochs with a complete checkpoint, increasing.
+    """
+
+    run_dir: Path
+    config: TrainConfig
+    config_hash: str
+    info: DatasetInfo
+    model: nn.Module
+    checkpoints: tuple[int, ...]
+
+    @property
+    def final_epoch(self) -> int:
+        """The epoch of the final teacher, ``config.epochs``."""
+        return self.config.epochs
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready summary recorded in a distillation run's ``distill.json``."""
+        return {
+            "run_dir": str(self.run_dir),
+            "config_hash": self.config_hash,
+            "model": self.config.model,
+            "model_options": self.config.model_options,
+            "dataset": self.config.dataset,
+            "epochs": self.config.epochs,
+            "checkpoints": list(self.checkpoints),
+        }
+
+
+def open_teacher(teacher_dir: str | Path) -> TeacherRun:
+    """Opens a teacher run directory written by :func:`~sdcomplex.train.train`.
+
+    Raises:
+        ValueError: no such directory, not a run directory (no ``config.json`` or
+            ``run.json``), no checkpoints, or no checkpoint of the teacher's final epoch
+            (an unfinished run).
+    """
+    path = Path(teacher_dir)
+    if not path.is_dir():
+        raise ValueError(f"teacher run directory {path} does not exist")
+    if not (path / CONFIG_FILE).is_file() or not (path / RUN_FILE).is_file():
+        raise ValueError(
+            f"teacher directory {path} is not a training run directory (no {CONFIG_FILE} "
+            f"and {RUN_FILE}); train the teacher with `sdcomplex train` first"
+        )
+    config = load_train_config(path / CONFIG_FILE)
+    try:
+        info = DatasetInfo.from_dict(
+            json.loads((path / RUN_FILE).read_text(encoding="utf-8"))["dataset"]
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path / RUN_FILE} has no valid data set description ({err})") from None
+    checkpoints = tuple(list_checkpoints(path)) if (path / "checkpoints").is_dir() else ()
+    if not checkpoints:
+        raise ValueError(f"teacher directory {path} has no checkpoints")
+    if config.epochs not in checkpoints:
+        raise ValueError(
+            f"teacher run {path} is unfinished: no checkpoint of its final epoch {config.epochs} "
+            f"(checkpoints: {list(checkpoints)}); finish it with `sdcomplex train` first"
+        )
+    options = {k: v for k, v in config.model_options.items() if k != "num_classes"}
+    model = create_model(config.model, info.num_classes, **options)
+    return TeacherRun(path, config, config_hash(config), info, model, checkpoints)
+
+
+def check_teacher_fits(teacher: TeacherRun, student: TrainConfig, info: DatasetInfo) -> None:
+    """Raises ValueError unless the teacher was trained on the student's data set.
+
+    Checked: the data set name, the binary relabelling, the class count and names, and the
+    input shape. Normalisation may differ (the teacher's inputs are mapped, see
+    :func:`teacher_input_map`); subsets of the same data set may differ.
+    """
+    where = f"teacher {teacher.run_dir}"
+    if teacher.info.num_classes != info.num_classes:
+        raise ValueError(
+            f"{where} has {teacher.info.num_classes} classes but the student's data "
+            f"({student.dataset}) has {info.num_classes}"
+        )
+    if teacher.config.dataset != student.dataset or teacher.config.binary != student.binary:
+        raise ValueError(
+            f"{where} was trained on {teacher.config.dataset}"
+            f"{' (binary)' if teacher.config.binary else ''}, the student is trained on "
+            f"{student.dataset}{' (binary)' if student.binary else ''}: use the same data set"
+        )
+    if tuple(teacher.info.class_names) != tuple(info.class_names):
+        raise ValueError(f"{where} has other class names than the student's data")
+    if tuple(teacher.info.input_shape) != tuple(info.input_shape):
+        raise ValueError(
+            f"{where} takes inputs of shape {tuple(teacher.info.input_shape)}, the student's "
+            f"data has {tuple(info.input_shape)}"
+        )
+
+
+def _stats(config: TrainConfig, info: DatasetInfo) -> tuple[np.ndarray, np.ndarray]:
+    if config.normalise:
+        return np.asarray(info.mean, np.float32), np.asarray(info.std, np.float32)
+    return np.zeros(info.num_channels, np.float32), np.ones(info.num_channels, np.float32)
+
+
+def teacher_input_map(
+    teacher: TeacherRun, student: TrainConfig, info: DatasetInfo
+) -> Callable[[jax.Array], jax.Array] | None:
+    """Maps the student's normalised inputs to the teacher's normalisation (None: identical).
+
+    With per-channel statistics ``(m_s, s_s)`` of the student and ``(m_t, s_t)`` of the
+    teacher, ``x_t = (x_s * s_s + m_s - m_t) / s_t``; both see the same raw (augmented) image.
+    """
+    m_s, s_s = _stats(student, info)
+    m_t, s_t = _stats(teacher.config, teacher.info)
+    if np.array_equal(m_s, m_t) and np.array_equal(s_s, s_t):
+        return None
+    scale = jnp.asarray(s_s / s_t)
+    shift = jnp.asarray((m_s - m_t) / s_t)
+
+    def to_teacher(x: jax.Array) -> jax.Array:
+        return x * scale + shift
+
+    return to_teacher
+
+
+def make_teacher_apply(
+    model: nn.Module, input_map: Callable[[jax.Array], jax.Array] | None
+) -> Callable[[Any, jax.Array], jax.Array]:
+    """``(teacher_variables, student_inputs) -> teacher logits`` in inference mode (traceable).
+
+    Used as the trainer's ``supervision_apply``: the variables are a jit argument, so switching
+    checkpoints does not recompile.
+    """
+
+    def teacher_apply(variables: Any, x: jax.Array) -> jax.Array:
+        if input_map is not None:
+            x = input_map(x)
+        return model.apply(variables, x, train=False)  # type: ignore[return-value]
+
+    return teacher_apply
+
+
+def load_teacher_variables(run_dir: str | Path, epoch: int) -> Any:
+    """A teacher checkpoint's variables as *uncommitted* device arrays.
+
+    Orbax restores arrays committed to a device; a jitted step whose other arguments (the
+    student's initial state) are uncommitted would then compile once more for the committed
+    outputs that follow. Uncommitted teacher variables keep the step at one compilation.
+    """
+    variables = load_checkpoint(run_dir, epoch)
+    return jax.tree.map(lambda leaf: jnp.asarray(np.asarray(leaf)), variables)
+
+
+class CheckpointCache:
+    """Loads teacher checkpoints from disk on demand, holding only the latest one in memory.
+
+    Example:
+        >>> cache = CheckpointCache("runs/teacher")  # doctest: +SKIP
+        >>> variables = cache.get(3)  # read from disk  # doctest: +SKIP
+        >>> cache.get(3) is variables  # cached  # doctest: +SKIP
+        True
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.epoch: int | None = None
+        self._variables: Any = None
+        self.loads = 0
+
+    def get(self, epoch: int) -> Any:
+        """The variables ``{'params', 'batch_stats'}`` of the teacher after ``epoch`` epochs."""
+        if epoch != self.epoch:
+            self._variables = None  # release the previous checkpoint before reading the next
+            self._variables = load_teacher_variables(self.run_dir, epoch)
+            self.epoch = epoch
+            self.loads += 1
+        return self._variables
