@@ -25,9 +25,11 @@ from sdcomplex.ntk._engine import (
 from sdcomplex.ntk._flax import FlaxNTKFunction, flax_ntk_fn
 from sdcomplex.ntk._jacobian import JacobianContraction
 from sdcomplex.ntk._ntvp import NTKVectorProducts
+from sdcomplex.ntk._structured import StructuredNTK
 
 register_implementation(JacobianContraction(), overwrite=True)
 register_implementation(NTKVectorProducts(), overwrite=True)
+register_implementation(StructuredNTK(), overwrite=True)
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
@@ -39,6 +41,7 @@ __all__ = [
     "NTKPlan",
     "NTKVectorProducts",
     "ProblemSize",
+    "StructuredNTK",
     "available_implementations",
     "compute_with_plan",
     "empirical_ntk",

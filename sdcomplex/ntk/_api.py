@@ -52,6 +52,8 @@ class NTKPlan:
       feature_bytes: estimated bytes of the features of two blocks held at once.
       estimates: ``{name: (flops, bytes_per_example)}`` for every implementation considered.
       size: the problem size the plan was made for.
+      prepared: the chosen implementation as specialised for this problem by its optional
+        ``specialize`` hook (see `sdcomplex.ntk._engine`), or None to use the registered one.
     """
 
     implementation: str
@@ -62,6 +64,7 @@ class NTKPlan:
     feature_bytes: float
     estimates: dict[str, tuple[float, float]]
     size: ProblemSize
+    prepared: NTKImplementation | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 def _num_params(params: Any) -> tuple[int, int]:
@@ -147,6 +150,7 @@ def plan_ntk(
     candidates = [impl for impl in candidates if impl.supports(fn)]
     if not candidates:
         raise ValueError(f"implementation {implementation!r} does not support this function")
+    candidates = [_specialize(impl, fn, params, x1, size, memory_budget) for impl in candidates]
     estimates = {impl.name: impl.estimate(size) for impl in candidates}
     max_size = max(size.n1, size.n2)
 
@@ -173,7 +177,23 @@ def plan_ntk(
         feature_bytes=est.fixed_bytes + 2 * block * est.bytes_per_example,
         estimates={k: (v.flops, v.bytes_per_example) for k, v in estimates.items()},
         size=size,
+        prepared=chosen,
     )
+
+
+def _specialize(
+    impl: NTKImplementation,
+    fn: Callable[..., Any],
+    params: Any,
+    x: Any,
+    size: ProblemSize,
+    memory_budget: float,
+) -> NTKImplementation:
+    """The implementation planned for this problem by its optional ``specialize`` hook."""
+    hook = getattr(impl, "specialize", None)
+    if hook is None:
+        return impl
+    return hook(fn, params, x, size, memory_budget=memory_budget)
 
 
 @functools.partial(jax.jit, static_argnames=("impl", "static", "spec"))
@@ -301,7 +321,7 @@ def compute_with_plan(
     """Runs a plan from `plan_ntk` (same ``fn``, ``params`` and inputs)."""
     if len(jax.eval_shape(fn, params, x1[:1]).shape) == 1:
         fn = _AsMatrix(fn)
-    impl = get_implementation(plan.implementation)
+    impl = plan.prepared if plan.prepared is not None else get_implementation(plan.implementation)
     size, block, outputs = plan.size, plan.block_size, plan.size.outputs
     dynamic, static = partition_callable(fn)
     xa, n1 = _pad_to_blocks(x1, block)

@@ -17,6 +17,11 @@ the features of a row block while it sweeps the column blocks, and sums the part
 A new implementation (for example a faster layer-structured one) is a frozen,
 hashable object with these methods, registered with `register_implementation`; callers of
 `empirical_ntk` do not change.
+
+Optional hook: an implementation may define
+``specialize(fn, params, x, size, *, memory_budget) -> NTKImplementation``, returning a
+(hashable) copy planned for this model and problem, e.g. with per-layer choices; `plan_ntk`
+calls it before asking for the estimate, and the plan runs the specialised copy.
 """
 
 from __future__ import annotations

@@ -1,0 +1,295 @@
+"""The layer-structured NTK engine against the explicit Jacobian contraction.
+
+Every layer type (Dense with extra axes, Conv with strides/padding/dilation/feature groups,
+inference BatchNorm, pooling in between) is checked with each of its two methods forced, for
+the mean, full and diag kernels, blocked and unblocked, with and without x2; registry models at
+tiny sizes; parameter subsets; fallbacks for layers without a closed form.
+"""
+
+import dataclasses
+import math
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+
+from sdcomplex.models import abstract_variables, create_model
+from sdcomplex.ntk import (
+    StructuredNTK,
+    compute_with_plan,
+    empirical_ntk,
+    flax_ntk_fn,
+    plan_ntk,
+)
+from sdcomplex.ntk._engine import OutputSpec
+
+RTOL = 1e-5
+
+
+def random_variables(variables, seed=0):
+    """Fills a (possibly abstract) variable tree with well-scaled random numbers."""
+    rng = np.random.default_rng(seed)
+
+    def fill(path, leaf):
+        name = str(getattr(path[-1], "key", path[-1]))
+        shape = tuple(leaf.shape)
+        if name == "var":
+            return (0.5 + rng.random(shape)).astype(np.float32)
+        if name in ("mean", "bias"):
+            return (0.3 * rng.standard_normal(shape)).astype(np.float32)
+        if name == "scale":
+            return (1.0 + 0.3 * rng.standard_normal(shape)).astype(np.float32)
+        fan_in = max(1, math.prod(shape[:-1]))
+        return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(fill, variables)
+
+
+def inputs(n, shape, seed=1):
+    return np.random.default_rng(seed).normal(size=(n, *shape)).astype(np.float32)
+
+
+def assert_close(a, b, rtol=RTOL):
+    err = float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+    assert err <= rtol, f"relative error {err:.2e} > {rtol:.0e}"
+
+
+def with_methods(plan, method):
+    """The plan with every tapped layer that allows ``method`` switched to it."""
+    taps = tuple(
+        tap.with_method(method) if (method == "explicit" or tap.outer_allowed) else tap
+        for tap in plan.prepared.taps
+    )
+    return dataclasses.replace(plan, prepared=dataclasses.replace(plan.prepared, taps=taps))
+
+
+def reference_kernel(fn, params, x1, x2, outputs):
+    """J(x1) J(x2)^T from one reverse-mode Jacobian of the whole batch (the definition)."""
+    x = x1 if x2 is None else np.concatenate([x1, x2])
+    jac = jax.jacrev(lambda p: fn(p, x))(params)
+    j = np.concatenate(
+        [
+            np.asarray(leaf, np.float64).reshape(*leaf.shape[:2], -1)
+            for leaf in jax.tree.leaves(jac)
+        ],
+        axis=2,
+    )
+    j1, j2 = j[: len(x1)], j[len(x1) :] if x2 is not None else j
+    full = np.einsum("icp,jdp->ijcd", j1, j2)
+    if outputs == "full":
+        return full
+    diag = np.moveaxis(np.diagonal(full, axis1=2, axis2=3), -1, 0)
+    return diag.mean(0) if outputs == "mean" else diag
+
+
+def check(fn, params, x1, x2, outputs, *, methods=("auto",), block_size=None, reference=None):
+    if reference is None:
+        reference = reference_kernel(fn, params, x1, x2, outputs)
+    plan = plan_ntk(
+        fn, params, x1, x2, outputs=outputs, implementation="structured", block_size=block_size
+    )
+    for method in methods:
+        chosen = plan if method == "auto" else with_methods(plan, method)
+        kernel = compute_with_plan(chosen, fn, params, x1, x2)
+        assert kernel.shape == reference.shape
+        assert_close(kernel, reference)
+    return plan
+
+
+class DenseExtraAxes(nn.Module):
+    """Dense layers on an input with 3 positions, a mean over positions, then dense logits."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        h = nn.relu(nn.Dense(6)(x))  # (b, 3, 6): S = 3 positions share the weights
+        h = nn.Dense(5, use_bias=False)(h)
+        return nn.Dense(4)(jnp_mean(h))
+
+
+def jnp_mean(h):
+    return h.mean(axis=1)
+
+
+class ConvNet(nn.Module):
+    """Strided, padded, dilated and grouped (depthwise) convolutions with pooling."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.relu(nn.Conv(4, (3, 3), strides=(2, 1), padding="SAME")(x))
+        x = nn.Conv(4, (3, 3), padding=1, feature_group_count=4, use_bias=False)(x)  # depthwise
+        x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2), padding="SAME")
+        x = nn.Conv(6, (2, 2), kernel_dilation=(2, 1), padding=((1, 0), (0, 1)))(x)
+        x = nn.Conv(6, (1, 1), feature_group_count=2)(nn.tanh(x))
+        x = nn.avg_pool(x, (1, 2), strides=(1, 1))
+        return nn.Dense(3)(x.reshape(x.shape[0], -1))
+
+
+class BatchNormNet(nn.Module):
+    """Conv - BatchNorm (features last) - Dense - BatchNorm over a non-last axis."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.Conv(3, (3,), padding="VALID", use_bias=False)(x)  # 1-D convolution
+        x = nn.relu(nn.BatchNorm(use_running_average=not train)(x))
+        x = nn.BatchNorm(use_running_average=not train, axis=1, use_scale=False)(x)
+        return nn.Dense(2)(x.reshape(x.shape[0], -1))
+
+
+class Fallbacks(nn.Module):
+    """Layers without a closed form: circular padding, LayerNorm, a module called twice."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.relu(nn.Conv(3, (3,), padding="CIRCULAR")(x))
+        x = nn.LayerNorm()(x.reshape(x.shape[0], -1))
+        shared = nn.Dense(x.shape[-1])
+        x = shared(nn.tanh(shared(x)))
+        return nn.Dense(3)(x)
+
+
+LAYER_CASES = {
+    "dense_extra_axes": (DenseExtraAxes(), (3, 4)),
+    "conv": (ConvNet(), (8, 6, 2)),
+    "batchnorm": (BatchNormNet(), (7, 2)),
+    "fallbacks": (Fallbacks(), (6, 2)),
+}
+
+
+def _layer_case(name):
+    module, shape = LAYER_CASES[name]
+    variables = module.init(jax.random.key(0), inputs(2, shape), train=False)
+    return module, random_variables(variables), shape
+
+
+@pytest.mark.parametrize("outputs", ["mean", "full", "diag"])
+@pytest.mark.parametrize("case", ["dense_extra_axes", "conv", "batchnorm"])
+def test_layer_types_both_methods(case, outputs):
+    module, variables, shape = _layer_case(case)
+    fn, params = flax_ntk_fn(module, variables)
+    x1 = inputs(5, shape)
+    if outputs == "diag":  # symmetric and blocked
+        plan = check(fn, params, x1, None, outputs, methods=("explicit", "outer"), block_size=2)
+    else:
+        x2 = inputs(3, shape, seed=2)
+        methods = ("explicit",) if outputs == "full" else ("explicit", "outer")
+        plan = check(fn, params, x1, x2, outputs, methods=methods)
+    assert not plan.prepared.uncovered
+
+
+def test_layer_choices_are_recorded():
+    module, variables, shape = _layer_case("dense_extra_axes")
+    fn, params = flax_ntk_fn(module, variables)
+    plan = plan_ntk(fn, params, inputs(64, shape), implementation="structured")
+    by_name = {tap.path[-1]: tap for tap in plan.prepared.taps}
+    assert by_name["Dense_0"].positions == 3 and by_name["Dense_2"].positions == 1
+    assert by_name["Dense_2"].method == "outer"  # a plain dense layer is always cheaper outer
+    full = plan_ntk(fn, params, inputs(64, shape), outputs="full", implementation="structured")
+    # The full kernel never uses the outer form over several positions.
+    assert all(t.method == "explicit" for t in full.prepared.taps if t.positions > 1)
+
+
+def test_fallback_layers_use_explicit_jacobians():
+    module, variables, shape = _layer_case("fallbacks")
+    fn, params = flax_ntk_fn(module, variables)
+    plan = check(fn, params, inputs(4, shape), inputs(3, shape, 2), "full")
+    uncovered = {path[0] for path in plan.prepared.uncovered}
+    assert uncovered == {"Conv_0", "LayerNorm_0", "Dense_0"}
+    assert [tap.path for tap in plan.prepared.taps] == [("Dense_1",)]
+
+
+@pytest.mark.parametrize(
+    "keep",
+    [
+        lambda path: path[-1] == "bias",
+        lambda path: path[0] == "BatchNorm_0",
+        lambda path: path in {("BatchNorm_0", "scale"), ("Conv_0", "kernel"), ("Dense_0", "bias")},
+    ],
+    ids=["biases", "one_layer", "mixed"],
+)
+def test_parameter_subsets(keep):
+    module, variables, shape = _layer_case("batchnorm")
+    fn, params = flax_ntk_fn(module, variables, param_filter=keep)
+    check(fn, params, inputs(4, shape), None, "mean", block_size=3)
+
+
+REGISTRY = {
+    "lenet5": ({"width": 1}, (16, 16, 3)),
+    "resnet20": ({"width": 2}, (8, 8, 3)),
+    "mlp": ({"hidden_sizes": (7, 5)}, (6,)),
+    "cnn": ({"channels": (3, 4), "batch_norm": True, "dense_width": 5}, (12,)),
+    "mobilenet_v3_35": ({"variant": "small", "head_width": 8}, (8, 8, 3)),
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        *sorted(set(REGISTRY) - {"mobilenet_v3_35"}),
+        pytest.param("mobilenet_v3_35", marks=pytest.mark.slow),
+    ],
+)
+def test_registry_models(name):
+    overrides, shape = REGISTRY[name]
+    model = create_model(name, num_classes=3, **overrides)
+    variables = random_variables(abstract_variables(model, shape))
+    fn, params = flax_ntk_fn(model, variables)
+    x = inputs(7, shape)
+    generic = empirical_ntk(fn, params, x, outputs="full", implementation="jacobian")
+    plan = check(fn, params, x[:4], x[4:], "full", reference=generic[:4, 4:])
+    assert not plan.prepared.uncovered  # every parameter of the zoo has a closed form
+    mean = np.diagonal(generic[:4, :4], axis1=2, axis2=3).mean(-1)
+    check(fn, params, x[:4], None, "mean", block_size=3, reference=mean)
+
+
+def test_auto_picks_structured_when_cheaper():
+    model = create_model("lenet5x8", num_classes=10)
+    variables = random_variables(abstract_variables(model, (32, 32, 3)))
+    fn, params = flax_ntk_fn(model, variables)
+    plan = plan_ntk(fn, params, inputs(64, (32, 32, 3)))
+    assert plan.implementation == "structured"
+    assert plan.estimates["structured"][0] < plan.estimates["jacobian"][0] / 3
+    assert plan.num_parts == 1 and plan.block_size == 64
+
+
+def test_plain_functions_are_not_supported():
+    def linear(w, x):
+        return x @ w
+
+    w, x = np.ones((3, 2), np.float32), inputs(4, (3,))
+    assert not StructuredNTK().supports(linear)
+    assert plan_ntk(linear, w, x).implementation != "structured"
+    with pytest.raises(ValueError, match="does not support"):
+        plan_ntk(linear, w, x, implementation="structured")
+
+
+def test_logit_parts_under_a_small_memory_budget():
+    model = create_model("mlp", num_classes=7, hidden_sizes=(16,))
+    variables = random_variables(abstract_variables(model, (5,)))
+    fn, params = flax_ntk_fn(model, variables)
+    x = inputs(6, (5,))
+    for outputs in ("mean", "diag"):
+        plan = plan_ntk(fn, params, x, outputs=outputs, implementation="structured")
+        small = plan_ntk(
+            fn, params, x, outputs=outputs, implementation="structured", memory_budget=3e3
+        )
+        assert plan.num_parts == 1 and small.num_parts > 1
+        assert_close(
+            compute_with_plan(small, fn, params, x), compute_with_plan(plan, fn, params, x)
+        )
+
+
+def test_self_blocks_are_the_diagonal_of_the_full_kernel():
+    module, variables, shape = _layer_case("batchnorm")
+    fn, params = flax_ntk_fn(module, variables)
+    x = inputs(4, shape)
+    plan = plan_ntk(fn, params, x, outputs="full", implementation="structured")
+    spec = OutputSpec("full", 2)
+
+    @jax.jit
+    def blocks(params, x):
+        feats = plan.prepared.features(fn, params, x, jax.numpy.asarray(0), spec)
+        return plan.prepared.self_blocks(fn, params, feats, spec)
+
+    full = reference_kernel(fn, params, x, None, "full")
+    assert_close(np.asarray(blocks(params, x)), full[np.arange(4), np.arange(4)])
