@@ -21,7 +21,8 @@ def plot_learning_curves(
     """Draws train/test loss and accuracy per epoch of a run and saves a PNG and a PDF.
 
     Left panel: cross-entropy (train and test in inference mode, and the mean training
-    objective over each epoch's mini-batches); right panel: accuracy. The title names the
+    objective over each epoch's mini-batches; log scale when it spans more than a factor 20);
+    right panel: accuracy. The title names the
     model, data set and training set size from the run's ``config.json`` / ``run.json``.
 
     Args:
@@ -46,6 +47,7 @@ def plot_learning_curves(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     if dpi < 150:
         raise ValueError(f"dpi must be >= 150, got {dpi}")
@@ -86,8 +88,13 @@ def plot_learning_curves(
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.set_xlim(min(epochs), max(max(epochs), 1))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
+    losses = [r.get(k) for r in records for k in ("train_loss", "test_loss", "batch_loss")]
+    positive = [v for v in losses if isinstance(v, int | float) and v > 0]
+    if positive and max(positive) / min(positive) > 20:  # e.g. BatchNorm nets at epoch 0
+        ax_loss.set_yscale("log")
     ax_acc.set_ylim(0, 1)
     fig.suptitle(title)
     for path, fmt in ((png, "png"), (pdf, "pdf")):

@@ -418,10 +418,7 @@ def _loop(
             kind, number = "preempt", preempts[-1]
         elif preempts:
             store.delete_preempt()  # stale: older than the latest epoch checkpoint
-        abstract_vars = {k: v for k, v in abstract.items()}
-        variables, train_items_, manifest = store.restore(
-            kind, number, abstract_vars, abstract_train
-        )
+        variables, train_items_, manifest = store.restore(kind, number, abstract, abstract_train)
         if manifest["config_hash"] != chash:
             raise ValueError(
                 f"checkpoint {kind} {number} in {run_dir} was written by config "
