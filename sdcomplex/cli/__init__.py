@@ -16,6 +16,8 @@ SUBCOMMANDS = (
     "sdcomplex.cli._complexity",
     "sdcomplex.cli._train",
     "sdcomplex.cli._plot",
+    "sdcomplex.cli._distill",
+    "sdcomplex.cli._reproduce",
 )
 
 

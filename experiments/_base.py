@@ -1,0 +1,114 @@
+"""Shared settings of the experiment configs: data, teacher and student at each scale.
+
+Every experiment file builds its :class:`~sdcomplex.reproduce.ExperimentConfig` from these, so
+that experiments run at the same scale share one teacher/student pair (and ``all`` runs exactly
+the union of the others). Every hyperparameter is spelled out here or in the experiment file and
+is recorded with the results (``DIR/config.json``).
+
+Scales:
+
+* ``smoke``: a few seconds per stage: 200 MNIST-1D training examples, tiny models, 2 epochs.
+* ``quick``: the full MNIST-1D (4,000 / 1,000 signals of length 40, embedded: no download) with a
+  real capacity gap: a 1-D CNN teacher (about 93 % test accuracy) and a one-hidden-layer MLP
+  student with 32 units (about 55 % without KD). Minutes on a 2-core CPU.
+* ``paper``: PAPER.md section 5: CIFAR-100, ResNet-56 teacher and LeNet-5x8 student, SGD with
+  momentum 0.9, batch 128, learning rate 0.1 with cosine decay, weight decay 5e-4, random crops
+  (4-pixel padding) and flips, 200 epochs, a teacher checkpoint every epoch. Needs the official
+  ``cifar-100-python.tar.gz`` in ``$SDCOMPLEX_DATA`` (default ``~/.cache/sdcomplex/data``).
+"""
+
+from __future__ import annotations
+
+from sdcomplex.train import TrainConfig
+
+
+def mnist1d_pair(scale: str) -> tuple[TrainConfig, TrainConfig]:
+    """(teacher, student) on MNIST-1D at the smoke or quick scale."""
+    if scale == "smoke":
+        data = {"dataset": "mnist1d", "n_per_class": 20, "n_test_per_class": 20}
+        common = {**data, "augment": False, "batch_size": 50, "epochs": 2, "eval_batch_size": 200}
+        teacher = TrainConfig(
+            model="cnn",
+            model_options={"channels": [4], "dense_width": 16},
+            learning_rate=0.05,
+            **common,
+        )
+        student = TrainConfig(
+            model="mlp", model_options={"hidden_sizes": [8]}, learning_rate=0.05, **common
+        )
+        return teacher, student
+    if scale == "quick":
+        common = {
+            "dataset": "mnist1d",
+            "augment": False,
+            "batch_size": 128,
+            "optimizer": "sgd",
+            "momentum": 0.9,
+            "weight_decay": 5e-4,
+            "schedule": "cosine",
+            "eval_batch_size": 1000,
+        }
+        teacher = TrainConfig(
+            model="cnn",
+            model_options={"channels": [32, 64], "dense_width": 128},
+            epochs=30,
+            learning_rate=0.05,
+            **common,
+        )
+        student = TrainConfig(
+            model="mlp",
+            model_options={"hidden_sizes": [32]},
+            epochs=30,
+            learning_rate=0.05,
+            **common,
+        )
+        return teacher, student
+    raise ValueError(f"MNIST-1D pairs exist at the smoke and quick scales, not {scale!r}")
+
+
+def paper_pair() -> tuple[TrainConfig, TrainConfig]:
+    """(teacher, student) of the paper: ResNet-56 -> LeNet-5x8 on CIFAR-100 (PAPER.md s. 5)."""
+    common = {
+        "dataset": "cifar100",
+        "augment": True,
+        "crop_padding": 4,
+        "flip": True,
+        "batch_size": 128,
+        "optimizer": "sgd",
+        "momentum": 0.9,
+        "learning_rate": 0.1,
+        "weight_decay": 5e-4,
+        "schedule": "cosine",
+        "epochs": 200,
+        "checkpoint_every": 1,
+    }
+    return TrainConfig(model="resnet56", **common), TrainConfig(model="lenet5x8", **common)
+
+
+def cifar10_pair(scale: str) -> tuple[TrainConfig, TrainConfig]:
+    """(teacher, student) on the shared CIFAR-10 JPEG archive: ResNet-20 -> LeNet-5 (width 1).
+
+    smoke: 20 images per class, tiny epochs; quick: a 500-per-class subset (5,000 images) with
+    the full 10,000-image test set; paper: the whole training set.
+    """
+    common = {
+        "dataset": "cifar10_jpeg",
+        "augment": True,
+        "batch_size": 128,
+        "optimizer": "sgd",
+        "momentum": 0.9,
+        "learning_rate": 0.1,
+        "weight_decay": 5e-4,
+        "schedule": "cosine",
+    }
+    if scale == "smoke":
+        common |= {"n_per_class": 10, "n_test_per_class": 10, "epochs": 2, "batch_size": 50}
+        teacher = TrainConfig(model="resnet20", **common)
+        return teacher, TrainConfig(model="lenet5", **common)
+    if scale == "quick":
+        common |= {"n_per_class": 500, "epochs": 15}
+    elif scale == "paper":
+        common |= {"epochs": 200}
+    else:
+        raise ValueError(f"unknown scale {scale!r}")
+    return TrainConfig(model="resnet20", **common), TrainConfig(model="lenet5", **common)

@@ -1,0 +1,138 @@
+"""``sdcomplex reproduce``: run an experiment of the paper reproduction (claims C1-C5)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "reproduce",
+        help="reproduce the paper's claims C1-C5 (resumable; results, tables, figures)",
+        description=(
+            "Run every stage of EXPERIMENT (experiments/<name>.py) at --scale into --out DIR: "
+            "the teacher (a checkpoint every epoch), the students in each mode and seed, the "
+            "complexity sweeps, the margin bound, tables (CSV, Markdown), the claims check and "
+            "figures (PNG, PDF). Stages whose results exist are skipped; an interrupted run "
+            "resumes when the same command is run again; a directory holding a different "
+            "config is refused. --list shows the experiments, scales and measured run times."
+        ),
+    )
+    p.add_argument("experiment", nargs="?", metavar="EXPERIMENT", help="name or .py config file")
+    p.add_argument(
+        "--scale",
+        default="quick",
+        choices=("smoke", "quick", "paper"),
+        help="smoke: seconds; quick: minutes on a CPU (default); paper: PAPER.md section 5",
+    )
+    p.add_argument("--out", metavar="DIR", help="output directory (default runs/NAME-SCALE)")
+    p.add_argument("--list", action="store_true", help="list experiments, scales and run times")
+    p.add_argument("--print-config", action="store_true", help="print the config and exit")
+    p.add_argument("--status", action="store_true", help="show which stages of --out are done")
+    p.add_argument("--quiet", action="store_true", help="no progress bars, one line per stage")
+    p.add_argument(
+        "--compilation-cache",
+        metavar="DIR",
+        help="JAX persistent compilation cache (default ~/.cache/sdcomplex/jax)",
+    )
+    p.add_argument(
+        "--no-compilation-cache",
+        action="store_true",
+        help="compile everything afresh (slower; results are the same)",
+    )
+    p.add_argument("--experiments-dir", metavar="DIR", help="where the config files are")
+    p.add_argument(
+        "--record-runtime",
+        metavar="MACHINE",
+        help="after a complete run, store its measured time in experiments/runtimes.json",
+    )
+    p.set_defaults(run=run)
+
+
+def _list(directory: str | None) -> int:
+    from sdcomplex.reproduce import (
+        SCALES,
+        available_experiments,
+        format_runtime,
+        load_experiment,
+        read_runtimes,
+    )
+
+    runtimes = read_runtimes(directory)
+    found = available_experiments(directory)
+    print(f"experiments in {next(iter(found.values())).parent}:" if found else "no experiments")
+    machines = set()
+    for name in found:
+        config = load_experiment(name, "quick", directory=directory)
+        print(f"\n{name}  [{', '.join(config.claims)}]  {config.description}")
+        for scale in SCALES:
+            cfg = load_experiment(name, scale, directory=directory)
+            entry = runtimes.get(name, {}).get(scale)
+            if entry:
+                machines.add(entry["machine"])
+            what = (
+                f"teacher {cfg.teacher.model} ({cfg.teacher.epochs} ep), student "
+                f"{cfg.student.model} ({cfg.student.epochs} ep) on {cfg.student.dataset}"
+            )
+            print(f"  {scale:<6} {format_runtime(entry):>13}   {what}")
+    if machines:
+        print("\nrun times measured on: " + "; ".join(sorted(machines)))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        return _list(args.experiments_dir)
+    from sdcomplex.reproduce import (
+        Interrupted,
+        enable_compilation_cache,
+        load_experiment,
+        read_status,
+        record_runtime,
+        run_experiment,
+    )
+
+    if args.status:
+        if not args.out:
+            raise ValueError("--status needs --out DIR")
+        status = read_status(args.out)
+        print(
+            f"{args.out}: {status['name']} ({status['scale']}), {len(status['done'])} stages "
+            f"done ({status['seconds']:.0f} s), {len(status['pending'])} pending"
+            + (f": {', '.join(status['pending'])}" if status["pending"] else "")
+        )
+        return 0
+    if not args.experiment:
+        raise ValueError("name an EXPERIMENT (see sdcomplex reproduce --list)")
+    config = load_experiment(args.experiment, args.scale, directory=args.experiments_dir)
+    if args.print_config:
+        print(config.to_json(), end="")
+        return 0
+    name = Path(args.experiment).stem
+    out = Path(args.out or Path("runs") / f"{name}-{args.scale}")
+    print(f"sdcomplex reproduce {config.name} at scale {config.scale} -> {out}", flush=True)
+    if not args.no_compilation_cache:
+        enable_compilation_cache(args.compilation_cache)
+    try:
+        report = run_experiment(config, out, quiet=args.quiet)
+    except Interrupted as err:
+        print(f"sdcomplex reproduce: {err}", file=sys.stderr)
+        return 130
+    print(
+        f"\n{len(report.ran)} stages run, {len(report.skipped)} skipped, "
+        f"{report.seconds:.1f} s in this invocation"
+    )
+    for table in ("accuracy.md", "claims.md"):
+        path = report.out / "tables" / table
+        if path.is_file():
+            print(f"\n{path}:\n{path.read_text(encoding='utf-8')}")
+    print(
+        f"results: {report.out / 'results'}\nfigures: {report.out / 'figures'} "
+        f"(overview: {report.out / 'figures' / 'overview.png'})"
+    )
+    if args.record_runtime:
+        entry = record_runtime(report.out, machine=args.record_runtime)
+        print(f"recorded run time {entry['seconds']:.0f} s in experiments/runtimes.json")
+    return 0

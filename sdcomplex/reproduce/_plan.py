@@ -1,0 +1,114 @@
+"""From an experiment config to its ordered list of stages (see :mod:`._runner`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sdcomplex.reproduce._config import ExperimentConfig, experiment_hash
+from sdcomplex.reproduce._runner import Context, Stage
+from sdcomplex.reproduce._training import (
+    distill_options,
+    make_student_runner,
+    run_teacher,
+    student_config,
+    student_runs,
+)
+from sdcomplex.train import config_hash
+
+ANALYSIS_VERSION = 1
+"""Bumped when an analysis stage's outputs change meaning, so old markers are not reused."""
+
+
+def _teacher_payload(config: ExperimentConfig) -> dict[str, Any]:
+    return {"teacher": config.teacher.to_dict()}
+
+
+def plan_stages(config: ExperimentConfig) -> list[Stage]:
+    """The stages of ``config`` in execution order.
+
+    1. ``teacher``: train the teacher (checkpoint every epoch).
+    2. ``student/<method>/seed<k>``: each student (:func:`sdcomplex.distill.distill`).
+    3. ``complexity`` (C1/C2), ``bound`` (C5), ``accuracy`` (C3), ``diagnostics`` (C4), as
+       configured.
+    4. ``claims``: verdicts from the numbers; ``figures``: every figure and the overview.
+
+    Every stage's payload holds what its results depend on: the teacher's config hash for all
+    later stages, each student's config, and the spec of each analysis.
+    """
+    from sdcomplex.reproduce._claims import run_claims
+    from sdcomplex.reproduce._margin import run_bound
+    from sdcomplex.reproduce._sweeps import run_complexity
+    from sdcomplex.reproduce._tables import run_c3_table, run_c4_diagnostics
+
+    teacher_hash = config_hash(config.teacher)
+    stages = [
+        Stage("teacher", f"teacher {config.teacher.model}", _teacher_payload(config), run_teacher)
+    ]
+    students: dict[str, Any] = {}
+    for method, seed in student_runs(config):
+        payload = {
+            "teacher": teacher_hash,
+            "student": student_config(config, seed).to_dict(),
+            **distill_options(config, method),
+        }
+        key = f"student/{method.key}/seed{seed}"
+        students[key] = payload
+        title = f"student {config.student.model}, {method.label}, seed {seed}"
+        stages.append(Stage(key, title, payload, make_student_runner(method, seed)))
+
+    def analysis(name: str, spec: Any) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {
+            "version": ANALYSIS_VERSION,
+            "teacher": teacher_hash,
+            "students": students,
+            name: asdict(spec) if spec is not None else None,
+        }
+
+    if config.complexity is not None:
+        stages.append(
+            Stage(
+                "complexity",
+                "C1/C2 complexity sweeps (temperature, teacher trajectory)",
+                analysis("complexity", config.complexity),
+                run_complexity,
+            )
+        )
+    if config.bound is not None:
+        stages.append(
+            Stage(
+                "bound",
+                "C5 margin bound of the kernel student",
+                analysis("bound", config.bound),
+                run_bound,
+            )
+        )
+    if config.distillation is not None:
+        stages.append(
+            Stage(
+                "accuracy",
+                "C3 accuracy table",
+                analysis("distillation", config.distillation),
+                run_c3_table,
+            )
+        )
+        stages.append(
+            Stage(
+                "diagnostics",
+                "C4 diagnostics over training",
+                analysis("distillation", config.distillation),
+                run_c4_diagnostics,
+            )
+        )
+    whole = {"version": ANALYSIS_VERSION, "experiment": experiment_hash(config)}
+    stages.append(Stage("claims", "claims check", whole, run_claims))
+    stages.append(Stage("figures", "figures (PNG + PDF) and overview", whole, _run_figures))
+    return stages
+
+
+def _run_figures(ctx: Context) -> dict[str, Any]:
+    from sdcomplex.reproduce._figures import write_figures
+
+    paths = write_figures(ctx.layout.root)
+    return {"files": len(paths), "text": f"{len(paths) // 2} figures in {ctx.layout.figures}"}

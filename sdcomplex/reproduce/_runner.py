@@ -1,0 +1,336 @@
+"""The resumable runner: an experiment as a list of stages with explicit result files.
+
+Layout of an output directory ``DIR``::
+
+    DIR/config.json            the experiment's full config (every hyperparameter)
+    DIR/experiment.json        name, scale, config hash, library versions
+    DIR/stages/<stage>.json    one marker per finished stage: its input hash, seconds, summary
+    DIR/runs/teacher/          the teacher's run (sdcomplex.train: checkpoints every epoch)
+    DIR/runs/students/<method>/seed<k>/   each student's run (sdcomplex.distill)
+    DIR/results/*.json, *.csv  complexities, accuracies, diagnostics, bound terms, claims
+    DIR/tables/*.md            Markdown tables
+    DIR/figures/*.png, *.pdf   figures (PNG at 200 dpi) and a multi-panel overview
+    DIR/logs/<stage>.log       per-epoch lines of the training stages
+
+A stage is skipped when its marker exists with the same input hash, so running the same command
+twice does nothing the second time. The marker is written last (atomically), after every output
+of the stage; a stage killed half-way has no marker and runs again, and training stages resume
+from their last checkpoint (:func:`sdcomplex.train.train` and :func:`sdcomplex.distill.distill`
+resume themselves). A directory holding a different config is refused with the differences.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from sdcomplex._io import atomic_write_json, atomic_write_text
+from sdcomplex.reproduce._config import ExperimentConfig, experiment_hash, stage_hash
+from sdcomplex.train import library_versions
+
+CONFIG_FILE = "config.json"
+EXPERIMENT_FILE = "experiment.json"
+STAGES_DIR = "stages"
+
+
+class Interrupted(RuntimeError):
+    """A training stage stopped on SIGTERM/SIGINT after saving a checkpoint; rerun to resume."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Paths inside an output directory."""
+
+    root: Path
+
+    @property
+    def teacher(self) -> Path:
+        return self.root / "runs" / "teacher"
+
+    def student(self, method_key: str, seed: int) -> Path:
+        return self.root / "runs" / "students" / method_key / f"seed{seed}"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def tables(self) -> Path:
+        return self.root / "tables"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def stages(self) -> Path:
+        return self.root / STAGES_DIR
+
+    def log(self, key: str) -> Path:
+        return self.root / "logs" / f"{key.replace('/', '__')}.log"
+
+    def marker(self, key: str) -> Path:
+        return self.stages / f"{key.replace('/', '__')}.json"
+
+
+@dataclasses.dataclass
+class Context:
+    """What a stage function receives: the config, the layout and the verbosity."""
+
+    config: ExperimentConfig
+    layout: Layout
+    quiet: bool
+    stage_key: str = ""
+
+    @contextlib.contextmanager
+    def training_output(self):
+        """Sends the library's per-epoch lines (stdout) to the stage's log file; progress bars
+        (stderr) stay on the terminal."""
+        path = self.layout.log(self.stage_key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+            yield
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One unit of work with a result marker.
+
+    Attributes:
+        key: unique, path-like name (``teacher``, ``student/online_t4/seed1``, ``complexity``).
+        title: one-line description for the progress display.
+        payload: everything the stage's result depends on (hashed into the marker).
+        run: ``ctx -> summary`` (a small JSON-serialisable dict recorded in the marker).
+    """
+
+    key: str
+    title: str
+    payload: dict[str, Any]
+    run: Callable[[Context], dict[str, Any]]
+
+    @property
+    def hash(self) -> str:
+        return stage_hash({"key": self.key, "payload": self.payload})
+
+
+@dataclasses.dataclass(frozen=True)
+class RunReport:
+    """What :func:`run_experiment` did: stage keys run and skipped, and total seconds."""
+
+    out: Path
+    ran: tuple[str, ...]
+    skipped: tuple[str, ...]
+    seconds: float
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+def prepare_out_dir(out: str | os.PathLike[str], config: ExperimentConfig) -> Layout:
+    """Creates ``out`` for ``config``, or checks that it already holds the same config.
+
+    Raises:
+        ValueError: ``out`` holds another experiment or config (the message lists the first
+            differences), or is a non-empty directory that is not an output directory.
+    """
+    root = Path(out)
+    chash = experiment_hash(config)
+    meta_file = root / EXPERIMENT_FILE
+    if meta_file.is_file():
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        if meta.get("config_hash") != chash:
+            old_cfg = json.loads((root / CONFIG_FILE).read_text(encoding="utf-8"))
+            diffs = _differences(old_cfg, config.to_dict())
+            raise ValueError(
+                f"{root} holds results of a different config ({meta.get('name')} at scale "
+                f"{meta.get('scale')}, hash {meta.get('config_hash')}, not {chash}); use another "
+                f"--out directory. Differences: {'; '.join(diffs[:5]) or 'none listed'}"
+                + (f" (+{len(diffs) - 5} more)" if len(diffs) > 5 else "")
+            )
+        return Layout(root)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise ValueError(
+            f"{root} exists and is not an output directory of sdcomplex reproduce; "
+            "choose a new or empty --out directory"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(root / CONFIG_FILE, config.to_json(), overwrite=True)
+    atomic_write_json(
+        root / EXPERIMENT_FILE,
+        {
+            "name": config.name,
+            "scale": config.scale,
+            "config_hash": chash,
+            "created": time.time(),
+            "versions": library_versions(),
+        },
+    )
+    return Layout(root)
+
+
+def enable_compilation_cache(path: str | os.PathLike[str] | None = None) -> str | None:
+    """Turns on JAX's persistent compilation cache (process-wide) unless one is configured.
+
+    The students of an experiment compile the same computations again and again (every seed of
+    a method has the same shapes); with the cache, each is compiled once per machine. Results
+    are identical with and without it. Respects ``$JAX_COMPILATION_CACHE_DIR`` or an earlier
+    ``jax.config`` setting.
+
+    Args:
+        path: cache directory (default ``$SDCOMPLEX_CACHE/jax``, i.e. ``~/.cache/sdcomplex/jax``).
+
+    Returns:
+        The cache directory in use, or None if JAX's cache cannot be configured.
+    """
+    import jax
+
+    from sdcomplex.data import cache_root
+
+    current = jax.config.jax_compilation_cache_dir
+    if current:
+        return str(current)
+    directory = Path(path) if path is not None else cache_root() / "jax"
+    directory.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return str(directory)
+
+
+def read_marker(layout: Layout, key: str) -> dict[str, Any] | None:
+    """The marker of a finished stage, or None."""
+    path = layout.marker(key)
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _fmt_seconds(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def _summary_text(summary: dict[str, Any]) -> str:
+    text = summary.get("text")
+    return f": {text}" if text else ""
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    out: str | os.PathLike[str],
+    *,
+    quiet: bool = False,
+    stream: IO[str] | None = None,
+    only: Callable[[Stage], bool] | None = None,
+) -> RunReport:
+    """Runs (or resumes, or recognises as done) every stage of an experiment into ``out``.
+
+    Prints one line per stage with its time (and the library's progress bars on stderr unless
+    ``quiet``). Stages whose marker exists with the same input hash are skipped.
+
+    Args:
+        config: the experiment.
+        out: output directory (new, empty, or holding the same config).
+        quiet: no progress bars and no start lines (completion lines are still printed).
+        stream: where the stage lines go (default ``sys.stdout``).
+        only: optional predicate selecting which stages to run (the others are left as they
+            are); used by tests and for partial reruns.
+
+    Returns:
+        :class:`RunReport`.
+
+    Raises:
+        ValueError: a different config in ``out`` (before anything is written).
+        Interrupted: a training stage was stopped by a signal (its checkpoint is saved).
+    """
+    from sdcomplex.reproduce._plan import plan_stages
+
+    stream = stream if stream is not None else sys.stdout
+    stages = plan_stages(config)
+    layout = prepare_out_dir(out, config)
+    ran, skipped = [], []
+    started = time.perf_counter()
+    width = len(str(len(stages)))
+    for i, stage in enumerate(stages, start=1):
+        prefix = f"[{i:>{width}}/{len(stages)}] {stage.title}"
+        marker = read_marker(layout, stage.key)
+        if marker is not None and marker.get("hash") == stage.hash:
+            skipped.append(stage.key)
+            print(f"{prefix}: done before, skipped", file=stream, flush=True)
+            continue
+        if only is not None and not only(stage):
+            continue
+        if marker is not None:  # same experiment hash but different stage inputs: stale code
+            layout.marker(stage.key).unlink()
+        if not quiet:
+            print(f"{prefix} ...", file=stream, flush=True)
+        t0 = time.perf_counter()
+        ctx = Context(config, layout, quiet, stage.key)
+        summary = dict(stage.run(ctx) or {})
+        seconds = time.perf_counter() - t0
+        atomic_write_json(
+            layout.marker(stage.key),
+            {
+                "stage": stage.key,
+                "title": stage.title,
+                "hash": stage.hash,
+                "seconds": seconds,
+                "finished": time.time(),
+                "summary": summary,
+            },
+            overwrite=True,
+        )
+        ran.append(stage.key)
+        print(f"{prefix}: {_fmt_seconds(seconds)}{_summary_text(summary)}", file=stream, flush=True)
+    return RunReport(layout.root, tuple(ran), tuple(skipped), time.perf_counter() - started)
+
+
+def read_status(out: str | os.PathLike[str]) -> dict[str, Any]:
+    """Which stages of an output directory are done and how long they took.
+
+    Returns:
+        ``{"name", "scale", "config_hash", "done": [keys], "pending": [keys], "seconds"}``,
+        ``seconds`` being the sum of the finished stages' recorded times.
+
+    Raises:
+        ValueError: ``out`` is not an output directory.
+    """
+    from sdcomplex.reproduce._plan import plan_stages
+
+    root = Path(out)
+    if not (root / EXPERIMENT_FILE).is_file():
+        raise ValueError(f"{root} is not an output directory of sdcomplex reproduce")
+    meta = json.loads((root / EXPERIMENT_FILE).read_text(encoding="utf-8"))
+    config = ExperimentConfig.from_dict(
+        json.loads((root / CONFIG_FILE).read_text(encoding="utf-8"))
+    )
+    layout = Layout(root)
+    done, pending, seconds = [], [], 0.0
+    for stage in plan_stages(config):
+        marker = read_marker(layout, stage.key)
+        if marker is not None and marker.get("hash") == stage.hash:
+            done.append(stage.key)
+            seconds += float(marker.get("seconds", 0.0))
+        else:
+            pending.append(stage.key)
+    return {
+        "name": meta["name"],
+        "scale": meta["scale"],
+        "config_hash": meta["config_hash"],
+        "done": done,
+        "pending": pending,
+        "seconds": seconds,
+    }
