@@ -9,15 +9,18 @@ from sdcomplex.complexity._complexity import (
     supervision_complexity,
 )
 from sdcomplex.complexity._solve import JITTER_SCHEDULE
+from sdcomplex.ntk import MatrixFreeComplexity, supervision_complexity_matfree
 
 __all__ = [
     "JITTER_SCHEDULE",
     "ComplexityResult",
     "FactorizedKernel",
     "MarginBound",
+    "MatrixFreeComplexity",
     "factorize_kernel",
     "kernel_alignment",
     "margin_bound",
     "supervision_complexity",
+    "supervision_complexity_matfree",
     "target_alignment",
 ]

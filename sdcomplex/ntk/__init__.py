@@ -13,6 +13,10 @@ from sdcomplex.ntk._api import (
     plan_ntk,
     unflatten_full_kernel,
 )
+from sdcomplex.ntk._complexity_matfree import (
+    MatrixFreeComplexity,
+    supervision_complexity_matfree,
+)
 from sdcomplex.ntk._engine import (
     OUTPUTS,
     CostEstimate,
@@ -24,6 +28,7 @@ from sdcomplex.ntk._engine import (
 )
 from sdcomplex.ntk._flax import FlaxNTKFunction, flax_ntk_fn
 from sdcomplex.ntk._jacobian import JacobianContraction
+from sdcomplex.ntk._matfree import ntk_diagonal_blocks, ntk_vector_product
 from sdcomplex.ntk._ntvp import NTKVectorProducts
 from sdcomplex.ntk._structured import StructuredNTK
 
@@ -37,6 +42,7 @@ __all__ = [
     "CostEstimate",
     "FlaxNTKFunction",
     "JacobianContraction",
+    "MatrixFreeComplexity",
     "NTKImplementation",
     "NTKPlan",
     "NTKVectorProducts",
@@ -48,7 +54,10 @@ __all__ = [
     "flatten_full_kernel",
     "flax_ntk_fn",
     "get_implementation",
+    "ntk_diagonal_blocks",
+    "ntk_vector_product",
     "plan_ntk",
     "register_implementation",
+    "supervision_complexity_matfree",
     "unflatten_full_kernel",
 ]

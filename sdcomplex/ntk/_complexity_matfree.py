@@ -1,0 +1,305 @@
+"""`supervision_complexity_matfree`: s(Y) by preconditioned conjugate gradients, no Gram matrix.
+
+See `sdcomplex.ntk._matfree` for the kernel-vector products, the preconditioner and the trace
+estimate. CG runs on the host in float64 on vectors of size n*C; the products are computed in
+the parameters' precision (float32), which limits the attainable relative residual to about
+1e-7 times the condition number.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from sdcomplex.ntk._api import DEFAULT_MEMORY_BUDGET
+from sdcomplex.ntk._matfree import FORMS, PRECONDITIONERS, _operator, ntk_diagonal_blocks
+
+
+@dataclasses.dataclass(frozen=True)
+class MatrixFreeComplexity:
+    """Supervision complexity from conjugate gradients (compare `ComplexityResult`).
+
+    Attributes:
+      value: s(Y) = sum_k y_k^T alpha_k with alpha solving K alpha = y by CG.
+      adjusted: sqrt(value * trace) / n with the Hutchinson ``trace``.
+      adjusted_stderr: standard error of ``adjusted`` from that of the trace (delta method).
+      trace: Hutchinson estimate of the trace of the kernel used (mean: tr K; full: tr Theta;
+        diag: sum_c tr Theta_cc), before the ridge.
+      trace_stderr: its standard error (sample standard deviation / sqrt(samples)).
+      trace_samples: number of Rademacher probes.
+      trace_exact: the exact trace when the Jacobi diagonal was computed, else None.
+      iterations: CG iterations (kernel-vector products, restarts included).
+      relative_residual: final ||y - K alpha|| / ||y||, recomputed from a fresh product (largest
+        over right-hand sides for the mean and diag forms).
+      tol: the tolerance it met.
+      n, num_outputs, form, ridge: as in `ComplexityResult`.
+      preconditioner: ``"jacobi"`` or ``"none"``.
+      residual: True when an offset f0 was subtracted.
+      targets: description of the targets, when known.
+    """
+
+    value: float
+    adjusted: float
+    adjusted_stderr: float
+    trace: float
+    trace_stderr: float
+    trace_samples: int
+    trace_exact: float | None
+    iterations: int
+    relative_residual: float
+    tol: float
+    n: int
+    num_outputs: int
+    form: str
+    ridge: float
+    preconditioner: str
+    residual: bool = False
+    targets: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of every field."""
+        return dataclasses.asdict(self)
+
+
+class _Reducer:
+    """Inner products per right-hand side: over everything (full) or per column."""
+
+    def __init__(self, form: str) -> None:
+        self.whole = form == "full"
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        if self.whole:
+            return np.full((1, 1), np.sum(a * b))
+        return np.sum(a * b, axis=0, keepdims=True)
+
+
+def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den != 0)
+
+
+def _pcg(
+    apply: Callable[[np.ndarray], np.ndarray],
+    b: np.ndarray,
+    precondition: Callable[[np.ndarray], np.ndarray],
+    dot: _Reducer,
+    tol: float,
+    max_iters: int,
+) -> tuple[np.ndarray, int, float]:
+    """Preconditioned CG, restarted from the current iterate when the recomputed residual is
+    above ``tol``; returns (solution, iterations, relative residual)."""
+    bnorm = np.sqrt(dot(b, b))
+    x = np.zeros_like(b)
+    iterations = 0
+    residual = math.inf
+    r = b.copy()
+    while iterations < max_iters:
+        z = precondition(r)
+        p, rz = z, dot(r, z)
+        while iterations < max_iters:
+            ap = apply(p)
+            iterations += 1
+            pap = dot(p, ap)
+            if np.any(pap < 0):
+                raise RuntimeError(
+                    "conjugate gradients broke down (p^T K p < 0): the kernel-vector products are "
+                    "not positive semi-definite at float32 precision; add a ridge"
+                )
+            alpha = _divide(rz, pap)
+            x = x + alpha * p
+            r = r - alpha * ap
+            if np.max(_divide(np.sqrt(dot(r, r)), bnorm)) <= tol:
+                break
+            z = precondition(r)
+            rz_new = dot(r, z)
+            p = z + _divide(rz_new, rz) * p
+            rz = rz_new
+        r = b - apply(x)  # the recursive residual drifts: check it against a fresh product
+        iterations += 1
+        residual = float(np.max(_divide(np.sqrt(dot(r, r)), bnorm)))
+        if residual <= tol:
+            break
+    return x, iterations, residual
+
+
+def supervision_complexity_matfree(
+    fn: Callable[..., Any],
+    params: Any,
+    x: Any,
+    targets: Any,
+    *,
+    outputs: str = "mean",
+    offset: Any = None,
+    ridge: float = 0.0,
+    tol: float = 1e-5,
+    max_iters: int = 1000,
+    preconditioner: str = "jacobi",
+    trace_samples: int = 64,
+    seed: int = 0,
+    block_size: int | None = None,
+    memory_budget: float = DEFAULT_MEMORY_BUDGET,
+) -> MatrixFreeComplexity:
+    """Supervision complexity s(Y) of targets under the empirical NTK, without forming the Gram.
+
+    Solves K alpha = y (K + ridge * n * I with a ridge) by preconditioned conjugate gradients
+    whose products are NTK-vector products J (J^T v), then s(Y) = sum_k y_k^T alpha_k
+    (PAPER.md section 2). tr K for the adjusted complexity sqrt(s tr K) / n is estimated by
+    Hutchinson's method with a standard error.
+
+    Args:
+      fn, params: as for `empirical_ntk` (e.g. from `flax_ntk_fn`).
+      x: (n, ...) inputs.
+      targets: (n,) or (n, C) array, or a `sdcomplex.targets.Targets`.
+      outputs: kernel form: ``"mean"`` (C systems with K), ``"full"`` (one system with the
+        (nC x nC) Theta) or ``"diag"`` (system c with Theta_cc).
+      offset: optional f0 of the shape of ``targets`` for residual targets Y - f0.
+      ridge: lambda >= 0 (kernel ridge variant s_lambda).
+      tol: relative residual ||y - K alpha|| / ||y|| to reach (every right-hand side).
+      max_iters: most kernel-vector products.
+      preconditioner: ``"jacobi"`` (exact per-example diagonal; block-Jacobi for full) or
+        ``"none"``.
+      trace_samples: Rademacher probes for the trace (0: use the exact trace, computing the
+        diagonal if needed; the standard error is then 0).
+      seed: seed of the probes.
+      block_size: examples per vjp/jvp pass (default min(n, 256)).
+      memory_budget: bytes for parameter-sized vectors held at once.
+
+    Returns:
+      A `MatrixFreeComplexity`.
+
+    Raises:
+      ValueError: unknown form or preconditioner, bad tolerance, iteration count, ridge or
+        sample count, targets or offset of the wrong shape, NaN or inf.
+      RuntimeError: CG did not reach ``tol`` within ``max_iters`` products, or broke down.
+
+    Example:
+      >>> import jax.numpy as jnp, numpy as np
+      >>> fn = lambda w, x: x @ w  # linear model: K = X X^T for every logit
+      >>> x, y = np.eye(3, dtype=np.float32), np.array([[1.0], [-1.0], [2.0]])
+      >>> r = supervision_complexity_matfree(fn, jnp.ones((3, 1)), x, y, trace_samples=0)
+      >>> round(r.value, 6), r.trace
+      (6.0, 3.0)
+    """
+    if outputs not in FORMS:
+        raise ValueError(f"unknown outputs {outputs!r}; expected one of {', '.join(FORMS)}")
+    if preconditioner not in PRECONDITIONERS:
+        raise ValueError(
+            f"unknown preconditioner {preconditioner!r}; expected one of "
+            f"{', '.join(PRECONDITIONERS)}"
+        )
+    if not (isinstance(tol, int | float) and 0 < tol < 1):
+        raise ValueError(f"tol must be a number in (0, 1), got {tol!r}")
+    if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
+        raise ValueError(f"max_iters must be a positive integer, got {max_iters!r}")
+    if isinstance(trace_samples, bool) or not isinstance(trace_samples, int) or trace_samples < 0:
+        raise ValueError(f"trace_samples must be an integer >= 0, got {trace_samples!r}")
+    if trace_samples == 1:
+        raise ValueError("trace_samples must be 0 (exact) or at least 2 (for a standard error)")
+    if not (isinstance(ridge, int | float) and math.isfinite(ridge) and ridge >= 0):
+        raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
+
+    metadata = None
+    if hasattr(targets, "values") and hasattr(targets, "describe"):
+        metadata = targets.describe()
+        targets = targets.values
+    op, fn = _operator(fn, params, x, outputs, block_size, memory_budget)
+    n, c = op.n, op.num_outputs
+    y = _as_targets("targets", targets, n)
+    if offset is not None:
+        y = y - _as_targets("offset", offset, n, like=y)
+    if y.shape[1] != c and outputs != "mean":
+        raise ValueError(f"targets have {y.shape[1]} columns but the model has {c} outputs")
+
+    shift = float(ridge) * n
+    blocks = None
+    if preconditioner == "jacobi" or trace_samples == 0:
+        blocks = ntk_diagonal_blocks(fn, params, op.x, block_size=op.block)
+
+    def apply(v: np.ndarray) -> np.ndarray:
+        return op.matvec(outputs, v) + shift * v
+
+    precondition = _preconditioner(preconditioner, outputs, blocks, shift, c)
+    alpha, iterations, residual = _pcg(apply, y, precondition, _Reducer(outputs), tol, max_iters)
+    if residual > tol:
+        raise RuntimeError(
+            f"conjugate gradients did not reach the relative residual {tol:g} in {max_iters} "
+            f"kernel-vector products (reached {residual:.3g}); the kernel is probably "
+            "ill-conditioned: raise max_iters, add a ridge, or loosen tol (float32 products "
+            "limit the attainable residual to about 1e-7 times the condition number)"
+        )
+    value = max(float(np.sum(y * alpha)), 0.0)
+
+    scale = 1.0 / c if outputs == "mean" else 1.0
+    trace_exact = (
+        None if blocks is None else scale * float(np.trace(blocks, axis1=1, axis2=2).sum())
+    )
+    if trace_samples:
+        draws = op.hutchinson(trace_samples, seed) * scale
+        trace = float(np.mean(draws))
+        trace_stderr = float(np.std(draws, ddof=1) / math.sqrt(trace_samples))
+    else:
+        assert trace_exact is not None
+        trace, trace_stderr = trace_exact, 0.0
+    adjusted = math.sqrt(value * max(trace, 0.0)) / n
+    adjusted_stderr = adjusted * trace_stderr / (2 * trace) if trace > 0 else math.inf
+    return MatrixFreeComplexity(
+        value=value,
+        adjusted=adjusted,
+        adjusted_stderr=adjusted_stderr,
+        trace=trace,
+        trace_stderr=trace_stderr,
+        trace_samples=trace_samples,
+        trace_exact=trace_exact,
+        iterations=iterations,
+        relative_residual=residual,
+        tol=float(tol),
+        n=n,
+        num_outputs=int(y.shape[1]),
+        form=outputs,
+        ridge=float(ridge),
+        preconditioner=preconditioner,
+        residual=offset is not None,
+        targets=metadata,
+    )
+
+
+def _as_targets(name: str, values: Any, n: int, like: np.ndarray | None = None) -> np.ndarray:
+    y = np.asarray(values, dtype=np.float64)
+    if y.ndim == 1:
+        y = y[:, None]
+    if y.ndim != 2 or y.shape[0] != n:
+        raise ValueError(f"{name} must have shape (n,) or (n, C) with n = {n}, got {y.shape}")
+    if like is not None and y.shape != like.shape:
+        raise ValueError(f"{name} has shape {y.shape}, targets have shape {like.shape}")
+    if not np.all(np.isfinite(y)):
+        raise ValueError(f"{name} contains NaN or inf values")
+    return y
+
+
+def _preconditioner(
+    name: str, form: str, blocks: np.ndarray | None, shift: float, c: int
+) -> Callable[[np.ndarray], np.ndarray]:
+    if name == "none":
+        return lambda r: r
+    assert blocks is not None
+    diag = np.diagonal(blocks, axis1=1, axis2=2)  # (n, C): Theta_cc(x_i, x_i)
+    if form == "mean":
+        inv = 1.0 / _positive(diag.mean(axis=1, keepdims=True) + shift)
+        return lambda r: r * inv
+    if form == "diag":
+        inv = 1.0 / _positive(diag + shift)
+        return lambda r: r * inv
+    # Full: block-Jacobi with the per-example C x C blocks (pseudo-inverse of tiny pivots).
+    values, vectors = np.linalg.eigh(blocks + shift * np.eye(c))
+    floor = 1e-12 * max(float(values.max()), 1e-300)
+    inv_values = np.where(values > floor, 1.0 / np.maximum(values, floor), 0.0)
+    inverse = np.einsum("icd,id,ied->ice", vectors, inv_values, vectors)
+    return lambda r: np.einsum("icd,id->ic", inverse, r)
+
+
+def _positive(d: np.ndarray) -> np.ndarray:
+    floor = 1e-12 * max(float(np.max(d)), 1e-300)
+    return np.maximum(d, floor)

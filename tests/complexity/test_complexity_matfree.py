@@ -1,0 +1,138 @@
+"""Matrix-free supervision complexity against the dense float64 solve on small problems."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sdcomplex.complexity import supervision_complexity, supervision_complexity_matfree
+from sdcomplex.models import create_model, init_variables
+from sdcomplex.ntk import (
+    empirical_ntk,
+    flatten_full_kernel,
+    flax_ntk_fn,
+    ntk_diagonal_blocks,
+    ntk_vector_product,
+)
+
+N, C = 16, 3
+
+
+@pytest.fixture(scope="module")
+def flax_problem():
+    model = create_model("cnn", num_classes=C, channels=(4,), dense_width=16, batch_norm=True)
+    variables = init_variables(model, jax.random.key(0), (12,))
+    fn, params = flax_ntk_fn(model, variables)
+    x = np.random.default_rng(0).normal(size=(N, 12)).astype(np.float32)
+    y = np.eye(C)[np.random.default_rng(1).integers(0, C, N)]
+    full = empirical_ntk(fn, params, x, outputs="full", implementation="jacobian")
+    return fn, params, x, y, full
+
+
+def plain_mlp(params, x):
+    return jnp.tanh(x @ params["w1"]) @ params["w2"]
+
+
+@pytest.fixture(scope="module")
+def plain_problem():
+    r = np.random.default_rng(2)
+    params = {
+        "w1": jnp.asarray(r.normal(size=(5, 32)) / np.sqrt(5), jnp.float32),
+        "w2": jnp.asarray(r.normal(size=(32, C)) / np.sqrt(32), jnp.float32),
+    }
+    x = r.normal(size=(10, 5)).astype(np.float32)
+    y = r.normal(size=(10, C))
+    full = empirical_ntk(plain_mlp, params, x, outputs="full", implementation="jacobian")
+    return plain_mlp, params, x, y, full
+
+
+def forms(full):
+    diag = np.moveaxis(np.diagonal(full, axis1=2, axis2=3), -1, 0)
+    return {"full": full, "diag": diag, "mean": diag.mean(0)}
+
+
+@pytest.mark.parametrize("outputs", ["mean", "full", "diag"])
+@pytest.mark.parametrize("problem", ["flax_problem", "plain_problem"])
+def test_agrees_with_dense_solve(problem, outputs, request):
+    fn, params, x, y, full = request.getfixturevalue(problem)
+    dense = supervision_complexity(forms(full)[outputs], y)
+    result = supervision_complexity_matfree(fn, params, x, y, outputs=outputs, tol=1e-6)
+    assert result.relative_residual <= 1e-6 and result.iterations >= 1
+    assert abs(result.value - dense.value) <= 1e-4 * dense.value
+    assert result.trace_exact == pytest.approx(dense.trace, rel=1e-5)
+    # Hutchinson's estimate lies within 4 standard errors of the exact trace (fixed seed).
+    assert abs(result.trace - dense.trace) <= 4 * result.trace_stderr
+    assert 0 < result.trace_stderr < 0.5 * result.trace
+    expected = np.sqrt(result.value * result.trace) / N if problem == "flax_problem" else None
+    if expected is not None:
+        assert result.adjusted == pytest.approx(expected)
+
+
+def test_plain_cg_ridge_offset_and_exact_trace(flax_problem):
+    fn, params, x, y, full = flax_problem
+    f0 = np.asarray(fn(params, x), np.float64)
+    dense = supervision_complexity(forms(full)["mean"], y, offset=f0, ridge=1e-3)
+    result = supervision_complexity_matfree(
+        fn, params, x, y, offset=f0, ridge=1e-3, preconditioner="none", trace_samples=0
+    )
+    assert result.residual and result.ridge == 1e-3 and result.preconditioner == "none"
+    assert abs(result.value - dense.value) <= 1e-4 * dense.value
+    assert result.trace == pytest.approx(dense.trace, rel=1e-5) and result.trace_stderr == 0
+    assert result.adjusted == pytest.approx(dense.adjusted, rel=1e-4)
+
+
+@pytest.mark.parametrize("problem", ["flax_problem", "plain_problem"])
+def test_vector_products_and_diagonal_blocks(problem, request):
+    fn, params, x, _, full = request.getfixturevalue(problem)
+    n = x.shape[0]
+    v = np.random.default_rng(3).normal(size=(n, C))
+    k = forms(full)
+    scale = np.max(np.abs(full)) * np.max(np.abs(v)) * n
+    got = ntk_vector_product(fn, params, x, v, outputs="full", block_size=4)
+    want = (flatten_full_kernel(full) @ v.reshape(-1)).reshape(n, C)
+    assert np.max(np.abs(got - want)) <= 1e-5 * scale
+    got = ntk_vector_product(fn, params, x, v, outputs="diag", block_size=3)
+    want = np.einsum("cij,jc->ic", k["diag"], v)
+    assert np.max(np.abs(got - want)) <= 1e-5 * scale
+    got = ntk_vector_product(fn, params, x, v[:, :2], outputs="mean")
+    assert np.max(np.abs(got - k["mean"] @ v[:, :2])) <= 1e-5 * scale
+    blocks = ntk_diagonal_blocks(fn, params, x, block_size=3)
+    want = full[np.arange(n), np.arange(n)]
+    assert np.max(np.abs(blocks - want)) <= 1e-5 * np.max(np.abs(want))
+
+
+def test_not_converged_raises(flax_problem):
+    fn, params, x, y, _ = flax_problem
+    with pytest.raises(RuntimeError, match="did not reach the relative residual"):
+        supervision_complexity_matfree(fn, params, x, y, max_iters=2, trace_samples=0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"outputs": "trace"}, "unknown outputs"),
+        ({"preconditioner": "ilu"}, "unknown preconditioner"),
+        ({"tol": 0.0}, "tol"),
+        ({"max_iters": 0}, "max_iters"),
+        ({"trace_samples": 1}, "trace_samples"),
+        ({"ridge": -1.0}, "ridge"),
+        ({"offset": np.zeros((4, C))}, "offset"),
+        ({"block_size": 0}, "block_size"),
+    ],
+)
+def test_bad_arguments(plain_problem, kwargs, match):
+    fn, params, x, y, _ = plain_problem
+    with pytest.raises(ValueError, match=match):
+        supervision_complexity_matfree(fn, params, x, y, **kwargs)
+
+
+def test_bad_targets(plain_problem):
+    fn, params, x, y, _ = plain_problem
+    with pytest.raises(ValueError, match="shape"):
+        supervision_complexity_matfree(fn, params, x, y[:5])
+    with pytest.raises(ValueError, match="columns"):
+        supervision_complexity_matfree(fn, params, x, y[:, :2], outputs="full")
+    with pytest.raises(ValueError, match="NaN"):
+        supervision_complexity_matfree(fn, params, x, np.full_like(y, np.nan))
+    with pytest.raises(ValueError, match="shape"):
+        ntk_vector_product(fn, params, x, np.ones((10, 2)), outputs="full")
