@@ -91,7 +91,8 @@ def _add(a: Any, b: Any) -> Any:
 
 @jax.jit
 def _squared_norms(u: Any) -> jax.Array:
-    return sum(jnp.sum(leaf.reshape(leaf.shape[0], -1) ** 2, axis=1) for leaf in jax.tree.leaves(u))
+    norms = [jnp.sum(leaf.reshape(leaf.shape[0], -1) ** 2, axis=1) for leaf in jax.tree.leaves(u)]
+    return functools.reduce(jnp.add, norms)
 
 
 @dataclasses.dataclass
@@ -271,7 +272,7 @@ def _jacobian_blocks(static: Any, dynamic: list[Any], params: Any, x: jax.Array)
     def one(xi: jax.Array) -> jax.Array:
         jac = jax.jacrev(lambda p: fn(p, xi[None])[0])(params)
         rows = [leaf.reshape(leaf.shape[0], -1) for leaf in jax.tree.leaves(jac)]
-        return sum(jnp.matmul(r, r.T, precision=HIGHEST) for r in rows)
+        return functools.reduce(jnp.add, [jnp.matmul(r, r.T, precision=HIGHEST) for r in rows])
 
     return jax.lax.map(one, x)
 
