@@ -31,12 +31,12 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from sdcomplex import targets as tg
 from sdcomplex._io import atomic_save_npy, atomic_write_json
 from sdcomplex.complexity import factorize_kernel, kernel_alignment
+from sdcomplex.data import DatasetInfo, normalise_array
 from sdcomplex.distill._config import DistillConfig
 from sdcomplex.distill._loss import kd_loss
 from sdcomplex.distill._teacher import CheckpointCache, TeacherRun, load_teacher_variables
@@ -138,6 +138,8 @@ class Diagnostics:
         record: the ``distill.json`` payload.
         student_model: the student's Flax module.
         student_preprocess: raw inputs -> the student's normalised inputs (no augmentation).
+        input_info: the data's metadata with the statistics the student normalises with (the
+            probe inputs of the NTK are normalised with it in NumPy).
         teacher: the opened teacher run, or None (mode none without a teacher).
         teacher_apply: ``(teacher_variables, student_inputs) -> logits``.
         cache: the checkpoint cache shared with the supervision (None without a teacher).
@@ -154,6 +156,7 @@ class Diagnostics:
         record: Mapping[str, Any],
         student_model: nn.Module,
         student_preprocess: Callable[[jax.Array], jax.Array],
+        input_info: DatasetInfo,
         teacher: TeacherRun | None,
         teacher_apply: Callable[[Any, jax.Array], jax.Array] | None,
         cache: CheckpointCache | None,
@@ -182,7 +185,13 @@ class Diagnostics:
             return student_model.apply(variables, student_preprocess(raw), train=False)  # type: ignore[return-value]
 
         self._student_logits = jax.jit(student_logits)
-        self._student_inputs = jax.jit(student_preprocess)
+        self.input_info = input_info
+        tau, alpha = config.temperature, config.alpha
+
+        def train_kd_loss(student: jax.Array, teacher: jax.Array, labels: jax.Array):
+            return kd_loss(student, teacher, labels, temperature=tau, alpha=alpha)
+
+        self._kd_loss = jax.jit(train_kd_loss)
         self._teacher_logits = None
         if teacher_apply is not None:
 
@@ -222,9 +231,7 @@ class Diagnostics:
                 "y_train": ds.y_train[: self.n_train_eval],
                 "x_test": ds.x_test,
                 "x_probe_raw": x_probe_raw,
-                "x_probe": batched_logits(
-                    lambda _, x: self._student_inputs(x), None, x_probe_raw, self.batch_size
-                ),
+                "x_probe": normalise_array(x_probe_raw, self.input_info),
                 "y_probe": ds.y_train[self.probe],
             }
         return self._data
@@ -276,13 +283,7 @@ class Diagnostics:
             current = self._current_outputs(info, data)
             out["train_fidelity_current"] = _agreement(s_train, current["train"])
             out["test_fidelity_current"] = _agreement(s_test, current["test"])
-            loss = kd_loss(
-                jnp.asarray(s_train),
-                jnp.asarray(current["train"]),
-                jnp.asarray(data["y_train"]),
-                temperature=self.config.temperature,
-                alpha=self.config.alpha,
-            )
+            loss = self._kd_loss(s_train, current["train"], data["y_train"])
             out["train_kd_loss"] = float(loss)
         return out
 

@@ -148,8 +148,6 @@ def distill(config: DistillConfig, run_dir: str | Path, *, quiet: bool = False) 
         return train(student, run_dir, quiet=quiet)  # finished: nothing to do
     teacher = open_teacher(config.teacher_dir) if config.teacher_dir is not None else None
     if teacher is not None:
-        if teacher.run_dir.resolve() == run_dir.resolve():
-            raise ValueError("the student's run directory must differ from the teacher's")
         recorded = (previous or {}).get("teacher") or {}
         if recorded and recorded.get("config_hash") != teacher.config_hash:
             raise ValueError(
@@ -257,6 +255,7 @@ def distill(config: DistillConfig, run_dir: str | Path, *, quiet: bool = False) 
         record=to_jsonable(record),
         student_model=student_model,
         student_preprocess=student_inputs,
+        input_info=info.replace(mean=tuple(mean), std=tuple(std)),
         teacher=teacher,
         teacher_apply=teacher_apply,
         cache=cache,

@@ -1,0 +1,116 @@
+"""Resumption: an online-KD run killed with SIGKILL (a real subprocess) and started again ends
+exactly as an uninterrupted run: checkpoints and every metric, the diagnostics included.
+Also: diagnostics every k epochs, a stride, a finished run, a changed config."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from distill_helpers import STUDENT as BASE
+
+from sdcomplex.distill import DISTILL_FILE, NTK_INIT_FILE, DistillConfig, distill, online_schedule
+from sdcomplex.train import list_checkpoints, load_checkpoint, read_metrics, strip_timing
+
+# many small steps, so that a kill lands in the middle of the run
+STUDENT = BASE.replace(epochs=5, batch_size=16)
+
+
+def _leaves_equal(a, b):
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(la) == len(lb) and all(np.array_equal(x, y) for x, y in zip(la, lb, strict=True))
+
+
+@pytest.fixture(scope="module")
+def setting(tmp_path_factory, teacher_dir):
+    """The student's config file and the uninterrupted reference run (online KD from every third
+    teacher checkpoint, diagnostics every second epoch)."""
+    root = tmp_path_factory.mktemp("resume")
+    config = DistillConfig(
+        student=STUDENT,
+        mode="online",
+        teacher_dir=str(teacher_dir),
+        stride=3,
+        diagnostics_every=2,
+        probe_size=40,
+    )
+    (root / "distill.json").write_text(json.dumps(config.to_dict()))
+    reference = distill(config, root / "reference", quiet=True)
+    return root, config, reference
+
+
+def _start(root, run_dir):
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "JAX_PLATFORMS": "cpu",
+        "JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
+    cmd = [sys.executable, "-m", "sdcomplex", "distill", "--config", str(root / "distill.json")]
+    cmd += ["--out", str(run_dir), "--quiet"]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for_lines(run_dir, n, proc, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    path = run_dir / "metrics.jsonl"
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().count("\n") >= n:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"distillation ended early: {proc.communicate()}")
+        time.sleep(0.01)
+    proc.kill()
+    raise AssertionError("timed out waiting for the subprocess")
+
+
+def test_kill_9_then_resume_is_identical(setting):
+    root, config, reference = setting
+    run_dir = root / "run"
+    proc = _start(root, run_dir)
+    _wait_for_lines(run_dir, 3, proc)  # epochs 0-2 logged (a diagnostic epoch among them)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert STUDENT.epochs not in list_checkpoints(run_dir)  # killed before the end
+    assert (run_dir / NTK_INIT_FILE).is_file() and (run_dir / DISTILL_FILE).is_file()
+
+    proc = _start(root, run_dir)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()
+    assert b"distilled mlp on digits (online KD, tau 4)" in out
+    ref_dir = reference.run_dir
+    assert list_checkpoints(run_dir) == list_checkpoints(ref_dir) == list(range(6))
+    for epoch in list_checkpoints(ref_dir):
+        assert _leaves_equal(load_checkpoint(run_dir, epoch), load_checkpoint(ref_dir, epoch))
+    assert strip_timing(read_metrics(run_dir)) == strip_timing(read_metrics(ref_dir))
+    assert np.array_equal(np.load(run_dir / NTK_INIT_FILE), np.load(ref_dir / NTK_INIT_FILE))
+    record = json.loads((run_dir / DISTILL_FILE).read_text())
+    ref_record = json.loads((ref_dir / DISTILL_FILE).read_text())
+    assert {k: v for k, v in record.items() if k != "created"} == {
+        k: v for k, v in ref_record.items() if k != "created"
+    }
+
+
+def test_diagnostics_every_k_stride_and_a_finished_run(setting):
+    root, config, reference = setting
+    metrics = reference.metrics
+    assert [m["epoch"] for m in metrics] == list(range(6))
+    assert [m["epoch"] for m in metrics if "ntk_similarity" in m] == [0, 2, 4, 5]
+    schedule = online_schedule(5, 4, stride=3)
+    assert schedule == (3, 3, 3, 4, 4)  # checkpoints 3 and 4 of the 4-epoch teacher
+    assert [m["teacher_epoch"] for m in metrics[1:]] == list(schedule)
+    before = {p: p.stat().st_mtime_ns for p in reference.run_dir.rglob("*")}
+    again = distill(config, reference.run_dir, quiet=True)
+    assert again.status == "already_complete" and again.metrics == metrics
+    assert {p: p.stat().st_mtime_ns for p in reference.run_dir.rglob("*")} == before
+    # the same directory with another config is refused, naming the difference
+    with pytest.raises(ValueError, match=r"different config \(temperature: 4.0 -> 2.0\)"):
+        distill(config.replace(temperature=2.0), reference.run_dir, quiet=True)
