@@ -57,8 +57,12 @@ class DistillConfig:
         diagnostics_every: log diagnostics at epochs 0, k, 2k, ... and the last epoch (0: none).
         probe_size: examples of the class-balanced probe subset of the training set on which the
             student's NTK and the supervision complexities are computed.
-        probe_seed: seed of the probe subset.
+        probe_seed: seed of the probe subset and of the fidelity subsets.
         random_labels_seed: seed of the random labels whose complexity is logged.
+        fidelity_examples: train and test fidelity (and ``train_kd_loss``) are measured on
+            fixed class-balanced random subsets of this many training and test examples
+            (``None``: the whole splits). 1000 examples give a standard error of at most 1.6
+            points and keep the current checkpoint's forward passes cheap.
 
     Example:
         >>> cfg = DistillConfig(student=TrainConfig(model="mlp", dataset="digits",
@@ -80,6 +84,7 @@ class DistillConfig:
     probe_size: int = 256
     probe_seed: int = 0
     random_labels_seed: int = 0
+    fidelity_examples: int | None = 1000
 
     def __post_init__(self) -> None:
         student = self.student
@@ -116,6 +121,7 @@ class DistillConfig:
         _int("probe_size", self.probe_size, minimum=2)
         _int("probe_seed", self.probe_seed, minimum=0)
         _int("random_labels_seed", self.random_labels_seed, minimum=0)
+        _int("fidelity_examples", self.fidelity_examples, minimum=1, optional=True)
 
     def replace(self, **changes: Any) -> DistillConfig:
         """A copy with some fields changed (validated again)."""

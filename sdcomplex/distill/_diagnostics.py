@@ -3,12 +3,13 @@
 Logged into the run's ``metrics.jsonl`` on diagnostic epochs (0, k, 2k, ... and the last):
 
 * ``train_fidelity_final`` / ``test_fidelity_final``: fraction of examples where the student's
-  argmax equals the final teacher's (train: the trainer's train-evaluation subset, the first
-  ``eval_train_examples`` training examples; test: the whole test split);
+  argmax equals the final teacher's, on fixed class-balanced random subsets of
+  ``fidelity_examples`` training and test examples (the whole splits if ``None``); inputs
+  without augmentation, both networks in inference mode;
 * ``train_fidelity_current`` / ``test_fidelity_current``: the same with the checkpoint that
   supervised the epoch (``None`` in mode ``"none"``);
 * ``train_kd_loss``: the KD objective of the student (inference mode) against the current
-  checkpoint on the train-evaluation subset (``None`` in mode ``"none"``);
+  checkpoint on the training fidelity subset (``None`` in mode ``"none"``);
 * ``ntk_similarity``: kernel alignment between the student's mean NTK on the probe at
   initialisation (``ntk_init.npy`` in the run directory) and now;
 * ``complexity_labels``, ``complexity_random_labels``, ``complexity_teacher_final``,
@@ -25,7 +26,7 @@ deterministic function of the saved state, so a resumed run logs exactly the sam
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,9 @@ DIAGNOSTIC_KEYS = (
 """Metric keys added on diagnostic epochs (besides ``teacher_epoch``, logged every epoch)."""
 
 
-def probe_indices(labels: np.ndarray, size: int, num_classes: int, seed: int) -> np.ndarray:
+def probe_indices(
+    labels: np.ndarray, size: int, num_classes: int, seed: int | Sequence[int]
+) -> np.ndarray:
     """A class-balanced random subset of the training set, as sorted indices.
 
     Classes are visited round-robin in a random order, each contributing its examples in a
@@ -71,7 +74,7 @@ def probe_indices(labels: np.ndarray, size: int, num_classes: int, seed: int) ->
         labels: (n,) int training labels.
         size: number of examples to pick, ``2 <= size <= n``.
         num_classes: C.
-        seed: numpy PCG64 seed.
+        seed: numpy PCG64 seed (an integer or a sequence of integers).
 
     Returns:
         (size,) int64 sorted indices.
@@ -145,7 +148,8 @@ class Diagnostics:
         cache: the checkpoint cache shared with the supervision (None without a teacher).
         schedule: teacher epoch per student epoch 1..T (None in mode none).
         probe: (m,) sorted probe indices into the training set.
-        n_train_eval: size of the train-evaluation subset (first examples).
+        fidelity_train: indices of the training examples of the train fidelity.
+        fidelity_test: indices of the test examples of the test fidelity.
         batch_size: evaluation batch size.
     """
 
@@ -162,7 +166,8 @@ class Diagnostics:
         cache: CheckpointCache | None,
         schedule: tuple[int, ...] | None,
         probe: np.ndarray,
-        n_train_eval: int,
+        fidelity_train: np.ndarray,
+        fidelity_test: np.ndarray,
         batch_size: int,
     ) -> None:
         self.config = config
@@ -172,7 +177,8 @@ class Diagnostics:
         self.cache = cache
         self.schedule = schedule
         self.probe = probe
-        self.n_train_eval = n_train_eval
+        self.fidelity_train = fidelity_train
+        self.fidelity_test = fidelity_test
         self.batch_size = batch_size
         self.epochs = set(diagnostic_epochs(config.student.epochs, config.diagnostics_every))
         self._written = False
@@ -227,9 +233,9 @@ class Diagnostics:
             ds = info.dataset
             x_probe_raw = ds.x_train[self.probe]
             self._data = {
-                "x_train": ds.x_train[: self.n_train_eval],
-                "y_train": ds.y_train[: self.n_train_eval],
-                "x_test": ds.x_test,
+                "x_train": ds.x_train[self.fidelity_train],
+                "y_train": ds.y_train[self.fidelity_train],
+                "x_test": ds.x_test[self.fidelity_test],
                 "x_probe_raw": x_probe_raw,
                 "x_probe": normalise_array(x_probe_raw, self.input_info),
                 "y_probe": ds.y_train[self.probe],

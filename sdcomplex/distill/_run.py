@@ -163,16 +163,23 @@ def distill(config: DistillConfig, run_dir: str | Path, *, quiet: bool = False) 
         raise ValueError(
             f"probe_size {config.probe_size} exceeds the {info.n_train} training examples"
         )
+    y_train = setup.dataset.y_train
     probe = probe_indices(
-        setup.dataset.y_train,
+        y_train,
         min(config.probe_size, info.n_train),
         info.num_classes,
         config.probe_seed,
     )
-    n_train_eval = info.n_train
-    if student.eval_train_examples is not None:
-        n_train_eval = min(student.eval_train_examples, info.n_train)
-    probe_counts = np.bincount(setup.dataset.y_train[probe], minlength=info.num_classes)
+    y_test = setup.dataset.y_test
+    fidelity_train = np.arange(info.n_train)
+    fidelity_test = np.arange(info.n_test)
+    if config.fidelity_examples is not None:
+        size = config.fidelity_examples
+        if size < info.n_train:
+            fidelity_train = probe_indices(y_train, size, info.num_classes, (config.probe_seed, 1))
+        if size < info.n_test:
+            fidelity_test = probe_indices(y_test, size, info.num_classes, (config.probe_seed, 2))
+    probe_counts = np.bincount(y_train[probe], minlength=info.num_classes)
     student_model = setup.model
     del setup  # the trainer loads its own copy
 
@@ -244,8 +251,10 @@ def distill(config: DistillConfig, run_dir: str | Path, *, quiet: bool = False) 
                 else {"kind": "soft", "temperature": tau, "checkpoint": "teacher_epoch"},
             },
             "fidelity": {
-                "train": f"first {n_train_eval} training examples (eval_train_examples)",
-                "test": f"all {info.n_test} test examples",
+                "examples": config.fidelity_examples,
+                "subsets": "class-balanced, random (seed probe_seed)",
+                "train_indices": fidelity_train if len(fidelity_train) < info.n_train else "all",
+                "test_indices": fidelity_test if len(fidelity_test) < info.n_test else "all",
             },
         },
         "versions": library_versions(),
@@ -261,8 +270,11 @@ def distill(config: DistillConfig, run_dir: str | Path, *, quiet: bool = False) 
         cache=cache,
         schedule=schedule,
         probe=probe,
-        n_train_eval=n_train_eval,
-        batch_size=min(student.eval_batch_size, max(n_train_eval, info.n_test, len(probe))),
+        fidelity_train=fidelity_train,
+        fidelity_test=fidelity_test,
+        batch_size=min(
+            student.eval_batch_size, max(len(fidelity_train), len(fidelity_test), len(probe))
+        ),
     )
     if config.mode == "none":
         return train(student, run_dir, quiet=quiet, diagnostics_fn=diagnostics)

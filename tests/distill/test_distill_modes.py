@@ -109,8 +109,13 @@ def test_offline_uses_the_chosen_checkpoint(mode_runs, teacher_dir, arrays):
     run_dir = mode_runs[0]["offline"].run_dir
     metrics = read_metrics(run_dir)
     assert [m["teacher_epoch"] for m in metrics] == [2, 2, 2, 2]
+    fidelity = json.loads((run_dir / DISTILL_FILE).read_text())["diagnostics"]["fidelity"]
+    subset = np.asarray(fidelity["train_indices"])
+    assert len(subset) == 1000 and fidelity["test_indices"] == "all"  # 359 test digits
+    counts = np.bincount(arrays.y_train[subset])
+    assert counts.max() - counts.min() <= 1  # class-balanced
     # the KD objective at epoch 0 against checkpoint 2's logits, computed independently
-    x, y = arrays.x_train[:500], arrays.y_train[:500]
+    x, y = arrays.x_train[subset], arrays.y_train[subset]
     student0 = _student_logits(run_dir, 0, x)
     expected = {
         epoch: float(
@@ -126,11 +131,13 @@ def test_offline_uses_the_chosen_checkpoint(mode_runs, teacher_dir, arrays):
     assert metrics[0]["train_kd_loss"] == pytest.approx(expected[2], rel=1e-5)
     assert abs(expected[2] - expected[4]) > 1e-3  # the final teacher would give another value
     # fidelity with the current (epoch 2) and the final teacher at the end, independently
-    student = _student_logits(run_dir, 3, arrays.x_test)
-    for epoch, key in ((2, "test_fidelity_current"), (4, "test_fidelity_final")):
-        teacher = _teacher_logits(teacher_dir, epoch, arrays.x_test)
-        agree = np.mean(student.argmax(1) == teacher.argmax(1))
-        assert metrics[-1][key] == pytest.approx(agree, abs=1.5 / len(student))
+    for split, inputs in (("train", x), ("test", arrays.x_test)):
+        student = _student_logits(run_dir, 3, inputs)
+        for epoch, which in ((2, "current"), (4, "final")):
+            teacher = _teacher_logits(teacher_dir, epoch, inputs)
+            agree = np.mean(student.argmax(1) == teacher.argmax(1))
+            key = f"{split}_fidelity_{which}"
+            assert metrics[-1][key] == pytest.approx(agree, abs=1.5 / len(student))
 
 
 def test_ntk_similarity_and_complexities_match_the_core_library(mode_runs, teacher_dir, arrays):
