@@ -55,10 +55,12 @@ from sdcomplex.train._step import (
 )
 from sdcomplex.train._trainer import (
     CONFIG_FILE,
+    RUN_FILE,
     DiagnosticsFn,
     EpochInfo,
     SupervisionFn,
     TrainResult,
+    initial_variables,
     train,
 )
 
@@ -66,6 +68,7 @@ __all__ = [
     "CONFIG_FILE",
     "METRICS_FILE",
     "OPTIMIZERS",
+    "RUN_FILE",
     "SCHEDULES",
     "TIMING_FIELDS",
     "DiagnosticsFn",
@@ -81,6 +84,7 @@ __all__ = [
     "config_hash",
     "cross_entropy_loss",
     "init_train_state",
+    "initial_variables",
     "library_versions",
     "list_checkpoints",
     "load_checkpoint",

@@ -10,11 +10,11 @@ from sdcomplex.models import create_model
 from sdcomplex.train import (
     cross_entropy_loss,
     init_train_state,
+    initial_variables,
     make_eval_step,
     make_preprocess,
     make_train_step,
 )
-from sdcomplex.train._trainer import initial_variables
 
 RNG = np.random.default_rng(0)
 IDENTITY = make_preprocess(mean=(0.0,), std=(1.0,), pixel_max=1.0, augment=False)
