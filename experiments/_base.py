@@ -34,7 +34,7 @@ def mnist1d_pair(scale: str) -> tuple[TrainConfig, TrainConfig]:
             **common,
         )
         student = TrainConfig(
-            model="mlp", model_options={"hidden_sizes": [8]}, learning_rate=0.05, **common
+            model="mlp", model_options={"hidden_sizes": [16]}, learning_rate=0.05, **common
         )
         return teacher, student
     if scale == "quick":

@@ -21,7 +21,10 @@ def distillation_spec(scale: str) -> DistillationSpec:
     if scale == "smoke":
         return DistillationSpec(methods=PAPER_METHODS, seeds=(0, 1), probe_size=32)
     if scale == "quick":
-        return DistillationSpec(methods=PAPER_METHODS, seeds=(0, 1, 2), probe_size=256)
+        # diagnostics (a 256-example probe NTK and its complexities) every other epoch
+        return DistillationSpec(
+            methods=PAPER_METHODS, seeds=(0, 1, 2), probe_size=256, diagnostics_every=2
+        )
     return DistillationSpec(
         methods=PAPER_METHODS, seeds=(0, 1, 2), probe_size=256, diagnostics_every=10
     )

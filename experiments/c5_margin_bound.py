@@ -23,17 +23,16 @@ def bound_spec(scale: str) -> BoundSpec:
             n_per_class=20, n_test_per_class=20, temperatures=(1.0, 4.0), gammas=(0.1, 0.5)
         )
     if scale == "quick":
-        # n = 1,000 training and 1,000 test signals (500 per binary class)
+        # n = 1,000 training signals (500 per binary class), the whole 1,000-signal test split
         return BoundSpec(
             n_per_class=500,
-            n_test_per_class=500,
             temperatures=(1.0, 2.0, 4.0, 8.0),
             gammas=(0.05, 0.1, 0.2, 0.4, 0.8),
         )
-    # paper: CIFAR-100 classes 0-49 vs 50-99, n = 2,000, every 10th teacher checkpoint
+    # paper: CIFAR-100 classes 0-49 vs 50-99, n = 2,000, the whole test split, every 10th
+    # teacher checkpoint
     return BoundSpec(
         n_per_class=1000,
-        n_test_per_class=1000,
         temperatures=(1.0, 2.0, 4.0, 8.0),
         gammas=(0.05, 0.1, 0.2, 0.4, 0.8),
         teacher_stride=10,

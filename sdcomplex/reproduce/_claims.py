@@ -153,7 +153,7 @@ def check_c4(
         if first is None or last is None:
             continue
         flags.append(last < first)
-        ratios.append(f"{key} {first:.3g}→{last:.3g}")
+        ratios.append(f"{key} {first:.3g}→{last:.3g} ({100 * (last / first - 1):+.0f}%)")
     if ratios:
         parts.append("complexity of final-teacher targets, init → final NTK: " + ", ".join(ratios))
     sims = [
@@ -176,6 +176,9 @@ def check_c5(rows: list[dict[str, Any]]) -> dict[str, Any]:
     the check is a positive Spearman correlation between bound and measured test error."""
     best = [r for r in rows if r["best"] and r["targets"] == "teacher"]
     rho = spearman([r["bound"] for r in best], [r["test_error"] for r in best])
+    errs = [r["test_error"] for r in best]
+    rho_fixed = spearman([r["bound_fixed_norm"] for r in best], errs)
+    rho_adj = spearman([r["adjusted_complexity"] for r in best], errs)
     vacuous = sum(r["bound"] >= 1 for r in best)
     comp = [r["complexity_term"] for r in best]
     errors = [r["test_error"] for r in best]
@@ -183,14 +186,19 @@ def check_c5(rows: list[dict[str, Any]]) -> dict[str, Any]:
         f"{len(best)} teacher targets (checkpoints × τ): test error {min(errors):.3f}–"
         f"{max(errors):.3f}, bound {min(r['bound'] for r in best):.3g}–"
         f"{max(r['bound'] for r in best):.3g} ({vacuous} of {len(best)} ≥ 1, i.e. vacuous), "
-        f"complexity term {min(comp):.3g}–{max(comp):.3g}; Spearman(bound, test error) = "
-        + (f"{rho:.2f}" if rho is not None else "n/a")
+        f"complexity term {min(comp):.3g}–{max(comp):.3g}; Spearman with the test error: "
+        f"bound {_fmt(rho)}, bound with B fixed in advance {_fmt(rho_fixed)}, adjusted "
+        f"complexity of y* {_fmt(rho_adj)}"
     )
     return {
         "verdict": "n/a" if rho is None else ("yes" if rho > 0 else "no"),
         "rule": "Spearman(bound, measured test error) > 0 across teacher targets",
         "evidence": evidence,
     }
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def run_claims(ctx: Context) -> dict[str, Any]:
@@ -218,6 +226,7 @@ def run_claims(ctx: Context) -> dict[str, Any]:
     table = markdown_table(
         ["claim", "reproduced?", "what this run shows"],
         [[f"{c['claim']}: {c['statement']}", c["verdict"], c["evidence"]] for c in claims],
+        align="lll",
     )
     table += "\nRules: " + " ".join(f"{c['claim']}: {c['rule']}." for c in claims) + "\n"
     atomic_write_text(Path(ctx.layout.tables) / "claims.md", table, overwrite=True)

@@ -139,10 +139,13 @@ class DistillationSpec:
         seeds: student seeds; the table reports mean +- sample std (ddof=1) over them.
         alpha: weight of the label cross-entropy mixed into the KD loss (0: pure KD).
         stride: online KD replays every ``stride``-th teacher checkpoint (and the last).
-        diagnostics_every: diagnostics (fidelity, NTK similarity, complexities) every k epochs.
+        diagnostics_every: diagnostics (fidelity, NTK similarity, complexities) every k epochs
+            (0: none; only for the students of a C1/C2-only experiment, C4 needs them).
         probe_size: examples of the probe set on which the student's NTK is computed.
         probe_seed: seed choosing the probe set.
         random_labels_seed: seed of the random labels whose complexity is tracked.
+        fidelity_examples: fidelity is measured on fixed class-balanced subsets of this many
+            training and test examples (``None``: the whole splits).
     """
 
     methods: tuple[StudentMethod, ...] = PAPER_METHODS
@@ -153,6 +156,7 @@ class DistillationSpec:
     probe_size: int = 256
     probe_seed: int = 0
     random_labels_seed: int = 0
+    fidelity_examples: int | None = 1000
 
     def __post_init__(self) -> None:
         methods = tuple(
@@ -171,10 +175,12 @@ class DistillationSpec:
         object.__setattr__(self, "alpha", _floats("alpha", [self.alpha], positive=False)[0])
         if not 0 <= self.alpha <= 1:
             raise ValueError(f"DistillationSpec.alpha must lie in [0, 1], got {self.alpha}")
-        for name in ("stride", "diagnostics_every", "probe_size"):
+        for name in ("stride", "probe_size"):
             _positive_int("DistillationSpec", name, getattr(self, name))
-        for name in ("probe_seed", "random_labels_seed"):
+        for name in ("diagnostics_every", "probe_seed", "random_labels_seed"):
             _positive_int("DistillationSpec", name, getattr(self, name), minimum=0)
+        if self.fidelity_examples is not None:
+            _positive_int("DistillationSpec", "fidelity_examples", self.fidelity_examples)
 
     def method(self, key: str) -> StudentMethod:
         """The method with this key (ValueError listing the keys otherwise)."""
@@ -263,7 +269,7 @@ class BoundSpec:
 
     Attributes:
         n_per_class: training examples per binary class (n = 2 * this).
-        n_test_per_class: test examples per binary class.
+        n_test_per_class: test examples per binary class (``None``: the whole test split).
         subset_seed: seed of both subsets.
         negative_classes: original classes mapped to -1 (``None``: the first half).
         temperatures: teacher temperatures.
@@ -275,7 +281,7 @@ class BoundSpec:
     """
 
     n_per_class: int = 250
-    n_test_per_class: int = 500
+    n_test_per_class: int | None = None
     subset_seed: int = 0
     negative_classes: tuple[int, ...] | None = None
     temperatures: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
@@ -286,8 +292,10 @@ class BoundSpec:
     ntk_implementation: str = "auto"
 
     def __post_init__(self) -> None:
-        for name in ("n_per_class", "n_test_per_class", "teacher_stride"):
+        for name in ("n_per_class", "teacher_stride"):
             _positive_int("BoundSpec", name, getattr(self, name))
+        if self.n_test_per_class is not None:
+            _positive_int("BoundSpec", "n_test_per_class", self.n_test_per_class)
         for name in ("subset_seed", "student_seed"):
             _positive_int("BoundSpec", name, getattr(self, name), minimum=0)
         if self.negative_classes is not None:
@@ -359,6 +367,8 @@ class ExperimentConfig:
             raise ValueError(
                 f"teacher and student must train on the same data; they differ in {diffs}"
             )
+        if self.distillation is not None and self.distillation.diagnostics_every == 0:
+            raise ValueError("the C4 diagnostics need DistillationSpec.diagnostics_every >= 1")
         if self.teacher.checkpoint_every != 1 and self.distillation is not None:
             if any(m.mode == "online" for m in self.distillation.methods):
                 raise ValueError("online KD replays every teacher epoch: set checkpoint_every=1")

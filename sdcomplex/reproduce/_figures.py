@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from sdcomplex._io import atomic_write_bytes
-from sdcomplex.reproduce._results import read_csv
+from sdcomplex.reproduce._results import read_csv, spearman
 
 DPI = 200
 _MODE_COLORS = {"none": "0.35", "offline": "tab:blue", "online": "tab:red", "teacher": "k"}
@@ -35,9 +35,10 @@ def save_figure(fig: Figure, base: str | os.PathLike[str], *, dpi: int = DPI) ->
         raise ValueError(f"dpi must be >= 150, got {dpi}")
     base = Path(base)
     paths = []
-    for suffix, kwargs in ((".png", {"dpi": dpi}), (".pdf", {})):
+    for suffix in (".png", ".pdf"):
         buffer = io.BytesIO()
-        fig.savefig(buffer, format=suffix[1:], **kwargs)
+        fig.savefig(buffer, format=suffix[1:], dpi=dpi)
+        fig.set_layout_engine("none")  # keep the positions of the first draw: one layout pass
         paths.append(
             atomic_write_bytes(base.with_suffix(suffix), buffer.getvalue(), overwrite=True)
         )
@@ -245,8 +246,11 @@ def panel_c5(ax: Axes, rows: list[dict[str, Any]]) -> None:
             label="true ±1 labels",
         )
     ax.set_xlabel("kernel student's test error (%)")
-    ax.set_ylabel("margin bound (best γ)")
-    ax.set_title("C5: bound vs measured error")
+    ax.set_ylabel("margin bound (best γ; B rounded up to 2^k)")
+    rho = spearman([r["bound"] for r in best], [r["test_error"] for r in best])
+    ax.set_title(
+        "C5: bound vs measured error" + (f" (Spearman {rho:.2f})" if rho is not None else "")
+    )
     ax.legend(fontsize=7, title="teacher targets (size ∝ epoch)", title_fontsize=7)
     ax.grid(alpha=0.3)
 
@@ -310,8 +314,8 @@ C4_PANELS = (
     ("ntk_similarity", "NTK similarity to init (alignment)", False),
     ("complexity_labels", "complexity of labels", False),
     ("complexity_random_labels", "complexity of random labels", False),
-    ("complexity_teacher_final", "complexity of final-teacher targets", False),
-    ("complexity_current", "complexity of current supervision", False),
+    ("complexity_teacher_final", "complexity of final-teacher targets (method's τ)", False),
+    ("complexity_current", "complexity of current supervision (method's τ)", False),
 )
 
 

@@ -71,10 +71,20 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub-flavoured Markdown table (first column left-aligned, the others right)."""
-    align = [":---"] + ["---:"] * (len(header) - 1)
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+def markdown_table(
+    header: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None
+) -> str:
+    """A GitHub-flavoured Markdown table.
+
+    Args:
+        header: column titles.
+        rows: cells (converted with ``str``).
+        align: one letter per column, ``l``, ``r`` or ``c`` (default: first column left, the
+            others right).
+    """
+    align = align or "l" + "r" * (len(header) - 1)
+    marks = {"l": ":---", "r": "---:", "c": ":---:"}
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(marks[a] for a in align) + " |"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 

@@ -201,7 +201,7 @@ def enable_compilation_cache(path: str | os.PathLike[str] | None = None) -> str 
 
     from sdcomplex.data import cache_root
 
-    current = jax.config.jax_compilation_cache_dir
+    current = jax.config.values.get("jax_compilation_cache_dir")
     if current:
         return str(current)
     directory = Path(path) if path is not None else cache_root() / "jax"
@@ -234,6 +234,7 @@ def run_experiment(
     *,
     quiet: bool = False,
     stream: IO[str] | None = None,
+    figures: bool = True,
     only: Callable[[Stage], bool] | None = None,
 ) -> RunReport:
     """Runs (or resumes, or recognises as done) every stage of an experiment into ``out``.
@@ -246,6 +247,8 @@ def run_experiment(
         out: output directory (new, empty, or holding the same config).
         quiet: no progress bars and no start lines (completion lines are still printed).
         stream: where the stage lines go (default ``sys.stdout``).
+        figures: run the figures stage (PNG and PDF files); notebooks that draw their own
+            figures inline pass False (the stage stays pending and runs on a later call).
         only: optional predicate selecting which stages to run (the others are left as they
             are); used by tests and for partial reruns.
 
@@ -271,7 +274,7 @@ def run_experiment(
             skipped.append(stage.key)
             print(f"{prefix}: done before, skipped", file=stream, flush=True)
             continue
-        if only is not None and not only(stage):
+        if (only is not None and not only(stage)) or (stage.key == "figures" and not figures):
             continue
         if marker is not None:  # same experiment hash but different stage inputs: stale code
             layout.marker(stage.key).unlink()

@@ -15,18 +15,22 @@ def student_config(config: ExperimentConfig, seed: int) -> TrainConfig:
 
 
 def distillation_spec(config: ExperimentConfig) -> DistillationSpec:
-    """The experiment's distillation spec; without one (a C1/C2-only experiment), the default
-    options for the students whose final NTK the complexity sweep uses."""
+    """The experiment's distillation spec; without one (a C1/C2-only experiment), the no-KD
+    student whose final NTK the complexity sweep uses, trained without diagnostics."""
     if config.distillation is not None:
         return config.distillation
     assert config.complexity is not None
     return DistillationSpec(
-        methods=(StudentMethod("none"),), seeds=(config.complexity.student_seed,)
+        methods=(StudentMethod("none"),),
+        seeds=(config.complexity.student_seed,),
+        diagnostics_every=0,
     )
 
 
 def student_runs(config: ExperimentConfig) -> list[tuple[StudentMethod, int]]:
     """Every (method, seed) student the experiment trains, in training order."""
+    if config.distillation is None and config.complexity is None:
+        return []  # a C5-only experiment: the kernel student needs no training
     spec = distillation_spec(config)
     runs = [(m, s) for m in spec.methods for s in spec.seeds]
     if config.complexity is not None:
@@ -51,6 +55,7 @@ def distill_options(config: ExperimentConfig, method: StudentMethod) -> dict[str
         "probe_size": spec.probe_size,
         "probe_seed": spec.probe_seed,
         "random_labels_seed": spec.random_labels_seed,
+        "fidelity_examples": spec.fidelity_examples,
     }
 
 

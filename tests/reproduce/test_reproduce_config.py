@@ -45,7 +45,11 @@ def test_round_trip_and_hash():
 
 def test_methods():
     assert [m.key for m in PAPER_METHODS] == [
-        "none", "offline_t1", "offline_t4", "online_t1", "online_t4"
+        "none",
+        "offline_t1",
+        "offline_t4",
+        "online_t1",
+        "online_t4",
     ]
     assert StudentMethod("online", 0.5).key == "online_t0p5"
     assert StudentMethod("offline", 4).label == "offline KD (τ=4)"
@@ -67,6 +71,7 @@ def test_methods():
         ({"complexity": ComplexitySpec(trained_students=("online_t8",))}, ValueError, "online_t8"),
         ({"teacher": None}, ValueError, "teacher is required"),
         ({"bound": "x"}, TypeError, "BoundSpec"),
+        ({"distillation": DistillationSpec(diagnostics_every=0)}, ValueError, "diagnostics"),
     ],
 )
 def test_invalid_configs(changes, error, match):

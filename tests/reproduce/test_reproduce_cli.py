@@ -1,0 +1,38 @@
+"""``sdcomplex reproduce``: --list, --print-config, --status, errors as one line with status 2."""
+
+import json
+
+from conftest import TINY
+
+from sdcomplex.cli import main
+
+
+def test_list_shows_experiments_scales_and_runtimes(capsys):
+    assert main(["reproduce", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("all", "c1_c2_complexity", "c3_c4_online_kd", "c5_margin_bound"):
+        assert f"\n{name}  [" in out
+    for scale in ("smoke", "quick", "paper"):
+        assert f"  {scale} " in out
+    assert "resnet56" in out and "lenet5x8" in out
+
+
+def test_print_config_is_the_experiment_json(capsys):
+    assert main(["reproduce", str(TINY), "--scale", "smoke", "--print-config"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["name"] == "tiny" and data["distillation"]["seeds"] == [0, 1]
+
+
+def test_status_of_a_finished_run(tiny_run, capsys):
+    assert main(["reproduce", "--status", "--out", str(tiny_run)]) == 0
+    assert "0 pending" in capsys.readouterr().out
+
+
+def test_errors_are_one_line(tmp_path, tiny_run, capsys):
+    assert main(["reproduce", "nope", "--scale", "smoke", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown experiment 'nope'" in err and err.count("\n") == 1
+    assert main(["reproduce", "all", "--scale", "smoke", "--out", str(tiny_run)]) == 2
+    assert "different config" in capsys.readouterr().err
+    assert main(["reproduce"]) == 2
+    assert "name an EXPERIMENT" in capsys.readouterr().err
