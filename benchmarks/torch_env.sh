@@ -9,5 +9,5 @@ venv="${1:-${SDCOMPLEX_TORCH_VENV:-$HOME/.cache/sdcomplex/torch-venv}}"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check "torch==2.13.0"
+"$venv/bin/pip" install --quiet --disable-pip-version-check "torch==2.13.0" numpy
 "$venv/bin/python" -c "import torch; print('torch', torch.__version__, 'at', '$venv')"

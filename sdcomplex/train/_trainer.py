@@ -139,7 +139,10 @@ def _check_run_dir(run_dir: Path, config: TrainConfig) -> bool:
                 "directory (nothing was changed)"
             )
         return True
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    leftover = f".{CONFIG_FILE}."  # a temporary file of a write killed before its rename
+    if run_dir.exists() and (
+        not run_dir.is_dir() or any(not p.name.startswith(leftover) for p in run_dir.iterdir())
+    ):
         raise ValueError(
             f"{run_dir} exists and is not an sdcomplex run directory (no {CONFIG_FILE}); "
             "choose a new or empty output directory (nothing was changed)"
@@ -244,6 +247,7 @@ def train(
     if not exists:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / CONFIG_FILE, config.to_json())
+    if not (run_dir / RUN_FILE).exists():  # (also after a kill between the two writes)
         abstract = abstract_variables(model, info.input_shape)
         atomic_write_json(
             run_dir / RUN_FILE,

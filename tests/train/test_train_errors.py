@@ -91,3 +91,17 @@ def test_foreign_or_corrupt_output_dir_is_refused_untouched(tmp_path):
 def test_config_type_is_checked(tmp_path):
     with pytest.raises(TypeError, match="TrainConfig"):
         train({"model": "mlp"}, tmp_path / "run")  # type: ignore[arg-type]
+
+
+def test_run_dir_killed_while_being_created_is_usable(tmp_path):
+    # killed after config.json but before run.json and any checkpoint
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(TINY.to_json())
+    assert train(TINY, run_dir, quiet=True).status == "completed"
+    assert json.loads((run_dir / "run.json").read_text())["steps_per_epoch"] == 5
+    # killed while config.json was written: only its temporary file is there
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / ".config.json.x1y2.tmp").write_text("{")
+    assert train(TINY, other, quiet=True).status == "completed"
