@@ -82,33 +82,10 @@ def paper_pair() -> tuple[TrainConfig, TrainConfig]:
         "epochs": 200,
         "checkpoint_every": 1,
     }
-    return TrainConfig(model="resnet56", **common), TrainConfig(model="lenet5x8", **common)
-
-
-def cifar10_pair(scale: str) -> tuple[TrainConfig, TrainConfig]:
-    """(teacher, student) on the shared CIFAR-10 JPEG archive: ResNet-20 -> LeNet-5 (width 1).
-
-    smoke: 20 images per class, tiny epochs; quick: a 500-per-class subset (5,000 images) with
-    the full 10,000-image test set; paper: the whole training set.
-    """
-    common = {
-        "dataset": "cifar10_jpeg",
-        "augment": True,
-        "batch_size": 128,
-        "optimizer": "sgd",
-        "momentum": 0.9,
-        "learning_rate": 0.1,
-        "weight_decay": 5e-4,
-        "schedule": "cosine",
-    }
-    if scale == "smoke":
-        common |= {"n_per_class": 10, "n_test_per_class": 10, "epochs": 2, "batch_size": 50}
-        teacher = TrainConfig(model="resnet20", **common)
-        return teacher, TrainConfig(model="lenet5", **common)
-    if scale == "quick":
-        common |= {"n_per_class": 500, "epochs": 15}
-    elif scale == "paper":
-        common |= {"epochs": 200}
-    else:
-        raise ValueError(f"unknown scale {scale!r}")
-    return TrainConfig(model="resnet20", **common), TrainConfig(model="lenet5", **common)
+    teacher = TrainConfig(model="resnet56", **common)
+    # a LeNet-5x8 checkpoint with its optimiser state is about 31 MB: students keep only their
+    # two latest (every 10 epochs; the analyses need only the final one)
+    student = TrainConfig(
+        model="lenet5x8", **{**common, "checkpoint_every": 10}, keep_checkpoints=2
+    )
+    return teacher, student

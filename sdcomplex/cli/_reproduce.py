@@ -72,13 +72,18 @@ def _list(directory: str | None) -> int:
             entry = runtimes.get(name, {}).get(scale)
             if entry:
                 machines.add(entry["machine"])
+            trained = cfg.distillation is not None or cfg.complexity is not None
+            student = f"{cfg.student.epochs} ep" if trained else "kernel at init, not trained"
             what = (
                 f"teacher {cfg.teacher.model} ({cfg.teacher.epochs} ep), student "
-                f"{cfg.student.model} ({cfg.student.epochs} ep) on {cfg.student.dataset}"
+                f"{cfg.student.model} ({student}) on {cfg.student.dataset}"
             )
             print(f"  {scale:<6} {format_runtime(entry):>13}   {what}")
     if machines:
-        print("\nrun times measured on: " + "; ".join(sorted(machines)))
+        print(
+            "\nrun times: wall-clock seconds of all stages of a complete run (JIT compilation "
+            "included), measured on: " + "; ".join(sorted(machines))
+        )
     return 0
 
 

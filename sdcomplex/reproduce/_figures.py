@@ -139,46 +139,52 @@ def panel_c2(ax: Axes, rows: list[dict[str, Any]], kernel: str | None = None) ->
 
 
 def panel_c3(ax: Axes, summary: list[dict[str, Any]], runs: list[dict[str, Any]]) -> None:
-    """C3: last-epoch test accuracy per method (bars: mean +- std over seeds, dots: seeds),
-    best-epoch mean as a diamond, the teacher as a horizontal line."""
+    """C3: test accuracy per method: last-epoch mean +- std over seeds (circle with error bar;
+    hollow for the first temperature), each seed's last-epoch accuracy (dots, left) and the
+    best-epoch mean (diamond, right). The axis spans the students' accuracies; the teacher's is
+    drawn when it falls inside, and given in the legend either way."""
     students = [s for s in summary if s["mode"] != "teacher"]
     temps = sorted({s["temperature"] for s in students if s["temperature"] is not None})
+    values: list[float] = []
     for i, s in enumerate(students):
         style = _method_style(s, temps)
-        ax.bar(
+        hollow = style["linestyle"] == "--"
+        mean = 100 * s["last_test_acc_mean"]
+        ax.errorbar(
             i,
-            100 * s["last_test_acc_mean"],
+            mean,
             yerr=100 * (s["last_test_acc_std"] or 0),
+            fmt="o",
             color=style["color"],
-            alpha=0.35 if style["linestyle"] == "--" else 0.7,
+            markerfacecolor="white" if hollow else style["color"],
+            markersize=8,
             capsize=4,
         )
         seeds = [100 * r["last_test_acc"] for r in runs if r["method"] == s["method"]]
-        ax.plot([i] * len(seeds), seeds, "k.", markersize=4)
-        ax.plot(i, 100 * s["best_test_acc_mean"], "kd", markersize=5, fillstyle="none")
+        ax.plot([i - 0.2] * len(seeds), seeds, ".", color="0.4", markersize=5)
+        best = 100 * s["best_test_acc_mean"]
+        ax.plot(i + 0.2, best, "d", color=style["color"], markersize=6, fillstyle="none")
+        values += [*seeds, best, mean]
+    low, high = (min(values), max(values)) if values else (0.0, 100.0)
+    pad = max(1.0, 0.15 * (high - low))
+    ax.set_ylim(low - pad, high + pad)
     teacher = next((s for s in summary if s["mode"] == "teacher"), None)
     if teacher is not None:
-        ax.axhline(100 * teacher["last_test_acc_mean"], color="k", linestyle="--", linewidth=1)
-        ax.plot(
-            [],
-            [],
-            "k--",
-            linewidth=1,
-            label=f"teacher ({100 * teacher['last_test_acc_mean']:.1f}%)",
-        )
-    ax.plot([], [], "k.", label="seeds (last epoch)")
-    ax.plot([], [], "kd", fillstyle="none", label="best-epoch mean")
+        acc = 100 * teacher["last_test_acc_mean"]
+        inside = low - pad <= acc <= high + pad
+        if inside:
+            ax.axhline(acc, color="k", linestyle="--", linewidth=1)
+        where = "" if inside else (" (above the axis)" if acc > high else " (below the axis)")
+        ax.plot([], [], "k--", linewidth=1, label=f"teacher: {acc:.1f}%{where}")
+    ax.plot([], [], "ko", label="last epoch: mean ± std")
+    ax.plot([], [], ".", color="0.4", label="last epoch: each seed")
+    ax.plot([], [], "kd", fillstyle="none", label="best epoch: mean")
     ax.set_xticks(range(len(students)))
     ax.set_xticklabels([s["label"].replace(" KD ", "\n") for s in students], fontsize=7)
-    values = [100 * r["last_test_acc"] for r in runs if r["method"] != "teacher"]
-    low = min(values) if values else 0
-    ax.set_ylim(
-        max(0.0, low - 10),
-        100 if teacher is None else min(100, 100 * teacher["best_test_acc_mean"] + 5),
-    )
+    ax.set_xlim(-0.6, len(students) - 0.4)
     ax.set_ylabel("student test accuracy (%)")
     ax.set_title("C3: accuracy by supervision")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3, axis="y")
 
 

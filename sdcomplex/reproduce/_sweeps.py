@@ -31,6 +31,7 @@ from sdcomplex.data import balanced_subset
 from sdcomplex.reproduce._models import (
     build_model,
     checkpoint_logits,
+    initial_student,
     kernel,
     logits_fn,
     model_inputs,
@@ -114,18 +115,23 @@ def run_complexity(ctx: Context) -> dict[str, Any]:
 
     student_model = build_model(config.student, num_classes)
     seed = spec.student_seed
-    kernels: dict[str, Any] = {"init": ("none", 0)}
+    # the initial NTK: the students' initialisation for this seed (the same for every method),
+    # recomputed exactly as the trainer does, so students may keep only their last checkpoints
+    kernels: dict[str, Any] = {"init": None}
     for key in spec.trained_students:
-        kernels[f"trained_{key}"] = (key, None)
+        kernels[f"trained_{key}"] = key
 
     rows: list[dict[str, Any]] = []
     described: dict[str, Any] = {}
     bar = tqdm(total=len(kernels), desc="student kernels", unit="kernel", disable=ctx.quiet)
-    for name, (method_key, epoch) in kernels.items():
-        run_dir = ctx.layout.student(method_key, seed)
-        if epoch is None:
-            epoch = list_checkpoints(run_dir)[-1]
-        variables = load_checkpoint(run_dir, epoch)
+    for name, method_key in kernels.items():
+        if method_key is None:
+            run, epoch = None, 0
+            variables = initial_student(student_model, seed, subset.info.input_shape)
+        else:
+            run_dir = ctx.layout.student(method_key, seed)
+            run, epoch = str(run_dir.relative_to(ctx.layout.root)), list_checkpoints(run_dir)[-1]
+            variables = load_checkpoint(run_dir, epoch)
         k = kernel(
             student_model,
             variables,
@@ -137,7 +143,7 @@ def run_complexity(ctx: Context) -> dict[str, Any]:
         label = kernel_label(name, config)
         described[name] = {
             "label": label,
-            "run": str(run_dir.relative_to(ctx.layout.root)),
+            "run": run,
             "epoch": epoch,
             "outputs": spec.kernel_outputs,
             "trace": factorized.trace,

@@ -55,6 +55,17 @@ def test_label_complexity_matches_explicit_jacobian(tiny_run, tiny_config):
     assert traj == set(range(1, tiny_config.teacher.epochs + 1))
 
 
+def test_initial_student_is_the_trainers_initialisation(tiny_run):
+    from sdcomplex.reproduce._models import initial_student
+
+    model = create_model("mlp", 10, hidden_sizes=(16,))
+    for seed in (0, 1):
+        saved = load_checkpoint(tiny_run / "runs/students/online_t4" / f"seed{seed}", 0)
+        fresh = initial_student(model, seed, (40,))
+        leaves = zip(jax.tree.leaves(saved), jax.tree.leaves(fresh), strict=True)
+        assert all(np.array_equal(a, b) for a, b in leaves)
+
+
 def _problem(seed=0, n=40, n_test=30, d=60):
     rng = np.random.default_rng(seed)
     feats, feats_test = rng.normal(size=(n, d)), rng.normal(size=(n_test, d))
