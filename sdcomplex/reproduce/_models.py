@@ -8,13 +8,12 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from sdcomplex.data import Dataset, normalised_arrays
 from sdcomplex.models import create_model
 from sdcomplex.ntk import empirical_ntk, flax_ntk_fn
-from sdcomplex.train import TrainConfig, list_checkpoints, load_checkpoint
+from sdcomplex.train import TrainConfig, initial_variables, list_checkpoints, load_checkpoint
 
 
 def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
@@ -31,9 +30,7 @@ def model_inputs(dataset: Dataset, config: TrainConfig) -> tuple[np.ndarray, np.
 
 def initial_student(model: nn.Module, seed: int, input_shape: tuple[int, ...]) -> dict[str, Any]:
     """Variables of a fresh model, initialised exactly as :func:`sdcomplex.train.train` does."""
-    x = jnp.zeros((1, *input_shape), jnp.float32)
-    init = jax.jit(lambda key: model.init(key, x, train=False))
-    return dict(init(jax.random.key(seed, impl="rbg")))
+    return initial_variables(model, seed, tuple(input_shape))
 
 
 def logits_fn(model: nn.Module, batch_size: int = 1000) -> Callable[[Any, np.ndarray], np.ndarray]:

@@ -148,7 +148,8 @@ def prepare_out_dir(out: str | os.PathLike[str], config: ExperimentConfig) -> La
         ValueError: ``out`` holds another experiment or config (the message lists the first
             differences), or is a non-empty directory that is not an output directory.
     """
-    root = Path(out)
+    # absolute: Orbax (the training stages' checkpoints) refuses relative paths
+    root = Path(out).expanduser().resolve()
     chash = experiment_hash(config)
     meta_file = root / EXPERIMENT_FILE
     if meta_file.is_file():
@@ -313,7 +314,7 @@ def read_status(out: str | os.PathLike[str]) -> dict[str, Any]:
     """
     from sdcomplex.reproduce._plan import plan_stages
 
-    root = Path(out)
+    root = Path(out).expanduser().resolve()
     if not (root / EXPERIMENT_FILE).is_file():
         raise ValueError(f"{root} is not an output directory of sdcomplex reproduce")
     meta = json.loads((root / EXPERIMENT_FILE).read_text(encoding="utf-8"))

@@ -76,6 +76,14 @@ def test_a_foreign_directory_is_refused(tmp_path, tiny_config):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
+def test_a_relative_out_dir_is_made_absolute(tmp_path, tiny_config, monkeypatch):
+    # Orbax, which writes the training stages' checkpoints, refuses relative paths
+    monkeypatch.chdir(tmp_path)
+    layout = prepare_out_dir("runs/rel", tiny_config)
+    assert layout.root == (tmp_path / "runs" / "rel").resolve()
+    assert layout.teacher.is_absolute() and (layout.root / "experiment.json").is_file()
+
+
 def test_stage_keys_are_unique_and_hashes_stable(tiny_config):
     stages = plan_stages(tiny_config)
     keys = [s.key for s in stages]
