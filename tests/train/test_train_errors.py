@@ -5,6 +5,7 @@ import json
 import pytest
 
 from sdcomplex.train import TrainConfig, train
+from sdcomplex.train._trainer import _check_run_dir
 
 TINY = TrainConfig(
     model="mlp",
@@ -100,8 +101,8 @@ def test_run_dir_killed_while_being_created_is_usable(tmp_path):
     (run_dir / "config.json").write_text(TINY.to_json())
     assert train(TINY, run_dir, quiet=True).status == "completed"
     assert json.loads((run_dir / "run.json").read_text())["steps_per_epoch"] == 5
-    # killed while config.json was written: only its temporary file is there
+    # killed while config.json was written: only its temporary file is there; a new run
     other = tmp_path / "other"
     other.mkdir()
     (other / ".config.json.x1y2.tmp").write_text("{")
-    assert train(TINY, other, quiet=True).status == "completed"
+    assert _check_run_dir(other, TINY) is False
