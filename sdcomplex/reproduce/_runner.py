@@ -190,7 +190,8 @@ def enable_compilation_cache(path: str | os.PathLike[str] | None = None) -> str 
     The students of an experiment compile the same computations again and again (every seed of
     a method has the same shapes); with the cache, each is compiled once per machine. Results
     are identical with and without it. Respects ``$JAX_COMPILATION_CACHE_DIR`` or an earlier
-    ``jax.config`` setting.
+    ``jax.config`` setting. JAX decides whether to use the cache at the first compilation of a
+    process, so call this before anything is compiled (the CLI does).
 
     Args:
         path: cache directory (default ``$SDCOMPLEX_CACHE/jax``, i.e. ``~/.cache/sdcomplex/jax``).

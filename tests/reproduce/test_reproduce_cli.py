@@ -1,10 +1,11 @@
 """``sdcomplex reproduce``: --list, --print-config, --status, errors as one line with status 2."""
 
 import json
-
-from conftest import TINY
+from pathlib import Path
 
 from sdcomplex.cli import main
+
+TINY = Path(__file__).resolve().parent / "tiny_experiment.py"
 
 
 def test_list_shows_experiments_scales_and_runtimes(capsys):

@@ -3,15 +3,11 @@
 
 import io
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY
 
 import sdcomplex.distill
 import sdcomplex.reproduce._training as training
@@ -97,24 +93,12 @@ def test_stage_keys_are_unique_and_hashes_stable(tiny_config):
     assert "bound" in differing and "teacher" not in differing and "complexity" not in differing
 
 
-def _cli(out: Path, cache: Path) -> subprocess.Popen:
-    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "sdcomplex", "reproduce", str(TINY), "--scale", "smoke"]
-    return subprocess.Popen(
-        [*cmd, "--out", str(out), "--quiet"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_uninterrupted_results(tmp_path, tiny_run, jax_cache):
+def test_killed_run_resumes_to_the_uninterrupted_results(tmp_path, tiny_run, reproduce_cli):
     out = tmp_path / "killed"
     # kill in the middle of a student's training: after its epoch-1 metrics line is written
     metrics = out / "runs" / "students" / "offline_t4" / "seed0" / "metrics.jsonl"
-    proc = _cli(out, jax_cache)
+    proc = reproduce_cli(out, wait=False)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
         if metrics.is_file() and metrics.read_text().count("\n") >= 2:
@@ -126,9 +110,7 @@ def test_killed_run_resumes_to_the_uninterrupted_results(tmp_path, tiny_run, jax
     done = read_status(out)["done"]
     assert "teacher" in done and "student/offline_t4/seed0" not in done
 
-    rerun = _cli(out, jax_cache)
-    output, _ = rerun.communicate(timeout=300)
-    assert rerun.returncode == 0, output
-    assert "teacher cnn: done before, skipped" in output
+    rerun = reproduce_cli(out)
+    assert "teacher cnn: done before, skipped" in rerun.output
     assert read_status(out)["pending"] == []
     assert _results(out) == _results(tiny_run)
