@@ -90,3 +90,33 @@ def check_input(owner: str, x: Any, ranks: Sequence[int], what: str) -> Array:
     if x.shape[0] < 1:
         raise ValueError(f"{owner}: empty batch (shape {tuple(x.shape)})")
     return x
+
+
+def max_pool(x: Array, window: int, *, spatial: int, padding: str = "VALID") -> Array:
+    """Non-overlapping max pooling (window = stride) as a max over a reshaped view.
+
+    Same values as ``nn.max_pool(x, (window,) * spatial, strides=(window,) * spatial,
+    padding=padding)``, but its gradient is a cheap broadcast instead of XLA's select-and-scatter,
+    which on CPU cost a LeNet-5x8 training step about 17% of its time.
+
+    Args:
+        x: (batch, *spatial_dims, channels) with ``spatial`` spatial axes (1 or 2).
+        window: pooling window and stride.
+        spatial: number of spatial axes.
+        padding: ``"VALID"`` (drop the remainder) or ``"SAME"`` (pad the end with -inf).
+
+    Returns:
+        (batch, *pooled_dims, channels).
+    """
+    dims = x.shape[1 : 1 + spatial]
+    if padding == "VALID":
+        x = x[(slice(None), *(slice(0, (d // window) * window) for d in dims))]
+    else:
+        pads = [(0, 0)] + [(0, -d % window) for d in dims] + [(0, 0)]
+        x = jnp.pad(x, pads, constant_values=-jnp.inf)
+    dims = x.shape[1 : 1 + spatial]
+    shape = [x.shape[0]]
+    for d in dims:
+        shape += [d // window, window]
+    x = x.reshape(*shape, x.shape[-1])
+    return jnp.max(x, axis=tuple(2 + 2 * k for k in range(spatial)))

@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sdcomplex.models._common import check_input, check_int
+from sdcomplex.models._common import check_input, check_int, max_pool
 
 Array = jax.Array
 
@@ -78,9 +78,9 @@ class LeNet5(nn.Module):
             )
         k = self.width
         x = nn.Conv(6 * k, (5, 5), padding="VALID", name="conv1")(x)
-        x = nn.max_pool(jax.nn.relu(x), (2, 2), strides=(2, 2))
+        x = max_pool(jax.nn.relu(x), 2, spatial=2)
         x = nn.Conv(16 * k, (5, 5), padding="VALID", name="conv2")(x)
-        x = nn.max_pool(jax.nn.relu(x), (2, 2), strides=(2, 2))
+        x = max_pool(jax.nn.relu(x), 2, spatial=2)
         x = jnp.reshape(x, (x.shape[0], -1))
         x = jax.nn.relu(nn.Dense(120 * k, name="fc1")(x))
         x = jax.nn.relu(nn.Dense(84 * k, name="fc2")(x))

@@ -12,6 +12,7 @@ from sdcomplex.models._common import (
     check_input,
     check_int,
     check_int_sequence,
+    max_pool,
 )
 
 Array = jax.Array
@@ -145,7 +146,7 @@ class SmallCNN(nn.Module):
                 x = nn.BatchNorm(
                     use_running_average=not train, momentum=self.bn_momentum, name=f"bn{i + 1}"
                 )(x)
-            x = nn.max_pool(act(x), (2,) * spatial, strides=(2,) * spatial, padding="SAME")
+            x = max_pool(act(x), 2, spatial=spatial, padding="SAME")
         x = jnp.reshape(x, (x.shape[0], -1))
         if self.dense_width is not None:
             x = act(nn.Dense(self.dense_width, name="hidden")(x))
