@@ -330,7 +330,12 @@ def table(results: dict) -> list[str]:
             nts.append(f"{_fmt_s(t)} ({label})")
             best_nt = t if best_nt is None else min(best_nt, t)
             diffs.append(f"{r['max_rel_diff']:.1e}")
-        speed = f"{best_nt / ours['best_s']:.0f}x" if best_nt else "-"
+        if best_nt:
+            speed = f"{best_nt / ours['best_s']:.1f}x"
+        elif any(row.get(f"nt{i}", {}).get("status", "").startswith("timed out") for i in (1, 2)):
+            speed = f"> {results['nt_timeout'] / ours['best_s']:.0f}x"
+        else:
+            speed = "-"
         lines.append(
             f"| {row['model']} | {row['n']} | {_fmt_s(ours['best_s'])} / {_fmt_s(ours['first_s'])}"
             f" | {ours['implementation']} (block {ours['block_size']}, {ours['num_parts']} part"
@@ -415,7 +420,13 @@ def main() -> None:
     parser.add_argument("--memory-check-budget-gb", type=float, default=1.5)
     parser.add_argument("--no-readme", action="store_true")
     parser.add_argument("--child-memory", nargs=3, metavar=("MODEL", "N", "BUDGET"))
+    parser.add_argument("--render", metavar="JSON", help="rewrite the README from saved results")
     args = parser.parse_args()
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+        saved.setdefault("nt_timeout", args.nt_timeout)
+        write_readme(section(saved, saved["command"]), saved.get("device", "cpu"))
+        return
     if args.child_memory:
         memory_child(args.child_memory[0], int(args.child_memory[1]), float(args.child_memory[2]))
         return
@@ -425,8 +436,14 @@ def main() -> None:
     budget = (args.memory_budget_gb or (16.0 if args.device == "gpu" else 2.0)) * 2**30
     command = "python " + " ".join([f"benchmarks/{Path(__file__).name}", *sys.argv[1:]])
 
-    results = {"machine": machine(), "rows": []}
-    size = 8192 if args.device == "gpu" else 2048
+    results = {
+        "machine": machine(),
+        "rows": [],
+        "command": command,
+        "device": args.device,
+        "nt_timeout": args.nt_timeout,
+    }
+    size = 8192 if jax.default_backend() == "gpu" else 2048
     results["matmul_size"] = size
     results["matmul_flops"] = matmul_rate(size)
     print(f"matmul: {results['matmul_flops'] / 1e9:.0f} GFLOP/s", flush=True)
