@@ -17,8 +17,9 @@ Logged into the run's ``metrics.jsonl`` on diagnostic epochs (0, k, 2k, ... and 
   the student's current mean NTK K on the probe, of one-hot labels, one-hot random labels, the
   final teacher's soft targets softmax(z / tau) and the targets currently supervising (soft
   targets of the current checkpoint; one-hot labels in mode ``"none"``). The kernel is
-  factorised once per epoch (float64) for all four; ``complexity_jitter`` is the largest
-  jitter the solves added.
+  factorised once per epoch (float64) for all four; ``complexity_jitter`` is the jitter the
+  solve added and ``ntk_condition_number`` the condition-number estimate of the kernel solved
+  (a nearly singular kernel makes every complexity large: read them together).
 
 At epoch 0 the "current" checkpoint is the one that supervises epoch 1. Every value is a
 deterministic function of the saved state, so a resumed run logs exactly the same numbers.
@@ -58,6 +59,7 @@ DIAGNOSTIC_KEYS = (
     "complexity_teacher_final",
     "complexity_current",
     "complexity_jitter",
+    "ntk_condition_number",
 )
 """Metric keys added on diagnostic epochs (besides ``teacher_epoch``, logged every epoch)."""
 
@@ -331,4 +333,5 @@ class Diagnostics:
         }
         out.update({k: r.adjusted for k, r in results.items()})
         out["complexity_jitter"] = max(r.jitter for r in results.values())
+        out["ntk_condition_number"] = max(r.condition_number for r in results.values())
         return out

@@ -141,7 +141,7 @@ def distill(config: DistillConfig, run_dir: str | Path, *, quiet: bool = False) 
     """
     if not isinstance(config, DistillConfig):
         raise TypeError(f"config must be a DistillConfig, got {type(config).__name__}")
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).resolve()  # Orbax needs absolute checkpoint paths
     student = config.student
     previous = _previous_run(run_dir, config)
     if previous is not None and student.epochs in list_checkpoints(run_dir):

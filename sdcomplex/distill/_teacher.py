@@ -78,7 +78,7 @@ def open_teacher(teacher_dir: str | Path) -> TeacherRun:
             ``run.json``), no checkpoints, or no checkpoint of the teacher's final epoch
             (an unfinished run).
     """
-    path = Path(teacher_dir)
+    path = Path(teacher_dir).resolve()  # Orbax needs absolute checkpoint paths
     if not path.is_dir():
         raise ValueError(f"teacher run directory {path} does not exist")
     if not (path / CONFIG_FILE).is_file() or not (path / RUN_FILE).is_file():

@@ -2,16 +2,19 @@
 a run and a rerun, one-line errors with exit status 2."""
 
 import json
+import os
 
 import pytest
 
 from sdcomplex.cli import main
 from sdcomplex.distill import DistillConfig, load_config
-from sdcomplex.train import TrainConfig, list_checkpoints, read_metrics, train
+from sdcomplex.train import TrainConfig, list_checkpoints, load_checkpoint, read_metrics, train
 
+# a BatchNorm teacher (a 1-D CNN on the synthetic features): its running statistics travel
+# with its parameters into the student's step
 TEACHER = TrainConfig(
-    model="mlp",
-    model_options={"hidden_sizes": [16]},
+    model="cnn",
+    model_options={"channels": [4], "dense_width": 8, "batch_norm": True},
     dataset="synthetic",
     data_options={"n_train": 60, "n_test": 30, "dim": 5, "num_classes": 3},
     augment=False,
@@ -96,11 +99,12 @@ def test_config_files(teacher, tmp_path, capsys):
     assert cfg.temperature == 1.0
 
 
-def test_distill_run_rerun_and_its_record(teacher, tmp_path, capsys):
+def test_distill_run_rerun_and_its_record(teacher, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative directories (Orbax itself needs absolute ones)
     out = tmp_path / "student"
-    argv = ["distill", "--teacher", str(teacher), "--student", "mlp"]
+    argv = ["distill", "--teacher", os.path.relpath(teacher), "--student", "mlp"]
     argv += ["--student-option", "hidden_sizes=[8]", "--mode", "offline", "--epochs", "2"]
-    argv += ["--probe-size", "12", "--batch-size", "15", "--quiet", "--out", str(out)]
+    argv += ["--probe-size", "12", "--batch-size", "15", "--quiet", "--out", "student"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "distilled mlp on synthetic (offline KD, tau 4) to epoch 2" in printed
@@ -111,10 +115,11 @@ def test_distill_run_rerun_and_its_record(teacher, tmp_path, capsys):
     assert 0 <= metrics[-1]["train_fidelity_final"] <= 1
     config = load_config(out / "distill.json")
     assert config.mode == "offline" and config.student.batch_size == 15
+    assert "batch_stats" in load_checkpoint(teacher, 2)  # the teacher's statistics were used
     assert main(argv) == 0
     assert "already complete" in capsys.readouterr().out
     # the same directory with another mode: refused, one line, exit 2
-    assert main([*argv[:-3], "--mode", "online", "--out", str(out)]) == 2
+    assert main([*argv[:-3], "--mode", "online", "--out", "student"]) == 2
     err = capsys.readouterr().err
     assert "different config (mode: 'offline' -> 'online')" in err and err.count("\n") == 1
 
