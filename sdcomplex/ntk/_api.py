@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +26,45 @@ from sdcomplex.ntk._engine import (
 )
 
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3
-"""Default bytes for the features of the two blocks held at once (2 GiB)."""
+"""Memory budget (2 GiB) when the device's memory cannot be read (see `default_memory_budget`)."""
+
+MIN_MEMORY_BUDGET = 1024**3
+"""The smallest default memory budget (1 GiB)."""
+
+
+def default_memory_budget(device: Any = None) -> int:
+    """The default memory budget of `empirical_ntk`: a quarter of the device's memory.
+
+    On an accelerator this is a quarter of the memory XLA may allocate there
+    (``device.memory_stats()["bytes_limit"]``); on the CPU a quarter of the machine's physical
+    memory. At least 1 GiB; `DEFAULT_MEMORY_BUDGET` (2 GiB) when neither can be read.
+
+    Args:
+      device: a ``jax.Device``; the default device when None.
+
+    Returns:
+      The budget in bytes.
+
+    Example:
+      >>> default_memory_budget() >= 1024**3
+      True
+    """
+    device = jax.devices()[0] if device is None else device
+    total = None
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 - backends without memory statistics raise varied errors
+        stats = None
+    if stats and stats.get("bytes_limit"):
+        total = int(stats["bytes_limit"])
+    elif device.platform == "cpu":
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):
+            total = None
+    if not total or total <= 0:
+        return DEFAULT_MEMORY_BUDGET
+    return max(MIN_MEMORY_BUDGET, total // 4)
 
 
 @jax.tree_util.register_dataclass
@@ -113,7 +152,7 @@ def plan_ntk(
     outputs: str = "mean",
     implementation: str = "auto",
     block_size: int | None = None,
-    memory_budget: float = DEFAULT_MEMORY_BUDGET,
+    memory_budget: float | None = None,
 ) -> NTKPlan:
     """Chooses the implementation and block size `empirical_ntk` will use (see there for args).
 
@@ -127,6 +166,8 @@ def plan_ntk(
         get_implementation(implementation)  # raises on unknown names
     if block_size is not None and (not isinstance(block_size, int) or block_size < 1):
         raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+    if memory_budget is None:
+        memory_budget = default_memory_budget()
     if not memory_budget > 0:
         raise ValueError(f"memory_budget must be positive, got {memory_budget!r}")
     _check_inputs(x1, x2)
@@ -257,7 +298,7 @@ def empirical_ntk(
     outputs: str = "mean",
     implementation: str = "auto",
     block_size: int | None = None,
-    memory_budget: float = DEFAULT_MEMORY_BUDGET,
+    memory_budget: float | None = None,
     progress: bool | None = None,
 ) -> np.ndarray:
     """Empirical neural tangent kernel Theta(x, x') = J(x) J(x')^T of ``fn`` at ``params``.
@@ -278,7 +319,8 @@ def empirical_ntk(
       implementation: ``"auto"`` (cheapest by estimate among those that fit the memory
         budget), ``"jacobian"``, ``"ntvp"`` or any registered implementation.
       block_size: examples per block; by default the largest that fits ``memory_budget``.
-      memory_budget: bytes allowed for the features of the two blocks held at once.
+      memory_budget: bytes allowed for the features of the two blocks held at once; None for
+        `default_memory_budget` (a quarter of the device's memory).
       progress: show a progress bar over blocks (None: only on a terminal, for > 4 blocks).
 
     Returns:

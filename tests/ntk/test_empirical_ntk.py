@@ -12,6 +12,7 @@ from sdcomplex.ntk import (
     CostEstimate,
     JacobianContraction,
     available_implementations,
+    default_memory_budget,
     empirical_ntk,
     flatten_full_kernel,
     plan_ntk,
@@ -145,6 +146,21 @@ def test_auto_prefers_cheaper_and_respects_memory_budget():
     tiny = plan_ntk(mlp, p, x, outputs="full", memory_budget=200)
     assert tiny.implementation == "ntvp"
     assert plan_ntk(mlp, p, x, memory_budget=2 * 4 * 61).block_size == 1
+
+
+def test_default_memory_budget_is_a_quarter_of_physical_memory_on_cpu():
+    if jax.devices()[0].platform != "cpu":
+        pytest.skip("the CPU rule only")
+    try:
+        line = next(l for l in open("/proc/meminfo") if l.startswith("MemTotal:"))
+    except (OSError, StopIteration):
+        pytest.skip("no /proc/meminfo to compare with")
+    total = int(line.split()[1]) * 1024  # kB
+    budget = default_memory_budget()
+    assert budget == max(1024**3, total // 4) or abs(budget - total / 4) < 0.01 * total
+    # None means that default; the plan is the same as with the explicit value
+    p, x = mlp_params(), inputs(8)
+    assert plan_ntk(mlp, p, x) == plan_ntk(mlp, p, x, memory_budget=budget)
 
 
 @dataclasses.dataclass(frozen=True)
