@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sdcomplex.cli._train import _FIELDS as _TRAIN_FIELDS
-from sdcomplex.cli._train import _parse_pairs
+from sdcomplex.cli._train import _parse_pairs, add_train_flags
 
 # flag -> DistillConfig field
 _DISTILL_FIELDS = {
@@ -72,49 +72,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--probe-seed", type=int)
     p.add_argument("--random-labels-seed", type=int)
     s = p.add_argument_group("student (flags of `sdcomplex train`)")
-    s.add_argument("--student", metavar="MODEL", help="student model, e.g. lenet5x8")
-    s.add_argument("--data", help="data set (default: the teacher's)")
-    s.add_argument("--data-dir", help="directory holding the data set's files")
-    s.add_argument("--epochs", type=int)
-    s.add_argument("--batch-size", type=int)
-    s.add_argument("--optimizer", choices=("sgd", "adam", "adamw"))
-    s.add_argument("--lr", type=float, help="peak learning rate")
-    s.add_argument("--momentum", type=float)
-    s.add_argument("--weight-decay", type=float)
-    s.add_argument("--schedule", choices=("cosine", "step", "constant"))
-    s.add_argument("--milestones", type=int, nargs="+", help="epochs of the step schedule")
-    s.add_argument("--warmup-epochs", type=int)
-    s.add_argument("--seed", type=int)
-    s.add_argument("--n-per-class", type=int, help="class-balanced training subset size")
-    s.add_argument("--n-test-per-class", type=int, help="class-balanced test subset size")
-    s.add_argument("--num-classes", type=int, help="expected number of classes (checked)")
-    s.add_argument("--checkpoint-every", type=int, metavar="K")
-    s.add_argument("--keep-checkpoints", type=int, metavar="N", help="keep the latest N only")
-    s.add_argument("--eval-batch-size", type=int)
-    s.add_argument("--eval-train-examples", type=int, help="train metrics on the first N")
-    aug = s.add_mutually_exclusive_group()
-    aug.add_argument("--augment", dest="augment", action="store_true", default=None)
-    aug.add_argument("--no-augment", dest="augment", action="store_false")
-    s.add_argument(
-        "--student-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="student model constructor override, VALUE parsed as JSON (e.g. width=2)",
-    )
-    s.add_argument(
-        "--data-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="data loader option, VALUE parsed as JSON",
-    )
-    s.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="any student TrainConfig field, VALUE parsed as JSON (e.g. nesterov=true)",
+    add_train_flags(
+        s,
+        model_flag="--student",
+        model_help="student model, e.g. lenet5x8",
+        data_help="data set (default: the teacher's)",
+        subject="student ",
     )
     p.add_argument("--print-config", action="store_true", help="print the config and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")

@@ -48,8 +48,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, metavar="DIR", help="run directory")
     p.add_argument("--config", metavar="FILE", help="config file: .json or .py with get_config()")
-    p.add_argument("--model", help="model name, e.g. resnet20, lenet5x8, mlp")
-    p.add_argument("--data", help="data set name, e.g. cifar10, cifar10_jpeg, digits")
+    add_train_flags(
+        p,
+        model_flag="--model",
+        model_help="model name, e.g. resnet20, lenet5x8, mlp",
+        data_help="data set name, e.g. cifar10, cifar10_jpeg, digits",
+        subject="",
+    )
+    p.add_argument("--print-config", action="store_true", help="print the config and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    p.set_defaults(run=run)
+
+
+def add_train_flags(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup,
+    *,
+    model_flag: str,
+    model_help: str,
+    data_help: str,
+    subject: str,
+) -> None:
+    """Adds the `TrainConfig` flags that `train` and `distill` share (see `_FIELDS`).
+
+    ``model_flag`` names the model (``--model``; ``--student`` for distill, whose model
+    overrides then come from ``--student-option``); ``subject`` prefixes the help of the
+    model options and of ``--set`` ("" or "student ").
+    """
+    option_flag = f"{model_flag}-option"
+    p.add_argument(model_flag, metavar="MODEL", help=model_help)
+    p.add_argument("--data", help=data_help)
     p.add_argument("--data-dir", help="directory holding the data set's files")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
@@ -72,11 +99,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     aug.add_argument("--augment", dest="augment", action="store_true", default=None)
     aug.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument(
-        "--model-option",
+        option_flag,
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="model constructor override, VALUE parsed as JSON (e.g. width=2)",
+        help=f"{subject}model constructor override, VALUE parsed as JSON (e.g. width=2)",
     )
     p.add_argument(
         "--data-option",
@@ -90,11 +117,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="FIELD=VALUE",
-        help="any TrainConfig field, VALUE parsed as JSON (e.g. nesterov=true)",
+        help=f"any {subject}TrainConfig field, VALUE parsed as JSON (e.g. nesterov=true)",
     )
-    p.add_argument("--print-config", action="store_true", help="print the config and exit")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
-    p.set_defaults(run=run)
 
 
 def _parse_pairs(pairs: list[str], flag: str) -> dict[str, Any]:

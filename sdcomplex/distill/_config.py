@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import os
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sdcomplex._config_files import read_config_file
 from sdcomplex.distill._loss import check_kd_arguments
 from sdcomplex.train import TrainConfig
 
@@ -184,30 +183,7 @@ def read_config_data(path: str | os.PathLike[str]) -> DistillConfig | dict[str, 
         ValueError: missing file, unknown extension, malformed JSON, no ``get_config``.
     """
     file = Path(path)
-    if not file.is_file():
-        raise ValueError(f"config file {file} does not exist")
-    if file.suffix == ".json":
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"config file {file} is not valid JSON: {err}") from None
-    elif file.suffix == ".py":
-        name = f"_sdcomplex_distill_{hashlib.sha256(str(file.resolve()).encode()).hexdigest()[:8]}"
-        spec = importlib.util.spec_from_file_location(name, file)
-        if spec is None or spec.loader is None:
-            raise ValueError(f"cannot import config file {file}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        finally:
-            sys.modules.pop(name, None)
-        get_config = getattr(module, "get_config", None)
-        if not callable(get_config):
-            raise ValueError(f"config file {file} defines no get_config() function")
-        data = get_config()
-    else:
-        raise ValueError(f"config file {file}: expected a .json or a .py file")
+    data = read_config_file(file)
     if isinstance(data, DistillConfig):
         return data
     if not isinstance(data, Mapping):
