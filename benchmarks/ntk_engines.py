@@ -42,7 +42,13 @@ import numpy as np
 from flax import traverse_util
 
 from sdcomplex.models import count_params, create_model, init_variables
-from sdcomplex.ntk import compute_with_plan, empirical_ntk, flax_ntk_fn, plan_ntk
+from sdcomplex.ntk import (
+    compute_with_plan,
+    default_memory_budget,
+    empirical_ntk,
+    flax_ntk_fn,
+    plan_ntk,
+)
 from sdcomplex.ntk._api import _contract, _features
 from sdcomplex.ntk._engine import partition_callable
 
@@ -363,7 +369,12 @@ def section(results: dict, command: str) -> str:
         "same parameters and inputs for every engine; times are wall clock of the whole "
         "kernel (best of the repeats after a first, compiling call; neural-tangents "
         "configurations slower than 60 s are timed once, compilation included). Phases: "
-        "XLA-counted flops / time as a fraction of the matmul rate.",
+        "XLA-counted flops / time as a fraction of the matmul rate."
+        + (
+            f" sdcomplex's memory budget: {results['memory_budget'] / 2**30:.1f} GiB."
+            if results.get("memory_budget")
+            else ""
+        ),
         "",
         *table(results),
     ]
@@ -433,7 +444,8 @@ def main() -> None:
     if args.device == "gpu" and jax.default_backend() != "gpu" and not args.allow_cpu:
         raise SystemExit(f"--device gpu but JAX runs on {jax.default_backend()}")
     jax.config.update("jax_default_matmul_precision", "highest")  # no TF32 for kernels
-    budget = (args.memory_budget_gb or (16.0 if args.device == "gpu" else 2.0)) * 2**30
+    # the library's default (a quarter of the device's memory) unless --memory-budget-gb
+    budget = args.memory_budget_gb * 2**30 if args.memory_budget_gb else default_memory_budget()
     command = "python " + " ".join([f"benchmarks/{Path(__file__).name}", *sys.argv[1:]])
 
     results = {
@@ -442,6 +454,7 @@ def main() -> None:
         "command": command,
         "device": args.device,
         "nt_timeout": args.nt_timeout,
+        "memory_budget": budget,
     }
     size = 8192 if jax.default_backend() == "gpu" else 2048
     results["matmul_size"] = size

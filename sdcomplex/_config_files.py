@@ -7,8 +7,33 @@ import importlib.util
 import json
 import os
 import sys
+import types
 from pathlib import Path
 from typing import Any
+
+
+def import_file(file: Path, name: str, *, keep: bool) -> types.ModuleType:
+    """Imports the Python file ``file`` as the module ``name``.
+
+    The module is in ``sys.modules`` while it runs (so dataclasses and relative imports work);
+    afterwards it stays there only with ``keep=True`` and only if it ran without error.
+
+    Raises:
+      ValueError: the file cannot be imported as a module.
+    """
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"cannot import {file}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    ok = False
+    try:
+        spec.loader.exec_module(module)
+        ok = True
+    finally:
+        if not (keep and ok):
+            sys.modules.pop(name, None)
+    return module
 
 
 def read_config_file(path: str | os.PathLike[str]) -> Any:
@@ -39,15 +64,7 @@ def read_config_file(path: str | os.PathLike[str]) -> Any:
     if file.suffix != ".py":
         raise ValueError(f"config file {file}: expected a .json or a .py file")
     name = f"_sdcomplex_config_{hashlib.sha256(str(file.resolve()).encode()).hexdigest()[:8]}"
-    spec = importlib.util.spec_from_file_location(name, file)
-    if spec is None or spec.loader is None:
-        raise ValueError(f"cannot import config file {file}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.modules.pop(name, None)
+    module = import_file(file, name, keep=False)
     get_config = getattr(module, "get_config", None)
     if not callable(get_config):
         raise ValueError(f"config file {file} defines no get_config() function")

@@ -15,7 +15,6 @@ from finished output directories, never typed by hand.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -24,6 +23,7 @@ import types
 from pathlib import Path
 from typing import Any
 
+from sdcomplex._config_files import import_file
 from sdcomplex._io import atomic_write_json
 from sdcomplex.reproduce._config import SCALES, ExperimentConfig
 
@@ -80,16 +80,7 @@ def _load_module(path: Path) -> types.ModuleType:
     root = path.parent.resolve()
     _package(root)
     name = f"{_PACKAGE}.{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ValueError(f"cannot import experiment file {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
+    module = import_file(path, name, keep=True)
     return module
 
 
