@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sdcomplex._checks import check_int_field
 from sdcomplex._config_files import read_config_file
 from sdcomplex.distill._loss import check_kd_arguments
 from sdcomplex.train import TrainConfig
@@ -25,12 +26,7 @@ MODES = ("none", "offline", "online")
 
 
 def _int(name: str, value: Any, *, minimum: int, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"DistillConfig.{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"DistillConfig.{name} must be >= {minimum}, got {value}")
+    check_int_field("DistillConfig", name, value, minimum=minimum, optional=optional)
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sdcomplex._checks import check_int_field
+from sdcomplex.distill import MODES
 from sdcomplex.train import TrainConfig
 
 SCALES = ("smoke", "quick", "paper")
 """The scales every experiment defines: seconds (tests, CI), minutes on a laptop, the paper."""
-
-MODES = ("none", "offline", "online")
-"""Distillation modes: no KD (labels only), offline KD (final teacher), online KD (trajectory)."""
 
 _DATA_FIELDS = (
     "dataset",
@@ -70,13 +69,6 @@ def _ints(name: str, values: Sequence[Any], *, minimum: int = 0) -> tuple[int, .
             raise ValueError(f"{name} must hold integers >= {minimum}, got {v}")
         out.append(int(v))
     return tuple(out)
-
-
-def _positive_int(owner: str, name: str, value: Any, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{owner}.{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{owner}.{name} must be >= {minimum}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -176,11 +168,11 @@ class DistillationSpec:
         if not 0 <= self.alpha <= 1:
             raise ValueError(f"DistillationSpec.alpha must lie in [0, 1], got {self.alpha}")
         for name in ("stride", "probe_size"):
-            _positive_int("DistillationSpec", name, getattr(self, name))
+            check_int_field("DistillationSpec", name, getattr(self, name), minimum=1)
         for name in ("diagnostics_every", "probe_seed", "random_labels_seed"):
-            _positive_int("DistillationSpec", name, getattr(self, name), minimum=0)
-        if self.fidelity_examples is not None:
-            _positive_int("DistillationSpec", "fidelity_examples", self.fidelity_examples)
+            check_int_field("DistillationSpec", name, getattr(self, name), minimum=0)
+        examples = self.fidelity_examples
+        check_int_field("DistillationSpec", "fidelity_examples", examples, minimum=1, optional=True)
 
     def method(self, key: str) -> StudentMethod:
         """The method with this key (ValueError listing the keys otherwise)."""
@@ -231,9 +223,9 @@ class ComplexitySpec:
 
     def __post_init__(self) -> None:
         for name in ("n_per_class", "trajectory_stride"):
-            _positive_int("ComplexitySpec", name, getattr(self, name))
+            check_int_field("ComplexitySpec", name, getattr(self, name), minimum=1)
         for name in ("subset_seed", "student_seed", "random_labels_seed"):
-            _positive_int("ComplexitySpec", name, getattr(self, name), minimum=0)
+            check_int_field("ComplexitySpec", name, getattr(self, name), minimum=0)
         for name in ("temperatures", "trajectory_temperatures"):
             values = _floats(f"ComplexitySpec.{name}", getattr(self, name))
             if not values:
@@ -293,11 +285,11 @@ class BoundSpec:
 
     def __post_init__(self) -> None:
         for name in ("n_per_class", "teacher_stride"):
-            _positive_int("BoundSpec", name, getattr(self, name))
+            check_int_field("BoundSpec", name, getattr(self, name), minimum=1)
         if self.n_test_per_class is not None:
-            _positive_int("BoundSpec", "n_test_per_class", self.n_test_per_class)
+            check_int_field("BoundSpec", "n_test_per_class", self.n_test_per_class, minimum=1)
         for name in ("subset_seed", "student_seed"):
-            _positive_int("BoundSpec", name, getattr(self, name), minimum=0)
+            check_int_field("BoundSpec", name, getattr(self, name), minimum=0)
         if self.negative_classes is not None:
             neg = _ints("BoundSpec.negative_classes", self.negative_classes)
             object.__setattr__(self, "negative_classes", neg)
