@@ -23,6 +23,7 @@ forward pass; every other trainable parameter is left to an explicit Jacobian.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -365,7 +366,14 @@ def tapped_forward(
 
 
 def conv_patches(tap: LayerTap, a: jax.Array) -> jax.Array:
-    """(b, S, G, K) image patches of a convolution's input, matching its kernel layout."""
+    """(b, S, G, K) image patches of a convolution's input (features grouped by ``G``).
+
+    The order of the K features inside a group is not the kernel's; every use of the patches
+    contracts them with themselves (patch Grams) or with cotangents into per-example gradients
+    that are only ever contracted with each other, so any fixed order gives the same kernel.
+    """
+    if all(d == 1 for d in tap.input_dilation):
+        return _sliced_patches(tap, a)
     rank = len(tap.kernel_size)
     spatial = _SPATIAL[:rank]
     numbers = ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")
@@ -382,6 +390,39 @@ def conv_patches(tap: LayerTap, a: jax.Array) -> jax.Array:
     # Feature order of the patches is (input channel, filter position): channel-major, so the
     # channels of one group are contiguous.
     return patches.reshape(a.shape[0], tap.positions, tap.groups, tap.fan_in)
+
+
+def _sliced_patches(tap: LayerTap, a: jax.Array) -> jax.Array:
+    """`conv_patches` as strided slices of the padded input, one per kernel offset.
+
+    On CPU this is several times faster than ``lax.conv_general_dilated_patches`` (which runs
+    an identity-kernel convolution), and its gradient-free use here needs nothing more.
+    """
+    rank = len(tap.kernel_size)
+    spatial_in = a.shape[1 : 1 + rank]
+    reach = tuple((k - 1) * d + 1 for k, d in zip(tap.kernel_size, tap.kernel_dilation))
+    if isinstance(tap.padding, str):
+        pads = jax.lax.padtype_to_pads(spatial_in, reach, tap.strides, tap.padding)
+    else:
+        pads = tap.padding
+    config = [(0, 0, 0), *((int(lo), int(hi), 0) for lo, hi in pads), (0, 0, 0)]
+    padded = jax.lax.pad(a, jnp.zeros((), a.dtype), config)
+    out_spatial = tap.out_shape[:-1]
+    columns = []
+    for offset in itertools.product(*(range(k) for k in tap.kernel_size)):
+        start = [0] + [o * d for o, d in zip(offset, tap.kernel_dilation)] + [0]
+        limit = (
+            [a.shape[0]]
+            + [st + (n - 1) * s + 1 for st, n, s in zip(start[1:], out_spatial, tap.strides)]
+            + [a.shape[-1]]
+        )
+        columns.append(jax.lax.slice(padded, start, limit, (1, *tap.strides, 1)))
+    b, cin, groups = a.shape[0], a.shape[-1], tap.groups
+    patches = jnp.stack(columns, axis=-2)  # (b, *out_spatial, offsets, C_in)
+    if groups == 1:
+        return patches.reshape(b, tap.positions, 1, tap.fan_in)
+    patches = patches.reshape(b, tap.positions, len(columns), groups, cin // groups)
+    return jnp.swapaxes(patches, 2, 3).reshape(b, tap.positions, groups, tap.fan_in)
 
 
 @dataclasses.dataclass(frozen=True)
