@@ -277,13 +277,28 @@ class Diagnostics:
             self._current = (epoch, self._teacher_outputs(variables, data))
         return self._current[1]
 
+    def _student_outputs(
+        self,
+        info: EpochInfo,
+        evaluated: np.ndarray | None,
+        indices: np.ndarray,
+        data: Mapping[str, Any],
+        key: str,
+    ) -> np.ndarray:
+        """The student's logits on a fidelity subset: from the trainer's evaluation if it
+        covered the subset (the same inference-mode forward pass), else computed here."""
+        if evaluated is not None and (len(indices) == 0 or int(np.max(indices)) < len(evaluated)):
+            return np.asarray(evaluated, np.float32)[indices]
+        return batched_logits(self._student_logits, info.variables, data[key], self.batch_size)
+
     def _fidelity(self, info: EpochInfo, data: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = dict.fromkeys(DIAGNOSTIC_KEYS[:5])
         if self.teacher is None:
             return out
-        bs = self.batch_size
-        s_train = batched_logits(self._student_logits, info.variables, data["x_train"], bs)
-        s_test = batched_logits(self._student_logits, info.variables, data["x_test"], bs)
+        s_train = self._student_outputs(
+            info, info.train_logits, self.fidelity_train, data, "x_train"
+        )
+        s_test = self._student_outputs(info, info.test_logits, self.fidelity_test, data, "x_test")
         final = self._final_outputs(data)
         out["train_fidelity_final"] = _agreement(s_train, final["train"])
         out["test_fidelity_final"] = _agreement(s_test, final["test"])

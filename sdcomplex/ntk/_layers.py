@@ -400,7 +400,9 @@ def _sliced_patches(tap: LayerTap, a: jax.Array) -> jax.Array:
     """
     rank = len(tap.kernel_size)
     spatial_in = a.shape[1 : 1 + rank]
-    reach = tuple((k - 1) * d + 1 for k, d in zip(tap.kernel_size, tap.kernel_dilation))
+    reach = tuple(
+        (k - 1) * d + 1 for k, d in zip(tap.kernel_size, tap.kernel_dilation, strict=True)
+    )
     if isinstance(tap.padding, str):
         pads = jax.lax.padtype_to_pads(spatial_in, reach, tap.strides, tap.padding)
     else:
@@ -410,10 +412,13 @@ def _sliced_patches(tap: LayerTap, a: jax.Array) -> jax.Array:
     out_spatial = tap.out_shape[:-1]
     columns = []
     for offset in itertools.product(*(range(k) for k in tap.kernel_size)):
-        start = [0] + [o * d for o, d in zip(offset, tap.kernel_dilation)] + [0]
+        start = [0] + [o * d for o, d in zip(offset, tap.kernel_dilation, strict=True)] + [0]
         limit = (
             [a.shape[0]]
-            + [st + (n - 1) * s + 1 for st, n, s in zip(start[1:], out_spatial, tap.strides)]
+            + [
+                st + (n - 1) * s + 1
+                for st, n, s in zip(start[1:-1], out_spatial, tap.strides, strict=True)
+            ]
             + [a.shape[-1]]
         )
         columns.append(jax.lax.slice(padded, start, limit, (1, *tap.strides, 1)))

@@ -186,9 +186,10 @@ def make_train_step(
 def make_eval_step(model: nn.Module, preprocess: Preprocess, *, jit: bool = True):
     """Evaluation of one padded batch in inference mode.
 
-    ``eval_step(variables, raw_x (B, ...), y (B,), mask (B,) bool) -> float32 (2,)``: the
-    summed cross-entropy with the labels and the number of correct argmax predictions over the
-    examples with ``mask`` True (BatchNorm uses its running averages).
+    ``eval_step(variables, raw_x (B, ...), y (B,), mask (B,) bool) -> (sums, logits)``:
+    ``sums`` float32 (2,) is the summed cross-entropy with the labels and the number of correct
+    argmax predictions over the examples with ``mask`` True, ``logits`` (B, C) the model's
+    outputs (BatchNorm uses its running averages).
     """
     zero_key = jax.random.key(0)
 
@@ -197,8 +198,9 @@ def make_eval_step(model: nn.Module, preprocess: Preprocess, *, jit: bool = True
         logits = model.apply(variables, x, train=False)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         correct = jnp.argmax(logits, axis=-1) == y
-        return jnp.stack(
+        sums = jnp.stack(
             [jnp.sum(jnp.where(mask, losses, 0.0)), jnp.sum(mask & correct).astype(jnp.float32)]
         )
+        return sums, logits
 
     return jax.jit(eval_step) if jit else eval_step

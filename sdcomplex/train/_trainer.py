@@ -54,6 +54,10 @@ class EpochInfo(NamedTuple):
         dataset: the run's data set (raw arrays and metadata).
         config: the run's config.
         run_dir: the run directory.
+        train_logits: (n_eval, C) float32 outputs of the model (inference mode, no
+            augmentation) on the first ``n_eval`` training examples, the ones the epoch's
+            train metrics are computed on.
+        test_logits: (n_test, C) float32 outputs on the test set.
     """
 
     epoch: int
@@ -64,6 +68,8 @@ class EpochInfo(NamedTuple):
     dataset: Dataset
     config: TrainConfig
     run_dir: Path
+    train_logits: np.ndarray | None = None
+    test_logits: np.ndarray | None = None
 
 
 class TrainResult(NamedTuple):
@@ -283,8 +289,9 @@ def train(
         n_train_eval = min(config.eval_train_examples, info.n_train)
     eval_bs = min(config.eval_batch_size, max(n_train_eval, info.n_test))
 
-    def evaluate(variables: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    def evaluate(variables: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, float, np.ndarray]:
         sums = jnp.zeros(2, jnp.float32)
+        logits = []
         for start in range(0, len(y), eval_bs):
             xb, yb = x[start : start + eval_bs], y[start : start + eval_bs]
             mask = np.ones(eval_bs, bool)
@@ -293,9 +300,12 @@ def train(
                 mask[len(yb) :] = False
                 xb = np.concatenate([xb, np.zeros((pad, *xb.shape[1:]), xb.dtype)])
                 yb = np.concatenate([yb, np.zeros(pad, yb.dtype)])
-            sums = sums + eval_step(variables, xb, yb, mask)
+            batch_sums, batch_logits = eval_step(variables, xb, yb, mask)
+            sums = sums + batch_sums
+            logits.append(batch_logits)
         total = np.asarray(sums, np.float64)
-        return float(total[0] / len(y)), float(total[1] / len(y))
+        outputs = np.concatenate([np.asarray(b) for b in logits])[: len(y)].astype(np.float32)
+        return float(total[0] / len(y)), float(total[1] / len(y)), outputs
 
     store = CheckpointStore(run_dir, keep=config.keep_checkpoints)
     try:
@@ -333,7 +343,7 @@ def _loop(
     optimizer: Any,
     schedule: Any,
     step_fn: Any,
-    evaluate: Callable[[Any, np.ndarray, np.ndarray], tuple[float, float]],
+    evaluate: Callable[[Any, np.ndarray, np.ndarray], tuple[float, float, np.ndarray]],
     n_train_eval: int,
     supervision_fn: SupervisionFn | None,
     diagnostics_fn: DiagnosticsFn | None,
@@ -350,8 +360,10 @@ def _loop(
     def record_epoch(state: TrainState, epoch: int, running: Any, supervision: Any, times: Any):
         t_eval = time.perf_counter()
         variables = state.variables
-        train_loss, train_acc = evaluate(variables, x_train[:n_train_eval], y_train[:n_train_eval])
-        test_loss, test_acc = evaluate(variables, dataset.x_test, dataset.y_test)
+        train_loss, train_acc, train_logits = evaluate(
+            variables, x_train[:n_train_eval], y_train[:n_train_eval]
+        )
+        test_loss, test_acc, test_logits = evaluate(variables, dataset.x_test, dataset.y_test)
         step = int(state.step)
         sums = np.asarray(running, np.float64) if running is not None else None
         record: dict[str, Any] = {
@@ -368,7 +380,18 @@ def _loop(
         if diagnostics_fn is not None:
             extra = dict(
                 diagnostics_fn(
-                    EpochInfo(epoch, step, variables, supervision, model, dataset, config, run_dir)
+                    EpochInfo(
+                        epoch,
+                        step,
+                        variables,
+                        supervision,
+                        model,
+                        dataset,
+                        config,
+                        run_dir,
+                        train_logits,
+                        test_logits,
+                    )
                 )
             )
             clash = sorted(set(extra) & _STANDARD_FIELDS)

@@ -92,8 +92,9 @@ def test_batchnorm_running_stats_updated_in_training_and_used_in_eval():
     # the eval step sums the cross-entropy and correct predictions over unmasked examples
     eval_step = make_eval_step(model, IDENTITY)
     mask = np.array([True] * 5 + [False] * 3)
-    sums = eval_step(eval_vars, x, y, mask)
+    sums, outputs = eval_step(eval_vars, x, y, mask)
     logits = apply(eval_vars, x)
+    np.testing.assert_allclose(outputs, logits, rtol=1e-5, atol=1e-6)
     ce = np.asarray(optax.softmax_cross_entropy_with_integer_labels(logits, y))
     np.testing.assert_allclose(sums[0], ce[:5].sum(), rtol=1e-5)
     assert int(sums[1]) == int(np.sum(np.argmax(logits[:5], -1) == 0))
