@@ -23,8 +23,6 @@ CASES = (("lenet5x8", 64), ("lenet5x8", 128), ("resnet20", 64), ("resnet20", 128
 
 
 def child(variant: str) -> None:
-    import jax
-
     import sdcomplex.ntk._layers as layers
 
     sys.path.insert(0, str(HERE))
@@ -33,23 +31,7 @@ def child(variant: str) -> None:
     from sdcomplex.ntk import flax_ntk_fn
 
     if variant == "dilated-patches":
-
-        def dilated_patches(tap, a):
-            rank = len(tap.kernel_size)
-            spatial = "HWDUVXYZ"[:rank]
-            patches = jax.lax.conv_general_dilated_patches(
-                a,
-                filter_shape=tap.kernel_size,
-                window_strides=tap.strides,
-                padding=tap.padding,
-                lhs_dilation=tap.input_dilation,
-                rhs_dilation=tap.kernel_dilation,
-                dimension_numbers=("N" + spatial + "C", spatial + "IO", "N" + spatial + "C"),
-                precision=jax.lax.Precision.HIGHEST,
-            )
-            return patches.reshape(a.shape[0], tap.positions, tap.groups, tap.fan_in)
-
-        layers.conv_patches = dilated_patches
+        layers.conv_patches = layers._dilated_patches  # the former construction, for any conv
     for name, n in CASES:
         model, variables, x = ntk_engines.model_and_data(name, n)
         fn, params = flax_ntk_fn(model, variables)

@@ -374,6 +374,11 @@ def conv_patches(tap: LayerTap, a: jax.Array) -> jax.Array:
     """
     if all(d == 1 for d in tap.input_dilation):
         return _sliced_patches(tap, a)
+    return _dilated_patches(tap, a)
+
+
+def _dilated_patches(tap: LayerTap, a: jax.Array) -> jax.Array:
+    """`conv_patches` by ``lax.conv_general_dilated_patches`` (any input dilation)."""
     rank = len(tap.kernel_size)
     spatial = _SPATIAL[:rank]
     numbers = ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")

@@ -112,11 +112,12 @@ def jnp_mean(h):
 
 
 class ConvNet(nn.Module):
-    """Strided, padded, dilated and grouped (depthwise) convolutions with pooling."""
+    """Strided, padded, dilated (kernel and input) and grouped convolutions with pooling."""
 
     @nn.compact
     def __call__(self, x, train=False):
         x = nn.relu(nn.Conv(4, (3, 3), strides=(2, 1), padding="SAME")(x))
+        x = nn.Conv(4, (2, 2), input_dilation=(2, 1), padding=1)(x)  # lax patches path
         x = nn.Conv(4, (3, 3), padding=1, feature_group_count=4, use_bias=False)(x)  # depthwise
         x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2), padding="SAME")
         x = nn.Conv(6, (2, 2), kernel_dilation=(2, 1), padding=((1, 0), (0, 1)))(x)
