@@ -14,7 +14,9 @@ busy machine slows both sides alike; the table gives the median over rounds (and
     bash benchmarks/torch_env.sh        # once: PyTorch 2.13.0 (CPU) in its own venv
     python benchmarks/train_throughput.py --rounds 5
 
-Extra JAX variants with other XLA flags: ``--xla-variant NAME="--flag=value ..."``.
+Extra JAX variants with other XLA flags: ``--xla-variant NAME="--flag=value ..."``;
+``--lax-conv`` adds a JAX worker whose LeNet runs its convolutions with XLA's convolution
+operator instead of `sdcomplex.models.patch_conv` (the model's default on CPU).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ N_IMAGES = 2048  # the pool that batches are drawn from
 # --------------------------------------------------------------------------- JAX worker
 
 
-def _jax_worker(threads: int) -> None:
+def _jax_worker(threads: int, lax_conv: bool = False) -> None:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -56,6 +58,11 @@ def _jax_worker(threads: int) -> None:
         make_preprocess,
         make_train_step,
     )
+
+    if lax_conv:
+        import sdcomplex.models._lenet as lenet
+
+        lenet.patch_conv = None  # nn.Conv's default, lax.conv_general_dilated
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(N_IMAGES, 32, 32, 3), dtype=np.uint8)
@@ -264,11 +271,14 @@ def main() -> None:
     p.add_argument("--torch-python", default=str(DEFAULT_TORCH_VENV / "bin/python"))
     p.add_argument("--torch-channels-last", action="store_true", help="also PyTorch NHWC")
     p.add_argument("--xla-variant", action="append", default=[], metavar='NAME="FLAGS"')
+    p.add_argument("--lax-conv", action="store_true", help="also JAX with XLA's convolution")
     p.add_argument("--json", help="write all measurements to this file")
-    p.add_argument("--worker", choices=("jax", "torch", "torch_cl"), help=argparse.SUPPRESS)
+    p.add_argument(
+        "--worker", choices=("jax", "jax_lax", "torch", "torch_cl"), help=argparse.SUPPRESS
+    )
     args = p.parse_args()
-    if args.worker == "jax":
-        return _jax_worker(args.threads)
+    if args.worker in ("jax", "jax_lax"):
+        return _jax_worker(args.threads, args.worker == "jax_lax")
     if args.worker in ("torch", "torch_cl"):
         return _torch_worker(args.threads, args.worker == "torch_cl")
 
@@ -282,6 +292,9 @@ def main() -> None:
         name, _, flags = variant.partition("=")
         env = {**base_env, "XLA_FLAGS": f"{base_env.get('XLA_FLAGS', '')} {flags}".strip()}
         specs.append((f"jax[{name}]", [sys.executable, script, "--worker", "jax", *threads], env))
+    if args.lax_conv:
+        cmd = [sys.executable, script, "--worker", "jax_lax", *threads]
+        specs.append(("jax[lax conv]", cmd, base_env))
     specs.append(("torch", [args.torch_python, script, "--worker", "torch", *threads], base_env))
     if args.torch_channels_last:
         cmd = [args.torch_python, script, "--worker", "torch_cl", *threads]

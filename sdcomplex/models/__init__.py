@@ -32,6 +32,7 @@ Example:
     >>> jac = jax.jacrev(lambda p, x: model.apply({**variables, "params": p}, x))
 """
 
+from sdcomplex.models._conv import patch_conv
 from sdcomplex.models._lenet import LeNet5
 from sdcomplex.models._mobilenet import MobileNetV3, make_divisible
 from sdcomplex.models._registry import (
@@ -61,4 +62,5 @@ __all__ = [
     "init_variables",
     "make_divisible",
     "model_spec",
+    "patch_conv",
 ]

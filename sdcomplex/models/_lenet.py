@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from sdcomplex.models._common import check_input, check_int, max_pool
+from sdcomplex.models._conv import patch_conv
 
 Array = jax.Array
 
@@ -77,9 +78,12 @@ class LeNet5(nn.Module):
                 f"LeNet5 needs images of at least 16x16 pixels; got {x.shape[1]}x{x.shape[2]}"
             )
         k = self.width
-        x = nn.Conv(6 * k, (5, 5), padding="VALID", name="conv1")(x)
+        # On CPU the convolutions run as patches @ kernel (`patch_conv`), several times
+        # faster than XLA's convolution gradients for these shapes; elsewhere lax's operator.
+        conv = patch_conv
+        x = nn.Conv(6 * k, (5, 5), padding="VALID", conv_general_dilated=conv, name="conv1")(x)
         x = max_pool(jax.nn.relu(x), 2, spatial=2)
-        x = nn.Conv(16 * k, (5, 5), padding="VALID", name="conv2")(x)
+        x = nn.Conv(16 * k, (5, 5), padding="VALID", conv_general_dilated=conv, name="conv2")(x)
         x = max_pool(jax.nn.relu(x), 2, spatial=2)
         x = jnp.reshape(x, (x.shape[0], -1))
         x = jax.nn.relu(nn.Dense(120 * k, name="fc1")(x))

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from sdcomplex.models._conv import patch_conv
 from sdcomplex.ntk._contract import HIGHEST
 
 Path = tuple[str, ...]
@@ -45,6 +46,8 @@ _PARAM_NAMES = {
     "batchnorm": ("scale", "bias"),
 }
 _SPATIAL = "HWDUVXYZ"
+_EXACT_CONVS = (None, jax.lax.conv_general_dilated, patch_conv)
+"""Convolution functions of ``nn.Conv`` that compute the standard convolution exactly."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +185,7 @@ def _describe(mod: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any], 
         if (
             padding is None
             or mod.mask is not None
-            or mod.conv_general_dilated is not None
+            or mod.conv_general_dilated not in _EXACT_CONVS
             or mod.conv_general_dilated_cls is not None
             or not mod.shared_weights
             or len(a_shape) != rank + 2
