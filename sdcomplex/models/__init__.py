@@ -18,6 +18,9 @@ Conventions every model follows (the NTK code and the trainer rely on them):
   are ``jax.nn`` functions, pooling a non-overlapping max over a reshaped view (same values
   as ``nn.max_pool``, cheaper gradient) or means.
 * Initialisation is a deterministic function of the PRNG key.
+* LeNet-5's convolutions are ``nn.Conv(..., conv_general_dilated=patch_conv)``: on CPU the
+  output and weight gradient are patch-matrix products (faster than XLA's CPU convolution
+  gradients for these shapes), elsewhere ``lax.conv_general_dilated``; same parameters.
 
 Example:
     >>> import jax, jax.numpy as jnp
