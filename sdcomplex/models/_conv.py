@@ -14,7 +14,9 @@ benchmarks/README.md). `patch_conv` has the signature and result of
   backward passes that need no weight gradient (the NTK engines' cotangent passes) as they
   were.
 
-This is a ``jax.custom_jvp``, so forward mode, reverse mode and higher derivatives all work.
+The patch matrix holds prod(window) times the (padded) input's numbers: 25x for a 5x5 kernel,
+e.g. 61 MB for LeNet-5x8's second convolution on a batch of 128. This is a
+``jax.custom_jvp``, so forward mode, reverse mode and higher derivatives all work.
 The platform is chosen when the computation is lowered (``jax.lax.platform_dependent``):
 every platform other than CPU runs ``lax.conv_general_dilated``, so GPUs keep their
 convolution libraries. The parameters are ``flax.linen.Conv``'s (kernel ``(*window, in,
