@@ -78,8 +78,9 @@ class LeNet5(nn.Module):
                 f"LeNet5 needs images of at least 16x16 pixels; got {x.shape[1]}x{x.shape[2]}"
             )
         k = self.width
-        # On CPU the convolutions run as patches @ kernel (`patch_conv`), several times
-        # faster than XLA's convolution gradients for these shapes; elsewhere lax's operator.
+        # `patch_conv`: on CPU the output and the weight gradient are patch-matrix products
+        # (LeNet-5x8's training step 1.3x faster than with XLA's convolution, see
+        # benchmarks/README.md); on other platforms lax's convolution. Same parameters.
         conv = patch_conv
         x = nn.Conv(6 * k, (5, 5), padding="VALID", conv_general_dilated=conv, name="conv1")(x)
         x = max_pool(jax.nn.relu(x), 2, spatial=2)

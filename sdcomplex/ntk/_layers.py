@@ -16,8 +16,9 @@ This module discovers those layers (`discover_taps`, by tracing the model once w
 ``flax.linen.intercept_methods``) and computes their per-example features (`layer_features`).
 A layer is tapped only when its configuration is one whose Jacobian these formulas give
 exactly: the exact ``nn.Dense`` / ``nn.Conv`` / ``nn.BatchNorm`` classes with default dot and
-convolution functions, no mask, zero-padding, the example axis first and called once per
-forward pass; every other trainable parameter is left to an explicit Jacobian.
+convolution functions (or `sdcomplex.models.patch_conv`, the same convolution), no mask,
+zero-padding, the example axis first and called once per forward pass; every other trainable
+parameter is left to an explicit Jacobian.
 """
 
 from __future__ import annotations
