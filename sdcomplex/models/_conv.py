@@ -59,14 +59,30 @@ def _channels_last(dimension_numbers: Any, rank: int) -> bool:
     )
 
 
-def _patches(
+def patch_matrix(
     lhs: Array,
     window: Sequence[int],
     strides: Sequence[int],
-    pads: Sequence[tuple[int, int]],
+    padding: str | Sequence[tuple[int, int]],
     rhs_dilation: Sequence[int],
 ) -> Array:
-    """(N, *out_spatial, prod(window) * C_in) patches, features in the kernel's order."""
+    """Patches of a channels-last input as strided slices of the padded input.
+
+    Args:
+      lhs: input of shape ``(N, *spatial, C_in)``.
+      window, strides, rhs_dilation: per spatial axis, as for ``lax.conv_general_dilated``.
+      padding: ``"SAME"``, ``"VALID"``, ``"SAME_LOWER"`` or ``(low, high)`` pairs.
+
+    Returns:
+      ``(N, *out_spatial, prod(window) * C_in)``, features in the order (window offset, input
+      channel), i.e. the order of a ``(*window, C_in, C_out)`` kernel reshaped to
+      ``(-1, C_out)``.
+    """
+    if isinstance(padding, str):
+        reach = tuple((k - 1) * d + 1 for k, d in zip(window, rhs_dilation, strict=True))
+        pads = lax.padtype_to_pads(lhs.shape[1:-1], reach, strides, padding)
+    else:
+        pads = [(int(lo), int(hi)) for lo, hi in padding]
     config = [(0, 0, 0), *((int(lo), int(hi), 0) for lo, hi in pads), (0, 0, 0)]
     padded = lax.pad(lhs, jnp.zeros((), lhs.dtype), config)
     out_spatial = [
@@ -85,7 +101,6 @@ def _patches(
             lhs.shape[-1],
         ]
         columns.append(lax.slice(padded, start, limit, (1, *strides, 1)))
-    # Feature order (window offset, input channel) is the kernel's (*window, in) order.
     return jnp.concatenate(columns, axis=-1)
 
 
@@ -152,11 +167,6 @@ def patch_conv(
     )
     if not supported:
         return library(lhs, rhs)
-    if isinstance(padding, str):
-        reach = tuple((k - 1) * d + 1 for k, d in zip(window, rhs_dil, strict=True))
-        pads = lax.padtype_to_pads(lhs.shape[1:-1], reach, strides, padding)
-    else:
-        pads = [(int(lo), int(hi)) for lo, hi in padding]
 
     def times_kernel(patches: Array, kernel: Array) -> Array:
         return jnp.matmul(
@@ -168,11 +178,11 @@ def patch_conv(
 
     @jax.custom_jvp
     def conv(lhs: Array, rhs: Array) -> Array:
-        return times_kernel(_patches(lhs, window, strides, pads, rhs_dil), rhs)
+        return times_kernel(patch_matrix(lhs, window, strides, padding, rhs_dil), rhs)
 
     def conv_jvp(primals: Any, tangents: Any) -> Any:
         (lhs, rhs), (lhs_dot, rhs_dot) = primals, tangents
-        patches = _patches(lhs, window, strides, pads, rhs_dil)
+        patches = patch_matrix(lhs, window, strides, padding, rhs_dil)
         out = times_kernel(patches, rhs)
         terms = []
         if not isinstance(lhs_dot, SymbolicZero):

@@ -79,7 +79,7 @@ class LeNet5(nn.Module):
             )
         k = self.width
         # `patch_conv`: on CPU the output and the weight gradient are patch-matrix products
-        # (LeNet-5x8's training step 1.3x faster than with XLA's convolution, see
+        # (LeNet-5x8's training step 1.4x faster than with XLA's convolution, see
         # benchmarks/README.md); on other platforms lax's convolution. Same parameters.
         conv = patch_conv
         x = nn.Conv(6 * k, (5, 5), padding="VALID", conv_general_dilated=conv, name="conv1")(x)

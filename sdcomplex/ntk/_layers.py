@@ -24,7 +24,6 @@ parameter is left to an explicit Jacobian.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -35,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from sdcomplex.models._conv import patch_conv
+from sdcomplex.models._conv import patch_conv, patch_matrix
 from sdcomplex.ntk._contract import HIGHEST
 
 Path = tuple[str, ...]
@@ -407,35 +406,12 @@ def _sliced_patches(tap: LayerTap, a: jax.Array) -> jax.Array:
     On CPU this is several times faster than ``lax.conv_general_dilated_patches`` (which runs
     an identity-kernel convolution), and its gradient-free use here needs nothing more.
     """
-    rank = len(tap.kernel_size)
-    spatial_in = a.shape[1 : 1 + rank]
-    reach = tuple(
-        (k - 1) * d + 1 for k, d in zip(tap.kernel_size, tap.kernel_dilation, strict=True)
-    )
-    if isinstance(tap.padding, str):
-        pads = jax.lax.padtype_to_pads(spatial_in, reach, tap.strides, tap.padding)
-    else:
-        pads = tap.padding
-    config = [(0, 0, 0), *((int(lo), int(hi), 0) for lo, hi in pads), (0, 0, 0)]
-    padded = jax.lax.pad(a, jnp.zeros((), a.dtype), config)
-    out_spatial = tap.out_shape[:-1]
-    columns = []
-    for offset in itertools.product(*(range(k) for k in tap.kernel_size)):
-        start = [0] + [o * d for o, d in zip(offset, tap.kernel_dilation, strict=True)] + [0]
-        limit = (
-            [a.shape[0]]
-            + [
-                st + (n - 1) * s + 1
-                for st, n, s in zip(start[1:-1], out_spatial, tap.strides, strict=True)
-            ]
-            + [a.shape[-1]]
-        )
-        columns.append(jax.lax.slice(padded, start, limit, (1, *tap.strides, 1)))
+    patches = patch_matrix(a, tap.kernel_size, tap.strides, tap.padding, tap.kernel_dilation)
     b, cin, groups = a.shape[0], a.shape[-1], tap.groups
-    patches = jnp.stack(columns, axis=-2)  # (b, *out_spatial, offsets, C_in)
     if groups == 1:
         return patches.reshape(b, tap.positions, 1, tap.fan_in)
-    patches = patches.reshape(b, tap.positions, len(columns), groups, cin // groups)
+    offsets = math.prod(tap.kernel_size)
+    patches = patches.reshape(b, tap.positions, offsets, groups, cin // groups)
     return jnp.swapaxes(patches, 2, 3).reshape(b, tap.positions, groups, tap.fan_in)
 
 
