@@ -1,0 +1,232 @@
+"""Where arrays live: the device mesh, multi-process start-up, and how batches, parameters and
+kernels are placed on it.
+
+Every module that runs on several devices asks this one; none builds shardings of its own. The
+mesh has one axis, ``"data"``, over which examples (batches, kernel rows, data sets) are split;
+parameters and optimiser states are replicated. With several processes (one per host) the mesh
+spans every process's devices and each process materialises only its own rows of a global batch.
+
+Example:
+    >>> import numpy as np
+    >>> from sdcomplex.placement import make_placement
+    >>> placement = make_placement(num_devices=1)
+    >>> placement.num_devices, placement.axis
+    (1, 'data')
+    >>> batch = placement.put_batch(np.ones((4, 3), np.float32))
+    >>> batch.shape, batch.sharding.spec
+    ((4, 3), PartitionSpec('data',))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+__all__ = ["DATA_AXIS", "Placement", "make_placement", "start_distributed"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """A one-axis device mesh and the shardings every computation uses.
+
+    Attributes:
+      mesh: a ``jax.sharding.Mesh`` with the single axis ``axis`` over the devices in use.
+      axis: the name of the data axis (``"data"``).
+    """
+
+    mesh: Mesh
+    axis: str = DATA_AXIS
+
+    @property
+    def devices(self) -> tuple[Any, ...]:
+        """The devices of the mesh, in mesh order."""
+        return tuple(self.mesh.devices.flat)
+
+    @property
+    def num_devices(self) -> int:
+        """Number of devices in the mesh (over every process)."""
+        return int(self.mesh.devices.size)
+
+    @property
+    def num_processes(self) -> int:
+        """Number of processes whose devices the mesh holds."""
+        return len({d.process_index for d in self.devices})
+
+    @property
+    def is_multi_process(self) -> bool:
+        return self.num_processes > 1
+
+    def batch_sharding(self, ndim: int = 1) -> NamedSharding:
+        """Leading (example) axis split over the data axis, the other ``ndim - 1`` replicated."""
+        return NamedSharding(self.mesh, PartitionSpec(self.axis, *([None] * (ndim - 1))))
+
+    def replicated(self) -> NamedSharding:
+        """Every device holds the whole array (parameters, optimiser state, small results)."""
+        return NamedSharding(self.mesh, PartitionSpec())
+
+    def check_divides(self, size: int, what: str = "global batch size") -> None:
+        """Raise ``ValueError`` naming both numbers unless the device count divides ``size``."""
+        if isinstance(size, bool) or not isinstance(size, int | np.integer):
+            raise TypeError(f"{what} must be an integer, got {size!r}")
+        if int(size) % self.num_devices:
+            raise ValueError(
+                f"{what} {int(size)} is not divisible by the number of devices "
+                f"{self.num_devices}; choose a multiple of {self.num_devices} or use --devices"
+            )
+
+    def local_rows(self, global_size: int) -> slice:
+        """The rows of a global batch of ``global_size`` examples that this process holds.
+
+        Raises:
+          ValueError: when the device count does not divide ``global_size``.
+        """
+        self.check_divides(global_size)
+        sharding = self.batch_sharding(1)
+        index_map = sharding.addressable_devices_indices_map((int(global_size),))
+        starts = sorted(idx[0].indices(int(global_size))[:2] for idx in index_map.values())
+        begin, end = starts[0][0], starts[-1][1]
+        covered = sum(stop - start for start, stop in starts)
+        if covered != end - begin:  # pragma: no cover - JAX's device order keeps rows contiguous
+            raise ValueError("this process's devices do not hold contiguous rows of the batch")
+        return slice(begin, end)
+
+    def put_batch(self, local: Any, global_size: int | None = None) -> Any:
+        """Place a pytree of per-example arrays on the mesh, split along the leading axis.
+
+        Args:
+          local: pytree of arrays whose leading axis is this process's rows of the global batch
+            (with one process: the whole batch).
+          global_size: number of examples in the global batch (default: the local leading size
+            times the number of processes).
+
+        Returns:
+          The same pytree of global ``jax.Array`` values sharded with :meth:`batch_sharding`.
+        """
+
+        def put(leaf: Any) -> jax.Array:
+            leaf = np.asarray(leaf) if not isinstance(leaf, jax.Array) else leaf
+            rows = int(leaf.shape[0]) if leaf.ndim else 0
+            total = rows * self.num_processes if global_size is None else int(global_size)
+            self.check_divides(total)
+            sharding = self.batch_sharding(leaf.ndim)
+            if not self.is_multi_process:
+                return jax.device_put(leaf, sharding)
+            shape = (total, *leaf.shape[1:])
+            return jax.make_array_from_process_local_data(sharding, leaf, shape)
+
+        return jax.tree_util.tree_map(put, local)
+
+    def replicate(self, tree: Any) -> Any:
+        """Place a pytree (parameters, optimiser state) on every device of the mesh."""
+        sharding = self.replicated()
+        if not self.is_multi_process:
+            return jax.device_put(tree, sharding)
+
+        def put(leaf: Any) -> jax.Array:
+            value = np.asarray(leaf)
+            return jax.make_array_from_process_local_data(sharding, value, value.shape)
+
+        return jax.tree_util.tree_map(put, tree)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready record of where a run ran: device count, kinds and process count."""
+        kinds = sorted({d.device_kind for d in self.devices})
+        return {
+            "num_devices": self.num_devices,
+            "device_kinds": kinds,
+            "platform": self.devices[0].platform,
+            "num_processes": self.num_processes,
+        }
+
+
+def make_placement(
+    num_devices: int | None = None, devices: Sequence[Any] | None = None
+) -> Placement:
+    """The placement over the devices a computation may use.
+
+    Args:
+      num_devices: use the first ``num_devices`` devices (default: every device of every
+        process, i.e. every local device in a one-process run). With several processes it must
+        be ``None`` or the global device count (limit each host's devices when starting the
+        processes instead: :func:`start_distributed` ``local_device_ids``).
+      devices: explicit devices (overrides ``num_devices``).
+
+    Returns:
+      A :class:`Placement` with a one-axis mesh named ``"data"``.
+
+    Raises:
+      ValueError: when more devices are asked for than exist, or a subset in a multi-process run.
+    """
+    available = list(jax.devices()) if devices is None else list(devices)
+    if not available:
+        raise ValueError("no devices to place on")
+    if num_devices is not None and devices is None:
+        if isinstance(num_devices, bool) or not isinstance(num_devices, int | np.integer):
+            raise TypeError(f"num_devices must be an integer, got {num_devices!r}")
+        if not 1 <= int(num_devices) <= len(available):
+            raise ValueError(
+                f"num_devices={int(num_devices)} but {len(available)} device(s) are available"
+            )
+        if jax.process_count() > 1 and int(num_devices) != len(available):
+            raise ValueError(
+                f"num_devices={int(num_devices)} in a {jax.process_count()}-process run with "
+                f"{len(available)} devices: every process's devices take part"
+            )
+        available = available[: int(num_devices)]
+    mesh = Mesh(np.asarray(available, dtype=object), (DATA_AXIS,))
+    return Placement(mesh=mesh)
+
+
+def start_distributed(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    local_device_ids: Sequence[int] | None = None,
+    timeout_s: int = 300,
+) -> None:
+    """Start a multi-process run (one process per host) before any other JAX call.
+
+    With ``coordinator``, ``num_processes`` and ``process_id`` all ``None``, JAX detects the
+    cluster itself (SLURM, Open MPI, TPU pods); otherwise all three must be given.
+
+    Args:
+      coordinator: ``host:port`` of process 0's coordinator service.
+      num_processes: number of processes in the run.
+      process_id: this process's index, ``0 <= process_id < num_processes``.
+      local_device_ids: the local devices this process uses (default: all).
+      timeout_s: seconds to wait for every process to join (and for shutdown).
+
+    Raises:
+      ValueError: on a partial or inconsistent specification.
+    """
+    given = [coordinator is not None, num_processes is not None, process_id is not None]
+    if any(given) and not all(given):
+        raise ValueError(
+            "give coordinator, num_processes and process_id together, or none of them for "
+            "automatic cluster detection (SLURM, Open MPI, TPU)"
+        )
+    if all(given):
+        assert num_processes is not None and process_id is not None
+        if int(num_processes) < 1 or not 0 <= int(process_id) < int(num_processes):
+            raise ValueError(
+                f"process_id must be in [0, {int(num_processes)}), got {int(process_id)}"
+            )
+        if ":" not in str(coordinator):
+            raise ValueError(f"coordinator must be host:port, got {coordinator!r}")
+    jax.distributed.initialize(
+        coordinator_address=coordinator,
+        num_processes=None if num_processes is None else int(num_processes),
+        process_id=None if process_id is None else int(process_id),
+        local_device_ids=None if local_device_ids is None else list(local_device_ids),
+        initialization_timeout=int(timeout_s),
+        heartbeat_timeout_seconds=max(10, min(100, int(timeout_s))),
+        shutdown_timeout_seconds=int(timeout_s),
+    )

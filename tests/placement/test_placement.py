@@ -1,0 +1,147 @@
+"""The placement module on simulated CPU devices (subprocesses: the device count is fixed when JAX
+initialises) and in a real two-process run with a coordinator on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sdcomplex.placement import make_placement
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env(devices: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return env
+
+
+def _run(code: str, devices: int, timeout: float = 120.0) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=_env(devices),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_one_device_placement_in_process():
+    placement = make_placement(num_devices=1)
+    batch = placement.put_batch({"x": np.arange(12.0).reshape(4, 3), "y": np.arange(4)})
+    np.testing.assert_array_equal(np.asarray(batch["x"]), np.arange(12.0).reshape(4, 3))
+    assert placement.local_rows(4) == slice(0, 4)
+    assert placement.describe()["num_devices"] == 1
+
+
+def test_errors_name_the_numbers():
+    placement = make_placement()
+    with pytest.raises(ValueError, match="num_devices=5 but 1 device"):
+        make_placement(num_devices=5)
+    with pytest.raises(TypeError, match="integer"):
+        make_placement(num_devices=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="coordinator, num_processes and process_id together"):
+        from sdcomplex.placement import start_distributed
+
+        start_distributed(coordinator="127.0.0.1:1234")
+    placement.check_divides(7)  # one device divides everything
+
+
+def test_four_simulated_devices():
+    result = _run(
+        """
+        import json, numpy as np, jax, jax.numpy as jnp
+        from sdcomplex.placement import make_placement
+        p = make_placement()
+        x = np.arange(24.0, dtype=np.float32).reshape(8, 3)
+        xs = p.put_batch(x)
+        shards = sorted((s.index[0].start, s.data.shape[0]) for s in xs.addressable_shards)
+        params = p.replicate({"w": np.ones((3, 2), np.float32)})
+        y = jax.jit(lambda w, x: x @ w["w"])(params, xs)
+        try:
+            p.check_divides(10)
+            err = ""
+        except ValueError as e:
+            err = str(e)
+        print(json.dumps({"n": p.num_devices, "shards": shards, "y": np.asarray(y).tolist(),
+                          "ysharded": len(y.sharding.device_set), "err": err,
+                          "two": make_placement(num_devices=2).num_devices,
+                          "describe": p.describe()}))
+        """,
+        devices=4,
+    )
+    assert result["n"] == 4 and result["two"] == 2
+    assert result["shards"] == [[0, 2], [2, 2], [4, 2], [6, 2]]
+    x = np.arange(24.0).reshape(8, 3)
+    np.testing.assert_allclose(result["y"], x @ np.ones((3, 2)))
+    assert result["ysharded"] == 4
+    assert "10 is not divisible by the number of devices 4" in result["err"]
+    assert result["describe"]["num_devices"] == 4 and result["describe"]["platform"] == "cpu"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+_TWO_PROCESS = """
+import json, sys, numpy as np, jax, jax.numpy as jnp
+from sdcomplex.placement import make_placement, start_distributed
+port, pid = sys.argv[1], int(sys.argv[2])
+start_distributed(f"127.0.0.1:{port}", 2, pid, timeout_s=60)
+p = make_placement()
+rows = p.local_rows(8)
+x = np.arange(24.0, dtype=np.float32).reshape(8, 3)
+xs = p.put_batch(x[rows], global_size=8)
+w = p.replicate(np.full((3,), 2.0, np.float32))
+total = jax.jit(lambda w, x: jnp.sum(x @ w), out_shardings=p.replicated())(w, xs)
+print(json.dumps({"pid": pid, "rows": [rows.start, rows.stop], "n": p.num_devices,
+                  "procs": p.num_processes, "total": float(total)}))
+jax.distributed.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_on_loopback(tmp_path):
+    script = tmp_path / "two.py"
+    script.write_text(_TWO_PROCESS)
+    port = str(_free_port())
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), port, str(pid)],
+            env=_env(2),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for pid in (0, 1)
+    ]
+    results = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err[-2000:]
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    expected = float(np.arange(24.0).reshape(8, 3).sum() * 2.0)
+    assert [r["rows"] for r in results] == [[0, 4], [4, 8]]
+    assert all(r["n"] == 4 and r["procs"] == 2 for r in results)
+    assert all(r["total"] == pytest.approx(expected) for r in results)
