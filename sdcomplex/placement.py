@@ -14,7 +14,7 @@ Example:
     (1, 'data')
     >>> batch = placement.put_batch(np.ones((4, 3), np.float32))
     >>> batch.shape, batch.sharding.spec
-    ((4, 3), PartitionSpec('data',))
+    ((4, 3), P('data', None))
 """
 
 from __future__ import annotations
@@ -90,7 +90,9 @@ class Placement:
         self.check_divides(global_size)
         sharding = self.batch_sharding(1)
         index_map = sharding.addressable_devices_indices_map((int(global_size),))
-        starts = sorted(idx[0].indices(int(global_size))[:2] for idx in index_map.values())
+        starts = sorted(
+            idx[0].indices(int(global_size))[:2] for idx in index_map.values() if idx is not None
+        )
         begin, end = starts[0][0], starts[-1][1]
         covered = sum(stop - start for start, stop in starts)
         if covered != end - begin:  # pragma: no cover - JAX's device order keeps rows contiguous
