@@ -13,10 +13,11 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import numpy as np
+
+from sdcomplex._checks import as_int, as_real, as_real_array, check_finite, check_real_dtype
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,10 +48,12 @@ class Targets:
 
 def _labels(labels: Any, num_classes: int | None = None) -> np.ndarray:
     y = np.asarray(labels)
+    check_real_dtype("labels", y.dtype)
     if y.ndim != 1:
         raise ValueError(f"labels must have shape (n,), got {y.shape}")
     if y.size == 0:
         raise ValueError("labels are empty")
+    check_finite("labels", y)
     if not np.issubdtype(y.dtype, np.integer):
         if not np.all(np.equal(np.mod(y, 1), 0)):
             raise TypeError(f"labels must be integers, got dtype {y.dtype}")
@@ -63,11 +66,7 @@ def _labels(labels: Any, num_classes: int | None = None) -> np.ndarray:
 
 
 def _num_classes(num_classes: int) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer):
-        raise TypeError(f"num_classes must be an integer, got {type(num_classes).__name__}")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    return int(num_classes)
+    return as_int("num_classes", num_classes, minimum=1)
 
 
 def _maybe_center(values: np.ndarray, center: bool) -> np.ndarray:
@@ -87,6 +86,7 @@ def one_hot(labels: Any, num_classes: int, *, center: bool = False) -> Targets:
     """
     c = _num_classes(num_classes)
     y = _labels(labels, c)
+    center = bool(center)
     values = _maybe_center(np.eye(c)[y], center)
     return Targets(values, "one_hot", {"num_classes": c, "centered": center})
 
@@ -103,8 +103,10 @@ def binary_targets(labels: Any, positive_classes: Any = None) -> Targets:
       `Targets` with values in {-1, +1}, shape (n, 1).
     """
     y = np.asarray(labels)
+    check_real_dtype("labels", y.dtype)
     if y.ndim != 1 or y.size == 0:
         raise ValueError(f"labels must be a non-empty (n,) array, got shape {y.shape}")
+    check_finite("labels", y)
     if positive_classes is None:
         values = set(np.unique(y).tolist())
         if values <= {0, 1}:
@@ -118,7 +120,8 @@ def binary_targets(labels: Any, positive_classes: Any = None) -> Targets:
             )
         positive = [1]
     else:
-        positive = sorted(int(c) for c in np.atleast_1d(positive_classes))
+        classes = np.atleast_1d(positive_classes)
+        positive = sorted(as_int("positive_classes", c) for c in classes.tolist())
         pm = np.where(np.isin(_labels(y), positive), 1.0, -1.0)
     return Targets(pm[:, None], "binary", {"positive_classes": positive})
 
@@ -127,13 +130,14 @@ def random_labels(n: int, num_classes: int, *, seed: int, center: bool = False) 
     """One-hot targets of labels drawn uniformly at random (a reference for complexity plots).
 
     Args:
-      n: number of examples.
+      n: number of examples (int or numpy integer, as are the others).
       num_classes: C.
-      seed: seed of numpy's PCG64 generator (results are reproducible).
+      seed: seed >= 0 of numpy's PCG64 generator (results are reproducible).
       center: as in `one_hot`.
     """
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    n = as_int("n", n, minimum=1)
+    seed = as_int("seed", seed, minimum=0)
+    center = bool(center)
     c = _num_classes(num_classes)
     y = np.random.default_rng(seed).integers(0, c, size=n)
     values = _maybe_center(np.eye(c)[y], center)
@@ -141,38 +145,52 @@ def random_labels(n: int, num_classes: int, *, seed: int, center: bool = False) 
 
 
 def _logits(logits: Any) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    if z.ndim != 2 or z.shape[0] == 0:
-        raise ValueError(f"logits must have shape (n, C), got {np.shape(logits)}")
-    if not np.all(np.isfinite(z)):
-        raise ValueError("logits contain NaN or inf values")
-    return z
+    z = np.asarray(logits)
+    if z.ndim != 2 or 0 in z.shape:
+        raise ValueError(f"logits must have shape (n, C) with n, C >= 1, got {np.shape(logits)}")
+    return as_real_array("logits", z)
 
 
 def soft_targets(logits: Any, temperature: float = 1.0, *, center: bool = False) -> Targets:
     """Teacher soft targets softmax(z / tau), computed stably in float64.
 
+    p_ic = exp((z_ic - max_d z_id) / tau) / sum_c' exp((z_ic' - max_d z_id) / tau): the maximum is
+    subtracted (after dividing by tau when tau >= 1, before it when tau < 1, so nothing finite
+    overflows), hence every exponent is <= 0 (an overflow can only give -inf, where the true
+    exponent is below -1.7e308 and its exponential 0) and the largest is exactly 0, making every
+    denominator >= 1.
+    The values are never NaN, for any finite logits and any finite tau > 0 (1e-30 gives the
+    one-hot argmax, ties shared; 1e30 gives the uniform distribution).
+
     Args:
-      logits: (n, C) teacher logits z.
-      temperature: tau > 0; larger tau gives smoother targets.
+      logits: (n, C) real, finite teacher logits z (any precision; computed in float64).
+      temperature: tau > 0, finite; any real number type (e.g. ``np.float32(4.0)``).
       center: subtract 1/C from every entry.
 
     Returns:
       `Targets` with rows on the probability simplex (before centering).
+
+    Raises:
+      TypeError: complex logits, temperature not a real number.
+      ValueError: logits not (n, C), empty, NaN or inf; temperature not finite and > 0.
     """
-    if not (isinstance(temperature, int | float | np.floating) and temperature > 0):
-        raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
-    if not math.isfinite(temperature):
-        raise ValueError("temperature must be finite")
-    z = _logits(logits) / float(temperature)
-    z = z - z.max(axis=1, keepdims=True)
-    p = np.exp(z)
+    tau = as_real("temperature", temperature, low=0.0, low_open=True)
+    center = bool(center)
+    z = _logits(logits)
+    with np.errstate(over="ignore"):
+        if tau >= 1.0:  # dividing first cannot overflow; a difference that does is < -1.7e308
+            scaled = z / tau
+            exponent = scaled - scaled.max(axis=1, keepdims=True)
+        else:  # subtracting first: an overflow to -inf stays -inf after dividing by tau < 1
+            exponent = (z - z.max(axis=1, keepdims=True)) / tau
+    p = np.exp(exponent)
     p /= p.sum(axis=1, keepdims=True)
-    params = {"temperature": float(temperature), "centered": center}
+    params = {"temperature": tau, "centered": center}
     return Targets(_maybe_center(p, center), "soft", params)
 
 
 def logit_targets(logits: Any, *, center: bool = False) -> Targets:
     """Raw teacher logits as targets (optionally centred per example)."""
     z = _logits(logits)
+    center = bool(center)
     return Targets(_maybe_center(z, center), "logits", {"centered": center})

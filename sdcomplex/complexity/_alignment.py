@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from sdcomplex.complexity._solve import check_finite
+from sdcomplex._checks import as_real_array
 
 
 def kernel_alignment(k1: Any, k2: Any) -> float:
@@ -23,19 +23,18 @@ def kernel_alignment(k1: Any, k2: Any) -> float:
       A float in [-1, 1] (in [0, 1] for positive semi-definite kernels).
 
     Raises:
-      ValueError: different shapes, NaN or inf, or a zero kernel.
+      TypeError: complex or non-numeric kernels.
+      ValueError: different shapes, empty, NaN or inf, or a zero kernel.
 
     Example:
       >>> import numpy as np
       >>> kernel_alignment(np.eye(2), 3 * np.eye(2))
       1.0
     """
-    a = np.asarray(k1, dtype=np.float64)
-    b = np.asarray(k2, dtype=np.float64)
+    a = as_real_array("k1", k1)
+    b = as_real_array("k2", k2)
     if a.shape != b.shape:
         raise ValueError(f"kernels have different shapes: {a.shape} and {b.shape}")
-    check_finite("k1", a)
-    check_finite("k2", b)
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
     if na == 0 or nb == 0:
         raise ValueError("kernel alignment is undefined for a zero kernel")
@@ -54,12 +53,11 @@ def target_alignment(kernel: Any, targets: Any) -> float:
       targets: (n,) or (n, C).
 
     Raises:
-      ValueError: shape mismatch, NaN or inf, zero kernel or zero targets.
+      TypeError: complex or non-numeric kernel or targets.
+      ValueError: shape mismatch, empty, NaN or inf, zero kernel or zero targets.
     """
-    k = np.asarray(kernel, dtype=np.float64)
-    y = np.asarray(targets, dtype=np.float64)
-    check_finite("kernel", k)
-    check_finite("targets", y)
+    k = as_real_array("kernel", kernel)
+    y = as_real_array("targets", targets)
     if y.ndim == 1:
         y = y[:, None]
     if k.ndim == 4:

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from sdcomplex._checks import as_real, as_real_array
 from sdcomplex.complexity._complexity import supervision_complexity
-from sdcomplex.complexity._solve import check_finite
 
 # Sum over k in Z of 1 / (3 (|k| + 1)^2) = (2 * pi^2 / 6 - 1) / 3 < 1: the confidence split of the
 # union bound over the grid B_k = 2^k.
@@ -35,6 +35,8 @@ class MarginBound:
       trace: tr K.
       n, gamma, delta: as given; ``delta_used`` is the confidence after the union bound.
       union_over_norm: whether B was made data-dependent by a union bound over B_k = 2^k.
+      psd, psd_removed: as in `ComplexityResult` (whether the kernel was projected onto the
+        PSD cone, and the relative Frobenius norm removed).
     """
 
     margin_loss: float
@@ -50,6 +52,8 @@ class MarginBound:
     delta: float
     delta_used: float
     union_over_norm: bool
+    psd: str = "error"
+    psd_removed: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of every field."""
@@ -57,14 +61,13 @@ class MarginBound:
 
 
 def _vector(name: str, values: Any, n: int | None = None) -> np.ndarray:
-    v = np.asarray(values, dtype=np.float64)
+    v = as_real_array(name, values)
     if v.ndim == 2 and v.shape[1] == 1:
         v = v[:, 0]
     if v.ndim != 1:
         raise ValueError(f"{name} must have shape (n,) for a binary task, got {np.shape(values)}")
     if n is not None and v.shape[0] != n:
         raise ValueError(f"{name} has {v.shape[0]} entries, expected {n}")
-    check_finite(name, v)
     return v
 
 
@@ -77,6 +80,7 @@ def margin_bound(
     gamma: float,
     delta: float = 0.05,
     union_over_norm: bool = False,
+    psd: str = "error",
 ) -> MarginBound:
     """Terms of the margin bound for a binary kernel (linearised) student.
 
@@ -99,17 +103,20 @@ def margin_bound(
       gamma: margin, > 0.
       delta: failure probability, in (0, 1).
       union_over_norm: make B data-dependent (see above).
+      psd: ``"error"`` (default) or ``"project"``, as in `supervision_complexity`: a kernel with
+        eigenvalues below zero beyond round-off is an error unless projected explicitly.
 
     Returns:
       A `MarginBound`.
 
     Raises:
-      ValueError: shapes, labels not in {-1, +1}, gamma <= 0, delta outside (0, 1).
+      TypeError: complex or non-numeric arrays, gamma or delta not a number.
+      ValueError: shapes, empty arrays, NaN or inf, labels not in {-1, +1}, gamma <= 0, delta
+        outside (0, 1), a kernel negative beyond round-off (with ``psd="error"``).
     """
-    if not gamma > 0 or not math.isfinite(gamma):
-        raise ValueError(f"gamma must be a finite number > 0, got {gamma}")
-    if not 0 < delta < 1:
-        raise ValueError(f"delta must lie in (0, 1), got {delta}")
+    gamma = as_real("gamma", gamma, low=0.0, low_open=True)
+    delta = as_real("delta", delta, low=0.0, high=1.0, low_open=True, high_open=True)
+    union_over_norm = bool(union_over_norm)
     k = np.asarray(kernel)
     if k.ndim != 2:
         raise ValueError(f"the margin bound needs an (n, n) kernel of a binary task, got {k.shape}")
@@ -119,7 +126,7 @@ def margin_bound(
     f = _vector("student_outputs", student_outputs, n)
     if not np.all(np.isin(y, (-1.0, 1.0))):
         raise ValueError("labels must be -1 or +1")
-    result = supervision_complexity(k, y_star)
+    result = supervision_complexity(k, y_star, psd=psd)
     norm = math.sqrt(result.value)
     delta_used = delta
     if union_over_norm:
@@ -143,4 +150,6 @@ def margin_bound(
         delta=float(delta),
         delta_used=delta_used,
         union_over_norm=union_over_norm,
+        psd=result.psd,
+        psd_removed=result.psd_removed,
     )

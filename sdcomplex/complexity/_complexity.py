@@ -8,12 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from sdcomplex.complexity._solve import (
-    Factorization,
-    as_symmetric_matrix,
-    check_finite,
-    factorize,
-)
+from sdcomplex._checks import as_real, as_real_array, check_real_dtype
+from sdcomplex.complexity._psd import check_psd_mode, machine_epsilon, project_psd
+from sdcomplex.complexity._solve import Factorization, as_symmetric_matrix, factorize
 
 FORMS = ("mean", "full", "diag")
 
@@ -40,6 +37,10 @@ class ComplexityResult:
       rank: numerical rank of the solved matrix (smallest over logits).
       residual: True when an offset f0 was subtracted (targets Y - f0).
       targets: how the targets were made, when known (see `sdcomplex.targets`).
+      psd: ``"error"`` (a kernel negative beyond round-off was an error) or ``"project"`` (it was
+        projected onto the PSD cone first; value, trace and the rest are those of the projection).
+      psd_removed: with ``"project"``, ||K - K_+||_F / ||K||_F of the negative part removed
+        (largest over the per-logit kernels); 0.0 when nothing was removed.
     """
 
     value: float
@@ -55,6 +56,8 @@ class ComplexityResult:
     rank: int
     residual: bool = False
     targets: dict[str, Any] | None = None
+    psd: str = "error"
+    psd_removed: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of every field."""
@@ -87,6 +90,8 @@ class FactorizedKernel:
     trace: float
     ridge: float
     factors: tuple[Factorization, ...]
+    psd: str = "error"
+    psd_removed: float = 0.0
 
     def complexity(
         self, targets: Any, *, offset: Any = None, metadata: dict[str, Any] | None = None
@@ -107,7 +112,7 @@ class FactorizedKernel:
         if hasattr(targets, "values") and hasattr(targets, "describe"):
             metadata = metadata if metadata is not None else targets.describe()
             targets = targets.values
-        y = np.asarray(targets, dtype=np.float64)
+        y = as_real_array("targets", targets)
         if y.ndim == 1:
             y = y[:, None]
         if y.ndim != 2:
@@ -116,14 +121,12 @@ class FactorizedKernel:
             raise ValueError(
                 f"targets have {y.shape[0]} rows but the kernel is over {self.n} examples"
             )
-        check_finite("targets", y)
         if offset is not None:
-            f0 = np.asarray(offset, dtype=np.float64)
+            f0 = as_real_array("offset", offset)
             if f0.ndim == 1:
                 f0 = f0[:, None]
             if f0.shape != y.shape:
                 raise ValueError(f"offset has shape {f0.shape}, targets have shape {y.shape}")
-            check_finite("offset", f0)
             y = y - f0
         c = y.shape[1]
         if self.num_outputs is not None and c != self.num_outputs:
@@ -154,27 +157,37 @@ class FactorizedKernel:
             rank=min(f.rank for f in self.factors),
             residual=offset is not None,
             targets=metadata,
+            psd=self.psd,
+            psd_removed=self.psd_removed,
         )
 
 
-def factorize_kernel(kernel: Any, *, ridge: float = 0.0) -> FactorizedKernel:
+def factorize_kernel(kernel: Any, *, ridge: float = 0.0, psd: str = "error") -> FactorizedKernel:
     """Validates and factorises a kernel in float64 for `supervision_complexity`.
+
+    Every (per-logit) matrix is checked to be positive semi-definite up to round-off first
+    (`sdcomplex.complexity._psd`: lambda_min >= -10 m eps lambda_max, eps of the kernel's
+    precision), whatever the solver then needs (jitter, pseudo-inverse) or the ridge.
 
     Args:
       kernel: (n, n) mean kernel, (C, n, n) per-logit kernels, or (n, n, C, C) full kernel, any
-        float dtype (it is converted to float64).
+        real dtype (it is converted to float64).
       ridge: lambda >= 0; the matrix solved is K + lambda * n * I.
+      psd: ``"error"`` (default): eigenvalues below zero beyond round-off raise; ``"project"``:
+        the kernel is replaced by its projection onto the PSD cone (negative eigenvalues set to
+        zero), recorded in the results' ``psd`` and ``psd_removed``.
 
     Raises:
-      ValueError: wrong shape, not square or not symmetric, NaN or inf, negative ridge.
+      TypeError: complex or non-numeric kernel; ridge not a number.
+      ValueError: wrong shape, not square or not symmetric, NaN or inf, negative ridge, unknown
+        ``psd``, or (with ``psd="error"``) eigenvalues below zero beyond round-off, the message
+        naming lambda_min / lambda_max.
     """
-    if isinstance(ridge, bool) or not isinstance(ridge, int | float | np.floating):
-        raise TypeError(f"ridge must be a number, got {type(ridge).__name__}")
-    if not ridge >= 0 or not math.isfinite(ridge):
-        raise ValueError(f"ridge must be a finite number >= 0, got {ridge}")
+    ridge = as_real("ridge", ridge, low=0.0)
+    psd = check_psd_mode(psd)
     k = np.asarray(kernel)
-    if not np.issubdtype(k.dtype, np.number):
-        raise TypeError(f"kernel must be numeric, got dtype {k.dtype}")
+    check_real_dtype("kernel", k.dtype)
+    eps = machine_epsilon(k.dtype)
     form = _kernel_form(k)
     if form == "mean":
         mats, num_outputs = [k], None
@@ -187,19 +200,26 @@ def factorize_kernel(kernel: Any, *, ridge: float = 0.0) -> FactorizedKernel:
             raise ValueError(f"a full kernel must have shape (n, n, C, C), got {k.shape}")
         n, _, c, _ = k.shape
         mats, num_outputs = [k.transpose(0, 2, 1, 3).reshape(n * c, n * c)], c
-    mats = [as_symmetric_matrix("kernel", m) for m in mats]
+    if not mats:
+        raise ValueError(f"kernel is empty (shape {k.shape})")
+    names = [f"kernel (logit {i})" for i in range(len(mats))] if form == "diag" else ["kernel"]
+    mats = [as_symmetric_matrix(name, m) for name, m in zip(names, mats, strict=True)]
+    removed = 0.0
+    if psd == "project":
+        projections = [project_psd(name, m) for name, m in zip(names, mats, strict=True)]
+        mats = [p.matrix for p in projections]
+        removed = max(p.removed for p in projections)
     n = k.shape[1] if form == "diag" else k.shape[0]
     trace = float(sum(np.trace(m) for m in mats))
-    factors = []
-    for m in mats:
-        if ridge:
-            m = m + ridge * n * np.eye(m.shape[0])
-        factors.append(factorize(m))
-    return FactorizedKernel(form, n, num_outputs, trace, float(ridge), tuple(factors))
+    factors = tuple(
+        factorize(m, shift=ridge * n, eps=eps, name=name)
+        for name, m in zip(names, mats, strict=True)
+    )
+    return FactorizedKernel(form, n, num_outputs, trace, ridge, factors, psd, removed)
 
 
 def supervision_complexity(
-    kernel: Any, targets: Any, *, offset: Any = None, ridge: float = 0.0
+    kernel: Any, targets: Any, *, offset: Any = None, ridge: float = 0.0, psd: str = "error"
 ) -> ComplexityResult:
     """Supervision complexity s(Y) of targets with respect to a kernel (PAPER.md section 2).
 
@@ -212,20 +232,25 @@ def supervision_complexity(
     Solves run in float64 whatever the kernel's precision: Cholesky, adding an escalating jitter
     (reported in the result) when the kernel is numerically singular, then a pseudo-inverse from
     the eigendecomposition if no jitter of the schedule works. The value is never NaN or negative.
+    A kernel with eigenvalues below zero beyond round-off is an error, never silently clipped;
+    ``psd="project"`` projects it onto the PSD cone explicitly (see `factorize_kernel`).
 
     Args:
       kernel: the kernel (any float dtype), e.g. from `sdcomplex.ntk.empirical_ntk`.
       targets: (n,) or (n, C) array, or a `sdcomplex.targets.Targets`.
       offset: optional (n,) or (n, C) outputs f0 for residual targets Y - f0.
       ridge: lambda >= 0 for the kernel-ridge variant s_lambda with K + lambda * n * I.
+      psd: ``"error"`` or ``"project"``, as in `factorize_kernel`.
 
     Returns:
       A `ComplexityResult` with the value, the adjusted value sqrt(s * tr K) / n, the trace, n,
       the jitter added, a condition-number estimate and the method used.
 
     Raises:
-      ValueError: kernel not square or not symmetric, NaN or inf in kernel or targets, target
-        rows that don't match the kernel, negative ridge.
+      TypeError: complex or non-numeric kernel, targets or offset.
+      ValueError: kernel not square or not symmetric, eigenvalues below zero beyond round-off
+        (with ``psd="error"``), NaN or inf in kernel or targets, empty targets, target rows that
+        don't match the kernel, negative ridge.
 
     Example:
       >>> import numpy as np
@@ -233,4 +258,4 @@ def supervision_complexity(
       >>> r.value, r.adjusted
       (6.0, 1.4142135623730951)
     """
-    return factorize_kernel(kernel, ridge=ridge).complexity(targets, offset=offset)
+    return factorize_kernel(kernel, ridge=ridge, psd=psd).complexity(targets, offset=offset)

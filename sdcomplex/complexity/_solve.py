@@ -8,6 +8,9 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
+from sdcomplex._checks import as_real_array, check_real_dtype
+from sdcomplex.complexity._psd import check_eigenvalues
+
 JITTER_SCHEDULE = (0.0, 1e-12, 1e-11, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4)
 """Jitters tried in turn, relative to the mean of the kernel's diagonal."""
 
@@ -15,28 +18,23 @@ SYMMETRY_RTOL = 1e-4
 """Largest ``max|K - K^T| / max|K|`` accepted as symmetric (float32 kernels are not exact)."""
 
 EXACT_CONDITION_MAX_N = 2048
-"""Up to this size the condition number is computed exactly from the eigenvalues."""
+"""Up to this size the eigenvalues are computed (PSD check, exact condition number)."""
 
-
-def check_finite(name: str, array: np.ndarray) -> None:
-    """Raises ValueError if ``array`` holds NaN or inf."""
-    if not np.all(np.isfinite(array)):
-        bad = "NaN" if np.any(np.isnan(array)) else "inf"
-        raise ValueError(f"{name} contains {bad} values")
+_EPS64 = float(np.finfo(np.float64).eps)
 
 
 def as_symmetric_matrix(name: str, kernel: Any) -> np.ndarray:
-    """Float64 copy of a square, finite, symmetric matrix, exactly symmetrised.
+    """Float64 copy of a square, real, finite, symmetric matrix, exactly symmetrised.
 
     Raises:
+      TypeError: complex or non-numeric values.
       ValueError: not 2-d, not square, empty, not finite or not symmetric.
     """
-    k = np.asarray(kernel, dtype=np.float64)
+    k = np.asarray(kernel)
+    check_real_dtype(name, k.dtype)
     if k.ndim != 2 or k.shape[0] != k.shape[1]:
         raise ValueError(f"{name} must be a square matrix, got shape {k.shape}")
-    if k.shape[0] == 0:
-        raise ValueError(f"{name} is empty")
-    check_finite(name, k)
+    k = as_real_array(name, k)
     scale = float(np.max(np.abs(k)))
     asym = float(np.max(np.abs(k - k.T)))
     if asym > SYMMETRY_RTOL * scale:
@@ -95,48 +93,96 @@ class Factorization:
         return self.eigenvectors @ ((self.eigenvectors.T @ y) / self.eigenvalues[:, None])
 
 
-def _exact_condition(matrix: np.ndarray) -> float:
-    eig = np.linalg.eigvalsh(matrix)
-    return float(eig[-1] / eig[0]) if eig[0] > 0 else float("inf")
+def _cholesky(matrix: np.ndarray) -> np.ndarray | None:
+    """Lower Cholesky factor, or None when it fails or its smallest pivot is negligible
+    (``min L_ii^2 <= n * eps * max K_ii``, float64 eps)."""
+    try:
+        chol = scipy.linalg.cholesky(matrix, lower=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        return None
+    pivots = np.diag(chol)
+    floor = matrix.shape[0] * _EPS64 * float(np.max(np.diag(matrix)))
+    if not np.all(np.isfinite(chol)) or pivots.min() ** 2 <= floor:
+        return None
+    return chol
 
 
-def factorize(matrix: np.ndarray) -> Factorization:
-    """Factorises a symmetric float64 matrix, adding the smallest jitter that makes it definite.
+def _checked_spectrum(
+    name: str, matrix: np.ndarray, eps: float
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Applies the PSD rule of `sdcomplex.complexity._psd` to ``matrix`` (before any shift).
+
+    Returns (ascending eigenvalues or None, jitter-free Cholesky factor or None). Up to
+    ``EXACT_CONDITION_MAX_N`` the eigenvalues are computed; above, a Cholesky factorisation
+    without jitter certifies positive definiteness and the eigenvalues are computed only when it
+    fails. A jitter that makes Cholesky succeed therefore never hides an indefinite kernel.
+    """
+    chol = None
+    if matrix.shape[0] > EXACT_CONDITION_MAX_N:
+        chol = _cholesky(matrix)
+        if chol is not None:
+            return None, chol
+    values = np.linalg.eigvalsh(matrix)
+    try:
+        check_eigenvalues(name, values, eps)
+    except ValueError as err:
+        low = float(np.min(np.diag(matrix)))
+        if low < 0:
+            raise ValueError(f"{err} (it has negative diagonal entries, min {low:.6g})") from None
+        raise
+    return values, chol
+
+
+def factorize(
+    matrix: np.ndarray, *, shift: float = 0.0, eps: float = _EPS64, name: str = "kernel"
+) -> Factorization:
+    """Factorises ``matrix + shift * I`` after checking ``matrix`` is PSD up to round-off.
+
+    Args:
+      matrix: (m, m) symmetric float64 kernel.
+      shift: ridge added to the diagonal (lambda * n), >= 0.
+      eps: machine epsilon of the precision the kernel was given in (the PSD rule's eps).
+      name: used in error messages.
 
     A Cholesky factorisation is accepted only when its smallest pivot is not negligible
     (``min L_ii^2 > n * eps * max K_ii``); otherwise the next jitter of `JITTER_SCHEDULE` is
     tried. If every jitter fails, the pseudo-inverse over eigenvalues above
-    ``n * eps * max eigenvalue`` is used.
+    ``n * eps * max eigenvalue`` is used (float64 eps).
+
+    Raises:
+      ValueError: eigenvalues below zero beyond round-off (naming lambda_min / lambda_max), or no
+        positive eigenvalue.
     """
     n = matrix.shape[0]
     diag = np.diag(matrix)
-    if np.any(diag < 0):
-        raise ValueError("kernel has negative diagonal entries; it is not positive semi-definite")
-    scale = float(np.mean(diag))
-    if scale <= 0:
-        raise ValueError("kernel has an all-zero diagonal; it is not a valid kernel")
-    eps = np.finfo(np.float64).eps
+    if not np.any(diag > 0):
+        if np.any(diag < 0):
+            raise ValueError(
+                f"{name} has negative diagonal entries; it is not positive semi-definite"
+            )
+        raise ValueError(f"{name} has an all-zero diagonal; it is not a valid kernel")
+    values, chol0 = _checked_spectrum(name, matrix, eps)
+    scale = float(np.mean(diag)) if np.mean(diag) > 0 else float(np.max(diag))
+    shifted = matrix + shift * np.eye(n) if shift else matrix
     for relative in JITTER_SCHEDULE:
         jitter = relative * scale
-        shifted = matrix + jitter * np.eye(n) if jitter else matrix
-        try:
-            chol = scipy.linalg.cholesky(shifted, lower=True, check_finite=False)
-        except np.linalg.LinAlgError:
+        reuse = chol0 is not None and not shift and not jitter
+        chol = chol0 if reuse else _cholesky(shifted + jitter * np.eye(n) if jitter else shifted)
+        if chol is None:
             continue
-        pivots = np.diag(chol)
-        if not np.all(np.isfinite(chol)) or pivots.min() ** 2 <= n * eps * diag.max():
-            continue
-        if n <= EXACT_CONDITION_MAX_N:
-            cond = _exact_condition(shifted)
+        if values is not None:
+            low, high = values[0] + shift + jitter, values[-1] + shift + jitter
+            cond = float(high / low) if low > 0 else float("inf")
         else:
+            pivots = np.diag(chol)
             cond = float((pivots.max() / pivots.min()) ** 2)
         return Factorization("cholesky", float(jitter), cond, n, cholesky=chol)
-    values, vectors = np.linalg.eigh(matrix)
-    tol = n * eps * max(float(values[-1]), 0.0)
-    keep = values > tol
+    all_values, vectors = np.linalg.eigh(shifted)
+    tol = n * _EPS64 * max(float(all_values[-1]), 0.0)
+    keep = all_values > tol
     if not np.any(keep):
-        raise ValueError("kernel has no positive eigenvalue")
-    kept = values[keep]
+        raise ValueError(f"{name} has no positive eigenvalue")
+    kept = all_values[keep]
     return Factorization(
         "eigh",
         0.0,
