@@ -76,3 +76,50 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, overwrite: bool
 def atomic_save_npy(path: str | os.PathLike[str], array: Any, *, overwrite: bool = False) -> Path:
     """Atomic ``np.save`` (see `atomic_write_bytes`)."""
     return _atomic(path, lambda fh: np.save(fh, np.asarray(array)), overwrite=overwrite)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def read_json_file(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
+    """The decoded contents of a JSON file.
+
+    Args:
+        path: the file.
+        what: what the file is, for messages (``"stage marker"``, ``"config file"``).
+
+    Raises:
+        ValueError: the file is missing, not a file, unreadable, not UTF-8 or not valid JSON
+            (with line and column); the message names the file.
+    """
+    file = Path(path)
+    if not file.is_file():
+        state = "is not a file" if file.exists() else "does not exist"
+        raise ValueError(f"{what} {file} {state}")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        detail = _first_line(err)
+        raise ValueError(f"{what} {file} cannot be read as UTF-8 text: {detail}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{what} {file}, line {err.lineno} column {err.colno}: invalid JSON ({err.msg})"
+        ) from None
+    except RecursionError:
+        raise ValueError(f"{what} {file}: invalid JSON (nested too deeply)") from None
+
+
+def read_json_object(path: str | os.PathLike[str], what: str = "JSON file") -> dict[str, Any]:
+    """:func:`read_json_file` of a file that must hold a JSON object.
+
+    Raises:
+        ValueError: as :func:`read_json_file`, or the value is not an object.
+    """
+    value = read_json_file(path, what)
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} {path}: expected a JSON object, got {type(value).__name__}")
+    return value
