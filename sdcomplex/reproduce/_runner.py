@@ -4,13 +4,15 @@ Layout of an output directory ``DIR``::
 
     DIR/config.json            the experiment's full config (every hyperparameter)
     DIR/experiment.json        name, scale, config hash, library versions
-    DIR/stages/<stage>.json    one marker per finished stage: its input hash, seconds, summary
+    DIR/stages/<stage>.json    one marker per finished stage: its input hash, seconds, summary,
+                               its outputs (path, size, SHA-256) and its earlier stages' digest
     DIR/runs/teacher/          the teacher's run (sdcomplex.train: checkpoints every epoch)
     DIR/runs/students/<method>/seed<k>/   each student's run (sdcomplex.distill)
     DIR/results/*.json, *.csv  complexities, accuracies, diagnostics, bound terms, claims
     DIR/tables/*.md            Markdown tables
     DIR/figures/*.png, *.pdf   figures (PNG at 200 dpi) and a multi-panel overview
     DIR/logs/<stage>.log       per-epoch lines of the training stages
+    DIR/replaced/<time>-<stage>/  what was left of a stage's outputs when it ran again
 
 A stage is skipped when its marker exists with the same input hash and every output it recorded
 (path, size, SHA-256; see :mod:`._outputs`) is still there unchanged, so running the same command
