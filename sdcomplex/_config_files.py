@@ -4,12 +4,45 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
 import sys
+import traceback
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from sdcomplex._io import read_json_file
+
+
+def _line_in(file: Path, err: BaseException) -> int | None:
+    """The line of ``file`` where ``err`` was raised (its deepest frame in that file)."""
+    if isinstance(err, SyntaxError) and err.filename and Path(err.filename) == file:
+        return err.lineno
+    lines = [f.lineno for f in traceback.extract_tb(err.__traceback__) if Path(f.filename) == file]
+    return lines[-1] if lines else None
+
+
+def config_error(file: Path, err: Exception) -> ValueError:
+    """A one-line ``ValueError`` for an exception raised by the code of config file ``file``,
+    naming the file and line (``config file F, line N: SyntaxError: ...``)."""
+    line = _line_in(file.resolve(), err)
+    where = f"config file {file}" + (f", line {line}" if line is not None else "")
+    if isinstance(err, SyntaxError):
+        detail = f"SyntaxError: {err.msg}"
+    else:
+        text = str(err).strip().splitlines()
+        detail = type(err).__name__ + (f": {text[0]}" if text else "")
+    return ValueError(f"{where}: {detail}")
+
+
+def call_config(file: Path, function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` (code of config file ``file``), any exception it raises turned into
+    :func:`config_error`."""
+    try:
+        return function(*args)
+    except Exception as err:  # the config file's own code: every error is an input error
+        raise config_error(file, err) from None
 
 
 def import_file(file: Path, name: str, *, keep: bool) -> types.ModuleType:
@@ -19,7 +52,8 @@ def import_file(file: Path, name: str, *, keep: bool) -> types.ModuleType:
     afterwards it stays there only with ``keep=True`` and only if it ran without error.
 
     Raises:
-      ValueError: the file cannot be imported as a module.
+      ValueError: the file cannot be imported as a module, or running it raised (a syntax
+        error, a failed import, ...: see :func:`config_error`, naming file and line).
     """
     spec = importlib.util.spec_from_file_location(name, file)
     if spec is None or spec.loader is None:
@@ -28,7 +62,7 @@ def import_file(file: Path, name: str, *, keep: bool) -> types.ModuleType:
     sys.modules[name] = module
     ok = False
     try:
-        spec.loader.exec_module(module)
+        call_config(file, spec.loader.exec_module, module)
         ok = True
     finally:
         if not (keep and ok):
@@ -50,17 +84,16 @@ def read_config_file(path: str | os.PathLike[str]) -> Any:
       The decoded JSON value or the return value of ``get_config()``.
 
     Raises:
-      ValueError: missing file, an extension other than ``.json``/``.py``, malformed JSON, or a
-        Python file without a ``get_config`` function.
+      ValueError: missing file, an extension other than ``.json``/``.py``, malformed JSON
+        (naming line and column), or a Python file that does not run (naming the line) or has
+        no ``get_config`` function.
     """
     file = Path(path)
     if not file.is_file():
-        raise ValueError(f"config file {file} does not exist")
+        state = "is not a file" if file.exists() else "does not exist"
+        raise ValueError(f"config file {file} {state}")
     if file.suffix == ".json":
-        try:
-            return json.loads(file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"config file {file} is not valid JSON: {err}") from None
+        return read_json_file(file, "config file")
     if file.suffix != ".py":
         raise ValueError(f"config file {file}: expected a .json or a .py file")
     name = f"_sdcomplex_config_{hashlib.sha256(str(file.resolve()).encode()).hexdigest()[:8]}"
@@ -68,4 +101,4 @@ def read_config_file(path: str | os.PathLike[str]) -> Any:
     get_config = getattr(module, "get_config", None)
     if not callable(get_config):
         raise ValueError(f"config file {file} defines no get_config() function")
-    return get_config()
+    return call_config(file, get_config)

@@ -76,3 +76,168 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, overwrite: bool
 def atomic_save_npy(path: str | os.PathLike[str], array: Any, *, overwrite: bool = False) -> Path:
     """Atomic ``np.save`` (see `atomic_write_bytes`)."""
     return _atomic(path, lambda fh: np.save(fh, np.asarray(array)), overwrite=overwrite)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def read_json_file(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
+    """The decoded contents of a JSON file.
+
+    Args:
+        path: the file.
+        what: what the file is, for messages (``"stage marker"``, ``"config file"``).
+
+    Raises:
+        ValueError: the file is missing, not a file, unreadable, not UTF-8 or not valid JSON
+            (with line and column); the message names the file.
+    """
+    file = Path(path)
+    if not file.is_file():
+        state = "is not a file" if file.exists() else "does not exist"
+        raise ValueError(f"{what} {file} {state}")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        detail = _first_line(err)
+        raise ValueError(f"{what} {file} cannot be read as UTF-8 text: {detail}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{what} {file}, line {err.lineno} column {err.colno}: invalid JSON ({err.msg})"
+        ) from None
+    except RecursionError:
+        raise ValueError(f"{what} {file}: invalid JSON (nested too deeply)") from None
+
+
+def read_json_object(path: str | os.PathLike[str], what: str = "JSON file") -> dict[str, Any]:
+    """:func:`read_json_file` of a file that must hold a JSON object.
+
+    Raises:
+        ValueError: as :func:`read_json_file`, or the value is not an object.
+    """
+    value = read_json_file(path, what)
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} {path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def memory_bytes() -> int | None:
+    """Physical memory of this machine in bytes (None where the OS does not say): the cap on
+    the size an input file may declare before anything of that size is allocated."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_declared_bytes(n_bytes: int, what: str) -> None:
+    """Refuses a declared size larger than this machine's memory, before allocating it.
+
+    Raises:
+        ValueError: naming ``what`` and both sizes.
+    """
+    limit = memory_bytes()
+    if limit is not None and n_bytes > limit:
+        raise ValueError(f"{what} declares {n_bytes} bytes, more than this machine's memory")
+
+
+def _npy_header(fh: IO[bytes], name: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """Reads a ``.npy`` header: ``(shape, fortran_order, dtype, data_bytes)``."""
+    from numpy.lib import format as npformat
+
+    try:
+        version = npformat.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = npformat.read_array_header_1_0(fh)
+        else:  # 2.0 and 3.0 share the layout (3.0 only allows UTF-8 field names)
+            shape, fortran, dtype = npformat.read_array_header_2_0(fh)
+    except (ValueError, EOFError, OSError, SyntaxError, TypeError, UnicodeDecodeError) as err:
+        reason = _first_line(err)
+        if "magic" in reason.lower():
+            reason = "no NumPy header; is it a text or other file?"
+        raise ValueError(f"{name}: not a valid .npy file ({reason})") from None
+    if dtype.hasobject:
+        raise ValueError(
+            f"{name}: not a valid .npy file (it holds Python objects, which are not loaded: "
+            "save a numeric array)"
+        )
+    if any(not isinstance(d, int) or d < 0 for d in shape):
+        raise ValueError(f"{name}: not a valid .npy file (shape {shape})")
+    n_bytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    check_declared_bytes(n_bytes, name)
+    return tuple(shape), bool(fortran), dtype, n_bytes
+
+
+def _read_exact(fh: IO[bytes], n_bytes: int, name: str) -> bytes:
+    """Exactly ``n_bytes`` from ``fh``, read in blocks (never allocating more than arrives)."""
+    chunks, got = [], 0
+    while got < n_bytes:
+        block = fh.read(min(1 << 24, n_bytes - got))
+        if not block:
+            break
+        chunks.append(block)
+        got += len(block)
+    if got != n_bytes or fh.read(1):
+        state = f"{got} bytes of data" if got != n_bytes else "more data"
+        raise ValueError(
+            f"{name}: not a valid .npy file (header declares {n_bytes} bytes, found {state})"
+        )
+    return b"".join(chunks)
+
+
+def _read_npy(fh: IO[bytes], name: str) -> np.ndarray:
+    shape, fortran, dtype, n_bytes = _npy_header(fh, name)
+    data = _read_exact(fh, n_bytes, name)
+    array = np.frombuffer(data, dtype=dtype)
+    return array.reshape(shape, order="F" if fortran else "C").copy()
+
+
+def load_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """The arrays of a ``.npy`` file (one, named by the file's stem) or a ``.npz`` archive.
+
+    Every malformed input is a ``ValueError`` naming the file: an empty, text or truncated
+    file, an archive that is not a zip file or has corrupt members, pickled Python objects
+    (never loaded), or a declared size larger than this machine's memory (refused before
+    anything is allocated; arrays are read block by block, never beyond what the file holds).
+
+    Args:
+        path: a ``.npy`` or ``.npz`` file.
+
+    Returns:
+        ``{name: array}`` in file order.
+
+    Raises:
+        ValueError: a missing file, a directory, another extension, or a malformed file.
+    """
+    import zipfile
+    import zlib
+
+    file = Path(path)
+    if not file.exists():
+        raise ValueError(f"no such file: {file}")
+    if not file.is_file():
+        raise ValueError(f"{file} is not a file")
+    if file.suffix not in (".npy", ".npz"):
+        raise ValueError(f"{file}: expected a .npy or .npz file")
+    if file.suffix == ".npy":
+        with open(file, "rb") as fh:
+            return {file.stem: _read_npy(fh, str(file))}
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(file) as archive:
+            for info in archive.infolist():
+                if info.is_dir():
+                    continue
+                check_declared_bytes(info.file_size, f"{file}: member {info.filename}")
+                with archive.open(info) as member:
+                    key = info.filename.removesuffix(".npy")
+                    arrays[key] = _read_npy(member, f"{file}: member {info.filename}")
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as err:
+        raise ValueError(f"{file}: not a valid .npz file ({_first_line(err)})") from None
+    if not arrays:
+        raise ValueError(f"{file}: the .npz archive holds no arrays")
+    return arrays

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from sdcomplex import targets as tg
-from sdcomplex._io import atomic_write_json
+from sdcomplex._io import atomic_write_json, load_arrays
 from sdcomplex.cli._table import format_table
 from sdcomplex.complexity import factorize_kernel
 
@@ -53,20 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(path: str, key: str | None = None) -> dict[str, np.ndarray]:
-    file = Path(path)
-    if not file.exists():
-        raise FileNotFoundError(f"no such file: {file}")
-    if file.suffix == ".npz":
-        with np.load(file, allow_pickle=False) as data:
-            arrays = {k: np.asarray(data[k]) for k in data.files}
-        if key is not None:
-            if key not in arrays:
-                raise ValueError(f"{file} has no array {key!r}; it has {', '.join(arrays)}")
-            return {key: arrays[key]}
-        return arrays
-    if file.suffix == ".npy":
-        return {file.stem: np.load(file, allow_pickle=False)}
-    raise ValueError(f"{file}: expected a .npy or .npz file")
+    arrays = load_arrays(path)
+    if key is not None and Path(path).suffix == ".npz":
+        if key not in arrays:
+            raise ValueError(f"{path} has no array {key!r}; it has {', '.join(arrays)}")
+        return {key: arrays[key]}
+    return arrays
 
 
 def _target_sets(args: argparse.Namespace, n: int) -> list[tuple[str, Any]]:

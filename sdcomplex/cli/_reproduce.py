@@ -108,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
             f"done ({status['seconds']:.0f} s), {len(status['pending'])} pending"
             + (f": {', '.join(status['pending'])}" if status["pending"] else "")
         )
+        for key, problem in status["problems"].items():
+            print(f"  {key}: {problem}; runs again")
         return 0
     if not args.experiment:
         raise ValueError("name an EXPERIMENT (see sdcomplex reproduce --list)")

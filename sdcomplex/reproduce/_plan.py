@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sdcomplex.reproduce._config import ExperimentConfig, experiment_hash
-from sdcomplex.reproduce._runner import Context, Stage
+from sdcomplex.reproduce._runner import Context, Layout, Stage
 from sdcomplex.reproduce._training import (
     distill_options,
     make_student_runner,
@@ -14,9 +15,17 @@ from sdcomplex.reproduce._training import (
     student_runs,
 )
 from sdcomplex.train import config_hash
+from sdcomplex.train._checkpoint import CHECKPOINT_DIR, PREEMPT_DIR
 
 ANALYSIS_VERSION = 1
 """Bumped when an analysis stage's outputs change meaning, so old markers are not reused."""
+
+
+def _run_dir(path: Path) -> dict[str, tuple[str, ...]]:
+    """``owns`` and ``size_only`` of a training stage writing the run directory ``path``
+    (relative): all of it is the stage's, its checkpoints are checked by size."""
+    rel = path.as_posix()
+    return {"owns": (rel,), "size_only": (f"{rel}/{CHECKPOINT_DIR}", f"{rel}/{PREEMPT_DIR}")}
 
 
 def _teacher_payload(config: ExperimentConfig) -> dict[str, Any]:
@@ -41,9 +50,15 @@ def plan_stages(config: ExperimentConfig) -> list[Stage]:
     from sdcomplex.reproduce._tables import run_c3_table, run_c4_diagnostics
 
     teacher_hash = config_hash(config.teacher)
-    stages = [
-        Stage("teacher", f"teacher {config.teacher.model}", _teacher_payload(config), run_teacher)
-    ]
+    relative = Layout(Path())
+    teacher = Stage(
+        "teacher",
+        f"teacher {config.teacher.model}",
+        _teacher_payload(config),
+        run_teacher,
+        **_run_dir(relative.teacher),
+    )
+    stages = [teacher]
     students: dict[str, Any] = {}
     for method, seed in student_runs(config):
         payload = {
@@ -54,7 +69,8 @@ def plan_stages(config: ExperimentConfig) -> list[Stage]:
         key = f"student/{method.key}/seed{seed}"
         students[key] = payload
         title = f"student {config.student.model}, {method.label}, seed {seed}"
-        stages.append(Stage(key, title, payload, make_student_runner(method, seed)))
+        run_dir = _run_dir(relative.student(method.key, seed))
+        stages.append(Stage(key, title, payload, make_student_runner(method, seed), **run_dir))
 
     def analysis(name: str, spec: Any) -> dict[str, Any]:
         from dataclasses import asdict

@@ -15,7 +15,6 @@ from finished output directories, never typed by hand.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -23,8 +22,8 @@ import types
 from pathlib import Path
 from typing import Any
 
-from sdcomplex._config_files import import_file
-from sdcomplex._io import atomic_write_json
+from sdcomplex._config_files import call_config, import_file
+from sdcomplex._io import atomic_write_json, read_json_object
 from sdcomplex.reproduce._config import SCALES, ExperimentConfig
 
 EXPERIMENTS_ENV = "SDCOMPLEX_EXPERIMENTS"
@@ -108,7 +107,7 @@ def load_experiment(
     get_config = getattr(module, "get_config", None)
     if not callable(get_config):
         raise ValueError(f"experiment file {path} defines no get_config(scale) function")
-    config = get_config(scale)
+    config = call_config(path, get_config, scale)
     if not isinstance(config, ExperimentConfig):
         raise TypeError(
             f"{path}: get_config({scale!r}) returned {type(config).__name__}, "
@@ -127,7 +126,7 @@ def read_runtimes(directory: str | os.PathLike[str] | None = None) -> dict[str, 
         return {}
     if not path.is_file():
         return {}
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json_object(path, "run-time file")
 
 
 def record_runtime(

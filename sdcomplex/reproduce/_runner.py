@@ -4,26 +4,32 @@ Layout of an output directory ``DIR``::
 
     DIR/config.json            the experiment's full config (every hyperparameter)
     DIR/experiment.json        name, scale, config hash, library versions
-    DIR/stages/<stage>.json    one marker per finished stage: its input hash, seconds, summary
+    DIR/stages/<stage>.json    one marker per finished stage: its input hash, seconds, summary,
+                               its outputs (path, size, SHA-256) and its earlier stages' digest
     DIR/runs/teacher/          the teacher's run (sdcomplex.train: checkpoints every epoch)
     DIR/runs/students/<method>/seed<k>/   each student's run (sdcomplex.distill)
     DIR/results/*.json, *.csv  complexities, accuracies, diagnostics, bound terms, claims
     DIR/tables/*.md            Markdown tables
     DIR/figures/*.png, *.pdf   figures (PNG at 200 dpi) and a multi-panel overview
     DIR/logs/<stage>.log       per-epoch lines of the training stages
+    DIR/replaced/<time>-<stage>/  what was left of a stage's outputs when it ran again
 
-A stage is skipped when its marker exists with the same input hash, so running the same command
-twice does nothing the second time. The marker is written last (atomically), after every output
-of the stage; a stage killed half-way has no marker and runs again, and training stages resume
-from their last checkpoint (:func:`sdcomplex.train.train` and :func:`sdcomplex.distill.distill`
-resume themselves). A directory holding a different config is refused with the differences.
+A stage is skipped when its marker exists with the same input hash and every output it recorded
+(path, size, SHA-256; see :mod:`._outputs`) is still there unchanged, so running the same command
+twice does nothing the second time. A stage whose outputs were deleted or damaged, or whose
+inputs or earlier stages changed, runs again, and the runner says why; what is left of its
+outputs is first moved to ``DIR/replaced/<time>-<stage>/`` (nothing is overwritten or lost). The
+marker is written last (atomically), after every output of the stage; a stage killed half-way
+has no marker and runs again, and training stages resume from their last checkpoint
+(:func:`sdcomplex.train.train` and :func:`sdcomplex.distill.distill` resume themselves). A
+directory holding a different config is refused with the differences; an unreadable marker or
+metadata file is an error naming it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -31,8 +37,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from sdcomplex._io import atomic_write_json, atomic_write_text
+from sdcomplex._io import atomic_write_json, atomic_write_text, read_json_object
 from sdcomplex.reproduce._config import ExperimentConfig, experiment_hash, stage_hash
+from sdcomplex.reproduce._outputs import (
+    Upstream,
+    move_aside,
+    output_problem,
+    read_marker_file,
+    record_outputs,
+    snapshot,
+)
 from sdcomplex.train import library_versions
 
 CONFIG_FILE = "config.json"
@@ -108,12 +122,18 @@ class Stage:
         title: one-line description for the progress display.
         payload: everything the stage's result depends on (hashed into the marker).
         run: ``ctx -> summary`` (a small JSON-serialisable dict recorded in the marker).
+        owns: directories (relative to the output directory) whose every file is an output of
+            the stage: a training run directory.
+        size_only: directories whose files are recorded by size, not checksum: checkpoints,
+            whose contents the trainer checks when it loads them.
     """
 
     key: str
     title: str
     payload: dict[str, Any]
     run: Callable[[Context], dict[str, Any]]
+    owns: tuple[str, ...] = ()
+    size_only: tuple[str, ...] = ()
 
     @property
     def hash(self) -> str:
@@ -153,9 +173,9 @@ def prepare_out_dir(out: str | os.PathLike[str], config: ExperimentConfig) -> La
     chash = experiment_hash(config)
     meta_file = root / EXPERIMENT_FILE
     if meta_file.is_file():
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        meta = read_json_object(meta_file, "experiment file")
         if meta.get("config_hash") != chash:
-            old_cfg = json.loads((root / CONFIG_FILE).read_text(encoding="utf-8"))
+            old_cfg = read_json_object(root / CONFIG_FILE, "config file")
             diffs = _differences(old_cfg, config.to_dict())
             raise ValueError(
                 f"{root} holds results of a different config ({meta.get('name')} at scale "
@@ -214,11 +234,36 @@ def enable_compilation_cache(path: str | os.PathLike[str] | None = None) -> str 
 
 
 def read_marker(layout: Layout, key: str) -> dict[str, Any] | None:
-    """The marker of a finished stage, or None."""
-    path = layout.marker(key)
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    """The marker of a finished stage, or None.
+
+    Raises:
+        ValueError: the marker is unreadable or malformed (the message names the file).
+    """
+    return read_marker_file(layout.marker(key))
+
+
+def stage_problem(
+    layout: Layout, stage: Stage, marker: dict[str, Any] | None, upstream: str
+) -> str | None:
+    """Why ``stage`` is not done (None if it is): no marker, other inputs, earlier stages
+    changed since it ran, or a recorded output missing or changed (see :mod:`._outputs`).
+
+    Args:
+        upstream: the digest of the outputs of the stages before ``stage``
+            (:class:`._outputs.Upstream`).
+    """
+    if marker is None:
+        return "not run yet"
+    if marker["hash"] != stage.hash:
+        return "its inputs changed"
+    if marker.get("outputs") is None:
+        return "its marker records no outputs (written by an earlier version)"
+    problem = output_problem(layout.root, marker["outputs"])
+    if problem is not None:
+        return problem
+    if marker["upstream"] != upstream:
+        return "an earlier stage's outputs changed since it ran"
+    return None
 
 
 def _fmt_seconds(seconds: float) -> str:
@@ -228,6 +273,27 @@ def _fmt_seconds(seconds: float) -> str:
 def _summary_text(summary: dict[str, Any]) -> str:
     text = summary.get("text")
     return f": {text}" if text else ""
+
+
+def _set_aside(layout: Layout, stage: Stage, marker: dict[str, Any]) -> str:
+    """Moves what is left of a stage's recorded outputs aside before it runs again (nothing
+    when its marker recorded none); the text to append to the progress line."""
+    if marker.get("outputs") is None:
+        return ""
+    moved = move_aside(layout.root, stage.key, marker["outputs"], stage.owns)
+    return f" (earlier outputs moved to {moved.relative_to(layout.root)})" if moved else ""
+
+
+def _run_stage(
+    config: ExperimentConfig, layout: Layout, stage: Stage, quiet: bool
+) -> tuple[list[dict[str, Any]], dict[str, Any], float]:
+    """Runs one stage: its recorded outputs, its summary and its time in seconds."""
+    before = snapshot(layout.root)
+    t0 = time.perf_counter()
+    summary = dict(stage.run(Context(config, layout, quiet, stage.key)) or {})
+    seconds = time.perf_counter() - t0
+    outputs = record_outputs(layout.root, before, owns=stage.owns, size_only=stage.size_only)
+    return outputs, summary, seconds
 
 
 def run_experiment(
@@ -242,7 +308,10 @@ def run_experiment(
     """Runs (or resumes, or recognises as done) every stage of an experiment into ``out``.
 
     Prints one line per stage with its time (and the library's progress bars on stderr unless
-    ``quiet``). Stages whose marker exists with the same input hash are skipped.
+    ``quiet``). Stages whose marker exists with the same input hash, whose recorded outputs
+    are all present and unchanged and whose earlier stages are unchanged are skipped; any other
+    stage with a marker runs again, saying why, after what is left of its outputs is moved to
+    ``out/replaced/``.
 
     Args:
         config: the experiment.
@@ -258,7 +327,8 @@ def run_experiment(
         :class:`RunReport`.
 
     Raises:
-        ValueError: a different config in ``out`` (before anything is written).
+        ValueError: a different config in ``out``, or an unreadable marker or metadata file
+            (the message names it), before anything is written.
         Interrupted: a training stage was stopped by a signal (its checkpoint is saved).
     """
     from sdcomplex.reproduce._plan import plan_stages
@@ -266,26 +336,34 @@ def run_experiment(
     stream = stream if stream is not None else sys.stdout
     stages = plan_stages(config)
     layout = prepare_out_dir(out, config)
+    markers = {stage.key: read_marker(layout, stage.key) for stage in stages}  # errors first
     ran, skipped = [], []
     started = time.perf_counter()
     width = len(str(len(stages)))
+    upstream = Upstream()
     for i, stage in enumerate(stages, start=1):
         prefix = f"[{i:>{width}}/{len(stages)}] {stage.title}"
-        marker = read_marker(layout, stage.key)
-        if marker is not None and marker.get("hash") == stage.hash:
+        marker = markers[stage.key]
+        problem = stage_problem(layout, stage, marker, upstream.hexdigest())
+        if problem is None:
+            assert marker is not None
             skipped.append(stage.key)
+            upstream.add(stage.key, marker["outputs"])
             print(f"{prefix}: done before, skipped", file=stream, flush=True)
             continue
         if (only is not None and not only(stage)) or (stage.key == "figures" and not figures):
+            upstream.add(stage.key, None)
             continue
-        if marker is not None:  # same experiment hash but different stage inputs: stale code
+        if marker is not None:
+            print(
+                f"{prefix}: {problem}, running again{_set_aside(layout, stage, marker)}",
+                file=stream,
+                flush=True,
+            )
             layout.marker(stage.key).unlink()
-        if not quiet:
+        elif not quiet:
             print(f"{prefix} ...", file=stream, flush=True)
-        t0 = time.perf_counter()
-        ctx = Context(config, layout, quiet, stage.key)
-        summary = dict(stage.run(ctx) or {})
-        seconds = time.perf_counter() - t0
+        outputs, summary, seconds = _run_stage(config, layout, stage, quiet)
         atomic_write_json(
             layout.marker(stage.key),
             {
@@ -295,9 +373,12 @@ def run_experiment(
                 "seconds": seconds,
                 "finished": time.time(),
                 "summary": summary,
+                "upstream": upstream.hexdigest(),
+                "outputs": outputs,
             },
             overwrite=True,
         )
+        upstream.add(stage.key, outputs)
         ran.append(stage.key)
         print(f"{prefix}: {_fmt_seconds(seconds)}{_summary_text(summary)}", file=stream, flush=True)
     return RunReport(layout.root, tuple(ran), tuple(skipped), time.perf_counter() - started)
@@ -307,35 +388,45 @@ def read_status(out: str | os.PathLike[str]) -> dict[str, Any]:
     """Which stages of an output directory are done and how long they took.
 
     Returns:
-        ``{"name", "scale", "config_hash", "done": [keys], "pending": [keys], "seconds"}``,
-        ``seconds`` being the sum of the finished stages' recorded times.
+        ``{"name", "scale", "config_hash", "done": [keys], "pending": [keys], "problems",
+        "seconds"}``: ``problems`` maps each pending stage that has a marker to why it will run
+        again (an output missing or changed, ...); ``seconds`` is the sum of the finished
+        stages' recorded times. The stages after one that runs again are listed as done; they
+        run again too if its new outputs differ from the old.
 
     Raises:
-        ValueError: ``out`` is not an output directory.
+        ValueError: ``out`` is not an output directory, or a marker or metadata file in it is
+            unreadable (the message names the file).
     """
     from sdcomplex.reproduce._plan import plan_stages
 
     root = Path(out).expanduser().resolve()
     if not (root / EXPERIMENT_FILE).is_file():
         raise ValueError(f"{root} is not an output directory of sdcomplex reproduce")
-    meta = json.loads((root / EXPERIMENT_FILE).read_text(encoding="utf-8"))
-    config = ExperimentConfig.from_dict(
-        json.loads((root / CONFIG_FILE).read_text(encoding="utf-8"))
-    )
+    meta = read_json_object(root / EXPERIMENT_FILE, "experiment file")
+    config = ExperimentConfig.from_dict(read_json_object(root / CONFIG_FILE, "config file"))
     layout = Layout(root)
-    done, pending, seconds = [], [], 0.0
+    done, pending, seconds, problems = [], [], 0.0, {}
+    upstream = Upstream()
     for stage in plan_stages(config):
         marker = read_marker(layout, stage.key)
-        if marker is not None and marker.get("hash") == stage.hash:
+        problem = stage_problem(layout, stage, marker, upstream.hexdigest())
+        if problem is None:
+            assert marker is not None
             done.append(stage.key)
             seconds += float(marker.get("seconds", 0.0))
+            upstream.add(stage.key, marker["outputs"])
         else:
             pending.append(stage.key)
+            upstream.add(stage.key, marker.get("outputs") if marker is not None else None)
+            if marker is not None:
+                problems[stage.key] = problem
     return {
-        "name": meta["name"],
-        "scale": meta["scale"],
-        "config_hash": meta["config_hash"],
+        "name": meta.get("name"),
+        "scale": meta.get("scale"),
+        "config_hash": meta.get("config_hash"),
         "done": done,
         "pending": pending,
+        "problems": problems,
         "seconds": seconds,
     }
