@@ -1,9 +1,11 @@
 """Empirical neural tangent kernels of pure functions and Flax models.
 
-Main entry point: `empirical_ntk(fn, params, x1, x2=None, outputs="mean")`. Implementations are
+Main entry point: `empirical_ntk(fn, params, x1, x2=None, outputs="mean")`; `ntk_fn(model)`
+turns a linen (with its variables), NNX or Equinox model into ``(fn, params)``. Implementations are
 pluggable (`register_implementation`); ``"auto"`` picks the cheapest by a cost estimate.
 """
 
+from sdcomplex.ntk._adapters import ntk_fn
 from sdcomplex.ntk._api import (
     DEFAULT_MEMORY_BUDGET,
     NTKPlan,
@@ -57,6 +59,7 @@ __all__ = [
     "flax_ntk_fn",
     "get_implementation",
     "ntk_diagonal_blocks",
+    "ntk_fn",
     "ntk_vector_product",
     "plan_ntk",
     "register_implementation",
