@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from sdcomplex.cli._train import _parse_pairs
 
@@ -119,3 +120,95 @@ def run(args: argparse.Namespace) -> int:
         f"{record['seconds']:.1f} s); wrote {out} and {sidecar_path(out)}"
     )
     return 0
+
+
+TARGET_SPECS = ("labels", "random:SEED", "teacher=RUN[@EPOCH]:TAU")
+
+
+def is_target_spec(text: str) -> bool:
+    """Whether a ``--targets`` value names targets of a run's examples (not a file)."""
+    return text == "labels" or text.startswith(("random:", "teacher="))
+
+
+def _temperature(text: str, spec: str) -> float:
+    try:
+        tau = float(text)
+    except ValueError:
+        tau = float("nan")
+    if not tau > 0 or tau == float("inf"):
+        raise ValueError(f"bad temperature {text!r} in {spec!r}: expected a number > 0")
+    return tau
+
+
+def parse_target_spec(spec: str) -> tuple[str, Any]:
+    """``(kind, value)`` of a target spec: ``("labels", None)``, ``("random", seed)`` or
+    ``("teacher", (RunCheckpoint, tau))`` (the teacher's checkpoint is opened, so a missing
+    run or epoch is reported before any kernel is computed).
+
+    Raises:
+        ValueError: a bad seed, a bad temperature, or a teacher run or epoch that is missing.
+    """
+    if spec == "labels":
+        return "labels", None
+    if spec.startswith("random:"):
+        seed = spec.removeprefix("random:")
+        if not seed.isdigit():
+            raise ValueError(f"bad seed in {spec!r}: expected random:SEED with an integer >= 0")
+        return "random", int(seed)
+    if spec.startswith("teacher="):
+        teacher_spec, sep, tau = spec.removeprefix("teacher=").rpartition(":")
+        if not sep or not teacher_spec:
+            raise ValueError(f"{spec!r}: expected teacher=RUN[@EPOCH]:TAU")
+        temperature = _temperature(tau, spec)
+        return "teacher", (open_run(teacher_spec), temperature)
+    raise ValueError(
+        f"unknown targets {spec!r}; expected a file or one of {', '.join(TARGET_SPECS)}"
+    )
+
+
+def run_target_set(spec: str, parsed: tuple[str, Any], checkpoint, examples):
+    """``(name, Targets)`` of a parsed target spec on a run's examples.
+
+    ``labels``: one-hot labels; ``random:SEED``: `sdcomplex.targets.random_labels` with that
+    seed; ``teacher=RUN[@EPOCH]:TAU``: softmax(z / TAU) of that run's logits on the same
+    examples (normalised as the teacher was trained).
+    """
+    from sdcomplex import targets as tg
+    from sdcomplex.ntk import run_logits, teacher_fits
+
+    kind, value = parsed
+    num_classes = checkpoint.info.num_classes
+    if kind == "labels":
+        return spec, tg.one_hot(examples.labels, num_classes)
+    if kind == "random":
+        return spec, tg.random_labels(len(examples.labels), num_classes, seed=value)
+    teacher, temperature = value
+    teacher_fits(teacher, checkpoint)
+    return spec, tg.soft_targets(run_logits(teacher, examples.raw), temperature)
+
+
+def complexity_kernel(args: argparse.Namespace):
+    """The kernel ``sdcomplex complexity --run`` works on: ``(kernel, record, checkpoint,
+    examples, cache_file, reused)``, from the cache when a verified entry exists.
+
+    The cache directory is ``--cache`` or, by default, the directory of ``--json`` (none
+    without ``--json``; ``--no-cache`` disables it).
+    """
+    from sdcomplex.ntk import cached_run_kernel
+
+    checkpoint = open_run(args.run_spec)
+    examples = load_examples(args, checkpoint)
+    cache = args.cache
+    if cache is None and args.json and not args.no_cache:
+        cache = Path(args.json).parent
+    if args.no_cache:
+        cache = None
+    kernel, record, file, reused = cached_run_kernel(
+        checkpoint,
+        examples,
+        cache,
+        outputs=args.outputs,
+        param_filter=args.param_filter,
+        progress=False if args.quiet else None,
+    )
+    return kernel, record, checkpoint, examples, file, reused
