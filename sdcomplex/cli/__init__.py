@@ -14,6 +14,7 @@ from collections.abc import Sequence
 SUBCOMMANDS = (
     "sdcomplex.cli._demo",
     "sdcomplex.cli._complexity",
+    "sdcomplex.cli._ntk",
     "sdcomplex.cli._train",
     "sdcomplex.cli._plot",
     "sdcomplex.cli._distill",

@@ -2,8 +2,11 @@
 
 Main entry point: `empirical_ntk(fn, params, x1, x2=None, outputs="mean")`. Implementations are
 pluggable (`register_implementation`); ``"auto"`` picks the cheapest by a cost estimate.
+`ntk_fn(model)` turns a linen (with its variables), NNX or Equinox model into ``(fn, params)``;
+`load_run_checkpoint`, `run_examples` and `run_ntk` give kernels of trained runs.
 """
 
+from sdcomplex.ntk._adapters import ntk_fn
 from sdcomplex.ntk._api import (
     DEFAULT_MEMORY_BUDGET,
     NTKPlan,
@@ -29,8 +32,26 @@ from sdcomplex.ntk._engine import (
 )
 from sdcomplex.ntk._flax import FlaxNTKFunction, flax_ntk_fn
 from sdcomplex.ntk._jacobian import JacobianContraction
+from sdcomplex.ntk._kernel_files import (
+    cached_run_kernel,
+    compute_run_kernel,
+    load_kernel,
+    save_kernel,
+)
 from sdcomplex.ntk._matfree import ntk_diagonal_blocks, ntk_vector_product
 from sdcomplex.ntk._ntvp import NTKVectorProducts
+from sdcomplex.ntk._runs import (
+    RunCheckpoint,
+    RunExamples,
+    balanced_indices,
+    load_run_checkpoint,
+    parse_run_spec,
+    run_examples,
+    run_inputs,
+    run_logits,
+    run_ntk,
+    teacher_fits,
+)
 from sdcomplex.ntk._structured import StructuredNTK
 
 register_implementation(JacobianContraction(), overwrite=True)
@@ -48,18 +69,33 @@ __all__ = [
     "NTKPlan",
     "NTKVectorProducts",
     "ProblemSize",
+    "RunCheckpoint",
+    "RunExamples",
     "StructuredNTK",
     "available_implementations",
+    "balanced_indices",
+    "cached_run_kernel",
+    "compute_run_kernel",
     "compute_with_plan",
     "default_memory_budget",
     "empirical_ntk",
     "flatten_full_kernel",
     "flax_ntk_fn",
     "get_implementation",
+    "load_kernel",
+    "load_run_checkpoint",
     "ntk_diagonal_blocks",
+    "ntk_fn",
     "ntk_vector_product",
+    "parse_run_spec",
     "plan_ntk",
     "register_implementation",
+    "run_examples",
+    "run_inputs",
+    "run_logits",
+    "run_ntk",
+    "save_kernel",
     "supervision_complexity_matfree",
+    "teacher_fits",
     "unflatten_full_kernel",
 ]
