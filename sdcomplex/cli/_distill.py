@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from sdcomplex.cli._signals import report_stopped
 from sdcomplex.cli._train import _FIELDS as _TRAIN_FIELDS
 from sdcomplex.cli._train import _parse_pairs, add_train_flags
 
@@ -163,16 +163,10 @@ def run(args: argparse.Namespace) -> int:
     student = config.student
     if result.status == "already_complete":
         print(f"{args.out}: run already complete ({result.epoch} epochs, {summary}); nothing to do")
-    elif result.status == "preempted":
-        print(
-            f"{args.out}: stopped by a signal after epoch {result.epoch} (checkpoint saved); "
-            "run the same command again to resume",
-            file=sys.stderr,
-        )
-    else:
+    elif result.status != "preempted":
         how = "no KD" if config.mode == "none" else f"{config.mode} KD, tau {config.temperature:g}"
         print(
             f"{args.out}: distilled {student.model} on {student.dataset} ({how}) to epoch "
             f"{result.epoch} in {time.perf_counter() - start:.1f} s; {summary}"
         )
-    return 0
+    return report_stopped(args.out, result)

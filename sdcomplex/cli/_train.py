@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from typing import Any
+
+from sdcomplex.cli._signals import report_stopped
 
 # flag -> TrainConfig field, for the flags that map one to one
 _FIELDS = {
@@ -43,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "momentum 0.9, lr 0.1 cosine, weight decay 5e-4, batch 128, crop+flip), then "
             "--config FILE (JSON, or Python with get_config()), then the flags. Re-running "
             "an interrupted run resumes it; a finished run is not trained again; a directory "
-            "holding a different config is refused. SIGTERM/Ctrl-C save and exit."
+            "holding a different config is refused. SIGTERM/Ctrl-C save and exit with status "
+            "143/130; a diverging loss stops the run with an error."
         ),
     )
     p.add_argument("--out", required=True, metavar="DIR", help="run directory")
@@ -176,15 +178,9 @@ def run(args: argparse.Namespace) -> int:
     acc = f"test accuracy {last['test_acc']:.4f}" if "test_acc" in last else ""
     if result.status == "already_complete":
         print(f"{args.out}: run already complete ({result.epoch} epochs, {acc}); nothing to do")
-    elif result.status == "preempted":
-        print(
-            f"{args.out}: stopped by a signal after epoch {result.epoch} (checkpoint saved); "
-            "run the same command again to resume",
-            file=sys.stderr,
-        )
-    else:
+    elif result.status != "preempted":
         print(
             f"{args.out}: trained {config.model} on {config.dataset} to epoch {result.epoch} "
             f"in {time.perf_counter() - start:.1f} s; {acc}"
         )
-    return 0
+    return report_stopped(args.out, result)

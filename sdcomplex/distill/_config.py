@@ -20,6 +20,7 @@ from sdcomplex._checks import check_int_field
 from sdcomplex._config_files import read_config_file
 from sdcomplex.distill._loss import check_kd_arguments
 from sdcomplex.train import TrainConfig
+from sdcomplex.train._config import numpy_to_python
 
 MODES = ("none", "offline", "online")
 """Distillation modes: labels only, a fixed teacher checkpoint, the teacher's trajectory."""
@@ -82,6 +83,7 @@ class DistillConfig:
     fidelity_examples: int | None = 1000
 
     def __post_init__(self) -> None:
+        numpy_to_python(self)
         student = self.student
         if isinstance(student, Mapping):
             object.__setattr__(self, "student", TrainConfig.from_dict(student))

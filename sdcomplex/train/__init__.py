@@ -5,7 +5,8 @@ momentum and weight decay on a cosine or step schedule, or Adam/AdamW; BatchNorm
 handled), evaluates train and test loss and accuracy after every epoch (and at epoch 0), appends
 them to ``run_dir/metrics.jsonl`` and writes Orbax checkpoints with manifests. A run killed at
 any moment resumes from its last complete checkpoint and ends bit-identical (on CPU) to an
-uninterrupted run; SIGTERM finishes the current step, saves and returns.
+uninterrupted run; SIGTERM finishes the current step, saves and returns. A non-finite loss
+stops the run with :class:`TrainingDiverged` (nothing non-finite is saved).
 
 Distillation plugs in through :func:`train`'s ``loss_fn`` (student logits, labels, supervision
 outputs -> scalar), ``supervision_apply`` (computed inside the jitted step, e.g. a teacher's
@@ -34,6 +35,7 @@ from sdcomplex.train._config import (
     config_hash,
     load_config,
 )
+from sdcomplex.train._divergence import TrainingDiverged
 from sdcomplex.train._metrics import (
     METRICS_FILE,
     TIMING_FIELDS,
@@ -80,6 +82,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainState",
+    "TrainingDiverged",
     "config_differences",
     "config_hash",
     "cross_entropy_loss",

@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sdcomplex._config_files import read_config_file
+from sdcomplex._io import to_jsonable
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
@@ -152,6 +155,8 @@ class TrainConfig:
         def bad(name: str, what: str) -> ValueError:
             return ValueError(f"TrainConfig.{name} must be {what}, got {getattr(self, name)!r}")
 
+        numpy_to_python(self)
+
         for name in ("model", "dataset", "optimizer", "schedule"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise TypeError(f"TrainConfig.{name} must be a non-empty string")
@@ -254,10 +259,23 @@ class TrainConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
 
+def numpy_to_python(config: Any) -> None:
+    """Replaces NumPy scalars (``np.float32(0.1)``, ``np.int64(3)``, ``np.bool_(True)``) in the
+    fields of a frozen config dataclass, and inside its list fields, by the Python numbers they
+    hold, so that they pass validation and serialise to JSON like Python numbers."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, np.generic):
+            object.__setattr__(config, f.name, value.item())
+        elif isinstance(value, list | tuple) and any(isinstance(v, np.generic) for v in value):
+            items = [v.item() if isinstance(v, np.generic) else v for v in value]
+            object.__setattr__(config, f.name, type(value)(items))
+
+
 def _plain(value: Any) -> Any:
     """Lists to tuples inside option dicts are normalised by JSON: keep plain JSON types."""
     try:
-        return json.loads(json.dumps(value))
+        return json.loads(json.dumps(to_jsonable(value)))
     except (TypeError, ValueError) as err:
         raise TypeError(f"config options must be JSON values: {err}") from None
 

@@ -12,7 +12,11 @@ Fields of every line:
 * timing fields (:data:`TIMING_FIELDS`): ``time`` (Unix time), ``elapsed_s`` (seconds since
   this process started the run), ``epoch_time_s`` (training seconds of the epoch in this
   process), ``eval_time_s``, ``images_per_s`` (training images per second);
-* whatever the diagnostics hook returns for that epoch.
+* whatever the diagnostics hook returns for that epoch;
+* ``non_finite`` (only on lines that need it): the names of the values that were NaN or
+  infinite and are stored as ``null``, so that every line is strict JSON (RFC 8259 has no NaN).
+  The trainer never writes a non-finite loss (a diverged run stops, see
+  :class:`~sdcomplex.train.TrainingDiverged`); this concerns diagnostics only.
 
 Everything but the timing fields is identical between an interrupted-and-resumed run and an
 uninterrupted one.
@@ -21,6 +25,7 @@ uninterrupted one.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -66,9 +71,39 @@ def read_metrics(run_dir_or_file: str | os.PathLike[str]) -> list[dict[str, Any]
     return out
 
 
+NON_FINITE_FIELD = "non_finite"
+
+
+def _finite_only(value: Any, path: str, found: dict[str, str]) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        found[path] = str(value)
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_only(v, f"{path}.{k}" if path else k, found) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_only(v, f"{path}[{i}]", found) for i, v in enumerate(value)]
+    return value
+
+
+def metrics_line(record: dict[str, Any]) -> str:
+    """One strict-JSON metrics line (sorted keys, ``\\n``-terminated) of a record.
+
+    NaN and infinite values become ``null`` and are listed by name (``key``, ``key.sub``,
+    ``key[i]``) under :data:`NON_FINITE_FIELD`, e.g. ``{"ntk_similarity": null,
+    "non_finite": {"ntk_similarity": "nan"}}``.
+    """
+    raw = to_jsonable(record)
+    found: dict[str, str] = dict(raw.pop(NON_FINITE_FIELD, None) or {})
+    clean = _finite_only(raw, "", found)
+    if found:
+        clean[NON_FINITE_FIELD] = found
+    return json.dumps(clean, sort_keys=True, allow_nan=False) + "\n"
+
+
 def append_metrics(run_dir: str | os.PathLike[str], record: dict[str, Any]) -> None:
-    """Appends one line (flushed and fsynced, so it survives a kill right after)."""
-    text = json.dumps(to_jsonable(record), sort_keys=True) + "\n"
+    """Appends one line (flushed and fsynced, so it survives a kill right after); strict JSON,
+    see :func:`metrics_line`."""
+    text = metrics_line(record)
     with open(Path(run_dir) / METRICS_FILE, "a", encoding="utf-8") as fh:
         fh.write(text)
         fh.flush()
@@ -85,7 +120,7 @@ def truncate_metrics(run_dir: str | os.PathLike[str], last_epoch: int) -> int:
         return 0
     records = read_metrics(path)
     kept = [r for r in records if r.get("epoch", -1) <= last_epoch]
-    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
+    text = "".join(metrics_line(r) for r in kept)
     if text != path.read_text(encoding="utf-8"):
         atomic_write_text(path, text, overwrite=True)
     return len(kept)

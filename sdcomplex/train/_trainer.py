@@ -21,6 +21,7 @@ from sdcomplex.data import Dataset, EpochBatcher
 from sdcomplex.models import abstract_variables, count_params
 from sdcomplex.train._checkpoint import CheckpointStore, library_versions, load_checkpoint
 from sdcomplex.train._config import TrainConfig, config_differences, config_hash
+from sdcomplex.train._divergence import check_evaluated_losses, check_step_loss
 from sdcomplex.train._metrics import append_metrics, read_metrics, truncate_metrics
 from sdcomplex.train._optim import make_optimizer
 from sdcomplex.train._setup import check_names, setup_run
@@ -82,6 +83,10 @@ class TrainResult(NamedTuple):
         epoch: epochs completed.
         metrics: every line of ``metrics.jsonl``.
         variables: the model's variables at the end (``None`` when preempted).
+        signal: the number of the SIGTERM or SIGINT received during training (``None``: none).
+            It is set with ``status="completed"`` too when the signal came during the last
+            epoch, which then finished normally; a command line should still exit with
+            ``128 + signal``, the convention of a process stopped by a signal.
     """
 
     run_dir: Path
@@ -89,6 +94,7 @@ class TrainResult(NamedTuple):
     epoch: int
     metrics: list[dict[str, Any]]
     variables: dict[str, Any] | None
+    signal: int | None = None
 
 
 SupervisionFn = Callable[[int], Any]
@@ -365,6 +371,12 @@ def _loop(
         )
         test_loss, test_acc, test_logits = evaluate(variables, dataset.x_test, dataset.y_test)
         step = int(state.step)
+        check_evaluated_losses(
+            {"train loss": train_loss, "test loss": test_loss},
+            epoch=epoch,
+            global_step=step,
+            learning_rate=config.learning_rate,
+        )
         sums = np.asarray(running, np.float64) if running is not None else None
         record: dict[str, Any] = {
             "epoch": epoch,
@@ -461,6 +473,11 @@ def _loop(
         completed, start_batch = int(manifest["epoch"]), int(manifest["batch"])
         truncate_metrics(run_dir, completed)
 
+    def check(pending: tuple[int, int, Any]) -> None:
+        epoch, step, loss = pending
+        lr = config.learning_rate
+        check_step_loss(loss, epoch=epoch, step=step, steps_per_epoch=spe, learning_rate=lr)
+
     # --- epochs ----------------------------------------------------------------------------
     outer = tqdm(total=config.epochs, initial=completed, desc="epochs", unit="epoch", disable=quiet)
     status = "completed"
@@ -478,24 +495,27 @@ def _loop(
                 )
                 t0 = time.perf_counter()
                 images = 0
-                previous = None
+                previous: tuple[int, int, Any] | None = None  # (epoch, step, loss) in flight
                 batches = batcher.batches(epoch, x_train, y_train, start=start_batch)
                 for b, (xb, yb) in enumerate(batches, start=start_batch):
                     key = batcher.step_key(epoch, b)
                     state, running, loss = step_fn(state, running, xb, yb, key, supervision)
                     if previous is not None:  # keep at most one step in flight
-                        previous.block_until_ready()
-                    previous = loss
+                        check(previous)  # waits for that step's loss (already due)
+                    previous = (epoch, b + 1, loss)
                     images += len(yb)
                     inner.update(1)
                     if stop.signum is not None and b + 1 < spe:
                         inner.close()
+                        check(previous)
                         save("preempt", state, running, epoch - 1, b + 1)
                         status = "preempted"
                         break
                 inner.close()
                 if status == "preempted":
                     break
+                if previous is not None:
+                    check(previous)
                 jax.block_until_ready(state)
                 train_time = time.perf_counter() - t0
                 record = record_epoch(state, epoch, running, supervision, (train_time, images))
@@ -514,7 +534,8 @@ def _loop(
     finally:
         outer.close()
     variables = None if status == "preempted" else state.variables
-    return TrainResult(run_dir, status, completed, read_metrics(run_dir), variables)
+    metrics = read_metrics(run_dir)
+    return TrainResult(run_dir, status, completed, metrics, variables, stop.signum)
 
 
 def _summary(record: Mapping[str, Any], epochs: int) -> str:

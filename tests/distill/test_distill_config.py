@@ -107,3 +107,15 @@ def test_diagnostic_epochs():
     assert diagnostic_epochs(5, 2) == (0, 2, 4, 5)
     assert diagnostic_epochs(5, 10) == (0, 5)
     assert diagnostic_epochs(5, 0) == ()
+
+
+def test_numpy_scalars_are_accepted_as_python_numbers():
+    numpy = CONFIG.replace(
+        temperature=np.float32(2.0),
+        stride=np.int64(1),
+        probe_size=np.int32(64),
+        teacher_epoch=np.int64(3),
+    )
+    plain = CONFIG.replace(temperature=2.0, stride=1, probe_size=64, teacher_epoch=3)
+    assert numpy == plain and distill_config_hash(numpy) == distill_config_hash(plain)
+    assert type(numpy.probe_size) is int and type(numpy.temperature) is float

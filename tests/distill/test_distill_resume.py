@@ -71,9 +71,18 @@ def _wait_for_lines(run_dir, n, proc, timeout=120.0):
     raise AssertionError("timed out waiting for the subprocess")
 
 
-def test_kill_9_then_resume_is_identical(setting):
+def test_sigint_then_kill_9_then_resume_is_identical(setting):
     root, config, reference = setting
     run_dir = root / "run"
+    # Ctrl-C (SIGINT) after epoch 1: the run saves and exits with 130, not 0
+    proc = _start(root, run_dir)
+    _wait_for_lines(run_dir, 2, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT == 130, err.decode()
+    assert b"Traceback" not in err and b"stopped by SIGINT after epoch" in err
+    assert STUDENT.epochs not in list_checkpoints(run_dir)
+    # resumed, then killed with SIGKILL after epoch 2
     proc = _start(root, run_dir)
     _wait_for_lines(run_dir, 3, proc)  # epochs 0-2 logged (a diagnostic epoch among them)
     proc.send_signal(signal.SIGKILL)

@@ -110,3 +110,28 @@ def test_load_json_and_python_config_files(tmp_path):
         load_config(tmp_path / "cfg.yaml")
     with pytest.raises(ValueError, match="does not exist"):
         load_config(tmp_path / "missing.json")
+
+
+def test_numpy_scalars_are_accepted_as_python_numbers():
+    import numpy as np
+
+    plain = TrainConfig(
+        learning_rate=0.5, epochs=7, augment=False, schedule="step", lr_milestones=(3, 5)
+    )
+    numpy = TrainConfig(
+        learning_rate=np.float32(0.5),
+        epochs=np.int64(7),
+        augment=np.bool_(False),
+        schedule="step",
+        lr_milestones=(np.int32(3), np.int64(5)),
+        data_options={"n_train": np.int64(10)},
+    )
+    assert numpy.replace(data_options={"n_train": 10}) == plain.replace(
+        data_options={"n_train": 10}
+    )
+    assert type(numpy.epochs) is int and type(numpy.learning_rate) is float
+    assert type(numpy.augment) is bool and numpy.data_options == {"n_train": 10}
+    assert config_hash(numpy.replace(data_options={})) == config_hash(plain)
+    assert TrainConfig.from_dict(json.loads(numpy.to_json())) == numpy
+    with pytest.raises(TypeError, match="epochs must be an integer"):
+        TrainConfig(epochs=np.float64(3.0))

@@ -97,13 +97,13 @@ def _wait_for_lines(run_dir, n, proc, timeout=120.0):
 def test_sigterm_then_kill_9_then_resume_is_bit_identical(tmp_path, workdir, reference):
     run_dir = tmp_path / "run"
 
-    # 1. SIGTERM in the middle of epoch 2: the step finishes, a checkpoint is saved, exit 0
+    # 1. SIGTERM in the middle of epoch 2: the step finishes, a checkpoint is saved, exit 143
     proc = _start(workdir, run_dir)
     _wait_for_lines(run_dir, 2, proc)  # epochs 0 and 1 evaluated; epoch 2 has 179 steps
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err.decode()
-    assert b"Traceback" not in err and b"stopped by a signal" in err
+    assert proc.returncode == 128 + signal.SIGTERM == 143, err.decode()
+    assert b"Traceback" not in err and b"stopped by SIGTERM after epoch 1" in err
     preempt = sorted((run_dir / "preempt").glob("step_*"))
     assert len(preempt) == 1  # a mid-epoch checkpoint...
     step = int(preempt[0].name.split("_")[1])
