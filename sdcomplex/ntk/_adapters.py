@@ -26,7 +26,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-from flax import nnx
+from flax import nnx, traverse_util
 
 from sdcomplex.ntk._flax import flax_ntk_fn
 
@@ -227,6 +227,11 @@ def ntk_fn(
             raise TypeError("a linen module needs its variables: ntk_fn(module, variables)")
         if not isinstance(variables, Mapping):
             raise TypeError(f"linen variables must be a mapping, got {type(variables).__name__}")
+        if "params" in variables:  # (flax_ntk_fn reports a missing "params" collection)
+            flat = traverse_util.flatten_dict(variables["params"])
+            paths = [tuple(str(k) for k in path) for path in flat]
+            if not any(keep(path) for path in paths):
+                raise _nothing_selected(paths)
         return flax_ntk_fn(model, variables, param_filter=keep)
     if isinstance(model, nnx.Module):
         if variables is not None:

@@ -1,13 +1,19 @@
-"""The command line: complexity from saved arrays, errors as one line and exit status 2."""
+"""The command line: complexity from saved arrays or a trained run's kernel, errors as one line
+and exit status 2."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from sdcomplex.cli import main
 from sdcomplex.complexity import supervision_complexity
-from sdcomplex.targets import one_hot, soft_targets
+from sdcomplex.data import normalised_arrays
+from sdcomplex.models import create_model
+from sdcomplex.ntk import balanced_indices, empirical_ntk, flax_ntk_fn, load_kernel
+from sdcomplex.targets import one_hot, random_labels, soft_targets
+from sdcomplex.train import TrainConfig, load_checkpoint, load_run_data, train
 
 
 @pytest.fixture
@@ -99,6 +105,102 @@ def test_refuses_to_overwrite_json(arrays, capsys):
 def test_errors_are_one_line(arrays, capsys, monkeypatch, extra, match):
     path, *_ = arrays
     monkeypatch.chdir(path)
+    assert main(["complexity", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sdcomplex complexity: error:") and err.count("\n") == 1
+    assert match in err
+
+
+RUN_CONFIG = TrainConfig(
+    model="mlp",
+    model_options={"hidden_sizes": [16]},
+    dataset="digits",
+    n_per_class=10,
+    augment=False,
+    epochs=2,
+    batch_size=50,
+    learning_rate=0.05,
+    eval_batch_size=500,
+)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A finished 2-epoch MLP run on 100 digits (checkpoints 0, 1, 2)."""
+    path = tmp_path_factory.mktemp("complexity_run") / "run"
+    train(RUN_CONFIG, path, quiet=True)
+    return path
+
+
+def _library_values(run_dir, teacher_epoch, tau, seed):
+    """The same quantities from the public train/data/model/ntk APIs alone."""
+    dataset = load_run_data(RUN_CONFIG)
+    indices = balanced_indices(dataset.y_train, 3, seed=0)
+    x = normalised_arrays(dataset).x_train[indices]
+    y = dataset.y_train[indices]
+    model = create_model("mlp", 10, hidden_sizes=[16])
+    fn, params = flax_ntk_fn(model, load_checkpoint(run_dir, 2))
+    kernel = empirical_ntk(fn, params, x)
+    teacher_logits = model.apply(load_checkpoint(run_dir, teacher_epoch), x, train=False)
+    targets = {
+        "labels": one_hot(y, 10).values,
+        f"random:{seed}": random_labels(len(y), 10, seed=seed).values,
+        f"teacher={run_dir}@{teacher_epoch}:{tau:g}": soft_targets(teacher_logits, tau).values,
+    }
+    return kernel, {k: supervision_complexity(kernel, v).value for k, v in targets.items()}
+
+
+@pytest.mark.slow
+def test_run_kernel_targets_equal_the_library(trained_run, tmp_path, capsys):
+    out = tmp_path / "out" / "c.json"
+    teacher = f"teacher={trained_run}@1:2"
+    args = ["complexity", "--run", f"{trained_run}@2", "--n-per-class", "3", "--quiet"]
+    args += ["--targets", "labels", "--targets", "random:5", "--targets", teacher]
+    assert main([*args, "--json", str(out)]) == 0
+    assert "cached in" in capsys.readouterr().out
+    saved = json.loads(out.read_text())
+    results = {r["name"]: r for r in saved["results"]}
+    kernel, expected = _library_values(trained_run, 1, 2.0, 5)
+    assert set(results) == set(expected)
+    for name, value in expected.items():
+        assert results[name]["value"] == pytest.approx(value, rel=1e-6), name
+    assert results["labels"]["value"] < results["random:5"]["value"]
+    cached, record = load_kernel(saved["kernel"])  # the cache entry, next to the JSON
+    np.testing.assert_allclose(cached, kernel, rtol=1e-6, atol=1e-6)
+    assert Path(saved["kernel"]).parent == out.parent
+    assert saved["run_kernel"]["run"]["epoch"] == 2 and record["data"]["n"] == 30
+
+    # a second call reuses the verified cache entry and gives the same numbers
+    assert main([*args, "--json", str(out), "--force"]) == 0
+    assert "reused from" in capsys.readouterr().out
+    again = {r["name"]: r["value"] for r in json.loads(out.read_text())["results"]}
+    assert again == {name: r["value"] for name, r in results.items()}
+    # a damaged entry is not used: computed again and replaced
+    Path(saved["kernel"]).with_suffix(".json").write_text(
+        json.dumps({**record, "sha256": "0" * 64})
+    )
+    assert main([*args, "--json", str(out), "--force"]) == 0
+    assert "cached in" in capsys.readouterr().out
+    assert load_kernel(saved["kernel"])[1]["sha256"] == record["sha256"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--run", "{run}@5", "--targets", "labels"], "no checkpoint of epoch 5"),
+        (["--run", "{run}@x", "--targets", "labels"], "bad epoch 'x'"),
+        (["--run", "{tmp}/none@1", "--targets", "labels"], "no such run directory"),
+        (["--run", "{run}", "--targets", "teacher={run}@1:-2"], "bad temperature '-2'"),
+        (["--run", "{run}", "--targets", "teacher={run}@1:hot"], "bad temperature 'hot'"),
+        (["--run", "{run}", "--targets", "teacher={run}@1"], "teacher=RUN[@EPOCH]:TAU"),
+        (["--run", "{run}", "--targets", "teacher={run}@9:1"], "no checkpoint of epoch 9"),
+        (["--run", "{run}", "--targets", "random:seed"], "bad seed"),
+        (["--kernel", "{tmp}/k.npy", "--targets", "labels"], "needs --run"),
+    ],
+)
+def test_run_errors_are_one_line(trained_run, tmp_path, capsys, extra, match):
+    extra = [a.format(run=trained_run, tmp=tmp_path) for a in extra]
     assert main(["complexity", *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith("sdcomplex complexity: error:") and err.count("\n") == 1

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sdcomplex.cli import main
-from sdcomplex.data import balanced_subset, normalised_arrays
+from sdcomplex.data import balanced_subset, load_dataset, normalise_array, normalised_arrays
 from sdcomplex.models import create_model
 from sdcomplex.ntk import (
     empirical_ntk,
@@ -168,3 +168,22 @@ def test_errors_are_one_line(run_dir, tmp_path, capsys, spec, extra, match):
 def test_out_must_be_npz(run_dir, tmp_path, capsys):
     assert ntk(f"{run_dir}@1", "--out", tmp_path / "K.npy") == 2
     assert "must end in .npz" in capsys.readouterr().err
+
+
+def test_other_data_and_last_layer_filter_give_the_feature_kernel(run_dir, tmp_path):
+    """--data digits (the whole data set, not the run's subset) and --param-filter '^logits/':
+    the kernel of the last Dense layer alone, h h^T + 1 for the hidden features h."""
+    out = tmp_path / "last.npz"
+    flags = ["--data", "digits", "--split", "test", "--n-per-class", 2]
+    assert ntk(f"{run_dir}@2", *flags, "--param-filter", "^logits/", "--out", out) == 0
+    kernel, record = load_kernel(out)
+    assert record["data"]["source"] == "other" and record["param_filter"] == "^logits/"
+    dataset = load_dataset("digits")
+    indices = np.asarray(record["indices"])
+    # normalised with the statistics of the data the run trained on, as in training
+    info = load_run_data(TINY).info
+    x = normalise_array(dataset.x_test[indices], info).reshape(len(indices), -1)
+    hidden = load_checkpoint(run_dir, 2)["params"]["hidden1"]
+    h = np.maximum(x @ np.asarray(hidden["kernel"]) + np.asarray(hidden["bias"]), 0.0)
+    gram = h.astype(np.float64) @ h.T + 1.0
+    np.testing.assert_allclose(kernel, gram, rtol=1e-5, atol=1e-5 * gram.max())
