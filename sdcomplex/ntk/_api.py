@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from sdcomplex._checks import as_int, as_real, check_finite
 from sdcomplex.ntk._engine import (
     OUTPUTS,
     NTKImplementation,
@@ -143,6 +144,19 @@ def _check_inputs(x1: Any, x2: Any) -> None:
         )
 
 
+def check_values(params: Any, *arrays: tuple[str, Any]) -> None:
+    """NaN or inf in ``params`` or the named input arrays: a ValueError naming the leaf.
+
+    Run at the top of every public NTK entry point, before any work (arrays stay on their
+    device: the check uses each array's own namespace).
+    """
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        check_finite(f"params{jax.tree_util.keystr(path)}", leaf)
+    for name, x in arrays:
+        if x is not None:
+            check_finite(name, x)
+
+
 def plan_ntk(
     fn: Callable[..., Any],
     params: Any,
@@ -164,13 +178,13 @@ def plan_ntk(
         raise ValueError(f"unknown outputs {outputs!r}; expected one of {', '.join(OUTPUTS)}")
     if implementation != "auto":
         get_implementation(implementation)  # raises on unknown names
-    if block_size is not None and (not isinstance(block_size, int) or block_size < 1):
-        raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+    if block_size is not None:
+        block_size = as_int("block_size", block_size, minimum=1)
     if memory_budget is None:
         memory_budget = default_memory_budget()
-    if not memory_budget > 0:
-        raise ValueError(f"memory_budget must be positive, got {memory_budget!r}")
+    memory_budget = as_real("memory_budget", memory_budget, low=0.0, low_open=True, finite=False)
     _check_inputs(x1, x2)
+    check_values(params, ("x1", x1), ("x2", x2))
     out = jax.eval_shape(fn, params, x1[:1])
     if len(out.shape) not in (1, 2) or out.shape[0] != 1:
         raise ValueError(f"fn must return logits of shape (batch, C); got {out.shape} for batch 1")
@@ -328,8 +342,10 @@ def empirical_ntk(
       enabled), of the shape given by ``outputs``.
 
     Raises:
+      TypeError: ``block_size`` not an integer or the budget not a number.
       ValueError: unknown ``outputs`` or ``implementation``, bad ``block_size`` or budget,
-        mismatched example shapes, or ``fn`` not returning (batch, C).
+        NaN or inf in ``params``, ``x1`` or ``x2`` (checked before any work), empty or
+        mismatched inputs, or ``fn`` not returning (batch, C).
 
     Example:
       >>> import jax.numpy as jnp
@@ -360,7 +376,13 @@ def compute_with_plan(
     *,
     progress: bool | None = None,
 ) -> np.ndarray:
-    """Runs a plan from `plan_ntk` (same ``fn``, ``params`` and inputs)."""
+    """Runs a plan from `plan_ntk` (same ``fn``, ``params`` and inputs).
+
+    Raises:
+      ValueError: NaN or inf in ``params``, ``x1`` or ``x2``.
+    """
+    _check_inputs(x1, x2)
+    check_values(params, ("x1", x1), ("x2", x2))
     if len(jax.eval_shape(fn, params, x1[:1]).shape) == 1:
         fn = _AsMatrix(fn)
     impl = plan.prepared if plan.prepared is not None else get_implementation(plan.implementation)

@@ -13,9 +13,12 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import numpy as np
 
-from sdcomplex.ntk._api import DEFAULT_MEMORY_BUDGET
+from sdcomplex._checks import as_int, as_real, as_real_array
+from sdcomplex.complexity._psd import machine_epsilon, psd_tolerance
+from sdcomplex.ntk._api import DEFAULT_MEMORY_BUDGET, check_values
 from sdcomplex.ntk._matfree import FORMS, PRECONDITIONERS, _operator, ntk_diagonal_blocks
 
 
@@ -81,6 +84,15 @@ def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den != 0)
 
 
+def _curvature_error(q: float, rho: float, tolerance: float) -> ValueError:
+    return ValueError(
+        "the kernel is not positive semi-definite: conjugate gradients found a direction with "
+        f"p^T K p / p^T p = {q:.6g} (so lambda_min <= {q:.6g}), {q / rho:.6g} times the largest "
+        f"Rayleigh quotient seen ({rho:.6g}, a lower bound on lambda_max), below the round-off "
+        f"tolerance -{tolerance:.3g}"
+    )
+
+
 def _pcg(
     apply: Callable[[np.ndarray], np.ndarray],
     b: np.ndarray,
@@ -88,10 +100,22 @@ def _pcg(
     dot: _Reducer,
     tol: float,
     max_iters: int,
+    *,
+    psd_tol: float = 0.0,
+    lam_floor: float = 0.0,
+    shift: float = 0.0,
 ) -> tuple[np.ndarray, int, float]:
     """Preconditioned CG, restarted from the current iterate when the recomputed residual is
-    above ``tol``; returns (solution, iterations, relative residual)."""
+    above ``tol``; returns (solution, iterations, relative residual).
+
+    ``apply`` is v -> (K + shift I) v. Negative curvature of the kernel itself,
+    p^T K p < -psd_tol * rho * p^T p with rho the largest Rayleigh quotient of K seen (and at
+    least ``lam_floor``, e.g. K's largest diagonal entry), is the PSD rule of
+    `sdcomplex.complexity._psd` and a ValueError; a non-positive p^T (K + shift I) p within that
+    tolerance is a breakdown (RuntimeError).
+    """
     bnorm = np.sqrt(dot(b, b))
+    rho = lam_floor
     x = np.zeros_like(b)
     iterations = 0
     residual = math.inf
@@ -103,6 +127,10 @@ def _pcg(
             ap = apply(p)
             iterations += 1
             pap = dot(p, ap)
+            quotient = _divide(pap, dot(p, p)) - shift
+            rho = max(rho, float(np.max(quotient)))
+            if rho > 0 and np.min(quotient) < -psd_tol * rho:
+                raise _curvature_error(float(np.min(quotient)), rho, psd_tol)
             if np.any(pap < 0):
                 raise RuntimeError(
                     "conjugate gradients broke down (p^T K p < 0): the kernel-vector products are "
@@ -171,8 +199,11 @@ def supervision_complexity_matfree(
       A `MatrixFreeComplexity`.
 
     Raises:
+      TypeError: complex targets or offset, scalar arguments not numbers.
       ValueError: unknown form or preconditioner, bad tolerance, iteration count, ridge or
-        sample count, targets or offset of the wrong shape, NaN or inf.
+        sample count, targets or offset of the wrong shape or empty, NaN or inf in targets,
+        offset, ``x`` or ``params`` (checked before any work), or negative curvature beyond
+        round-off (the PSD rule of `supervision_complexity`, with the Rayleigh quotient found).
       RuntimeError: CG did not reach ``tol`` within ``max_iters`` products, or broke down.
 
     Example:
@@ -190,16 +221,19 @@ def supervision_complexity_matfree(
             f"unknown preconditioner {preconditioner!r}; expected one of "
             f"{', '.join(PRECONDITIONERS)}"
         )
-    if not (isinstance(tol, int | float) and 0 < tol < 1):
-        raise ValueError(f"tol must be a number in (0, 1), got {tol!r}")
-    if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
-        raise ValueError(f"max_iters must be a positive integer, got {max_iters!r}")
-    if isinstance(trace_samples, bool) or not isinstance(trace_samples, int) or trace_samples < 0:
-        raise ValueError(f"trace_samples must be an integer >= 0, got {trace_samples!r}")
+    tol = as_real("tol", tol, low=0.0, high=1.0, low_open=True, high_open=True)
+    max_iters = as_int("max_iters", max_iters, minimum=1)
+    trace_samples = as_int("trace_samples", trace_samples, minimum=0)
     if trace_samples == 1:
         raise ValueError("trace_samples must be 0 (exact) or at least 2 (for a standard error)")
-    if not (isinstance(ridge, int | float) and math.isfinite(ridge) and ridge >= 0):
-        raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
+    ridge = as_real("ridge", ridge, low=0.0)
+    seed = as_int("seed", seed, minimum=0)
+    if block_size is not None:
+        block_size = as_int("block_size", block_size, minimum=1)
+    memory_budget = as_real("memory_budget", memory_budget, low=0.0, low_open=True, finite=False)
+    if not hasattr(x, "shape") or len(x.shape) < 1 or x.shape[0] < 1:
+        raise ValueError("x must be a non-empty array with a leading batch axis")
+    check_values(params, ("x", x))
 
     metadata = None
     if hasattr(targets, "values") and hasattr(targets, "describe"):
@@ -213,7 +247,10 @@ def supervision_complexity_matfree(
     if y.shape[1] != c and outputs != "mean":
         raise ValueError(f"targets have {y.shape[1]} columns but the model has {c} outputs")
 
-    shift = float(ridge) * n
+    shift = ridge * n
+    leaves = jax.tree.leaves(params)
+    eps = machine_epsilon(np.result_type(*(np.asarray(leaf).dtype for leaf in leaves)))
+    order = n * c if outputs == "full" else n
     blocks = None
     if preconditioner == "jacobi" or trace_samples == 0:
         blocks = ntk_diagonal_blocks(fn, params, op.x, block_size=op.block)
@@ -222,7 +259,18 @@ def supervision_complexity_matfree(
         return op.matvec(outputs, v) + shift * v
 
     precondition = _preconditioner(preconditioner, outputs, blocks, shift, c)
-    alpha, iterations, residual = _pcg(apply, y, precondition, _Reducer(outputs), tol, max_iters)
+    lam_floor = 0.0 if blocks is None else float(np.max(np.diagonal(blocks, axis1=1, axis2=2)))
+    alpha, iterations, residual = _pcg(
+        apply,
+        y,
+        precondition,
+        _Reducer(outputs),
+        tol,
+        max_iters,
+        psd_tol=psd_tolerance(order, eps),
+        lam_floor=lam_floor,
+        shift=shift,
+    )
     if residual > tol:
         raise RuntimeError(
             f"conjugate gradients did not reach the relative residual {tol:g} in {max_iters} "
@@ -267,15 +315,13 @@ def supervision_complexity_matfree(
 
 
 def _as_targets(name: str, values: Any, n: int, like: np.ndarray | None = None) -> np.ndarray:
-    y = np.asarray(values, dtype=np.float64)
+    y = as_real_array(name, values)
     if y.ndim == 1:
         y = y[:, None]
     if y.ndim != 2 or y.shape[0] != n:
         raise ValueError(f"{name} must have shape (n,) or (n, C) with n = {n}, got {y.shape}")
     if like is not None and y.shape != like.shape:
         raise ValueError(f"{name} has shape {y.shape}, targets have shape {like.shape}")
-    if not np.all(np.isfinite(y)):
-        raise ValueError(f"{name} contains NaN or inf values")
     return y
 
 
