@@ -172,8 +172,9 @@ def _npy_header(fh: IO[bytes], name: str) -> tuple[tuple[int, ...], bool, np.dty
     return tuple(shape), bool(fortran), dtype, n_bytes
 
 
-def _read_exact(fh: IO[bytes], n_bytes: int, name: str) -> bytes:
-    """Exactly ``n_bytes`` from ``fh``, read in blocks (never allocating more than arrives)."""
+def read_up_to(fh: IO[bytes], n_bytes: int) -> bytes:
+    """At most ``n_bytes`` from ``fh``, read in blocks: a stream that declares a size it does
+    not hold never makes this allocate more than what arrives."""
     chunks, got = [], 0
     while got < n_bytes:
         block = fh.read(min(1 << 24, n_bytes - got))
@@ -181,12 +182,17 @@ def _read_exact(fh: IO[bytes], n_bytes: int, name: str) -> bytes:
             break
         chunks.append(block)
         got += len(block)
-    if got != n_bytes or fh.read(1):
-        state = f"{got} bytes of data" if got != n_bytes else "more data"
+    return b"".join(chunks)
+
+
+def _read_exact(fh: IO[bytes], n_bytes: int, name: str) -> bytes:
+    data = read_up_to(fh, n_bytes)
+    if len(data) != n_bytes or fh.read(1):
+        state = f"{len(data)} bytes of data" if len(data) != n_bytes else "more data"
         raise ValueError(
             f"{name}: not a valid .npy file (header declares {n_bytes} bytes, found {state})"
         )
-    return b"".join(chunks)
+    return data
 
 
 def _read_npy(fh: IO[bytes], name: str) -> np.ndarray:

@@ -1,15 +1,43 @@
 """The ``sdcomplex`` command line: a thin layer over the library.
 
-Each subcommand lives in its own module with ``register(subparsers)``; errors from the library
-(``ValueError``, ``TypeError``, ``OSError``) become a one-line message and exit status 2.
+Each subcommand lives in its own module with ``register(subparsers)``. Every error is one line
+on stderr and a non-zero exit status, never a traceback: bad arguments and errors of the inputs
+(``ValueError``, ``TypeError``, ``OSError``, ``LookupError``, malformed archives and pickles, out
+of memory, ...) exit with status 2; any other exception is reported as an internal error, exit
+status 1. With ``SDCOMPLEX_DEBUG=1`` in the environment every exception is re-raised with its
+traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import pickle
 import sys
+import zipfile
+import zlib
 from collections.abc import Sequence
+from typing import NoReturn
+
+DEBUG_ENV = "SDCOMPLEX_DEBUG"
+"""Set to ``1`` to get the full traceback of an error instead of the one-line message."""
+
+INPUT_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,  # json.JSONDecodeError, UnicodeDecodeError, ...
+    TypeError,
+    OSError,  # missing files, permissions, full disks
+    LookupError,  # KeyError, IndexError, unknown codecs
+    EOFError,
+    ArithmeticError,  # OverflowError, ZeroDivisionError, FloatingPointError
+    MemoryError,
+    RecursionError,
+    pickle.UnpicklingError,
+    zipfile.BadZipFile,
+    zlib.error,
+)
+"""Exceptions reported as errors of the command's inputs (exit status 2); any other exception is
+an internal error (exit status 1), also reported in one line."""
 
 SUBCOMMANDS = (
     "sdcomplex.cli._demo",
@@ -22,13 +50,25 @@ SUBCOMMANDS = (
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        text = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {text} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="sdcomplex",
         description=(
             "Empirical NTKs, supervision complexity and online knowledge distillation "
             "(Harutyunyan et al., ICLR 2023)."
+        ),
+        epilog=(
+            f"Errors are one line on stderr (exit status 2 for bad input, 1 for an internal "
+            f"error); set {DEBUG_ENV}=1 for the full traceback."
         ),
     )
     from sdcomplex import __version__
@@ -38,6 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
     for name in SUBCOMMANDS:
         importlib.import_module(name).register(sub)
     return parser
+
+
+def error_line(err: BaseException) -> str:
+    """The one-line description of ``err``: its first non-empty line, else its type."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if isinstance(err, KeyError) and lines:
+        return f"missing key {lines[0]}"
+    if not lines:
+        return type(err).__name__
+    builtin = type(err).__module__ == "builtins"
+    plain = isinstance(err, ValueError | OSError) and builtin
+    return lines[0] if plain else f"{type(err).__name__}: {lines[0]}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,12 +104,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sdcomplex: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, KeyError) as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if isinstance(err, KeyError):
-            message = f"missing key {message}"
-        print(f"sdcomplex {args.command}: error: {message}", file=sys.stderr)
-        return 2
+    except Exception as err:
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        if isinstance(err, INPUT_ERRORS):
+            print(f"sdcomplex {args.command}: error: {error_line(err)}", file=sys.stderr)
+            return 2
+        print(
+            f"sdcomplex {args.command}: internal error: {error_line(err)} (please report it; "
+            f"{DEBUG_ENV}=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

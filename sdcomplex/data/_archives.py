@@ -27,6 +27,8 @@ from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
+from sdcomplex._io import check_declared_bytes, read_up_to
+
 from ._cache import atomic_write_bytes
 
 DATA_ENV = "SDCOMPLEX_DATA"
@@ -118,11 +120,14 @@ def _tar_members(path: Path, select: Callable[[str], bool]) -> Iterator[tuple[st
                     kind = "link" if member.issym() or member.islnk() else "special file"
                     raise ValueError(f"refusing {kind} member {member.name!r} in archive {path}")
                 if name and select(name):
+                    check_declared_bytes(member.size, f"member {name!r} of {path}")
                     content = tar.extractfile(member)
                     assert content is not None  # regular members always have data
-                    data = content.read()
+                    data = read_up_to(content, member.size)
                     if len(data) != member.size:
-                        raise EOFError(f"member {name!r} is truncated")
+                        raise EOFError(
+                            f"member {name!r} is truncated ({len(data)} of {member.size} bytes)"
+                        )
                     yield name, data
         # tarfile silently stops at a truncated or garbled header; a complete archive ends
         # with a zero block, which must be the last block tarfile read.
@@ -141,7 +146,8 @@ def _zip_members(path: Path, select: Callable[[str], bool]) -> Iterator[tuple[st
         for info in infos:
             name = safe_member_name(info.filename, path)
             if not info.is_dir() and name and select(name):
-                yield name, zf.read(info)
+                check_declared_bytes(info.file_size, f"member {name!r} of {path}")
+                yield name, zf.read(info)  # zipfile checks the size and CRC it reads
 
 
 def _dir_members(path: Path, select: Callable[[str], bool]) -> Iterator[tuple[str, bytes]]:

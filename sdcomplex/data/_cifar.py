@@ -2,16 +2,16 @@
 
 The archives ``cifar-10-python.tar.gz`` and ``cifar-100-python.tar.gz`` hold pickled dicts of
 numpy arrays, lists and byte strings. They are read in memory after the published md5 checksum
-has been verified, and unpickled with :class:`RestrictedUnpickler`, which resolves only the
-handful of globals numpy arrays need, so a crafted pickle cannot run code.
+has been verified, and unpickled with :class:`RestrictedUnpickler` (see :mod:`._unpickle`),
+which runs no code and allocates nothing a pickle only declares. Every malformed member is one
+``ValueError`` naming the archive and the member.
 """
 
 from __future__ import annotations
 
-import codecs
-import io
+import contextlib
 import os
-import pickle
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ import numpy as np
 from ._archives import ensure_file, read_members, resolve_data_dir, verify_checksum
 from ._cache import cached_dataset, source_identity
 from ._dataset import Dataset, make_dataset
+from ._unpickle import PICKLE_ERRORS, restricted_loads
+from ._unpickle import RestrictedUnpickler as RestrictedUnpickler  # re-exported
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "md5:c58f30108f718f92721af3b95e74349a"
@@ -27,81 +29,77 @@ CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 CIFAR100_MD5 = "md5:eb9058c3a382ffc7106e4002c42a8d85"
 _REFERENCE = "Krizhevsky (2009), Learning Multiple Layers of Features from Tiny Images"
 
-# The only globals a pickled dict of numpy arrays refers to, mapped to the running numpy's
-# objects (numpy 1.x pickles name numpy.core, numpy 2.x pickles numpy._core).
-_RECONSTRUCT = np.array(0).__reduce__()[0]  # numpy's ndarray reconstructor (protocols 0-4)
-_FROMBUFFER = np.array(0).__reduce_ex__(5)[0]  # its protocol-5 counterpart
-_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
-    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
-    ("numpy.core.numeric", "_frombuffer"): _FROMBUFFER,
-    ("numpy._core.numeric", "_frombuffer"): _FROMBUFFER,
-    # Python 3 pickles bytes as _codecs.encode(text, "latin1") under protocol 2
-    ("_codecs", "encode"): codecs.encode,
-}
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only the globals needed for dicts of numpy arrays.
-
-    Anything else (``os.system``, ``builtins.eval``, ``subprocess.Popen``, ...) raises
-    ``pickle.UnpicklingError`` before it is called.
-    """
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(
-                f"refusing to load global {module}.{name}: not allowed in a data file"
-            ) from None
-
-
-def restricted_loads(data: bytes) -> Any:
-    """Unpickle ``data`` with :class:`RestrictedUnpickler` (Python 2 strings kept as bytes)."""
-    return RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
-
 
 def _load_batch(members: dict[str, bytes], name: str, archive: Path) -> dict:
     if name not in members:
         raise ValueError(f"{archive} has no member {name!r}: not an official CIFAR archive")
     try:
         obj = restricted_loads(members[name])
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
-        raise ValueError(f"cannot unpickle {name!r} in {archive}: {err}") from err
+    except PICKLE_ERRORS as err:
+        text = str(err).strip().splitlines()
+        detail = type(err).__name__ + (f": {text[0]}" if text else "")
+        raise ValueError(f"{archive}: member {name!r} is not a valid pickle ({detail})") from None
     if not isinstance(obj, dict):
-        raise ValueError(f"{name!r} in {archive} is a {type(obj).__name__}, expected a dict")
-    return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
+        raise ValueError(f"{archive}: member {name!r} is a {type(obj).__name__}, expected a dict")
+    out: dict[str, Any] = {}
+    for k, v in obj.items():
+        key = k.decode("latin-1") if isinstance(k, bytes) else k
+        if not isinstance(key, str) or key in out:
+            raise ValueError(f"{archive}: member {name!r} has a duplicate or non-text key {k!r}")
+        out[key] = v
+    return out
 
 
-def _images(batch: dict, name: str) -> np.ndarray:
+def _images(batch: dict) -> np.ndarray:
     data = batch.get("data")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
-        raise ValueError(f"{name!r}: 'data' must be a uint8 (n, 3072) array")
+        got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise ValueError(f"'data' must be a uint8 (n, 3072) array, got {got}")
     if data.shape[1] != 3 * 32 * 32:
-        raise ValueError(f"{name!r}: 'data' rows have {data.shape[1]} values, expected 3072")
+        raise ValueError(f"'data' rows have {data.shape[1]} values, expected 3072")
     # rows are channel-major (1024 red, 1024 green, 1024 blue values, each row-major)
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()
 
 
-def _labels(batch: dict, key: str, n: int, num_classes: int, name: str) -> np.ndarray:
+def _labels(batch: dict, key: str, n: int, num_classes: int) -> np.ndarray:
     if key not in batch:
-        raise ValueError(f"{name!r} has no {key!r} entry")
-    labels = np.asarray(batch[key])
-    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{name!r}: {key!r} must be {n} integers, got {labels.shape}")
+        raise ValueError(f"no {key!r} entry")
+    values = batch[key]
+    if not isinstance(values, list | tuple | np.ndarray):
+        raise ValueError(f"{key!r} must be a list of {n} integers, got {type(values).__name__}")
+    if not all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"{key!r} must be a list of {n} integers")
+    labels = np.asarray(values, dtype=np.int64)
+    if labels.shape != (n,):
+        raise ValueError(f"{key!r} must be {n} integers, got shape {labels.shape}")
     if n and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"{name!r}: {key!r} outside [0, {num_classes})")
+        raise ValueError(f"{key!r} outside [0, {num_classes})")
     return labels.astype(np.int32)
 
 
 def _names(meta: dict, key: str, count: int) -> tuple[str, ...]:
-    names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(key, ()))
+    values = meta.get(key)
+    if not isinstance(values, list | tuple) or not all(isinstance(v, bytes | str) for v in values):
+        raise ValueError(f"{key!r} must be a list of {count} names")
+    names = tuple(v.decode("utf-8") if isinstance(v, bytes) else v for v in values)
     if len(names) != count:
-        raise ValueError(f"CIFAR meta {key!r} has {len(names)} names, expected {count}")
+        raise ValueError(f"{key!r} has {len(names)} names, expected {count}")
     return names
+
+
+@contextlib.contextmanager
+def _member(archive: Path, name: str) -> Iterator[None]:
+    """Any error in checking member ``name`` becomes one ``ValueError`` naming the archive."""
+    try:
+        yield
+    except Exception as err:  # malformed contents of a data file: every error is an input error
+        text = str(err).strip().splitlines()
+        detail = text[0] if text else type(err).__name__
+        if not isinstance(err, ValueError):
+            detail = f"{type(err).__name__}: {detail}"
+        if str(archive) in detail:
+            raise ValueError(detail) from None
+        raise ValueError(f"{archive}: member {name!r}: {detail}") from None
 
 
 def _build(kind: str, path: Path, checksum: str | None, label_mode: str, url: str) -> Dataset:
@@ -120,14 +118,16 @@ def _build(kind: str, path: Path, checksum: str | None, label_mode: str, url: st
         names_key = f"{label_mode}_label_names"
     wanted = {*train_names, *test_names, meta_name}
     members = read_members(path, wanted.__contains__)
-    class_names = _names(_load_batch(members, meta_name, path), names_key, count)
+    with _member(path, meta_name):
+        class_names = _names(_load_batch(members, meta_name, path), names_key, count)
 
     def split(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = [], []
         for name in names:
-            batch = _load_batch(members, name, path)
-            xs.append(_images(batch, name))
-            ys.append(_labels(batch, label_key, len(xs[-1]), count, name))
+            with _member(path, name):
+                batch = _load_batch(members, name, path)
+                xs.append(_images(batch))
+                ys.append(_labels(batch, label_key, len(xs[-1]), count))
         return np.concatenate(xs), np.concatenate(ys)
 
     x_train, y_train = split(train_names)

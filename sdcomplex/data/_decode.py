@@ -52,8 +52,10 @@ def _decode_one(name: str, blob: bytes, mode: str, size: tuple[int, int] | None)
             if size is not None and img.size != (size[1], size[0]):
                 img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             arr = np.asarray(img, dtype=np.uint8)
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise ValueError(f"cannot decode image {name!r}: {err}") from None
+    except Exception as err:  # Pillow on malformed bytes: SyntaxError, struct.error, ...
+        text = str(err).strip().splitlines()
+        detail = type(err).__name__ + (f": {text[0]}" if text else "")
+        raise ValueError(f"cannot decode image {name!r}: {detail}") from None
     return arr[..., None] if arr.ndim == 2 else arr
 
 

@@ -3,6 +3,7 @@ and the restricted unpickler."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import os
@@ -259,3 +260,157 @@ def test_missing_member_is_reported(tmp_path: Path) -> None:
     _write_tar_gz(tmp_path / "cifar-10-python.tar.gz", {"readme.html": b""}, "cifar-10-batches-py")
     with pytest.raises(ValueError, match="no member 'cifar-10-batches-py/batches.meta'"):
         load_cifar10(data_dir=tmp_path, checksum=None, use_cache=False)
+
+
+# ------------------------------------------------------------------ malformed pickles, every kind
+
+
+def _members_of(archive: Path) -> dict[str, bytes]:
+    with tarfile.open(archive) as tar:
+        return {m.name.split("/", 1)[1]: tar.extractfile(m).read() for m in tar if m.isfile()}
+
+
+def _deep_list(depth: int) -> bytes:
+    """A pickle of ``depth`` nested lists, written opcode by opcode."""
+    return b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b"."
+
+
+_HUGE = (1 << 40, 1 << 20)  # 2**60 bytes declared
+_BAD_BATCHES = {
+    "top-level list": lambda b: [b],
+    "top-level int": lambda b: 7,
+    "top-level None": lambda b: None,
+    "no data key": lambda b: {k: v for k, v in b.items() if k != b"data"},
+    "no labels key": lambda b: {k: v for k, v in b.items() if k != b"labels"},
+    "data is a list": lambda b: {**b, b"data": b[b"data"].tolist()},
+    "data is float32": lambda b: {**b, b"data": b[b"data"].astype(np.float32)},
+    "data rows too short": lambda b: {**b, b"data": b[b"data"][:, :100].copy()},
+    "data is 1-D": lambda b: {**b, b"data": b[b"data"].ravel()},
+    "data is 3-D": lambda b: {**b, b"data": b[b"data"].reshape(3, 3, -1)},
+    "data of objects": lambda b: {**b, b"data": np.array([object()] * 3, dtype=object)},
+    "structured data": lambda b: {**b, b"data": np.zeros(3, dtype=[("a", "u1"), ("b", "f4")])},
+    "labels is a dict": lambda b: {**b, b"labels": {1: 2}},
+    "labels is a string": lambda b: {**b, b"labels": "012"},
+    "labels are strings": lambda b: {**b, b"labels": ["a", "b", "c"]},
+    "labels are floats": lambda b: {**b, b"labels": [0.5, 1.0, 2.0]},
+    "labels are bools": lambda b: {**b, b"labels": [True, False, True]},
+    "labels out of range": lambda b: {**b, b"labels": [0, 1, 10]},
+    "labels negative": lambda b: {**b, b"labels": [0, -1, 2]},
+    "labels too few": lambda b: {**b, b"labels": [0, 1]},
+    "labels ragged": lambda b: {**b, b"labels": [[0], [1, 2], 3]},
+    "labels beyond int64": lambda b: {**b, b"labels": [2**70, 1, 2]},
+    "str and bytes key twice": lambda b: {**b, "data": b[b"data"]},
+    "non-text key": lambda b: {**b, 3: b"x"},
+}
+_BAD_PICKLES = {
+    "empty member": lambda: b"",
+    "not a pickle": lambda: b"this is a text file\n",
+    "truncated pickle": lambda: pickle.dumps({b"data": np.zeros((3, 3072), np.uint8)})[:-100],
+    "huge reconstruct shape": lambda: pickle.dumps(
+        _Reduce(np.array(0).__reduce__()[0], np.ndarray, _HUGE, b"b"), protocol=2
+    ),
+    "huge shape, little data": lambda: pickle.dumps(
+        _State(np.array(0).__reduce__()[0], (np.ndarray, (0,), b"b"), (1, _HUGE, np.dtype("u1"), False, b"abc")),
+        protocol=2,
+    ),
+    "bare ndarray call": lambda: pickle.dumps(_Reduce(np.ndarray, _HUGE, np.uint8), protocol=2),
+    "huge protocol-5 buffer shape": lambda: pickle.dumps(
+        _Reduce(np.array(0).__reduce_ex__(5)[0], b"abc", np.dtype("u1"), _HUGE, "C"), protocol=5
+    ),
+    "unknown codec (LookupError)": lambda: pickle.dumps(
+        _Reduce(__import__("codecs").encode, "x", "no-such-codec"), protocol=2
+    ),
+    "state on bytes (AttributeError)": lambda: pickle.dumps(
+        _State(__import__("codecs").encode, ("x", "latin1"), {"a": 1}), protocol=2
+    ),
+    "object dtype": lambda: pickle.dumps(np.array([1, None], dtype=object), protocol=2),
+    "nested 100000 deep (RecursionError)": lambda: _deep_list(100_000),
+    "invalid UTF-8 text": lambda: b"\x80\x02X\x02\x00\x00\x00\xff\xfe.",
+    "huge BINBYTES8 length": lambda: b"\x80\x04\x8e" + (1 << 62).to_bytes(8, "little") + b"ab.",
+    "BINBYTES8 beyond the data": lambda: b"\x80\x04\x8e" + (1 << 34).to_bytes(8, "little") + b"ab.",
+    "BINUNICODE8 beyond the data": lambda: b"\x80\x04\x8d" + (1 << 34).to_bytes(8, "little") + b".",
+}
+
+
+class _State:
+    """Pickles as ``func(*args)`` followed by BUILD with ``state``."""
+
+    def __init__(self, func, args, state) -> None:
+        self.reduced = (func, args, state)
+
+    def __reduce__(self) -> tuple:
+        return self.reduced
+
+
+def _cifar10_with(tmp_path: Path, member: str, data: bytes) -> Path:
+    make_cifar10(tmp_path)
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    members = _members_of(archive)
+    members[member] = data
+    _write_tar_gz(archive, members, "cifar-10-batches-py")
+    return archive
+
+
+def _refused(archive: Path, member: str) -> str:
+    before = archive.read_bytes()
+    with pytest.raises(ValueError) as err:
+        load_cifar10(data_dir=archive.parent, checksum=None, use_cache=False)
+    message = str(err.value)
+    assert "\n" not in message and str(archive) in message and member in message
+    assert "allow_pickle" not in message and archive.read_bytes() == before
+    return message
+
+
+@pytest.mark.parametrize("kind", sorted(_BAD_BATCHES))
+def test_malformed_batch_is_one_error_naming_the_file(tmp_path: Path, kind: str) -> None:
+    rng = np.random.default_rng(0)
+    batch = _BAD_BATCHES[kind](_batch(rng, 3, {"labels": 10}, b"training"))
+    _refused(_cifar10_with(tmp_path, "data_batch_2", pickle.dumps(batch, protocol=2)), "batch_2")
+
+
+@pytest.mark.parametrize("kind", sorted(_BAD_PICKLES))
+def test_malformed_pickle_is_refused_before_allocating(tmp_path: Path, kind: str) -> None:
+    message = _refused(_cifar10_with(tmp_path, "test_batch", _BAD_PICKLES[kind]()), "test_batch")
+    assert "pickle" in message or "array" in message or "'data'" in message
+
+
+@pytest.mark.parametrize(
+    ("kind", "meta"),
+    [
+        ("names not a list", {b"label_names": 5}),
+        ("names missing", {}),
+        ("too few names", {b"label_names": [b"a", b"b"]}),
+        ("names not UTF-8", {b"label_names": [b"\xff"] * 10}),
+        ("names of numbers", {b"label_names": list(range(10))}),
+        ("meta is a list", [b"airplane"]),
+    ],
+)
+def test_malformed_meta_is_one_error(tmp_path: Path, kind: str, meta) -> None:
+    _refused(_cifar10_with(tmp_path, "batches.meta", pickle.dumps(meta, protocol=2)), "meta")
+
+
+def _raw_tar_gz(path: Path, name: str, declared: int, data: bytes) -> None:
+    """A tar.gz whose one member's header declares ``declared`` bytes and holds ``data``."""
+    info = tarfile.TarInfo(name)
+    info.size = declared
+    header = info.tobuf(format=tarfile.GNU_FORMAT)  # base-256 sizes beyond 8 GiB
+    padded = data + bytes(-len(data) % tarfile.BLOCKSIZE)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + padded + bytes(2 * tarfile.BLOCKSIZE))
+
+
+@pytest.mark.parametrize(
+    ("declared", "match"),
+    [
+        (1 << 60, "declares 1152921504606846976 bytes, more than this machine's memory"),
+        (1 << 20, "truncated"),
+        (5, "not a valid pickle"),
+    ],
+)
+def test_tar_member_lying_about_its_size(tmp_path: Path, declared: int, match: str) -> None:
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    data = pickle.dumps({b"label_names": [b"x"] * 10}, protocol=2)
+    _raw_tar_gz(archive, "cifar-10-batches-py/batches.meta", declared, data)
+    with pytest.raises(ValueError, match=match) as err:
+        load_cifar10(data_dir=tmp_path, checksum=None, use_cache=False)
+    assert str(archive) in str(err.value) and "\n" not in str(err.value)
