@@ -107,7 +107,8 @@ class FactorizedKernel:
           A `ComplexityResult`.
 
         Raises:
-          ValueError: wrong number of rows or columns, NaN or inf.
+          TypeError: complex or non-numeric targets or offset.
+          ValueError: wrong number of rows or columns, empty targets, NaN or inf.
         """
         if hasattr(targets, "values") and hasattr(targets, "describe"):
             metadata = metadata if metadata is not None else targets.describe()
