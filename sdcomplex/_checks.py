@@ -116,8 +116,14 @@ def check_real_dtype(name: str, dtype: Any) -> None:
         raise TypeError(
             f"{name} must be real, got complex dtype {dt}; the imaginary part would be dropped"
         )
-    if not (np.issubdtype(dt, np.number) or dt == np.bool_):
+    if not (np.issubdtype(dt, np.number) or dt == np.bool_ or is_extended_float(dt)):
         raise TypeError(f"{name} must be numeric, got dtype {dt}")
+
+
+def is_extended_float(dtype: Any) -> bool:
+    """True for the floating types numpy does not know as such (ml_dtypes: bfloat16, float8)."""
+    dt = np.dtype(dtype)
+    return dt.kind == "V" and dt.name.startswith(("bfloat", "float"))
 
 
 def as_real_array(name: str, value: Any, *, allow_empty: bool = False) -> np.ndarray:

@@ -107,7 +107,8 @@ class FactorizedKernel:
           A `ComplexityResult`.
 
         Raises:
-          ValueError: wrong number of rows or columns, NaN or inf.
+          TypeError: complex or non-numeric targets or offset.
+          ValueError: wrong number of rows or columns, empty targets, NaN or inf.
         """
         if hasattr(targets, "values") and hasattr(targets, "describe"):
             metadata = metadata if metadata is not None else targets.describe()
@@ -255,7 +256,7 @@ def supervision_complexity(
     Example:
       >>> import numpy as np
       >>> r = supervision_complexity(np.eye(3), np.array([1.0, -1.0, 2.0]))
-      >>> r.value, r.adjusted
-      (6.0, 1.4142135623730951)
+      >>> r.value, round(r.adjusted, 12)  # adjusted = sqrt(6 * tr I_3) / 3 = sqrt(2)
+      (6.0, 1.414213562373)
     """
     return factorize_kernel(kernel, ridge=ridge, psd=psd).complexity(targets, offset=offset)

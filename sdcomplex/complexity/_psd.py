@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from sdcomplex._checks import is_extended_float
+
 PSD_TOLERANCE_FACTOR = 10.0
 """c in the rule lambda_min < -c * m * eps * lambda_max (measured float32 NTKs: about eps)."""
 
@@ -29,12 +31,14 @@ PSD_MODES = ("error", "project")
 
 
 def machine_epsilon(dtype: Any) -> float:
-    """eps of a floating dtype (float16, bfloat16, float32, float64), float64's for any other."""
+    """eps of a floating dtype (float16, bfloat16, float8, float32, float64), float64's else."""
     dt = np.dtype(dtype)
     if np.issubdtype(dt, np.floating) and dt.itemsize <= 8:
         return float(np.finfo(dt).eps)
-    if dt.name == "bfloat16":  # ml_dtypes' bfloat16 is not a numpy floating subtype
-        return 2.0**-7
+    if is_extended_float(dt):  # bfloat16, float8: the package that defines them has their finfo
+        import ml_dtypes
+
+        return float(ml_dtypes.finfo(dt).eps)
     return float(np.finfo(np.float64).eps)
 
 

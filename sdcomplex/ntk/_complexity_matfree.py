@@ -102,20 +102,21 @@ def _pcg(
     max_iters: int,
     *,
     psd_tol: float = 0.0,
-    lam_floor: float = 0.0,
+    lam_floor: float | np.ndarray = 0.0,
     shift: float = 0.0,
 ) -> tuple[np.ndarray, int, float]:
     """Preconditioned CG, restarted from the current iterate when the recomputed residual is
     above ``tol``; returns (solution, iterations, relative residual).
 
     ``apply`` is v -> (K + shift I) v. Negative curvature of the kernel itself,
-    p^T K p < -psd_tol * rho * p^T p with rho the largest Rayleigh quotient of K seen (and at
-    least ``lam_floor``, e.g. K's largest diagonal entry), is the PSD rule of
+    p^T K p < -psd_tol * rho * p^T p with rho the largest Rayleigh quotient of K seen for that
+    right-hand side's system (and at least ``lam_floor``, e.g. the largest diagonal entry of its
+    kernel, scalar or one per column), is the PSD rule of
     `sdcomplex.complexity._psd` and a ValueError; a non-positive p^T (K + shift I) p within that
     tolerance is a breakdown (RuntimeError).
     """
     bnorm = np.sqrt(dot(b, b))
-    rho = lam_floor
+    rho = np.broadcast_to(np.asarray(lam_floor, dtype=np.float64), dot(b, b).shape)
     x = np.zeros_like(b)
     iterations = 0
     residual = math.inf
@@ -128,9 +129,11 @@ def _pcg(
             iterations += 1
             pap = dot(p, ap)
             quotient = _divide(pap, dot(p, p)) - shift
-            rho = max(rho, float(np.max(quotient)))
-            if rho > 0 and np.min(quotient) < -psd_tol * rho:
-                raise _curvature_error(float(np.min(quotient)), rho, psd_tol)
+            rho = np.maximum(rho, quotient)
+            bad = (rho > 0) & (quotient < -psd_tol * rho)
+            if np.any(bad):
+                worst = np.argmax(np.where(bad, -quotient / np.where(rho > 0, rho, 1.0), -np.inf))
+                raise _curvature_error(float(quotient.flat[worst]), float(rho.flat[worst]), psd_tol)
             if np.any(pap < 0):
                 raise RuntimeError(
                     "conjugate gradients broke down (p^T K p < 0): the kernel-vector products are "
@@ -259,7 +262,7 @@ def supervision_complexity_matfree(
         return op.matvec(outputs, v) + shift * v
 
     precondition = _preconditioner(preconditioner, outputs, blocks, shift, c)
-    lam_floor = 0.0 if blocks is None else float(np.max(np.diagonal(blocks, axis1=1, axis2=2)))
+    lam_floor = 0.0 if blocks is None else _largest_diagonal(blocks, outputs)
     alpha, iterations, residual = _pcg(
         apply,
         y,
@@ -344,6 +347,15 @@ def _preconditioner(
     inv_values = np.where(values > floor, 1.0 / np.maximum(values, floor), 0.0)
     inverse = np.einsum("icd,id,ied->ice", vectors, inv_values, vectors)
     return lambda r: np.einsum("icd,id->ic", inverse, r)
+
+
+def _largest_diagonal(blocks: np.ndarray, form: str) -> float | np.ndarray:
+    """max_i K_ii of the kernel of each system (a lower bound on its lambda_max): (1, C) for the
+    per-logit systems, a scalar for the mean and full kernels."""
+    diag = np.diagonal(blocks, axis1=1, axis2=2)  # (n, C): Theta_cc(x_i, x_i)
+    if form == "diag":
+        return np.max(diag, axis=0, keepdims=True)
+    return float(np.max(diag.mean(axis=1) if form == "mean" else diag))
 
 
 def _positive(d: np.ndarray) -> np.ndarray:

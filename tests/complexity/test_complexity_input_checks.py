@@ -151,3 +151,13 @@ def test_lazy_reexport_is_the_ntk_function():
     assert complexity.MatrixFreeComplexity is ntk.MatrixFreeComplexity
     with pytest.raises(AttributeError):
         complexity.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_low_precision_kernels_are_solved_in_float64(dtype):
+    import jax.numpy as jnp
+
+    k = jnp.asarray(K, dtype)
+    exact = np.asarray(k).astype(np.float64)
+    r = supervision_complexity(k, jnp.asarray(Y, dtype))
+    assert r.value == pytest.approx(Y @ np.linalg.solve(exact, Y), rel=1e-12)

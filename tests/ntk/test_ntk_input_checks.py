@@ -164,3 +164,20 @@ def test_pcg_on_a_psd_kernel_within_round_off_converges():
     x, _, residual = _pcg(lambda v: k @ v, b, identity, _Reducer("mean"), 1e-10, 100, psd_tol=1e-6)
     assert residual <= 1e-10
     np.testing.assert_allclose(x, np.linalg.solve(k, b), rtol=1e-7)
+
+
+def test_pcg_rule_is_per_system_for_per_logit_kernels():
+    # Logit 0: a large definite kernel; logit 1: a small kernel with lambda_min = -0.1 lambda_max.
+    # One scale for both would hide logit 1's negative curvature (-0.01 vs 1000 * 1e-4).
+    rng = np.random.default_rng(3)
+    q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    k0 = (q * np.linspace(1000.0, 100.0, 6)) @ q.T
+    k1 = (q * np.array([0.1, 0.08, 0.06, 0.05, 0.04, -0.01])) @ q.T
+    b = np.stack([rng.normal(size=6), q[:, -1] + 0.1 * q[:, 0]], axis=1)
+
+    def apply(v):
+        return np.stack([k0 @ v[:, 0], k1 @ v[:, 1]], axis=1)
+
+    floors = np.array([[np.max(np.diag(k0)), np.max(np.diag(k1))]])
+    with pytest.raises(ValueError, match="not positive semi-definite"):
+        _pcg(apply, b, identity, _Reducer("diag"), 1e-8, 50, psd_tol=1e-4, lam_floor=floors)
