@@ -534,3 +534,30 @@ def test_an_internal_error_is_one_line_with_exit_status_1(env, capsys, monkeypat
 
 def test_json_results_are_untouched_by_a_refused_run(env):
     assert json.loads((env / "results.json").read_text()) == {"keep": True}
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(12, dtype=np.float64).reshape(3, 4),
+        np.asfortranarray(np.arange(12, dtype=np.float32).reshape(3, 4)),
+        np.arange(6, dtype=">i4"),
+        np.zeros((0, 5), np.int8),
+        np.array(3.5),
+        np.array([True, False]),
+        np.array([1 + 2j]),
+        np.array("text"),
+    ],
+    ids=["f8", "fortran-f4", "big-endian", "empty", "0-d", "bool", "complex", "unicode"],
+)
+def test_valid_files_load_exactly(tmp_path, array):
+    from sdcomplex._io import load_arrays
+
+    np.save(tmp_path / "a.npy", array)
+    np.savez_compressed(tmp_path / "b.npz", x=array, y=array[None])
+    (loaded,) = load_arrays(tmp_path / "a.npy").values()
+    archive = load_arrays(tmp_path / "b.npz")
+    for got, want in ((loaded, array), (archive["x"], array), (archive["y"], array[None])):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+    assert list(archive) == ["x", "y"]
