@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from sdcomplex._io import atomic_write_json
 from sdcomplex.cli._table import format_table
@@ -30,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.per_class < 2:
         raise ValueError("--per-class must be at least 2")
+    if args.json and Path(args.json).exists():  # refused before the work, not after it
+        raise FileExistsError(f"{args.json} exists; refusing to overwrite it")
     start = time.perf_counter()
     out = run_demo(DemoConfig(per_class=args.per_class, seed=args.seed))
     print(

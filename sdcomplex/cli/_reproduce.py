@@ -15,9 +15,12 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Run every stage of EXPERIMENT (experiments/<name>.py) at --scale into --out DIR: "
             "the teacher (a checkpoint every epoch), the students in each mode and seed, the "
             "complexity sweeps, the margin bound, tables (CSV, Markdown), the claims check and "
-            "figures (PNG, PDF). Stages whose results exist are skipped; an interrupted run "
-            "resumes when the same command is run again; a directory holding a different "
-            "config is refused. --list shows the experiments, scales and measured run times."
+            "figures (PNG, PDF). A stage whose recorded outputs (size, SHA-256) are all present "
+            "and unchanged is skipped; one whose outputs were deleted or damaged runs again and "
+            "says so, what is left of them moved to DIR/replaced/; an interrupted run resumes "
+            "when the same command is run again; a directory holding a different config is "
+            "refused. --status lists what would run again and why. --list shows the "
+            "experiments, scales and measured run times."
         ),
     )
     p.add_argument("experiment", nargs="?", metavar="EXPERIMENT", help="name or .py config file")

@@ -305,7 +305,8 @@ def ensure_file(
     if not download:
         raise ValueError(
             f"{filename} not found in data directory {data_dir} (expected {path}); place the "
-            f"official file there ({url}) or pass download=True"
+            f"official file there ({url}) or pass download=True (command line: "
+            "--data-option download=true)"
         )
     download_file(url, path, checksum=checksum, quiet=quiet)
     return path

@@ -15,12 +15,13 @@ import json
 import os
 import tempfile
 import warnings
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from sdcomplex._io import load_arrays
 
 from ._dataset import Dataset, DatasetInfo
 
@@ -98,10 +99,18 @@ def save_dataset(path: Path, dataset: Dataset) -> None:
 
 
 def read_dataset(path: Path) -> Dataset:
-    """Read a data set written by :func:`save_dataset` (``allow_pickle=False``)."""
-    with np.load(path, allow_pickle=False) as npz:
-        info = DatasetInfo.from_json(str(npz["info_json"]))
-        x_train, y_train, x_test, y_test = (npz[name] for name in _ARRAYS)
+    """Read a data set written by :func:`save_dataset` (through :func:`sdcomplex._io.load_arrays`:
+    no pickled objects, sizes checked before anything is allocated).
+
+    Raises:
+        ValueError: a malformed file, or one missing an array (naming it).
+    """
+    arrays = load_arrays(path)
+    missing = [name for name in ("info_json", *_ARRAYS) if name not in arrays]
+    if missing:
+        raise ValueError(f"{path}: no array {missing[0]!r}")
+    info = DatasetInfo.from_json(str(arrays["info_json"]))
+    x_train, y_train, x_test, y_test = (arrays[name] for name in _ARRAYS)
     return Dataset(x_train, y_train, x_test, y_test, info)
 
 
@@ -131,7 +140,7 @@ def cached_dataset(
     if path.is_file():
         try:
             return read_dataset(path)
-        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
+        except Exception as err:  # a damaged cache file of any kind is rebuilt
             warnings.warn(
                 f"ignoring unreadable cache file {path} ({err}); rebuilding", stacklevel=2
             )

@@ -216,6 +216,28 @@ def default_num_workers() -> int:
     return max(1, min(cores, round(idle)))
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def check_image_size(size: object) -> tuple[int, int] | None:
+    """``size`` as an ``(H, W)`` pair of ints (None stays None).
+
+    Raises:
+        ValueError: not a pair of positive integers.
+    """
+    if size is None:
+        return None
+    if (
+        not isinstance(size, tuple | list)
+        or len(size) != 2
+        or not all(_is_int(d) and d >= 1 for d in size)
+    ):
+        raise ValueError(f"image size must be a pair (H, W) of positive integers, got {size!r}")
+    height, width = size
+    return (int(height), int(width))
+
+
 def decode_images(
     items: Iterable[tuple[str, bytes]],
     *,
@@ -243,7 +265,8 @@ def decode_images(
         ``(0, 0, 0, C)`` when there are no items).
 
     Raises:
-        ValueError: an undecodable image or mixed sizes (the file is named).
+        ValueError: an undecodable image or mixed sizes (the file is named), an unknown mode,
+            a size that is not two positive integers, or fewer than one worker.
 
     Example:
         >>> import io, numpy as np
@@ -256,9 +279,10 @@ def decode_images(
     """
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {sorted(_MODES)}, got {mode!r}")
-    workers = default_num_workers() if num_workers is None else num_workers
-    if workers < 1:
-        raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+    size = check_image_size(size)
+    if num_workers is not None and not (_is_int(num_workers) and num_workers >= 1):
+        raise ValueError(f"num_workers must be an integer >= 1, got {num_workers!r}")
+    workers = default_num_workers() if num_workers is None else int(num_workers)
     names: list[str] = []
 
     def chunks() -> Iterator[Chunk]:

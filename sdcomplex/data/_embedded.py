@@ -4,7 +4,10 @@ synthetic Gaussian-cluster generator."""
 from __future__ import annotations
 
 import importlib.metadata
+import math
+import numbers
 import os
+from typing import Any
 
 import numpy as np
 
@@ -114,9 +117,9 @@ def load_mnist1d(
 
     args = mnist1d.data.get_dataset_args()
     if num_samples is not None:
-        args.num_samples = int(num_samples)
+        args.num_samples = _check_int("num_samples", num_samples, 1)
     if seed is not None:
-        args.seed = int(seed)
+        args.seed = _check_int("seed", seed, 0)
     settings = {k: v for k, v in vars(args).items() if k != "url"}
     version = importlib.metadata.version("mnist1d")
 
@@ -143,6 +146,14 @@ def load_mnist1d(
 
     key = {"settings": settings, "version": version}
     return cached_dataset("mnist1d", key, build, cache_dir=cache_dir, use_cache=use_cache)
+
+
+def _check_int(label: str, value: Any, minimum: int) -> int:
+    """``value`` as an int, or a ``ValueError`` naming the option (strings, floats and bools
+    are refused: options come from config files and command lines)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{label} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def load_synthetic(
@@ -179,11 +190,19 @@ def load_synthetic(
         >>> ds.x_train.shape, ds.class_counts("test").tolist()
         ((30, 4), [3, 3, 3])
     """
-    for label, value in (("n_train", n_train), ("n_test", n_test), ("dim", dim)):
-        if int(value) != value or value < 1:
-            raise ValueError(f"{label} must be a positive integer, got {value}")
-    if num_classes < 2 or separation < 0 or noise <= 0:
-        raise ValueError("need num_classes >= 2, separation >= 0 and noise > 0")
+    for label, value, minimum in (
+        ("n_train", n_train, 1),
+        ("n_test", n_test, 1),
+        ("dim", dim, 1),
+        ("num_classes", num_classes, 2),
+        ("seed", seed, 0),
+    ):
+        _check_int(label, value, minimum)
+    for label, number, positive in (("separation", separation, False), ("noise", noise, True)):
+        ok = isinstance(number, numbers.Real) and not isinstance(number, bool)
+        if not ok or not math.isfinite(number) or number < 0 or (positive and number == 0):
+            bound = "> 0" if positive else ">= 0"
+            raise ValueError(f"{label} must be a finite number {bound}, got {number!r}")
     rng = np.random.default_rng(seed)
     means = rng.normal(scale=separation / np.sqrt(dim), size=(num_classes, dim))
 

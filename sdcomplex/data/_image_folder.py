@@ -18,7 +18,7 @@ import numpy as np
 from ._archives import iter_members, verify_checksum
 from ._cache import cached_dataset, source_identity
 from ._dataset import Dataset, make_dataset
-from ._decode import decode_images
+from ._decode import check_image_size, decode_images
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
 """File name endings (any case) read as images."""
@@ -191,6 +191,7 @@ def load_image_folder(
         )
     if checksum is not None and path.is_dir():
         raise ValueError(f"a checksum applies to an archive file, but {path} is a directory")
+    image_size = check_image_size(image_size)
     options = {
         "train_dir": train_dir,
         "test_dir": test_dir,

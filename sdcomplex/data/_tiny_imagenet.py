@@ -31,6 +31,15 @@ _BASE = "tiny-imagenet-200"
 _REFERENCE = "Le & Yang (2015), Tiny ImageNet Visual Recognition Challenge (Stanford CS231N)"
 
 
+def _text(texts: dict[str, bytes], name: str, path: Path) -> str:
+    try:
+        return texts[name].decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path}: {name} is not UTF-8 text ({err.reason} at byte {err.start})"
+        ) from None
+
+
 def _build(path: Path, checksum: str | None, num_workers: int | None, quiet: bool) -> Dataset:
     verified = verify_checksum(path, checksum)
     texts = read_members(path, lambda n: n.endswith(("wnids.txt", "val/val_annotations.txt")))
@@ -41,13 +50,15 @@ def _build(path: Path, checksum: str | None, num_workers: int | None, quiet: boo
     wnids_name, ann_name = f"{root}wnids.txt", f"{root}val/val_annotations.txt"
     if ann_name not in texts:
         raise ValueError(f"{path} has no {ann_name}: incomplete Tiny ImageNet")
-    wnids = sorted(set(texts[wnids_name].decode().split()))
+    wnids = sorted(set(_text(texts, wnids_name, path).split()))
     label_of = {w: i for i, w in enumerate(wnids)}
     val_label: dict[str, int] = {}
-    for line_no, line in enumerate(texts[ann_name].decode().splitlines(), 1):
+    for line_no, line in enumerate(_text(texts, ann_name, path).splitlines(), 1):
         fields = line.split("\t")
         if len(fields) < 2 or fields[1] not in label_of:
-            raise ValueError(f"{ann_name} line {line_no}: unknown or missing wnid in {line!r}")
+            raise ValueError(
+                f"{path}: {ann_name} line {line_no}: unknown or missing wnid in {line!r:.80}"
+            )
         val_label[f"{root}val/images/{fields[0]}"] = label_of[fields[1]]
 
     labels: dict[str, tuple[str, int]] = {}  # member -> (split, label)

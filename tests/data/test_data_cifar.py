@@ -310,7 +310,11 @@ _BAD_PICKLES = {
         _Reduce(np.array(0).__reduce__()[0], np.ndarray, _HUGE, b"b"), protocol=2
     ),
     "huge shape, little data": lambda: pickle.dumps(
-        _State(np.array(0).__reduce__()[0], (np.ndarray, (0,), b"b"), (1, _HUGE, np.dtype("u1"), False, b"abc")),
+        _State(
+            np.array(0).__reduce__()[0],
+            (np.ndarray, (0,), b"b"),
+            (1, _HUGE, np.dtype("u1"), False, b"abc"),
+        ),
         protocol=2,
     ),
     "bare ndarray call": lambda: pickle.dumps(_Reduce(np.ndarray, _HUGE, np.uint8), protocol=2),

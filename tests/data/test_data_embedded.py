@@ -79,10 +79,19 @@ def test_synthetic_is_seeded_and_balanced() -> None:
     means = np.stack([far.x_train[far.y_train == k].mean(0) for k in range(4)])
     pred = np.argmin(((far.x_test[:, None] - means) ** 2).sum(-1), axis=1)
     assert (pred == far.y_test).mean() > 0.95
-    with pytest.raises(ValueError, match="num_classes >= 2"):
-        load_synthetic(num_classes=1)
-    with pytest.raises(ValueError, match="n_train must be a positive integer"):
-        load_synthetic(n_train=0)
+    for bad, match in [
+        ({"num_classes": 1}, "num_classes must be an integer >= 2, got 1"),
+        ({"n_train": 0}, "n_train must be an integer >= 1, got 0"),
+        ({"n_test": "abc"}, "n_test must be an integer >= 1, got 'abc'"),
+        ({"dim": 2.5}, "dim must be an integer >= 1, got 2.5"),
+        ({"dim": True}, "dim must be an integer >= 1, got True"),
+        ({"seed": -1}, "seed must be an integer >= 0"),
+        ({"noise": 0.0}, "noise must be a finite number > 0"),
+        ({"separation": float("nan")}, "separation must be a finite number >= 0"),
+        ({"noise": "loud"}, "noise must be a finite number > 0, got 'loud'"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            load_synthetic(**bad)
 
 
 def test_stratified_split_is_nested_per_class_order() -> None:

@@ -214,3 +214,21 @@ def test_parallel_decoding_matches_serial(monkeypatch: pytest.MonkeyPatch) -> No
 
     with pytest.raises(ValueError, match="archive ended early"):
         decode_images(failing_reader(), num_workers=2, quiet=True)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"image_size": -3}, "image size must be a pair"),
+        ({"image_size": (8, 0)}, "image size must be a pair"),
+        ({"image_size": ("a", "b")}, "image size must be a pair"),
+        ({"image_size": (8, 8, 3)}, "image size must be a pair"),
+        ({"num_workers": "x"}, "num_workers must be an integer >= 1, got 'x'"),
+        ({"num_workers": True}, "num_workers must be an integer >= 1"),
+        ({"num_workers": 0}, "num_workers must be an integer >= 1"),
+    ],
+)
+def test_bad_options_are_refused(tmp_path: Path, options: dict, match: str) -> None:
+    source = write_source("dir", tmp_path / "src", make_tree(np.random.default_rng(8)))
+    with pytest.raises(ValueError, match=match):
+        load_image_folder(source, use_cache=False, quiet=True, **options)

@@ -118,3 +118,27 @@ def test_errors(tmp_path: Path) -> None:
             zf.writestr(name, data)
     with pytest.raises(ValueError, match="line 7: unknown or missing wnid"):
         load_tiny_imagenet(path=archive, checksum=None, use_cache=False)
+
+
+@pytest.mark.parametrize(
+    ("member", "content", "match"),
+    [
+        ("wnids.txt", b"\xff\xfe\x00n0\n", r"wnids.txt is not UTF-8 text \(invalid start byte"),
+        ("val/val_annotations.txt", b"\xc3\x28\n", "val_annotations.txt is not UTF-8 text"),
+        ("val/val_annotations.txt", b"no tabs here\n", "line 1: unknown or missing wnid"),
+        ("train/n01443537/images/n01443537_0.JPEG", b"not a jpeg", "cannot decode image"),
+    ],
+)
+def test_malformed_members_are_one_error_naming_the_file(
+    tmp_path: Path, member: str, content: bytes, match: str
+) -> None:
+    members = make_tiny_imagenet()
+    assert member in members or member.endswith(".txt")
+    members[member] = content
+    archive = tmp_path / "t.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    with pytest.raises(ValueError, match=match) as err:
+        load_tiny_imagenet(path=archive, checksum=None, use_cache=False, num_workers=1)
+    assert "\n" not in str(err.value)

@@ -1,0 +1,563 @@
+"""A catalogue of bad inputs through the command line: each exits non-zero with exactly one line
+on stderr, no traceback, and leaves every file that existed before unchanged (SHA-256 of every
+file of the test's directory before and after). In-process through ``sdcomplex.cli.main``, and a
+few through real ``python -m sdcomplex`` processes."""
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numpy.lib import format as npformat
+
+from sdcomplex.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "tests" / "reproduce" / "tiny_experiment.py"
+SYNTH = [
+    "--data",
+    "synthetic",
+    "--data-option",
+    "n_train=48",
+    "--data-option",
+    "n_test=16",
+    "--data-option",
+    "dim=4",
+    "--data-option",
+    "num_classes=3",
+    "--no-augment",
+    "--quiet",
+]
+TRAIN = ["train", "--model", "mlp", *SYNTH]
+
+
+def _npy_header(shape, descr="<f8") -> bytes:
+    buffer = io.BytesIO()
+    npformat.write_array_header_1_0(
+        buffer, {"descr": descr, "fortran_order": False, "shape": shape}
+    )
+    return buffer.getvalue()
+
+
+def _cifar_archive(path: Path, batch: object) -> None:
+    """A CIFAR-10 archive in the official layout whose first training batch is ``batch``."""
+    good = {
+        b"data": np.zeros((2, 3072), np.uint8),
+        b"labels": [0, 1],
+    }
+    names = {b"label_names": [f"c{i}".encode() for i in range(10)]}
+    members = {"batches.meta": pickle.dumps(names, protocol=2)}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        members[name] = pickle.dumps(good, protocol=2)
+    members["data_batch_1"] = batch if isinstance(batch, bytes) else pickle.dumps(batch, 2)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def _workspace(d: Path) -> None:
+    """The files every case may use (valid and broken ones)."""
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(6, 6))
+    np.save(d / "kernel.npy", feats @ feats.T + np.eye(6))
+    np.save(d / "labels.npy", np.array([0, 1, 2, 0, 1, 2]))
+    np.save(d / "labels5.npy", np.array([0, 1, 2, 0, 1]))
+    np.save(d / "nan_kernel.npy", np.full((6, 6), np.nan))
+    (d / "empty.npy").write_bytes(b"")
+    (d / "text.npy").write_text("1 2 3\n4 5 6\n")
+    full = (d / "kernel.npy").read_bytes()
+    (d / "truncated.npy").write_bytes(full[: len(full) - 9])
+    np.save(d / "objects.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    (d / "huge.npy").write_bytes(_npy_header((1 << 31, 1 << 31)) + b"\0" * 64)
+    (d / "negative.npy").write_bytes(_npy_header((-4,)))
+    (d / "badheader.npy").write_bytes(b"\x93NUMPY\x01\x00\x10\x00{'descr': 12}    \n")
+    np.savez(d / "objects.npz", a=np.array([None, 1], dtype=object))
+    (d / "notzip.npz").write_bytes(b"PK\x03\x04 this is not really a zip")
+    np.savez(d / "two.npz", a=np.eye(6), b=np.eye(6))
+    (d / "truncated.npz").write_bytes((d / "two.npz").read_bytes()[:200])
+    (d / "kernel.txt").write_text("1 0\n0 1\n")
+    (d / "adir.npy").mkdir()
+    (d / "results.json").write_text('{"keep": true}\n')
+    (d / "bad.json").write_text('{\n  "model": "mlp",\n  "epochs": 3,,\n}\n')
+    (d / "list.json").write_text("[1, 2, 3]\n")
+    (d / "latin1.json").write_bytes(b'{"model": "\xe9"}')
+    (d / "syntax.py").write_text("def get_config(:\n    return {}\n")
+    (d / "nameerror.py").write_text("def get_config(scale='smoke'):\n    return undefined\n")
+    (d / "noconfig.py").write_text("X = 1\n")
+    (d / "wrongtype.py").write_text("def get_config(scale='smoke'):\n    return 42\n")
+    (d / "importerror.py").write_text("import no_such_module_xyz\n")
+    (d / "config.yaml").write_text("model: mlp\n")
+    (d / "afile").write_text("not a directory\n")
+    (d / "foreign").mkdir()
+    (d / "foreign" / "notes.txt").write_text("mine\n")
+    (d / "norun").mkdir()
+    (d / "badmetrics").mkdir()
+    (d / "badmetrics" / "metrics.jsonl").write_text("{not json\n")
+    for name, batch in {
+        "cifar_list": [1, 2, 3],
+        "cifar_codec": b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00xX\x06\x00\x00\x00nosuch\x86R.",
+        "cifar_huge": b"\x80\x04\x8e" + (1 << 60).to_bytes(8, "little") + b"xx.",
+        "cifar_nodata": {b"labels": [0, 1]},
+        "cifar_truncated": pickle.dumps({b"data": np.zeros((2, 3072), np.uint8)})[:-50],
+    }.items():
+        (d / name).mkdir()
+        _cifar_archive(d / name / "cifar-10-python.tar.gz", batch)
+    (d / "cifar_lying").mkdir()
+    info = tarfile.TarInfo("cifar-10-batches-py/batches.meta")
+    info.size = 1 << 60  # the header declares an exabyte; two blocks follow
+    lying = info.tobuf(format=tarfile.GNU_FORMAT) + bytes(4 * tarfile.BLOCKSIZE)
+    (d / "cifar_lying" / "cifar-10-python.tar.gz").write_bytes(gzip.compress(lying))
+    (d / "cifar_garbage").mkdir()
+    (d / "cifar_garbage" / "cifar-10-python.tar.gz").write_bytes(gzip.compress(b"junk" * 100))
+
+
+def _reproduce_dir(d: Path, name: str, marker: str | None = None, meta: str | None = None) -> Path:
+    from sdcomplex.reproduce import load_experiment, prepare_out_dir
+
+    out = d / name
+    prepare_out_dir(out, load_experiment(str(TINY), "smoke"))
+    if marker is not None:
+        (out / "stages").mkdir()
+        (out / "stages" / "teacher.json").write_text(marker)
+    if meta is not None:
+        (out / "experiment.json").write_text(meta)
+    return out
+
+
+CIFAR = ["--model", "mlp", "--data", "cifar10", "--data-option", "checksum=null", "--quiet"]
+
+# id -> (argv with {d} for the test's directory, what stderr must contain)
+CASES: dict[str, tuple[list[str], str]] = {
+    # complexity: kernels and targets
+    "kernel missing": (
+        ["complexity", "--kernel", "{d}/nope.npy", "--labels", "{d}/labels.npy"],
+        "no such file",
+    ),
+    "kernel is a directory": (["complexity", "--kernel", "{d}/adir.npy"], "is not a file"),
+    "empty npy": (
+        ["complexity", "--kernel", "{d}/empty.npy", "--labels", "{d}/labels.npy"],
+        "empty.npy: not a valid .npy file",
+    ),
+    "text npy": (
+        ["complexity", "--kernel", "{d}/text.npy", "--labels", "{d}/labels.npy"],
+        "text.npy: not a valid .npy file",
+    ),
+    "truncated npy": (
+        ["complexity", "--kernel", "{d}/truncated.npy", "--random-labels", "0"],
+        "truncated.npy: not a valid .npy file",
+    ),
+    "pickled npy": (
+        ["complexity", "--kernel", "{d}/objects.npy", "--random-labels", "0"],
+        "Python objects",
+    ),
+    "huge npy": (
+        ["complexity", "--kernel", "{d}/huge.npy", "--random-labels", "0"],
+        "more than this machine's memory",
+    ),
+    "negative shape npy": (
+        ["complexity", "--kernel", "{d}/negative.npy", "--random-labels", "0"],
+        "negative.npy: not a valid .npy file",
+    ),
+    "bad npy header": (
+        ["complexity", "--kernel", "{d}/badheader.npy", "--random-labels", "0"],
+        "badheader.npy: not a valid .npy file",
+    ),
+    "npz with a pickled member": (
+        ["complexity", "--kernel", "{d}/objects.npz", "--random-labels", "0"],
+        "member a.npy: not a valid .npy",
+    ),
+    "npz not a zip": (
+        ["complexity", "--kernel", "{d}/notzip.npz", "--random-labels", "0"],
+        "notzip.npz: not a valid .npz file",
+    ),
+    "truncated npz": (
+        ["complexity", "--kernel", "{d}/truncated.npz", "--random-labels", "0"],
+        "truncated.npz: not a valid .npz file",
+    ),
+    "npz key missing": (
+        ["complexity", "--kernel", "{d}/two.npz", "--kernel-key", "zz", "--random-labels", "0"],
+        "no array 'zz'",
+    ),
+    "npz needs a key": (
+        ["complexity", "--kernel", "{d}/two.npz", "--random-labels", "0"],
+        "--kernel-key",
+    ),
+    "kernel of text": (["complexity", "--kernel", "{d}/kernel.txt"], "expected a .npy or .npz"),
+    "labels as kernel": (
+        ["complexity", "--kernel", "{d}/labels.npy", "--labels", "{d}/labels.npy"],
+        "kernel must have shape",
+    ),
+    "labels of wrong length": (
+        ["complexity", "--kernel", "{d}/kernel.npy", "--labels", "{d}/labels5.npy"],
+        "5",
+    ),
+    "targets truncated": (
+        ["complexity", "--kernel", "{d}/kernel.npy", "--targets", "{d}/truncated.npy"],
+        "truncated.npy",
+    ),
+    "negative ridge": (
+        ["complexity", "--kernel", "{d}/kernel.npy", "--labels", "{d}/labels.npy", "--ridge", "-1"],
+        "ridge",
+    ),
+    "no targets": (["complexity", "--kernel", "{d}/kernel.npy"], "at least one"),
+    "num-classes not int": (
+        ["complexity", "--kernel", "{d}/kernel.npy", "--num-classes", "x"],
+        "invalid int value",
+    ),
+    "existing json": (
+        [
+            "complexity",
+            "--kernel",
+            "{d}/kernel.npy",
+            "--labels",
+            "{d}/labels.npy",
+            "--json",
+            "{d}/results.json",
+        ],
+        "exists",
+    ),
+    "no kernel flag": (["complexity"], "required"),
+    # train: flags, config files, data sets, output directories
+    "negative epochs": ([*TRAIN, "--epochs", "-1", "--out", "{d}/r"], "epochs must be >= 1"),
+    "epochs not int": ([*TRAIN, "--epochs", "two", "--out", "{d}/r"], "invalid int value"),
+    "zero batch size": ([*TRAIN, "--batch-size", "0", "--out", "{d}/r"], "batch_size"),
+    "negative lr": ([*TRAIN, "--lr", "-0.1", "--out", "{d}/r"], "learning_rate"),
+    "unknown model": (["train", "--model", "nosuchnet", *SYNTH, "--out", "{d}/r"], "nosuchnet"),
+    "unknown dataset": (
+        ["train", "--model", "mlp", "--data", "nosuchdata", "--out", "{d}/r"],
+        "nosuchdata",
+    ),
+    "model option without =": ([*TRAIN, "--model-option", "hidden", "--out", "{d}/r"], "KEY=VALUE"),
+    "unknown optimizer": ([*TRAIN, "--optimizer", "nosuchopt", "--out", "{d}/r"], "nosuchopt"),
+    "config missing": (["train", "--config", "{d}/none.json", "--out", "{d}/r"], "does not exist"),
+    "config JSON syntax": (
+        ["train", "--config", "{d}/bad.json", "--out", "{d}/r"],
+        "bad.json, line 3 column",
+    ),
+    "config JSON list": (["train", "--config", "{d}/list.json", "--out", "{d}/r"], "list"),
+    "config not UTF-8": (["train", "--config", "{d}/latin1.json", "--out", "{d}/r"], "UTF-8"),
+    "config Python syntax": (
+        ["train", "--config", "{d}/syntax.py", "--out", "{d}/r"],
+        "syntax.py, line 1: SyntaxError",
+    ),
+    "config Python NameError": (
+        ["train", "--config", "{d}/nameerror.py", "--out", "{d}/r"],
+        "nameerror.py, line 2: NameError",
+    ),
+    "config Python ImportError": (
+        ["train", "--config", "{d}/importerror.py", "--out", "{d}/r"],
+        "importerror.py, line 1: ModuleNotFoundError",
+    ),
+    "config without get_config": (
+        ["train", "--config", "{d}/noconfig.py", "--out", "{d}/r"],
+        "get_config",
+    ),
+    "config yaml": (["train", "--config", "{d}/config.yaml", "--out", "{d}/r"], ".json or a .py"),
+    "config is a directory": (
+        ["train", "--config", "{d}/foreign", "--out", "{d}/r"],
+        "is not a file",
+    ),
+    "out is a file": ([*TRAIN, "--epochs", "1", "--out", "{d}/afile"], "afile"),
+    "out is a foreign directory": ([*TRAIN, "--epochs", "1", "--out", "{d}/foreign"], "foreign"),
+    "cifar archive missing": (
+        ["train", *CIFAR, "--data-dir", "{d}/norun", "--out", "{d}/r"],
+        "not found",
+    ),
+    "cifar not a tar": (
+        ["train", *CIFAR, "--data-dir", "{d}/cifar_garbage", "--out", "{d}/r"],
+        "cifar_garbage",
+    ),
+    "cifar batch a list": (
+        ["train", *CIFAR, "--data-dir", "{d}/cifar_list", "--out", "{d}/r"],
+        "data_batch_1",
+    ),
+    "cifar unknown codec": (
+        ["train", *CIFAR, "--data-dir", "{d}/cifar_codec", "--out", "{d}/r"],
+        "data_batch_1' is not a valid pickle",
+    ),
+    "cifar member lying about size": (
+        ["train", *CIFAR, "--data-dir", "{d}/cifar_lying", "--out", "{d}/r"],
+        "more than this machine's memory",
+    ),
+    "cifar data dir is a file": (
+        ["train", *CIFAR, "--data-dir", "{d}/afile", "--out", "{d}/r"],
+        "afile",
+    ),
+    "data option not an int": (
+        [*TRAIN, "--data-option", "n_train=abc", "--out", "{d}/r"],
+        "n_train must be an integer >= 1, got 'abc'",
+    ),
+    "data option unknown": ([*TRAIN, "--data-option", "colour=1", "--out", "{d}/r"], "colour"),
+    "cifar huge length": (
+        ["train", *CIFAR, "--data-dir", "{d}/cifar_huge", "--out", "{d}/r"],
+        "declares 1152921504606846976 bytes",
+    ),
+    "cifar no data": (
+        ["train", *CIFAR, "--data-dir", "{d}/cifar_nodata", "--out", "{d}/r"],
+        "'data'",
+    ),
+    "cifar truncated pickle": (
+        ["train", *CIFAR, "--data-dir", "{d}/cifar_truncated", "--out", "{d}/r"],
+        "not a valid pickle",
+    ),
+    "cifar bad checksum": (
+        [
+            "train",
+            "--model",
+            "mlp",
+            "--data",
+            "cifar10",
+            "--data-dir",
+            "{d}/cifar_list",
+            "--out",
+            "{d}/r",
+        ],
+        "md5",
+    ),
+    # distill
+    "distill teacher missing": (
+        ["distill", "--teacher", "{d}/nope", "--student", "mlp", *SYNTH, "--out", "{d}/s"],
+        "nope",
+    ),
+    "distill teacher not a run": (
+        ["distill", "--teacher", "{d}/norun", "--student", "mlp", *SYNTH, "--out", "{d}/s"],
+        "norun",
+    ),
+    "distill negative temperature": (
+        [
+            "distill",
+            "--teacher",
+            "{d}/norun",
+            "--temperature",
+            "-1",
+            "--student",
+            "mlp",
+            *SYNTH,
+            "--out",
+            "{d}/s",
+        ],
+        "temperature",
+    ),
+    "distill unknown mode": (
+        [
+            "distill",
+            "--teacher",
+            "{d}/norun",
+            "--mode",
+            "sideways",
+            "--student",
+            "mlp",
+            *SYNTH,
+            "--out",
+            "{d}/s",
+        ],
+        "sideways",
+    ),
+    # reproduce
+    "reproduce no experiment": (["reproduce"], "EXPERIMENT"),
+    "reproduce unknown experiment": (["reproduce", "nosuchexp", "--out", "{d}/o"], "nosuchexp"),
+    "reproduce missing file": (["reproduce", "{d}/nope.py", "--out", "{d}/o"], "does not exist"),
+    "reproduce syntax error": (
+        ["reproduce", "{d}/syntax.py", "--out", "{d}/o"],
+        "syntax.py, line 1: SyntaxError",
+    ),
+    "reproduce NameError": (
+        ["reproduce", "{d}/nameerror.py", "--scale", "smoke"],
+        "nameerror.py, line 2: NameError",
+    ),
+    "reproduce no get_config": (["reproduce", "{d}/noconfig.py"], "get_config"),
+    "reproduce wrong return": (["reproduce", "{d}/wrongtype.py", "--scale", "smoke"], "int"),
+    "reproduce unknown scale": (["reproduce", str(TINY), "--scale", "huge"], "invalid choice"),
+    "reproduce status without out": (["reproduce", "--status"], "--out"),
+    "reproduce status foreign": (
+        ["reproduce", "--status", "--out", "{d}/foreign"],
+        "not an output directory",
+    ),
+    "reproduce foreign out": (
+        [
+            "reproduce",
+            str(TINY),
+            "--scale",
+            "smoke",
+            "--out",
+            "{d}/foreign",
+            "--no-compilation-cache",
+        ],
+        "not an output",
+    ),
+    "reproduce garbage marker": (
+        ["reproduce", "--status", "--out", "{d}/garbage_marker"],
+        "teacher.json",
+    ),
+    "reproduce marker not object": (
+        [
+            "reproduce",
+            str(TINY),
+            "--scale",
+            "smoke",
+            "--out",
+            "{d}/list_marker",
+            "--no-compilation-cache",
+        ],
+        "teacher.json",
+    ),
+    "reproduce garbage experiment file": (
+        ["reproduce", "--status", "--out", "{d}/garbage_meta"],
+        "experiment.json, line 1",
+    ),
+    "reproduce other scale": (
+        [
+            "reproduce",
+            str(TINY),
+            "--scale",
+            "quick",
+            "--out",
+            "{d}/garbage_marker",
+            "--no-compilation-cache",
+        ],
+        "different config",
+    ),
+    # plot and demo
+    "plot missing run": (["plot", "{d}/nope"], "nope"),
+    "plot empty run": (["plot", "{d}/norun"], "metrics"),
+    "plot bad metrics": (["plot", "{d}/badmetrics"], "metrics.jsonl"),
+    "plot low dpi": (["plot", "{d}/badmetrics", "--dpi", "10"], "dpi"),
+    "demo per-class 1": (["demo", "--per-class", "1"], "--per-class"),
+    "demo seed not int": (["demo", "--seed", "x"], "invalid int value"),
+    "demo existing json": (["demo", "--json", "{d}/results.json"], "exists"),
+    "unknown command": (["frobnicate"], "invalid choice"),
+}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad_inputs")
+    _workspace(d)
+    _reproduce_dir(d, "garbage_marker", marker="{not json")
+    _reproduce_dir(d, "list_marker", marker="[1, 2]")
+    _reproduce_dir(d, "garbage_meta", meta='{"name": ')
+    return d
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _check_stderr(err: str, expected: str) -> None:
+    assert err.endswith("\n") and err.count("\n") == 1 and err.strip(), err
+    assert "Traceback" not in err and "allow_pickle" not in err
+    assert expected in err, err
+
+
+@pytest.fixture
+def env(workspace, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # default output paths (runs/...) land here
+    monkeypatch.setenv("SDCOMPLEX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SDCOMPLEX_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("SDCOMPLEX_DEBUG", raising=False)
+    return workspace
+
+
+def test_the_catalogue_is_large():
+    assert len(CASES) >= 40
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_one_line_and_changes_nothing(env, capsys, case):
+    argv, expected = CASES[case]
+    argv = [a.replace("{d}", str(env)) for a in argv]
+    before = _digests(env)
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse usage errors
+        code = exit_.code
+    out, err = capsys.readouterr()
+    assert code not in (0, None), out
+    _check_stderr(err, expected.replace("{d}", str(env)))
+    assert _digests(env) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "case",
+    ["truncated npy", "config Python syntax", "reproduce garbage marker", "cifar unknown codec"],
+)
+def test_bad_input_in_a_real_process(env, case):
+    argv, expected = CASES[case]
+    argv = [a.replace("{d}", str(env)) for a in argv]
+    before = _digests(env)
+    process_env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "sdcomplex", *argv],
+        env=process_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    _check_stderr(proc.stderr, expected)
+    assert _digests(env) == before
+
+
+def test_debug_env_shows_the_traceback(env, capsys, monkeypatch):
+    monkeypatch.setenv("SDCOMPLEX_DEBUG", "1")
+    with pytest.raises(ValueError, match="not a valid .npy file"):
+        main(["complexity", "--kernel", str(env / "empty.npy"), "--random-labels", "0"])
+
+
+def test_an_internal_error_is_one_line_with_exit_status_1(env, capsys, monkeypatch):
+    import sdcomplex.cli._demo as demo
+
+    def broken(args):
+        raise AssertionError("a bug\nsecond line")
+
+    monkeypatch.setattr(demo, "run", broken)  # registered when main builds its parser
+    assert main(["demo"]) == 1
+    err = capsys.readouterr().err
+    _check_stderr(err, "internal error: AssertionError: a bug (please report it")
+    assert "SDCOMPLEX_DEBUG=1" in err
+
+
+def test_json_results_are_untouched_by_a_refused_run(env):
+    assert json.loads((env / "results.json").read_text()) == {"keep": True}
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(12, dtype=np.float64).reshape(3, 4),
+        np.asfortranarray(np.arange(12, dtype=np.float32).reshape(3, 4)),
+        np.arange(6, dtype=">i4"),
+        np.zeros((0, 5), np.int8),
+        np.array(3.5),
+        np.array([True, False]),
+        np.array([1 + 2j]),
+        np.array("text"),
+    ],
+    ids=["f8", "fortran-f4", "big-endian", "empty", "0-d", "bool", "complex", "unicode"],
+)
+def test_valid_files_load_exactly(tmp_path, array):
+    from sdcomplex._io import load_arrays
+
+    np.save(tmp_path / "a.npy", array)
+    np.savez_compressed(tmp_path / "b.npz", x=array, y=array[None])
+    (loaded,) = load_arrays(tmp_path / "a.npy").values()
+    archive = load_arrays(tmp_path / "b.npz")
+    for got, want in ((loaded, array), (archive["x"], array), (archive["y"], array[None])):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+    assert list(archive) == ["x", "y"]
