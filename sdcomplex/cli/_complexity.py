@@ -66,6 +66,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--random-labels", type=int, metavar="SEED", help="adds random labels (seed)")
     p.add_argument("--offset", help="(n, C) outputs f0 .npy: residual targets Y - f0")
     p.add_argument("--ridge", type=float, default=0.0, help="lambda: solve K + lambda n I")
+    p.add_argument(
+        "--psd",
+        choices=("error", "project"),
+        default="error",
+        help="a kernel with eigenvalues below zero beyond round-off: refuse it (default), or "
+        "project it onto the PSD cone (reported as psd_removed in the JSON)",
+    )
     p.add_argument("--json", help="also write the results as JSON to this file")
     p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     run_flags = p.add_argument_group("kernel of a run (with --run)")
@@ -145,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         context = None
     else:
         kernel, header, described, context = _run_kernel(args)
-    factorized = factorize_kernel(kernel, ridge=args.ridge)
+    factorized = factorize_kernel(kernel, ridge=args.ridge, psd=args.psd)
     offset = next(iter(_load(args.offset).values())) if args.offset else None
     rows, results = [], []
     for name, targets in _target_sets(args, factorized.n, context):

@@ -205,3 +205,19 @@ def test_run_errors_are_one_line(trained_run, tmp_path, capsys, extra, match):
     err = capsys.readouterr().err
     assert err.startswith("sdcomplex complexity: error:") and err.count("\n") == 1
     assert match in err
+
+
+def test_indefinite_kernel_refused_or_projected(tmp_path, capsys):
+    kernel = np.array([[1.0, 2.0], [2.0, 1.0]])  # eigenvalues 3 and -1
+    np.save(tmp_path / "k.npy", kernel)
+    np.save(tmp_path / "y.npy", np.array([1.0, 1.0]))
+    base = ["complexity", "--kernel", str(tmp_path / "k.npy"), "--targets", str(tmp_path / "y.npy")]
+    assert main(base) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "positive semi-definite" in err and "-0.333" in err
+    out = tmp_path / "p.json"
+    assert main([*base, "--psd", "project", "--json", str(out)]) == 0
+    (result,) = json.loads(out.read_text())["results"]
+    # K+ = 3 u u^T with u = (1, 1)/sqrt(2): y^T K+^+ y = (y.u)^2 / 3 = 2/3
+    assert result["value"] == pytest.approx(2.0 / 3.0, rel=1e-9)
+    assert result["psd"] == "project" and result["psd_removed"] > 0

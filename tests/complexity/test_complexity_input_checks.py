@@ -161,3 +161,20 @@ def test_low_precision_kernels_are_solved_in_float64(dtype):
     exact = np.asarray(k).astype(np.float64)
     r = supervision_complexity(k, jnp.asarray(Y, dtype))
     assert r.value == pytest.approx(Y @ np.linalg.solve(exact, Y), rel=1e-12)
+
+
+def test_importing_the_package_for_complexity_imports_no_jax():
+    code = (
+        "import sys, sdcomplex.complexity, sdcomplex.targets\n"
+        "assert 'jax' not in sys.modules and 'flax' not in sys.modules, 'jax imported'\n"
+        "from sdcomplex import empirical_ntk, ntk\n"
+        "assert empirical_ntk is ntk.empirical_ntk\n"
+    )
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")]
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
