@@ -211,3 +211,38 @@ def _remove_empty_dirs(directory: Path) -> None:
         _remove_empty_dirs(child)
     with contextlib.suppress(OSError):  # not empty: something other than a file is left
         directory.rmdir()
+
+
+def stage_problem(
+    root: Path, stage_hash: str, marker: dict[str, Any] | None, upstream: str
+) -> str | None:
+    """Why a stage is not done (None if it is): no marker, other inputs (``stage_hash``), a
+    recorded output missing or changed, or earlier stages changed since it ran.
+
+    Args:
+        root: the output directory.
+        stage_hash: the stage's input hash now.
+        marker: its marker (:func:`read_marker_file`).
+        upstream: the digest of the outputs of the stages before it (:class:`Upstream`).
+    """
+    if marker is None:
+        return "not run yet"
+    if marker["hash"] != stage_hash:
+        return "its inputs changed"
+    if marker.get("outputs") is None:
+        return "its marker records no outputs (written by an earlier version)"
+    problem = output_problem(root, marker["outputs"])
+    if problem is not None:
+        return problem
+    if marker["upstream"] != upstream:
+        return "an earlier stage's outputs changed since it ran"
+    return None
+
+
+def set_aside(root: Path, key: str, marker: dict[str, Any], owns: Sequence[str]) -> str:
+    """Moves what is left of a stage's recorded outputs aside (:func:`move_aside`) before it runs
+    again (nothing when its marker recorded none); the text to append to the progress line."""
+    if marker.get("outputs") is None:
+        return ""
+    moved = move_aside(root, key, marker["outputs"], owns)
+    return f" (earlier outputs moved to {moved.relative_to(root)})" if moved else ""

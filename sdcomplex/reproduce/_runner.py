@@ -41,11 +41,11 @@ from sdcomplex._io import atomic_write_json, atomic_write_text, read_json_object
 from sdcomplex.reproduce._config import ExperimentConfig, experiment_hash, stage_hash
 from sdcomplex.reproduce._outputs import (
     Upstream,
-    move_aside,
-    output_problem,
     read_marker_file,
     record_outputs,
+    set_aside,
     snapshot,
+    stage_problem,
 )
 from sdcomplex.train import library_versions
 
@@ -242,30 +242,6 @@ def read_marker(layout: Layout, key: str) -> dict[str, Any] | None:
     return read_marker_file(layout.marker(key))
 
 
-def stage_problem(
-    layout: Layout, stage: Stage, marker: dict[str, Any] | None, upstream: str
-) -> str | None:
-    """Why ``stage`` is not done (None if it is): no marker, other inputs, earlier stages
-    changed since it ran, or a recorded output missing or changed (see :mod:`._outputs`).
-
-    Args:
-        upstream: the digest of the outputs of the stages before ``stage``
-            (:class:`._outputs.Upstream`).
-    """
-    if marker is None:
-        return "not run yet"
-    if marker["hash"] != stage.hash:
-        return "its inputs changed"
-    if marker.get("outputs") is None:
-        return "its marker records no outputs (written by an earlier version)"
-    problem = output_problem(layout.root, marker["outputs"])
-    if problem is not None:
-        return problem
-    if marker["upstream"] != upstream:
-        return "an earlier stage's outputs changed since it ran"
-    return None
-
-
 def _fmt_seconds(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
@@ -273,15 +249,6 @@ def _fmt_seconds(seconds: float) -> str:
 def _summary_text(summary: dict[str, Any]) -> str:
     text = summary.get("text")
     return f": {text}" if text else ""
-
-
-def _set_aside(layout: Layout, stage: Stage, marker: dict[str, Any]) -> str:
-    """Moves what is left of a stage's recorded outputs aside before it runs again (nothing
-    when its marker recorded none); the text to append to the progress line."""
-    if marker.get("outputs") is None:
-        return ""
-    moved = move_aside(layout.root, stage.key, marker["outputs"], stage.owns)
-    return f" (earlier outputs moved to {moved.relative_to(layout.root)})" if moved else ""
 
 
 def _run_stage(
@@ -344,7 +311,7 @@ def run_experiment(
     for i, stage in enumerate(stages, start=1):
         prefix = f"[{i:>{width}}/{len(stages)}] {stage.title}"
         marker = markers[stage.key]
-        problem = stage_problem(layout, stage, marker, upstream.hexdigest())
+        problem = stage_problem(layout.root, stage.hash, marker, upstream.hexdigest())
         if problem is None:
             assert marker is not None
             skipped.append(stage.key)
@@ -355,11 +322,8 @@ def run_experiment(
             upstream.add(stage.key, None)
             continue
         if marker is not None:
-            print(
-                f"{prefix}: {problem}, running again{_set_aside(layout, stage, marker)}",
-                file=stream,
-                flush=True,
-            )
+            moved = set_aside(layout.root, stage.key, marker, stage.owns)
+            print(f"{prefix}: {problem}, running again{moved}", file=stream, flush=True)
             layout.marker(stage.key).unlink()
         elif not quiet:
             print(f"{prefix} ...", file=stream, flush=True)
@@ -410,7 +374,7 @@ def read_status(out: str | os.PathLike[str]) -> dict[str, Any]:
     upstream = Upstream()
     for stage in plan_stages(config):
         marker = read_marker(layout, stage.key)
-        problem = stage_problem(layout, stage, marker, upstream.hexdigest())
+        problem = stage_problem(layout.root, stage.hash, marker, upstream.hexdigest())
         if problem is None:
             assert marker is not None
             done.append(stage.key)
