@@ -73,6 +73,11 @@ def _workspace(d: Path) -> None:
     np.save(d / "labels.npy", np.array([0, 1, 2, 0, 1, 2]))
     np.save(d / "labels5.npy", np.array([0, 1, 2, 0, 1]))
     np.save(d / "nan_kernel.npy", np.full((6, 6), np.nan))
+    np.save(d / "indefinite.npy", np.array([[1.0, 2.0], [2.0, 1.0]]))
+    np.save(d / "complex_kernel.npy", np.eye(6) + 1j * np.eye(6))
+    np.save(d / "inf_kernel.npy", np.diag([1.0, 2.0, np.inf, 1.0, 1.0, 1.0]))
+    np.save(d / "y2.npy", np.array([1.0, -1.0]))
+    np.save(d / "nan_logits.npy", np.full((6, 3), np.nan))
     (d / "empty.npy").write_bytes(b"")
     (d / "text.npy").write_text("1 2 3\n4 5 6\n")
     full = (d / "kernel.npy").read_bytes()
@@ -227,6 +232,22 @@ CASES: dict[str, tuple[list[str], str]] = {
         "exists",
     ),
     "no kernel flag": (["complexity"], "required"),
+    "indefinite kernel": (
+        ["complexity", "--kernel", "{d}/indefinite.npy", "--targets", "{d}/y2.npy"],
+        "not positive semi-definite",
+    ),
+    "complex kernel": (
+        ["complexity", "--kernel", "{d}/complex_kernel.npy", "--random-labels", "0"],
+        "must be real",
+    ),
+    "inf in kernel": (
+        ["complexity", "--kernel", "{d}/inf_kernel.npy", "--random-labels", "0"],
+        "inf",
+    ),
+    "NaN logits": (
+        ["complexity", "--kernel", "{d}/kernel.npy", "--logits", "{d}/nan_logits.npy"],
+        "NaN",
+    ),
     # train: flags, config files, data sets, output directories
     "negative epochs": ([*TRAIN, "--epochs", "-1", "--out", "{d}/r"], "epochs must be >= 1"),
     "epochs not int": ([*TRAIN, "--epochs", "two", "--out", "{d}/r"], "invalid int value"),
