@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from sdcomplex.cli._signals import report_stopped
+from sdcomplex.cli._warnings import one_line_warnings
 
 # flag -> TrainConfig field, for the flags that map one to one
 _FIELDS = {
@@ -173,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
         print(config.to_json(), end="")
         return 0
     start = time.perf_counter()
-    result = train(config, args.out, quiet=args.quiet)
+    with one_line_warnings("train"):
+        result = train(config, args.out, quiet=args.quiet)
     last = result.metrics[-1] if result.metrics else {}
     acc = f"test accuracy {last['test_acc']:.4f}" if "test_acc" in last else ""
     if result.status == "already_complete":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 import time
@@ -16,14 +15,23 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from sdcomplex._io import atomic_write_json, atomic_write_text
+from sdcomplex._io import atomic_write_text
 from sdcomplex.data import Dataset, EpochBatcher
 from sdcomplex.models import abstract_variables, count_params
 from sdcomplex.train._checkpoint import CheckpointStore, library_versions, load_checkpoint
-from sdcomplex.train._config import TrainConfig, config_differences, config_hash
+from sdcomplex.train._config import TrainConfig, config_hash
 from sdcomplex.train._divergence import check_evaluated_losses, check_step_loss
-from sdcomplex.train._metrics import append_metrics, read_metrics, truncate_metrics
+from sdcomplex.train._integrity import DamagedFile
+from sdcomplex.train._metrics import (
+    append_metrics,
+    check_metrics_lines,
+    keep_metrics_lines,
+    metrics_digests,
+    read_metrics,
+    truncate_metrics,
+)
 from sdcomplex.train._optim import make_optimizer
+from sdcomplex.train._rundir import CONFIG_FILE, RUN_FILE, check_run_dir, write_run_info
 from sdcomplex.train._setup import check_names, setup_run
 from sdcomplex.train._step import (
     LossFn,
@@ -35,8 +43,6 @@ from sdcomplex.train._step import (
     make_train_step,
 )
 
-CONFIG_FILE = "config.json"
-RUN_FILE = "run.json"
 _STANDARD_FIELDS = frozenset(
     "epoch step train_loss train_acc test_loss test_acc batch_loss batch_acc lr time "
     "elapsed_s epoch_time_s eval_time_s images_per_s".split()
@@ -136,34 +142,59 @@ def initial_variables(model: nn.Module, seed: int, input_shape: tuple[int, ...])
     return dict(init(jax.random.key(seed, impl="rbg")))
 
 
-def _check_run_dir(run_dir: Path, config: TrainConfig) -> bool:
-    """True if ``run_dir`` holds a run of the same config; raises if it holds anything else."""
-    cfg_file = run_dir / CONFIG_FILE
-    if cfg_file.exists():
+def _finished(run_dir: Path, config: TrainConfig) -> TrainResult | None:
+    """The result of a finished run whose final checkpoint and metrics are intact, else None
+    (the run is then resumed from its newest intact checkpoint)."""
+    store = CheckpointStore(run_dir, keep=config.keep_checkpoints)
+    try:
+        if config.epochs not in store.epochs():
+            return None
         try:
-            old = type(config).from_dict(json.loads(cfg_file.read_text(encoding="utf-8")))
-        except (ValueError, TypeError) as err:
-            raise ValueError(f"{cfg_file} is not a valid config ({err}); not touching it") from None
-        if config_hash(old) != config_hash(config):
-            diff = "; ".join(config_differences(old, config))
+            manifest = store.manifest("epoch", config.epochs)
+            check_metrics_lines(run_dir, manifest.get("metrics_sha256", []))
+            variables = load_checkpoint(run_dir, config.epochs)
+        except DamagedFile:
+            return None
+        metrics = read_metrics(run_dir)
+        return TrainResult(run_dir, "already_complete", config.epochs, metrics, variables)
+    finally:
+        store.close()
+
+
+def _resume_point(store: CheckpointStore, run_dir: Path, chash: str) -> tuple[str, int] | None:
+    """The newest intact checkpoint, ``("epoch", epoch)`` or ``("preempt", step)`` (``None``:
+    start afresh).
+
+    Intact: its files match their checksums and the metrics lines it recorded are those of
+    ``metrics.jsonl``; newer damaged checkpoints are moved aside with a warning (see
+    :meth:`CheckpointStore.newest_intact`). A stale preemption checkpoint (not newer than the
+    newest epoch checkpoint) is removed.
+
+    Raises:
+        ValueError: the checkpoint was written by another config.
+    """
+
+    def check(manifest: dict[str, Any]) -> None:
+        check_metrics_lines(run_dir, manifest.get("metrics_sha256", []))
+        if manifest.get("config_hash") != chash:
             raise ValueError(
-                f"{run_dir} holds a run with a different config ({diff}); use another output "
-                "directory (nothing was changed)"
+                f"checkpoint of epoch {manifest.get('epoch')} in {run_dir} was written by "
+                f"config {manifest.get('config_hash')}, not {chash}; not resuming"
             )
-        return True
-    leftover = f".{CONFIG_FILE}."  # a temporary file of a write killed before its rename
-    if run_dir.exists() and (
-        not run_dir.is_dir() or any(not p.name.startswith(leftover) for p in run_dir.iterdir())
-    ):
-        raise ValueError(
-            f"{run_dir} exists and is not an sdcomplex run directory (no {CONFIG_FILE}); "
-            "choose a new or empty output directory (nothing was changed)"
-        )
-    return False
+
+    epoch = store.newest_intact("epoch", check)
+    preempt = store.newest_intact("preempt", check)
+    if preempt is not None and (epoch is None or preempt[1]["step"] > epoch[1]["step"]):
+        return "preempt", preempt[0]
+    store.delete_preempt()  # none, or stale: older than the newest epoch checkpoint
+    return None if epoch is None else ("epoch", epoch[0])
 
 
-def _manifest(kind: str, completed: int, batch: int, step: int, chash: str, cfg: TrainConfig):
+def _run_dir_manifest(
+    run_dir: Path, kind: str, completed: int, batch: int, step: int, chash: str, cfg: TrainConfig
+) -> dict[str, Any]:
     return {
+        "metrics_sha256": metrics_digests(run_dir),
         "kind": kind,
         "epoch": completed,
         "batch": batch,
@@ -235,21 +266,12 @@ def train(
     started = time.perf_counter()
     run_dir = Path(run_dir)
     check_names(config)
-    exists = _check_run_dir(run_dir, config)
+    exists = check_run_dir(run_dir, config)
     chash = config_hash(config)
     if exists and (run_dir / "checkpoints").is_dir():
-        store = CheckpointStore(run_dir, keep=config.keep_checkpoints)
-        try:
-            if config.epochs in store.epochs():
-                return TrainResult(
-                    run_dir,
-                    "already_complete",
-                    config.epochs,
-                    read_metrics(run_dir),
-                    load_checkpoint(run_dir, config.epochs),
-                )
-        finally:
-            store.close()
+        done = _finished(run_dir, config)
+        if done is not None:
+            return done
 
     setup = setup_run(config)  # loads the data; every error is raised before writing
     dataset, model = setup.dataset, setup.model
@@ -261,17 +283,12 @@ def train(
         atomic_write_text(run_dir / CONFIG_FILE, config.to_json())
     if not (run_dir / RUN_FILE).exists():  # (also after a kill between the two writes)
         abstract = abstract_variables(model, info.input_shape)
-        atomic_write_json(
-            run_dir / RUN_FILE,
-            {
-                "config_hash": chash,
-                "config_class": f"{type(config).__module__}.{type(config).__qualname__}",
-                "created": time.time(),
-                "dataset": info.to_dict(),
-                "num_params": count_params(abstract["params"]),
-                "steps_per_epoch": steps_per_epoch,
-                "versions": library_versions(),
-            },
+        write_run_info(
+            run_dir,
+            config,
+            dataset=info.to_dict(),
+            num_params=count_params(abstract["params"]),
+            steps_per_epoch=steps_per_epoch,
         )
 
     optimizer, schedule = make_optimizer(config, steps_per_epoch)
@@ -424,7 +441,7 @@ def _loop(
 
     def save(kind: str, state: TrainState, running: Any, completed: int, batch: int) -> None:
         step = int(state.step)
-        manifest = _manifest(kind, completed, batch, step, chash, config)
+        manifest = _run_dir_manifest(run_dir, kind, completed, batch, step, chash, config)
         number = completed if kind == "epoch" else step
         store.save(kind, number, state.variables, train_items(state, running), manifest)
         if kind == "epoch":
@@ -441,28 +458,17 @@ def _loop(
         "opt_state": abstract_state.opt_state,
         "running": jax.ShapeDtypeStruct((3,), jnp.float32),
     }
-    epochs = store.epochs()
-    if not epochs:
-        truncate_metrics(run_dir, -1)
+    point = _resume_point(store, run_dir, chash)
+    if point is None:
+        keep_metrics_lines(run_dir, 0)
         store.delete_preempt()
         state = init_train_state(initial_variables(model, config.seed, info.input_shape), optimizer)
         record_epoch(state, 0, None, None, (0.0, 0))
         save("epoch", state, zeros(), 0, 0)
         completed, start_batch, running = 0, 0, zeros()
     else:
-        kind, number = "epoch", epochs[-1]
-        latest = store.manifest("epoch", number)
-        preempts = store.preempt_steps()
-        if preempts and preempts[-1] > latest["step"]:
-            kind, number = "preempt", preempts[-1]
-        elif preempts:
-            store.delete_preempt()  # stale: older than the latest epoch checkpoint
+        kind, number = point
         variables, train_items_, manifest = store.restore(kind, number, abstract, abstract_train)
-        if manifest["config_hash"] != chash:
-            raise ValueError(
-                f"checkpoint {kind} {number} in {run_dir} was written by config "
-                f"{manifest['config_hash']}, not {chash}; not resuming"
-            )
         state = TrainState(
             step=train_items_["step"],
             params=variables["params"],
@@ -471,7 +477,10 @@ def _loop(
         )
         running = train_items_["running"]
         completed, start_batch = int(manifest["epoch"]), int(manifest["batch"])
-        truncate_metrics(run_dir, completed)
+        if "metrics_sha256" in manifest:
+            keep_metrics_lines(run_dir, len(manifest["metrics_sha256"]))
+        else:  # a checkpoint written before the metrics lines were recorded
+            truncate_metrics(run_dir, completed)
 
     def check(pending: tuple[int, int, Any]) -> None:
         epoch, step, loss = pending
