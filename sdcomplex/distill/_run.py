@@ -42,6 +42,7 @@ from sdcomplex.distill._teacher import (
 )
 from sdcomplex.train import (
     TrainResult,
+    finished_result,
     library_versions,
     list_checkpoints,
     make_preprocess,
@@ -145,8 +146,10 @@ def distill(config: DistillConfig, run_dir: str | Path, *, quiet: bool = False) 
     run_dir = Path(run_dir).resolve()  # Orbax needs absolute checkpoint paths
     student = config.student
     previous = _previous_run(run_dir, config)
-    if previous is not None and student.epochs in list_checkpoints(run_dir):
-        return train(student, run_dir, quiet=quiet)  # finished: nothing to do
+    if previous is not None:
+        done = finished_result(student, run_dir)  # None if unfinished or damaged
+        if done is not None:
+            return done
     teacher = open_teacher(config.teacher_dir) if config.teacher_dir is not None else None
     if teacher is not None:
         recorded = (previous or {}).get("teacher") or {}

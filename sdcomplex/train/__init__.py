@@ -69,6 +69,7 @@ from sdcomplex.train._trainer import (
     EpochInfo,
     SupervisionFn,
     TrainResult,
+    finished_result,
     initial_variables,
     train,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "config_differences",
     "config_hash",
     "cross_entropy_loss",
+    "finished_result",
     "init_train_state",
     "initial_variables",
     "library_versions",

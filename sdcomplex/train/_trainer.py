@@ -142,9 +142,17 @@ def initial_variables(model: nn.Module, seed: int, input_shape: tuple[int, ...])
     return dict(init(jax.random.key(seed, impl="rbg")))
 
 
-def _finished(run_dir: Path, config: TrainConfig) -> TrainResult | None:
-    """The result of a finished run whose final checkpoint and metrics are intact, else None
-    (the run is then resumed from its newest intact checkpoint)."""
+def finished_result(config: TrainConfig, run_dir: str | Path) -> TrainResult | None:
+    """The result (``status="already_complete"``) of a finished run in ``run_dir`` whose final
+    checkpoint and metrics lines are intact; ``None`` otherwise (not finished, or damaged: the
+    run is then resumed from its newest intact checkpoint by training it again).
+
+    Raises:
+        ValueError: the directory holds a different config, or edited or damaged records.
+    """
+    run_dir = Path(run_dir)
+    if not check_run_dir(run_dir, config) or not (run_dir / "checkpoints").is_dir():
+        return None
     store = CheckpointStore(run_dir, keep=config.keep_checkpoints)
     try:
         if config.epochs not in store.epochs():
@@ -266,12 +274,11 @@ def train(
     started = time.perf_counter()
     run_dir = Path(run_dir)
     check_names(config)
+    done = finished_result(config, run_dir)
+    if done is not None:
+        return done
     exists = check_run_dir(run_dir, config)
     chash = config_hash(config)
-    if exists and (run_dir / "checkpoints").is_dir():
-        done = _finished(run_dir, config)
-        if done is not None:
-            return done
 
     setup = setup_run(config)  # loads the data; every error is raised before writing
     dataset, model = setup.dataset, setup.model
@@ -298,9 +305,9 @@ def train(
         mean=mean,
         std=std,
         pixel_max=info.pixel_max,
-        augment=config.augment,
-        padding=config.crop_padding,
-        flip=config.flip,
+        augment=bool(config.augment),  # (resolved from the data set: never None here)
+        padding=int(config.crop_padding or 0),
+        flip=bool(config.flip),
     )
     plain = make_preprocess(mean=mean, std=std, pixel_max=info.pixel_max, augment=False)
     step_fn = make_train_step(

@@ -111,3 +111,22 @@ def test_damaged_initial_ntk_is_recomputed_and_the_run_ends_identically(interrup
     for epoch in list_checkpoints(reference.run_dir):
         ref = load_checkpoint(reference.run_dir, epoch)
         assert _leaves_equal(load_checkpoint(run_dir, epoch), ref)
+
+
+@pytest.mark.slow
+def test_damaged_final_checkpoint_of_a_finished_run_is_distilled_again(
+    mode_runs, teacher_dir, tmp_path
+):
+    # (not trained again with the plain cross-entropy: the KD loss and the teacher schedule)
+    runs, _ = mode_runs
+    reference = runs["online"]
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference.run_dir, run_dir)
+    final = max(list_checkpoints(run_dir))
+    target = next((run_dir / "checkpoints" / f"epoch_{final}" / "variables").rglob("d/*"))
+    _damage(target, "flip", np.random.default_rng(5))
+    with pytest.warns(UserWarning, match=f"checkpoint epoch_{final} not used"):
+        result = distill(student_config(teacher_dir, "online"), run_dir, quiet=True)
+    assert result.status == "completed"
+    assert _leaves_equal(load_checkpoint(run_dir, final), load_checkpoint(reference.run_dir, final))
+    assert strip_timing(result.metrics) == strip_timing(reference.metrics)
