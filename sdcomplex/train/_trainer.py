@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from sdcomplex._io import atomic_write_text
 from sdcomplex.data import Dataset, EpochBatcher
 from sdcomplex.models import abstract_variables, count_params
-from sdcomplex.train._checkpoint import CheckpointStore, library_versions, load_checkpoint
+from sdcomplex.train._checkpoint import CheckpointStore, load_checkpoint
 from sdcomplex.train._config import TrainConfig, config_hash
 from sdcomplex.train._divergence import check_evaluated_losses, check_step_loss
 from sdcomplex.train._integrity import DamagedFile
@@ -26,11 +26,11 @@ from sdcomplex.train._metrics import (
     append_metrics,
     check_metrics_lines,
     keep_metrics_lines,
-    metrics_digests,
     read_metrics,
     truncate_metrics,
 )
 from sdcomplex.train._optim import make_optimizer
+from sdcomplex.train._resume import checkpoint_manifest, resume_point
 from sdcomplex.train._rundir import CONFIG_FILE, RUN_FILE, check_run_dir, write_run_info
 from sdcomplex.train._setup import check_names, setup_run
 from sdcomplex.train._step import (
@@ -167,52 +167,6 @@ def finished_result(config: TrainConfig, run_dir: str | Path) -> TrainResult | N
         return TrainResult(run_dir, "already_complete", config.epochs, metrics, variables)
     finally:
         store.close()
-
-
-def _resume_point(store: CheckpointStore, run_dir: Path, chash: str) -> tuple[str, int] | None:
-    """The newest intact checkpoint, ``("epoch", epoch)`` or ``("preempt", step)`` (``None``:
-    start afresh).
-
-    Intact: its files match their checksums and the metrics lines it recorded are those of
-    ``metrics.jsonl``; newer damaged checkpoints are moved aside with a warning (see
-    :meth:`CheckpointStore.newest_intact`). A stale preemption checkpoint (not newer than the
-    newest epoch checkpoint) is removed.
-
-    Raises:
-        ValueError: the checkpoint was written by another config.
-    """
-
-    def check(manifest: dict[str, Any]) -> None:
-        check_metrics_lines(run_dir, manifest.get("metrics_sha256", []))
-        if manifest.get("config_hash") != chash:
-            raise ValueError(
-                f"checkpoint of epoch {manifest.get('epoch')} in {run_dir} was written by "
-                f"config {manifest.get('config_hash')}, not {chash}; not resuming"
-            )
-
-    epoch = store.newest_intact("epoch", check)
-    preempt = store.newest_intact("preempt", check)
-    if preempt is not None and (epoch is None or preempt[1]["step"] > epoch[1]["step"]):
-        return "preempt", preempt[0]
-    store.delete_preempt()  # none, or stale: older than the newest epoch checkpoint
-    return None if epoch is None else ("epoch", epoch[0])
-
-
-def _run_dir_manifest(
-    run_dir: Path, kind: str, completed: int, batch: int, step: int, chash: str, cfg: TrainConfig
-) -> dict[str, Any]:
-    return {
-        "metrics_sha256": metrics_digests(run_dir),
-        "kind": kind,
-        "epoch": completed,
-        "batch": batch,
-        "step": step,
-        "config_hash": chash,
-        "model": cfg.model,
-        "dataset": cfg.dataset,
-        "time": time.time(),
-        "versions": library_versions(),
-    }
 
 
 def train(
@@ -448,7 +402,7 @@ def _loop(
 
     def save(kind: str, state: TrainState, running: Any, completed: int, batch: int) -> None:
         step = int(state.step)
-        manifest = _run_dir_manifest(run_dir, kind, completed, batch, step, chash, config)
+        manifest = checkpoint_manifest(run_dir, kind, completed, batch, step, chash, config)
         number = completed if kind == "epoch" else step
         store.save(kind, number, state.variables, train_items(state, running), manifest)
         if kind == "epoch":
@@ -465,7 +419,7 @@ def _loop(
         "opt_state": abstract_state.opt_state,
         "running": jax.ShapeDtypeStruct((3,), jnp.float32),
     }
-    point = _resume_point(store, run_dir, chash)
+    point = resume_point(store, run_dir, chash)
     if point is None:
         keep_metrics_lines(run_dir, 0)
         store.delete_preempt()

@@ -161,6 +161,7 @@ def test_augmentation_defaults_come_from_the_data_set(dataset, expected):
     assert (explicit.augment, explicit.crop_padding, explicit.flip) == (expected[0], 2, True)
 
 
+@pytest.mark.slow
 def test_declared_image_size_matches_the_data():
     from sdcomplex.data import load_dataset
     from sdcomplex.data._registry import CROP_FRACTION, augmentation_defaults

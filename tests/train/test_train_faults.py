@@ -30,7 +30,7 @@ from sdcomplex.train import (
     train,
 )
 from sdcomplex.train._checkpoint import CheckpointStore
-from sdcomplex.train._trainer import _resume_point
+from sdcomplex.train._resume import resume_point
 
 CONFIG = TrainConfig(
     model="mlp",
@@ -121,7 +121,7 @@ def test_every_checkpoint_file_kind_damaged_is_detected_and_skipped(runs):
         store = CheckpointStore(run_dir)
         try:
             with pytest.warns(DamagedCheckpointWarning, match="not used") as caught:
-                point = _resume_point(store, run_dir, config_hash(CONFIG))
+                point = resume_point(store, run_dir, config_hash(CONFIG))
         finally:
             store.close()
         case = f"{mode} {kind}"
