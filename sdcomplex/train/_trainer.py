@@ -191,7 +191,10 @@ def train(
     from ``fold_in(fold_in(key(seed), e), s)``, so a run killed at any moment (even ``kill
     -9``) and started again resumes from its last complete checkpoint and ends, on CPU, with
     bit-identical parameters and metrics (except the timing fields). SIGTERM or SIGINT finishes
-    the current step, saves a checkpoint and returns ``status="preempted"``.
+    the current step, saves a checkpoint and returns ``status="preempted"`` (``signal`` says
+    which). A resumed run starts from its newest intact checkpoint (checksums, metrics lines
+    and config checked); newer damaged ones are moved to ``damaged/`` with a
+    :class:`~sdcomplex.train.DamagedCheckpointWarning`, and the result is the same.
 
     Args:
         config: the run's hyperparameters.
@@ -214,8 +217,10 @@ def train(
 
     Raises:
         ValueError: unknown model or data set, missing data, wrong number of classes, a run
-            directory holding a different config or other files (all before any training or
-            writing).
+            directory holding a different config or other files, a ``config.json`` edited
+            after the run started (all before any training or writing).
+        DamagedFile: a damaged ``run.json`` (a ``ValueError``).
+        TrainingDiverged: a non-finite loss (a ``ValueError``; nothing of it is saved).
 
     Example:
         >>> cfg = TrainConfig(model="mlp", dataset="digits", epochs=2, augment=False)
