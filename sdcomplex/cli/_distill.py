@@ -11,6 +11,7 @@ from typing import Any
 from sdcomplex.cli._signals import report_stopped
 from sdcomplex.cli._train import _FIELDS as _TRAIN_FIELDS
 from sdcomplex.cli._train import _parse_pairs, add_train_flags
+from sdcomplex.cli._warnings import one_line_warnings
 
 # flag -> DistillConfig field
 _DISTILL_FIELDS = {
@@ -152,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
         print(config.to_json(), end="")
         return 0
     start = time.perf_counter()
-    result = distill(config, args.out, quiet=args.quiet)
+    with one_line_warnings("distill"):
+        result = distill(config, args.out, quiet=args.quiet)
     last = result.metrics[-1] if result.metrics else {}
     parts = []
     if isinstance(last.get("test_acc"), float):

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from sdcomplex.cli._signals import report_stopped
+from sdcomplex.cli._warnings import one_line_warnings
 
 # flag -> TrainConfig field, for the flags that map one to one
 _FIELDS = {
@@ -41,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Train --model on --data into --out DIR (config.json, metrics.jsonl, Orbax "
             "checkpoints). Values come from the defaults (the standard CIFAR recipe: SGD, "
-            "momentum 0.9, lr 0.1 cosine, weight decay 5e-4, batch 128, crop+flip), then "
+            "momentum 0.9, lr 0.1 cosine, weight decay 5e-4, batch 128, random crops with "
+            "padding image_size/8 and, for mirror-invariant classes, flips), then "
             "--config FILE (JSON, or Python with get_config()), then the flags. Re-running "
             "an interrupted run resumes it; a finished run is not trained again; a directory "
             "holding a different config is refused. SIGTERM/Ctrl-C save and exit with status "
@@ -162,7 +164,7 @@ def resolve_config(args: argparse.Namespace):
     unknown = sorted(set(changes) - set(base_dict))
     if unknown:
         raise ValueError(f"unknown config field(s) {unknown}; valid fields: {sorted(base_dict)}")
-    return type(base).from_dict({**base_dict, **changes})
+    return base.replace(**changes)  # augmentation the base took from its data set: again
 
 
 def run(args: argparse.Namespace) -> int:
@@ -173,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
         print(config.to_json(), end="")
         return 0
     start = time.perf_counter()
-    result = train(config, args.out, quiet=args.quiet)
+    with one_line_warnings("train"):
+        result = train(config, args.out, quiet=args.quiet)
     last = result.metrics[-1] if result.metrics else {}
     acc = f"test accuracy {last['test_acc']:.4f}" if "test_acc" in last else ""
     if result.status == "already_complete":

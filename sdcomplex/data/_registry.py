@@ -18,16 +18,62 @@ from ._variants import balanced_subset, binary_variant
 _COMMON = ("data_dir", "cache_dir", "download")
 
 
+CROP_FRACTION = 8
+"""Crop padding per side is ``image_size / CROP_FRACTION`` (rounded, at least 1): the CIFAR
+recipe's 4 pixels for 32-pixel images, 8 for Tiny ImageNet's 64, 1 for the 8-pixel digits."""
+
+
+@dataclass(frozen=True)
+class AugmentationDefaults:
+    """The training augmentation a data set gets by default (the CIFAR recipe, scaled).
+
+    Attributes:
+        image_size: height (= width) of the images; ``None`` for data that are not images or
+            whose size is only known when loaded (no augmentation by default).
+        mirror_invariant: whether a left-right mirrored example keeps its class (natural
+            images: yes; digits and characters: no), so random flips are a sound default.
+    """
+
+    image_size: int | None
+    mirror_invariant: bool
+
+    @property
+    def augment(self) -> bool:
+        """Augment by default: only images of a known size."""
+        return self.image_size is not None
+
+    @property
+    def crop_padding(self) -> int:
+        """Random-crop padding per side, ``round(image_size / 8)`` (at least 1; 0 without
+        images)."""
+        if self.image_size is None:
+            return 0
+        return max(1, round(self.image_size / CROP_FRACTION))
+
+    @property
+    def flip(self) -> bool:
+        """Random horizontal flips by default: only for mirror-invariant classes."""
+        return self.mirror_invariant
+
+
 @dataclass(frozen=True)
 class _Entry:
     loader: Callable[..., Dataset]
     description: str
+    augmentation: AugmentationDefaults
 
 
 _REGISTRY: dict[str, _Entry] = {}
 
 
-def register_dataset(name: str, loader: Callable[..., Dataset], description: str) -> None:
+def register_dataset(
+    name: str,
+    loader: Callable[..., Dataset],
+    description: str,
+    *,
+    image_size: int | None = None,
+    mirror_invariant: bool = False,
+) -> None:
     """Add a named data set to the registry used by :func:`load_dataset`.
 
     Args:
@@ -35,15 +81,43 @@ def register_dataset(name: str, loader: Callable[..., Dataset], description: str
         loader: callable with keyword-only options returning a :class:`Dataset`. It receives
             ``data_dir``, ``cache_dir`` and ``download`` only if its signature names them.
         description: one line shown by :func:`available_datasets`.
+        image_size: height (= width) of its images, ``None`` if not images or not known
+            before loading; sets the default crop padding (see :class:`AugmentationDefaults`).
+        mirror_invariant: whether its classes survive a left-right mirror (default flips).
 
     Raises:
-        ValueError: the name is taken or malformed.
+        ValueError: the name is taken or malformed, or a non-positive image size.
     """
     if not name or name != name.strip().lower() or " " in name:
         raise ValueError(f"dataset names are lower case without spaces, got {name!r}")
     if name in _REGISTRY:
         raise ValueError(f"dataset {name!r} is already registered")
-    _REGISTRY[name] = _Entry(loader, description)
+    if image_size is not None and (
+        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1
+    ):
+        raise ValueError(f"image_size must be a positive integer or None, got {image_size!r}")
+    augmentation = AugmentationDefaults(image_size, bool(mirror_invariant))
+    _REGISTRY[name] = _Entry(loader, description, augmentation)
+
+
+def augmentation_defaults(name: str) -> AugmentationDefaults:
+    """The default training augmentation of a registered data set.
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones).
+
+    Example:
+        >>> d = augmentation_defaults("digits")
+        >>> d.augment, d.crop_padding, d.flip
+        (True, 1, False)
+        >>> d = augmentation_defaults("cifar10")
+        >>> d.augment, d.crop_padding, d.flip
+        (True, 4, True)
+    """
+    if name not in _REGISTRY:
+        known = ", ".join(sorted(_REGISTRY))
+        raise ValueError(f"unknown dataset {name!r}; available: {known}")
+    return _REGISTRY[name].augmentation
 
 
 def available_datasets() -> dict[str, str]:
@@ -120,14 +194,62 @@ def load_dataset(
     return dataset
 
 
-for _name, _loader, _description in (
-    ("cifar10", load_cifar10, "CIFAR-10 from cifar-10-python.tar.gz (official, md5-checked)"),
-    ("cifar100", load_cifar100, "CIFAR-100 from cifar-100-python.tar.gz; label_mode fine/coarse"),
-    ("cifar10_jpeg", load_cifar10_jpeg, "CIFAR-10 as JPEGs, ../shared/data/cifar10-jpeg.tar.gz"),
-    ("tiny_imagenet", load_tiny_imagenet, "Tiny ImageNet 200 (dir or zip); val is the test split"),
-    ("image_folder", load_image_folder, "train/<class>/, test/<class>/ images (dir, zip, tar)"),
-    ("digits", load_digits, "scikit-learn digits, 8x8x1, stratified 80/20 split (embedded)"),
-    ("mnist1d", load_mnist1d, "MNIST-1D, 40-dim signals, 4000/1000 (generated, cached)"),
-    ("synthetic", load_synthetic, "seeded Gaussian class clusters (n, dim, classes options)"),
+for _name, _loader, _description, _size, _mirror in (
+    (
+        "cifar10",
+        load_cifar10,
+        "CIFAR-10 from cifar-10-python.tar.gz (official, md5-checked)",
+        32,
+        True,
+    ),
+    (
+        "cifar100",
+        load_cifar100,
+        "CIFAR-100 from cifar-100-python.tar.gz; label_mode fine/coarse",
+        32,
+        True,
+    ),
+    (
+        "cifar10_jpeg",
+        load_cifar10_jpeg,
+        "CIFAR-10 as JPEGs, ../shared/data/cifar10-jpeg.tar.gz",
+        32,
+        True,
+    ),
+    (
+        "tiny_imagenet",
+        load_tiny_imagenet,
+        "Tiny ImageNet 200 (dir or zip); val is the test split",
+        64,
+        True,
+    ),
+    (
+        "image_folder",
+        load_image_folder,
+        "train/<class>/, test/<class>/ images (dir, zip, tar)",
+        None,
+        False,
+    ),
+    (
+        "digits",
+        load_digits,
+        "scikit-learn digits, 8x8x1, stratified 80/20 split (embedded)",
+        8,
+        False,
+    ),
+    (
+        "mnist1d",
+        load_mnist1d,
+        "MNIST-1D, 40-dim signals, 4000/1000 (generated, cached)",
+        None,
+        False,
+    ),
+    (
+        "synthetic",
+        load_synthetic,
+        "seeded Gaussian class clusters (n, dim, classes options)",
+        None,
+        False,
+    ),
 ):
-    register_dataset(_name, _loader, _description)
+    register_dataset(_name, _loader, _description, image_size=_size, mirror_invariant=_mirror)

@@ -128,7 +128,7 @@ class DistillConfig:
         """JSON-ready dictionary (the student as a nested dict); inverse of :meth:`from_dict`."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["student"] = self.student.to_dict()
-        return json.loads(json.dumps(out))
+        return json.loads(json.dumps(out, allow_nan=False))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DistillConfig:
@@ -150,12 +150,12 @@ class DistillConfig:
 
     def to_json(self) -> str:
         """Canonical JSON text (sorted keys, indented)."""
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
 def distill_config_hash(config: DistillConfig) -> str:
     """Stable 16-hex-digit hash of a config: sha256 of its canonical JSON form."""
-    text = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
+    text = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 

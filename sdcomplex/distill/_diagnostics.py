@@ -27,6 +27,7 @@ deterministic function of the saved state, so a resumed run logs exactly the sam
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,14 +37,14 @@ import jax
 import numpy as np
 
 from sdcomplex import targets as tg
-from sdcomplex._io import atomic_save_npy, atomic_write_json
+from sdcomplex._io import atomic_save_npy
 from sdcomplex.complexity import factorize_kernel, kernel_alignment
 from sdcomplex.data import DatasetInfo, normalise_array
 from sdcomplex.distill._config import DistillConfig
 from sdcomplex.distill._loss import kd_loss
 from sdcomplex.distill._teacher import CheckpointCache, TeacherRun, load_teacher_variables
 from sdcomplex.ntk import empirical_ntk, flax_ntk_fn
-from sdcomplex.train import EpochInfo
+from sdcomplex.train import EpochInfo, initial_variables, write_sealed_json
 
 NTK_INIT_FILE = "ntk_init.npy"
 DISTILL_FILE = "distill.json"
@@ -135,8 +136,9 @@ class Diagnostics:
     """The trainer's ``diagnostics_fn`` of a distillation run (see the module docstring).
 
     On its first call in a run directory it writes ``distill.json`` (the config, its hash and
-    what the diagnostics use); on the first diagnostic epoch (0) it saves the student's initial
-    NTK on the probe to ``ntk_init.npy`` (atomic), read back when a run is resumed.
+    what the diagnostics use; sealed with its sha256); on the first diagnostic epoch (0) it
+    saves the student's initial NTK on the probe to ``ntk_init.npy`` (atomic), recomputed
+    when a run is resumed (and the file rewritten if it was damaged).
 
     Args:
         config: the distillation config.
@@ -218,7 +220,7 @@ class Diagnostics:
         run_dir = Path(info.run_dir)
         if not self._written:
             if not (run_dir / DISTILL_FILE).exists():
-                atomic_write_json(run_dir / DISTILL_FILE, self.record)
+                write_sealed_json(run_dir / DISTILL_FILE, self.record)
             self._written = True
         out: dict[str, Any] = {"teacher_epoch": self.teacher_epoch(info.epoch)}
         if info.epoch not in self.epochs:
@@ -310,6 +312,28 @@ class Diagnostics:
             out["train_kd_loss"] = float(loss)
         return out
 
+    def _initial_kernel(self, info: EpochInfo, x_probe: np.ndarray, run_dir: Path) -> np.ndarray:
+        """The student's NTK at initialisation on the probe, recomputed on resume (the initial
+        variables are a deterministic function of the seed, so it equals the kernel of epoch
+        0); ``ntk_init.npy`` is rewritten, with a warning, if it is missing or differs."""
+        shape = info.dataset.info.input_shape
+        variables = initial_variables(self.student_model, self.config.student.seed, shape)
+        fn, params = flax_ntk_fn(self.student_model, variables)
+        kernel = empirical_ntk(fn, params, x_probe, outputs="mean", progress=False)
+        path = run_dir / NTK_INIT_FILE
+        try:
+            stored = np.load(path, allow_pickle=False)
+            intact = stored.shape == kernel.shape and np.array_equal(stored, kernel)
+        except (OSError, ValueError, EOFError):
+            intact = False
+        if not intact:
+            warnings.warn(
+                f"{path} was missing or damaged; rewritten from the student's initial variables",
+                stacklevel=2,
+            )
+            atomic_save_npy(path, kernel, overwrite=True)
+        return kernel
+
     def _complexity(
         self, info: EpochInfo, data: Mapping[str, Any], run_dir: Path
     ) -> dict[str, Any]:
@@ -319,10 +343,7 @@ class Diagnostics:
             atomic_save_npy(run_dir / NTK_INIT_FILE, kernel, overwrite=True)
             self._ntk_init = kernel
         elif self._ntk_init is None:
-            path = run_dir / NTK_INIT_FILE
-            if not path.is_file():
-                raise ValueError(f"{path} is missing: the run's initial NTK cannot be compared")
-            self._ntk_init = np.load(path, allow_pickle=False)
+            self._ntk_init = self._initial_kernel(info, data["x_probe"], run_dir)
         factorized = factorize_kernel(kernel)
         num_classes = info.dataset.info.num_classes
         tau = self.config.temperature

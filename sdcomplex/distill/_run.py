@@ -9,7 +9,6 @@ Diagnostics` its ``diagnostics_fn``. Resumption after a kill is the trainer's, a
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -39,12 +38,15 @@ from sdcomplex.distill._teacher import (
     make_teacher_apply,
     open_teacher,
     teacher_input_map,
+    verify_teacher_checkpoints,
 )
 from sdcomplex.train import (
     TrainResult,
+    finished_result,
     library_versions,
     list_checkpoints,
     make_preprocess,
+    read_sealed_json,
     setup_run,
     train,
 )
@@ -54,8 +56,8 @@ def _previous_run(run_dir: Path, config: DistillConfig) -> dict[str, Any] | None
     """The ``distill.json`` of a run directory holding this config (None for a new run)."""
     file = run_dir / DISTILL_FILE
     if file.is_file():
+        record = read_sealed_json(file)  # DamagedFile if changed since it was written
         try:
-            record = json.loads(file.read_text(encoding="utf-8"))
             old = DistillConfig.from_dict(record["config"])
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{file} is not a valid distillation record ({err})") from None
@@ -144,8 +146,10 @@ def distill(config: DistillConfig, run_dir: str | Path, *, quiet: bool = False) 
     run_dir = Path(run_dir).resolve()  # Orbax needs absolute checkpoint paths
     student = config.student
     previous = _previous_run(run_dir, config)
-    if previous is not None and student.epochs in list_checkpoints(run_dir):
-        return train(student, run_dir, quiet=quiet)  # finished: nothing to do
+    if previous is not None:
+        done = finished_result(student, run_dir)  # None if unfinished or damaged
+        if done is not None:
+            return done
     teacher = open_teacher(config.teacher_dir) if config.teacher_dir is not None else None
     if teacher is not None:
         recorded = (previous or {}).get("teacher") or {}
@@ -159,6 +163,8 @@ def distill(config: DistillConfig, run_dir: str | Path, *, quiet: bool = False) 
     if teacher is not None:
         check_teacher_fits(teacher, student, info)
     schedule = _schedule(config, teacher)
+    if teacher is not None:  # every checkpoint this run will read, before anything is written
+        verify_teacher_checkpoints(teacher, (*(schedule or ()), teacher.final_epoch))
     if config.diagnostics_every and config.probe_size > info.n_train:
         raise ValueError(
             f"probe_size {config.probe_size} exceeds the {info.n_train} training examples"

@@ -8,8 +8,7 @@ always runs in inference mode (BatchNorm running statistics, no dropout).
 from __future__ import annotations
 
 import dataclasses
-import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,16 @@ from sdcomplex.data import DatasetInfo
 from sdcomplex.models import create_model
 from sdcomplex.train import (
     CONFIG_FILE,
+    RUN_FILE,
+    DamagedFile,
     TrainConfig,
     config_hash,
     list_checkpoints,
     load_checkpoint,
+    read_run_config,
+    read_run_info,
+    verify_checkpoint,
 )
-from sdcomplex.train import load_config as load_train_config
-
-RUN_FILE = "run.json"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -86,11 +87,11 @@ def open_teacher(teacher_dir: str | Path) -> TeacherRun:
             f"teacher directory {path} is not a training run directory (no {CONFIG_FILE} "
             f"and {RUN_FILE}); train the teacher with `sdcomplex train` first"
         )
-    config = load_train_config(path / CONFIG_FILE)
+    config = read_run_config(path)  # checked against the hash run.json records
     try:
-        info = DatasetInfo.from_dict(
-            json.loads((path / RUN_FILE).read_text(encoding="utf-8"))["dataset"]
-        )
+        info = DatasetInfo.from_dict((read_run_info(path) or {})["dataset"])
+    except DamagedFile:
+        raise
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{path / RUN_FILE} has no valid data set description ({err})") from None
     checkpoints = tuple(list_checkpoints(path)) if (path / "checkpoints").is_dir() else ()
@@ -104,6 +105,21 @@ def open_teacher(teacher_dir: str | Path) -> TeacherRun:
     options = {k: v for k, v in config.model_options.items() if k != "num_classes"}
     model = create_model(config.model, info.num_classes, **options)
     return TeacherRun(path, config, config_hash(config), info, model, checkpoints)
+
+
+def verify_teacher_checkpoints(teacher: TeacherRun, epochs: Iterable[int]) -> None:
+    """Checks the teacher checkpoints a distillation will read against their checksums.
+
+    Raises:
+        DamagedFile: one line naming the first damaged checkpoint file.
+    """
+    for epoch in sorted(set(epochs)):
+        try:
+            verify_checkpoint(teacher.run_dir, epoch)
+        except DamagedFile as err:
+            raise DamagedFile(
+                err.path, f"{err.reason}; teacher checkpoint of epoch {epoch}, retrain the teacher"
+            ) from None
 
 
 def check_teacher_fits(teacher: TeacherRun, student: TrainConfig, info: DatasetInfo) -> None:

@@ -6,7 +6,10 @@ handled), evaluates train and test loss and accuracy after every epoch (and at e
 them to ``run_dir/metrics.jsonl`` and writes Orbax checkpoints with manifests. A run killed at
 any moment resumes from its last complete checkpoint and ends bit-identical (on CPU) to an
 uninterrupted run; SIGTERM finishes the current step, saves and returns. A non-finite loss
-stops the run with :class:`TrainingDiverged` (nothing non-finite is saved).
+stops the run with :class:`TrainingDiverged` (nothing non-finite is saved). Every checkpoint
+carries checksums of its files and every read verifies them; a resumed run falls back to its
+newest intact checkpoint (:class:`DamagedCheckpointWarning`), and other damaged files are a
+:class:`DamagedFile` error naming them.
 
 Distillation plugs in through :func:`train`'s ``loss_fn`` (student logits, labels, supervision
 outputs -> scalar), ``supervision_apply`` (computed inside the jitted step, e.g. a teacher's
@@ -22,10 +25,12 @@ Example:
 """
 
 from sdcomplex.train._checkpoint import (
+    DamagedCheckpointWarning,
     library_versions,
     list_checkpoints,
     load_checkpoint,
     load_manifest,
+    verify_checkpoint,
 )
 from sdcomplex.train._config import (
     OPTIMIZERS,
@@ -36,6 +41,7 @@ from sdcomplex.train._config import (
     load_config,
 )
 from sdcomplex.train._divergence import TrainingDiverged
+from sdcomplex.train._integrity import DamagedFile, read_sealed_json, write_sealed_json
 from sdcomplex.train._metrics import (
     METRICS_FILE,
     TIMING_FIELDS,
@@ -44,6 +50,7 @@ from sdcomplex.train._metrics import (
 )
 from sdcomplex.train._optim import make_optimizer, make_schedule
 from sdcomplex.train._plot import plot_learning_curves
+from sdcomplex.train._rundir import read_run_config, read_run_info
 from sdcomplex.train._setup import RunSetup, load_run_data, setup_run
 from sdcomplex.train._step import (
     LossFn,
@@ -62,6 +69,7 @@ from sdcomplex.train._trainer import (
     EpochInfo,
     SupervisionFn,
     TrainResult,
+    finished_result,
     initial_variables,
     train,
 )
@@ -73,6 +81,8 @@ __all__ = [
     "RUN_FILE",
     "SCHEDULES",
     "TIMING_FIELDS",
+    "DamagedCheckpointWarning",
+    "DamagedFile",
     "DiagnosticsFn",
     "EpochInfo",
     "LossFn",
@@ -86,6 +96,7 @@ __all__ = [
     "config_differences",
     "config_hash",
     "cross_entropy_loss",
+    "finished_result",
     "init_train_state",
     "initial_variables",
     "library_versions",
@@ -101,7 +112,12 @@ __all__ = [
     "make_train_step",
     "plot_learning_curves",
     "read_metrics",
+    "read_run_config",
+    "read_run_info",
+    "read_sealed_json",
     "setup_run",
     "strip_timing",
     "train",
+    "verify_checkpoint",
+    "write_sealed_json",
 ]

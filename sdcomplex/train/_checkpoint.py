@@ -1,15 +1,22 @@
-"""Orbax checkpoints of a run directory, one per saved epoch, each with a small manifest.
+"""Orbax checkpoints of a run directory, one per saved epoch, each with a manifest and checksums.
 
 Layout of a run directory ``DIR``::
 
-    DIR/checkpoints/epoch_<e>/variables   params and batch_stats after epoch e (e = 0: init)
-    DIR/checkpoints/epoch_<e>/train       optimiser state, step count, running sums
-    DIR/checkpoints/epoch_<e>/manifest    JSON: epoch, step, config hash, library versions
-    DIR/preempt/step_<s>/...              at most one mid-epoch checkpoint (SIGTERM), same items
+    DIR/checkpoints/epoch_<e>/variables       params and batch_stats after epoch e (0: init)
+    DIR/checkpoints/epoch_<e>/train           optimiser state, step count, running sums
+    DIR/checkpoints/epoch_<e>/manifest        JSON: epoch, step, config hash, versions, ...
+    DIR/checkpoints/epoch_<e>/checksums.json  size and sha256 of every other file of it
+    DIR/preempt/step_<s>/...                  at most one mid-epoch checkpoint (SIGTERM)
+    DIR/damaged/<kind>_<n>/                   damaged checkpoints moved aside on resume
 
 Checkpoints are written by ``orbax.checkpoint.CheckpointManager`` into a temporary directory
-that is renamed when complete, so a process killed at any moment leaves either a complete
-checkpoint or none (temporary leftovers are removed when the run is reopened).
+that is renamed when complete; then ``checksums.json`` is written (atomically). A process
+killed at any moment leaves complete, verifiable checkpoints, at most one without checksums
+(the one being finished) and temporary leftovers (removed when the run is reopened). Every
+read verifies the checksums first (:func:`verify_checkpoint`), so a damaged checkpoint (a
+changed byte, a truncated or missing file) is a :class:`~sdcomplex.train.DamagedFile` error
+naming the file, never an Orbax traceback or silently wrong values. Checkpoints written before
+checksums were recorded (no ``checksums`` entry in their manifest) are read unverified.
 """
 
 from __future__ import annotations
@@ -17,16 +24,32 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
-from collections.abc import Mapping
+import shutil
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import orbax.checkpoint as ocp
 
+from sdcomplex.train._integrity import (
+    CHECKSUM_FILE,
+    DamagedFile,
+    has_checksums,
+    verify_checksums,
+    write_checksums,
+)
+
 CHECKPOINT_DIR = "checkpoints"
 PREEMPT_DIR = "preempt"
+DAMAGED_DIR = "damaged"
 _ITEMS = ("variables", "train", "manifest")
+_PREFIX = {"epoch": "epoch", "preempt": "step"}
 _LIBRARIES = ("sdcomplex", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
+
+
+class DamagedCheckpointWarning(UserWarning):
+    """A damaged checkpoint was moved aside and an earlier one is used."""
 
 
 def library_versions() -> dict[str, str]:
@@ -51,6 +74,25 @@ def _manager(directory: Path, prefix: str, *, keep: int | None = None, create: b
     return ocp.CheckpointManager(directory, options=options, item_names=_ITEMS)
 
 
+def _orbax_restore(manager: Any, number: int, step_dir: Path, **items: Any) -> Any:
+    """``manager.restore`` of some items, any Orbax failure reported as a damaged checkpoint."""
+    try:
+        return manager.restore(number, args=ocp.args.Composite(**items))
+    except Exception as err:  # Orbax, TensorStore, JSON and shape errors alike
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise DamagedFile(step_dir, f"Orbax cannot read it: {type(err).__name__} {first}") from None
+
+
+def _verify(manager: Any, number: int, step_dir: Path) -> None:
+    """Checks a checkpoint's files against its checksums (see the module docstring)."""
+    if has_checksums(step_dir):
+        verify_checksums(step_dir)
+        return
+    manifest = _orbax_restore(manager, number, step_dir, manifest=ocp.args.JsonRestore())
+    if "checksums" in dict(manifest.manifest):  # written with checksums: unfinished
+        raise DamagedFile(step_dir, f"no {CHECKSUM_FILE}: its write did not finish")
+
+
 class CheckpointStore:
     """The epoch checkpoints and the preemption checkpoint of one run directory.
 
@@ -61,16 +103,23 @@ class CheckpointStore:
 
     def __init__(self, run_dir: str | os.PathLike[str], keep: int | None = None) -> None:
         self.run_dir = Path(run_dir)
-        self._epochs = _manager(self.run_dir / CHECKPOINT_DIR, "epoch", keep=keep)
-        self._preempt = _manager(self.run_dir / PREEMPT_DIR, "step", keep=1)
+        self._managers = {
+            "epoch": _manager(self.run_dir / CHECKPOINT_DIR, "epoch", keep=keep),
+            "preempt": _manager(self.run_dir / PREEMPT_DIR, "step", keep=1),
+        }
+
+    def step_dir(self, kind: str, number: int) -> Path:
+        """The directory of a checkpoint (``kind`` ``"epoch"`` or ``"preempt"``)."""
+        parent = CHECKPOINT_DIR if kind == "epoch" else PREEMPT_DIR
+        return self.run_dir / parent / f"{_PREFIX[kind]}_{number}"
 
     def epochs(self) -> list[int]:
-        """Epochs with a complete checkpoint, increasing."""
-        return sorted(int(s) for s in self._epochs.all_steps())
+        """Epochs with a complete checkpoint, increasing (not yet verified)."""
+        return sorted(int(s) for s in self._managers["epoch"].all_steps())
 
     def preempt_steps(self) -> list[int]:
         """Global steps of complete preemption checkpoints (at most one in normal use)."""
-        return sorted(int(s) for s in self._preempt.all_steps())
+        return sorted(int(s) for s in self._managers["preempt"].all_steps())
 
     def save(
         self,
@@ -80,44 +129,94 @@ class CheckpointStore:
         train: Mapping[str, Any],
         manifest: Mapping[str, Any],
     ) -> None:
-        """Saves an ``"epoch"`` checkpoint (``number`` = epoch) or a ``"preempt"`` one (step)."""
-        manager = self._epochs if kind == "epoch" else self._preempt
+        """Saves an ``"epoch"`` checkpoint (``number`` = epoch) or a ``"preempt"`` one (step),
+        then its checksums."""
+        manager = self._managers[kind]
         args = ocp.args.Composite(
             variables=ocp.args.StandardSave(dict(variables)),
             train=ocp.args.StandardSave(dict(train)),
-            manifest=ocp.args.JsonSave(dict(manifest)),
+            manifest=ocp.args.JsonSave({**manifest, "checksums": CHECKSUM_FILE}),
         )
         manager.save(number, args=args, force=True)
         manager.wait_until_finished()
+        write_checksums(self.step_dir(kind, number))
+
+    def verify(self, kind: str, number: int) -> None:
+        """Raises :class:`DamagedFile` unless the checkpoint's files match its checksums."""
+        _verify(self._managers[kind], number, self.step_dir(kind, number))
 
     def restore(self, kind: str, number: int, abstract_variables: Any, abstract_train: Any):
-        """``(variables, train, manifest)`` of a checkpoint, restored into the given structures."""
-        manager = self._epochs if kind == "epoch" else self._preempt
-        out = manager.restore(
+        """``(variables, train, manifest)`` of a verified checkpoint, restored into the given
+        structures."""
+        self.verify(kind, number)
+        out = _orbax_restore(
+            self._managers[kind],
             number,
-            args=ocp.args.Composite(
-                variables=ocp.args.StandardRestore(abstract_variables),
-                train=ocp.args.StandardRestore(abstract_train),
-                manifest=ocp.args.JsonRestore(),
-            ),
+            self.step_dir(kind, number),
+            variables=ocp.args.StandardRestore(abstract_variables),
+            train=ocp.args.StandardRestore(abstract_train),
+            manifest=ocp.args.JsonRestore(),
         )
         return out.variables, out.train, dict(out.manifest)
 
     def manifest(self, kind: str, number: int) -> dict[str, Any]:
-        """The manifest of a checkpoint."""
-        manager = self._epochs if kind == "epoch" else self._preempt
-        out = manager.restore(number, args=ocp.args.Composite(manifest=ocp.args.JsonRestore()))
-        return dict(out.manifest)
+        """The manifest of a checkpoint (verified first)."""
+        self.verify(kind, number)
+        step_dir = self.step_dir(kind, number)
+        restore = ocp.args.JsonRestore()
+        return dict(
+            _orbax_restore(self._managers[kind], number, step_dir, manifest=restore).manifest
+        )
+
+    def newest_intact(
+        self, kind: str, check: Callable[[dict[str, Any]], None] | None = None
+    ) -> tuple[int, dict[str, Any]] | None:
+        """``(number, manifest)`` of the newest intact checkpoint of a kind (``None``: none).
+
+        Newer damaged ones (files that do not match their checksums, or a manifest that
+        ``check`` rejects with :class:`DamagedFile`, e.g. metrics lines it recorded that have
+        changed since) are moved to ``DIR/damaged/`` with a :class:`DamagedCheckpointWarning`
+        naming the damaged file.
+        """
+        numbers = self.epochs() if kind == "epoch" else self.preempt_steps()
+        for number in reversed(numbers):
+            try:
+                manifest = self.manifest(kind, number)
+                if check is not None:
+                    check(manifest)
+                return number, manifest
+            except DamagedFile as err:
+                name = self.step_dir(kind, number).name
+                moved = self.quarantine(kind, number)
+                warnings.warn(
+                    f"checkpoint {name} not used: {err}; moved to {moved}, resuming from an "
+                    "earlier checkpoint",
+                    DamagedCheckpointWarning,
+                    stacklevel=2,
+                )
+        return None
+
+    def quarantine(self, kind: str, number: int) -> Path:
+        """Moves a checkpoint to ``DIR/damaged/<kind>_<number>[.<k>]``; returns where."""
+        target = self.run_dir / DAMAGED_DIR / f"{kind}_{number}"
+        k = 0
+        while target.exists():
+            k += 1
+            target = target.with_name(f"{kind}_{number}.{k}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(self.step_dir(kind, number), target)
+        self._managers[kind].reload()
+        return target
 
     def delete_preempt(self) -> None:
         """Removes every preemption checkpoint."""
         for step in self.preempt_steps():
-            self._preempt.delete(step)
+            self._managers["preempt"].delete(step)
 
     def close(self) -> None:
         """Waits for pending writes and releases the managers."""
-        self._epochs.close()
-        self._preempt.close()
+        for manager in self._managers.values():
+            manager.close()
 
 
 def _reader(run_dir: str | os.PathLike[str]):
@@ -131,6 +230,7 @@ def list_checkpoints(run_dir: str | os.PathLike[str]) -> list[int]:
     """Epochs that have a complete checkpoint in a run directory, increasing.
 
     Epoch 0 is the initialisation; epoch ``e`` holds the variables after ``e`` training epochs.
+    (Complete: written to the end; :func:`verify_checkpoint` checks that it is intact.)
 
     Example:
         >>> list_checkpoints("runs/teacher")  # doctest: +SKIP
@@ -143,7 +243,7 @@ def list_checkpoints(run_dir: str | os.PathLike[str]) -> list[int]:
         manager.close()
 
 
-def _restore_item(run_dir: str | os.PathLike[str], epoch: int, item: str) -> Any:
+def _restore_item(run_dir: str | os.PathLike[str], epoch: int, item: str | None) -> Any:
     if isinstance(epoch, bool) or not isinstance(epoch, int):
         raise TypeError(f"epoch must be an integer, got {epoch!r}")
     manager = _reader(run_dir)
@@ -153,14 +253,29 @@ def _restore_item(run_dir: str | os.PathLike[str], epoch: int, item: str) -> Any
             raise ValueError(
                 f"{run_dir} has no checkpoint for epoch {epoch}; checkpoints: {epochs or 'none'}"
             )
+        step_dir = Path(run_dir) / CHECKPOINT_DIR / f"epoch_{epoch}"
+        _verify(manager, epoch, step_dir)
+        if item is None:
+            return None
         restore = ocp.args.JsonRestore() if item == "manifest" else ocp.args.StandardRestore()
-        return getattr(manager.restore(epoch, args=ocp.args.Composite(**{item: restore})), item)
+        return getattr(_orbax_restore(manager, epoch, step_dir, **{item: restore}), item)
     finally:
         manager.close()
 
 
+def verify_checkpoint(run_dir: str | os.PathLike[str], epoch: int) -> None:
+    """Checks that the checkpoint of ``epoch`` exists and that its files are intact.
+
+    Raises:
+        ValueError: no such run directory or checkpoint.
+        DamagedFile: a file of the checkpoint does not match its checksum (named).
+    """
+    _restore_item(run_dir, epoch, None)
+
+
 def load_checkpoint(run_dir: str | os.PathLike[str], epoch: int) -> dict[str, Any]:
-    """The model variables saved after ``epoch`` epochs (only that checkpoint is read).
+    """The model variables saved after ``epoch`` epochs (only that checkpoint is read, after
+    its checksums are verified).
 
     Args:
         run_dir: a run directory written by :func:`~sdcomplex.train.train`.
@@ -172,6 +287,7 @@ def load_checkpoint(run_dir: str | os.PathLike[str], epoch: int) -> dict[str, An
 
     Raises:
         ValueError: no such run directory or no checkpoint for that epoch.
+        DamagedFile: the checkpoint is damaged (the message names the file).
 
     Example:
         >>> variables = load_checkpoint("runs/teacher", 3)  # doctest: +SKIP
@@ -182,5 +298,6 @@ def load_checkpoint(run_dir: str | os.PathLike[str], epoch: int) -> dict[str, An
 
 def load_manifest(run_dir: str | os.PathLike[str], epoch: int) -> dict[str, Any]:
     """The manifest of an epoch checkpoint: ``epoch``, ``step``, ``config_hash``,
-    ``versions`` (library versions), ``kind``, ``time``."""
+    ``versions`` (library versions), ``kind``, ``time``, ``metrics_sha256`` (one digest per
+    metrics line written before it), ``checksums``."""
     return dict(_restore_item(run_dir, epoch, "manifest"))

@@ -2,7 +2,12 @@
 
 The defaults are the standard CIFAR recipe of PAPER.md section 5 (SGD with momentum 0.9, batch
 128, learning rate 0.1 with cosine decay, weight decay 5e-4, random crop with 4-pixel padding
-and horizontal flips, 200 epochs, a checkpoint every epoch). A config is serialised to JSON
+and horizontal flips, 200 epochs, a checkpoint every epoch), with the augmentation scaled to the
+data set: ``augment``, ``crop_padding`` and ``flip`` left at ``None`` are resolved when the
+config is built from :func:`~sdcomplex.data.augmentation_defaults` (crop padding
+``image_size / 8``: 4 pixels for 32-pixel CIFAR images, 1 for the 8-pixel digits; flips only
+for data sets whose classes are mirror-invariant; no augmentation of non-image data), so the
+recorded config always holds the values the run uses. A config is serialised to JSON
 (``config.json`` in the run directory) and identified by :func:`config_hash`, a hash of its
 canonical JSON form, which every checkpoint manifest records.
 """
@@ -23,13 +28,14 @@ import numpy as np
 
 from sdcomplex._config_files import read_config_file
 from sdcomplex._io import to_jsonable
+from sdcomplex.data._registry import AugmentationDefaults, augmentation_defaults
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 
 _INT_FIELDS = (
     "subset_seed",
-    "crop_padding",
+    "crop_padding",  # (None is resolved from the data set before validation)
     "epochs",
     "batch_size",
     "warmup_epochs",
@@ -54,6 +60,8 @@ _FLOAT_FIELDS = (
     "adam_b2",
     "adam_eps",
 )
+_DATASET_DEFAULTS = ("augment", "crop_padding", "flip")
+"""Fields whose ``None`` default is resolved from the data set (see the module docstring)."""
 _BOOL_FIELDS = ("binary", "normalise", "augment", "flip", "nesterov", "decay_norm_and_bias")
 
 
@@ -76,9 +84,12 @@ class TrainConfig:
             with the data is an error raised before training.
         normalise: standardise inputs with the training split's per-channel mean and std
             (otherwise only divide by ``pixel_max``).
-        augment: random crop and flip of training images (image data only).
-        crop_padding: zero padding per side for the random crop (0: no crop).
-        flip: random horizontal flips when ``augment``.
+        augment: random crop and flip of training images (image data only); ``None``: the data
+            set's default (on for images of a known size).
+        crop_padding: zero padding per side for the random crop (0: no crop); ``None``: the
+            data set's, ``round(image_size / 8)`` (4 for 32-pixel images, 1 for 8-pixel ones).
+        flip: random horizontal flips when ``augment``; ``None``: the data set's (on only for
+            mirror-invariant classes: CIFAR, Tiny ImageNet; off for digits).
         epochs: training epochs ``T``.
         batch_size: examples per training step; the incomplete last batch is dropped.
         optimizer: ``"sgd"`` (heavy-ball momentum, PyTorch convention), ``"adam"`` (weight decay
@@ -126,9 +137,9 @@ class TrainConfig:
     subset_seed: int = 0
     num_classes: int | None = None
     normalise: bool = True
-    augment: bool = True
-    crop_padding: int = 4
-    flip: bool = True
+    augment: bool | None = None
+    crop_padding: int | None = None
+    flip: bool | None = None
     epochs: int = 200
     batch_size: int = 128
     optimizer: str = "sgd"
@@ -156,6 +167,7 @@ class TrainConfig:
             return ValueError(f"TrainConfig.{name} must be {what}, got {getattr(self, name)!r}")
 
         numpy_to_python(self)
+        _resolve_augmentation(self)
 
         for name in ("model", "dataset", "optimizer", "schedule"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
@@ -232,12 +244,20 @@ class TrainConfig:
                 raise bad("lr_milestones", f"increasing epochs in [1, {self.epochs - 1}]")
 
     def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
+        """A copy with some fields changed (validated again).
+
+        Augmentation fields that this config took from its data set (left at ``None``) are
+        taken from the data set of the copy again, e.g. ``TrainConfig().replace(
+        dataset="digits")`` has the digits' 1-pixel crops and no flips, like
+        ``TrainConfig(dataset="digits")``.
+        """
+        from_dataset = getattr(self, "_from_dataset", ())
+        again: dict[str, Any] = {name: None for name in from_dataset if name not in changes}
+        return dataclasses.replace(self, **again, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (tuples become lists); inverse of :meth:`from_dict`."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        return json.loads(json.dumps(dataclasses.asdict(self), allow_nan=False))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
@@ -256,7 +276,23 @@ class TrainConfig:
 
     def to_json(self) -> str:
         """Canonical JSON text (sorted keys, indented)."""
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def _resolve_augmentation(config: TrainConfig) -> None:
+    """Fills ``augment``, ``crop_padding`` and ``flip`` left at ``None`` from the data set's
+    :class:`~sdcomplex.data.AugmentationDefaults` (an unknown data set name is left for
+    :func:`~sdcomplex.train.check_names` to report: no augmentation)."""
+    resolved = frozenset(n for n in _DATASET_DEFAULTS if getattr(config, n) is None)
+    object.__setattr__(config, "_from_dataset", resolved)  # not a field: see replace()
+    if not resolved:
+        return
+    try:
+        defaults = augmentation_defaults(config.dataset)
+    except (ValueError, TypeError):
+        defaults = AugmentationDefaults(image_size=None, mirror_invariant=False)
+    for name in resolved:
+        object.__setattr__(config, name, getattr(defaults, name))
 
 
 def numpy_to_python(config: Any) -> None:
@@ -275,7 +311,7 @@ def numpy_to_python(config: Any) -> None:
 def _plain(value: Any) -> Any:
     """Lists to tuples inside option dicts are normalised by JSON: keep plain JSON types."""
     try:
-        return json.loads(json.dumps(to_jsonable(value)))
+        return json.loads(json.dumps(to_jsonable(value), allow_nan=False))
     except (TypeError, ValueError) as err:
         raise TypeError(f"config options must be JSON values: {err}") from None
 
@@ -286,7 +322,7 @@ def config_hash(config: TrainConfig) -> str:
     Equal configs (including ``1`` vs ``1.0`` for float fields and lists vs tuples) hash
     equally on every platform and Python version.
     """
-    text = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
+    text = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 

@@ -24,13 +24,15 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
-from sdcomplex._io import atomic_write_text, to_jsonable
+from sdcomplex._io import atomic_write_bytes, atomic_write_text, to_jsonable
+from sdcomplex.train._integrity import DamagedFile
 
 METRICS_FILE = "metrics.jsonl"
 TIMING_FIELDS = ("time", "elapsed_s", "epoch_time_s", "eval_time_s", "images_per_s")
@@ -113,7 +115,9 @@ def append_metrics(run_dir: str | os.PathLike[str], record: dict[str, Any]) -> N
 def truncate_metrics(run_dir: str | os.PathLike[str], last_epoch: int) -> int:
     """Keeps only the lines with ``epoch <= last_epoch`` (atomic rewrite); returns how many.
 
-    Used on resume: lines written after the checkpoint the run resumes from are recomputed.
+    Used on resume from a checkpoint without ``metrics_sha256`` (written before they were
+    recorded; see :func:`keep_metrics_lines`): lines written after the checkpoint the run
+    resumes from are recomputed.
     """
     path = Path(run_dir) / METRICS_FILE
     if not path.exists():
@@ -124,6 +128,42 @@ def truncate_metrics(run_dir: str | os.PathLike[str], last_epoch: int) -> int:
     if text != path.read_text(encoding="utf-8"):
         atomic_write_text(path, text, overwrite=True)
     return len(kept)
+
+
+def _raw_lines(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines(keepends=True) if path.exists() else []
+
+
+def metrics_digests(run_dir: str | os.PathLike[str]) -> list[str]:
+    """The sha256 (first 16 hex digits) of every line of ``metrics.jsonl``, newline included;
+    recorded in each checkpoint's manifest (``metrics_sha256``)."""
+    lines = _raw_lines(Path(run_dir) / METRICS_FILE)
+    return [hashlib.sha256(line).hexdigest()[:16] for line in lines]
+
+
+def check_metrics_lines(run_dir: str | os.PathLike[str], digests: list[str]) -> None:
+    """Checks that the first ``len(digests)`` lines of ``metrics.jsonl`` are the ones a
+    checkpoint recorded (:func:`metrics_digests`).
+
+    Raises:
+        DamagedFile: a line is missing or differs (named by number).
+    """
+    path = Path(run_dir) / METRICS_FILE
+    lines = _raw_lines(path)
+    for i, digest in enumerate(digests):
+        if i >= len(lines):
+            raise DamagedFile(path, f"{len(lines)} lines, the checkpoint recorded {len(digests)}")
+        if hashlib.sha256(lines[i]).hexdigest()[:16] != digest:
+            raise DamagedFile(path, f"line {i + 1} differs from the one the checkpoint recorded")
+
+
+def keep_metrics_lines(run_dir: str | os.PathLike[str], count: int) -> None:
+    """Keeps only the first ``count`` lines of ``metrics.jsonl`` (atomic rewrite if needed):
+    on resume, the lines written after the checkpoint are recomputed."""
+    path = Path(run_dir) / METRICS_FILE
+    lines = _raw_lines(path)
+    if len(lines) > count:
+        atomic_write_bytes(path, b"".join(lines[:count]), overwrite=True)
 
 
 def strip_timing(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

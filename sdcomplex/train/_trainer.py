@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 import time
@@ -16,14 +15,23 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from sdcomplex._io import atomic_write_json, atomic_write_text
+from sdcomplex._io import atomic_write_text
 from sdcomplex.data import Dataset, EpochBatcher
 from sdcomplex.models import abstract_variables, count_params
-from sdcomplex.train._checkpoint import CheckpointStore, library_versions, load_checkpoint
-from sdcomplex.train._config import TrainConfig, config_differences, config_hash
+from sdcomplex.train._checkpoint import CheckpointStore, load_checkpoint
+from sdcomplex.train._config import TrainConfig, config_hash
 from sdcomplex.train._divergence import check_evaluated_losses, check_step_loss
-from sdcomplex.train._metrics import append_metrics, read_metrics, truncate_metrics
+from sdcomplex.train._integrity import DamagedFile
+from sdcomplex.train._metrics import (
+    append_metrics,
+    check_metrics_lines,
+    keep_metrics_lines,
+    read_metrics,
+    truncate_metrics,
+)
 from sdcomplex.train._optim import make_optimizer
+from sdcomplex.train._resume import checkpoint_manifest, resume_point
+from sdcomplex.train._rundir import CONFIG_FILE, RUN_FILE, check_run_dir, write_run_info
 from sdcomplex.train._setup import check_names, setup_run
 from sdcomplex.train._step import (
     LossFn,
@@ -35,8 +43,6 @@ from sdcomplex.train._step import (
     make_train_step,
 )
 
-CONFIG_FILE = "config.json"
-RUN_FILE = "run.json"
 _STANDARD_FIELDS = frozenset(
     "epoch step train_loss train_acc test_loss test_acc batch_loss batch_acc lr time "
     "elapsed_s epoch_time_s eval_time_s images_per_s".split()
@@ -136,44 +142,31 @@ def initial_variables(model: nn.Module, seed: int, input_shape: tuple[int, ...])
     return dict(init(jax.random.key(seed, impl="rbg")))
 
 
-def _check_run_dir(run_dir: Path, config: TrainConfig) -> bool:
-    """True if ``run_dir`` holds a run of the same config; raises if it holds anything else."""
-    cfg_file = run_dir / CONFIG_FILE
-    if cfg_file.exists():
+def finished_result(config: TrainConfig, run_dir: str | Path) -> TrainResult | None:
+    """The result (``status="already_complete"``) of a finished run in ``run_dir`` whose final
+    checkpoint and metrics lines are intact; ``None`` otherwise (not finished, or damaged: the
+    run is then resumed from its newest intact checkpoint by training it again).
+
+    Raises:
+        ValueError: the directory holds a different config, or edited or damaged records.
+    """
+    run_dir = Path(run_dir)
+    if not check_run_dir(run_dir, config) or not (run_dir / "checkpoints").is_dir():
+        return None
+    store = CheckpointStore(run_dir, keep=config.keep_checkpoints)
+    try:
+        if config.epochs not in store.epochs():
+            return None
         try:
-            old = type(config).from_dict(json.loads(cfg_file.read_text(encoding="utf-8")))
-        except (ValueError, TypeError) as err:
-            raise ValueError(f"{cfg_file} is not a valid config ({err}); not touching it") from None
-        if config_hash(old) != config_hash(config):
-            diff = "; ".join(config_differences(old, config))
-            raise ValueError(
-                f"{run_dir} holds a run with a different config ({diff}); use another output "
-                "directory (nothing was changed)"
-            )
-        return True
-    leftover = f".{CONFIG_FILE}."  # a temporary file of a write killed before its rename
-    if run_dir.exists() and (
-        not run_dir.is_dir() or any(not p.name.startswith(leftover) for p in run_dir.iterdir())
-    ):
-        raise ValueError(
-            f"{run_dir} exists and is not an sdcomplex run directory (no {CONFIG_FILE}); "
-            "choose a new or empty output directory (nothing was changed)"
-        )
-    return False
-
-
-def _manifest(kind: str, completed: int, batch: int, step: int, chash: str, cfg: TrainConfig):
-    return {
-        "kind": kind,
-        "epoch": completed,
-        "batch": batch,
-        "step": step,
-        "config_hash": chash,
-        "model": cfg.model,
-        "dataset": cfg.dataset,
-        "time": time.time(),
-        "versions": library_versions(),
-    }
+            manifest = store.manifest("epoch", config.epochs)
+            check_metrics_lines(run_dir, manifest.get("metrics_sha256", []))
+            variables = load_checkpoint(run_dir, config.epochs)
+        except DamagedFile:
+            return None
+        metrics = read_metrics(run_dir)
+        return TrainResult(run_dir, "already_complete", config.epochs, metrics, variables)
+    finally:
+        store.close()
 
 
 def train(
@@ -198,7 +191,10 @@ def train(
     from ``fold_in(fold_in(key(seed), e), s)``, so a run killed at any moment (even ``kill
     -9``) and started again resumes from its last complete checkpoint and ends, on CPU, with
     bit-identical parameters and metrics (except the timing fields). SIGTERM or SIGINT finishes
-    the current step, saves a checkpoint and returns ``status="preempted"``.
+    the current step, saves a checkpoint and returns ``status="preempted"`` (``signal`` says
+    which). A resumed run starts from its newest intact checkpoint (checksums, metrics lines
+    and config checked); newer damaged ones are moved to ``damaged/`` with a
+    :class:`~sdcomplex.train.DamagedCheckpointWarning`, and the result is the same.
 
     Args:
         config: the run's hyperparameters.
@@ -221,8 +217,10 @@ def train(
 
     Raises:
         ValueError: unknown model or data set, missing data, wrong number of classes, a run
-            directory holding a different config or other files (all before any training or
-            writing).
+            directory holding a different config or other files, a ``config.json`` edited
+            after the run started (all before any training or writing).
+        DamagedFile: a damaged ``run.json`` (a ``ValueError``).
+        TrainingDiverged: a non-finite loss (a ``ValueError``; nothing of it is saved).
 
     Example:
         >>> cfg = TrainConfig(model="mlp", dataset="digits", epochs=2, augment=False)
@@ -235,21 +233,11 @@ def train(
     started = time.perf_counter()
     run_dir = Path(run_dir)
     check_names(config)
-    exists = _check_run_dir(run_dir, config)
+    done = finished_result(config, run_dir)
+    if done is not None:
+        return done
+    exists = check_run_dir(run_dir, config)
     chash = config_hash(config)
-    if exists and (run_dir / "checkpoints").is_dir():
-        store = CheckpointStore(run_dir, keep=config.keep_checkpoints)
-        try:
-            if config.epochs in store.epochs():
-                return TrainResult(
-                    run_dir,
-                    "already_complete",
-                    config.epochs,
-                    read_metrics(run_dir),
-                    load_checkpoint(run_dir, config.epochs),
-                )
-        finally:
-            store.close()
 
     setup = setup_run(config)  # loads the data; every error is raised before writing
     dataset, model = setup.dataset, setup.model
@@ -261,17 +249,12 @@ def train(
         atomic_write_text(run_dir / CONFIG_FILE, config.to_json())
     if not (run_dir / RUN_FILE).exists():  # (also after a kill between the two writes)
         abstract = abstract_variables(model, info.input_shape)
-        atomic_write_json(
-            run_dir / RUN_FILE,
-            {
-                "config_hash": chash,
-                "config_class": f"{type(config).__module__}.{type(config).__qualname__}",
-                "created": time.time(),
-                "dataset": info.to_dict(),
-                "num_params": count_params(abstract["params"]),
-                "steps_per_epoch": steps_per_epoch,
-                "versions": library_versions(),
-            },
+        write_run_info(
+            run_dir,
+            config,
+            dataset=info.to_dict(),
+            num_params=count_params(abstract["params"]),
+            steps_per_epoch=steps_per_epoch,
         )
 
     optimizer, schedule = make_optimizer(config, steps_per_epoch)
@@ -281,9 +264,9 @@ def train(
         mean=mean,
         std=std,
         pixel_max=info.pixel_max,
-        augment=config.augment,
-        padding=config.crop_padding,
-        flip=config.flip,
+        augment=bool(config.augment),  # (resolved from the data set: never None here)
+        padding=int(config.crop_padding or 0),
+        flip=bool(config.flip),
     )
     plain = make_preprocess(mean=mean, std=std, pixel_max=info.pixel_max, augment=False)
     step_fn = make_train_step(
@@ -424,7 +407,7 @@ def _loop(
 
     def save(kind: str, state: TrainState, running: Any, completed: int, batch: int) -> None:
         step = int(state.step)
-        manifest = _manifest(kind, completed, batch, step, chash, config)
+        manifest = checkpoint_manifest(run_dir, kind, completed, batch, step, chash, config)
         number = completed if kind == "epoch" else step
         store.save(kind, number, state.variables, train_items(state, running), manifest)
         if kind == "epoch":
@@ -441,28 +424,17 @@ def _loop(
         "opt_state": abstract_state.opt_state,
         "running": jax.ShapeDtypeStruct((3,), jnp.float32),
     }
-    epochs = store.epochs()
-    if not epochs:
-        truncate_metrics(run_dir, -1)
+    point = resume_point(store, run_dir, chash)
+    if point is None:
+        keep_metrics_lines(run_dir, 0)
         store.delete_preempt()
         state = init_train_state(initial_variables(model, config.seed, info.input_shape), optimizer)
         record_epoch(state, 0, None, None, (0.0, 0))
         save("epoch", state, zeros(), 0, 0)
         completed, start_batch, running = 0, 0, zeros()
     else:
-        kind, number = "epoch", epochs[-1]
-        latest = store.manifest("epoch", number)
-        preempts = store.preempt_steps()
-        if preempts and preempts[-1] > latest["step"]:
-            kind, number = "preempt", preempts[-1]
-        elif preempts:
-            store.delete_preempt()  # stale: older than the latest epoch checkpoint
+        kind, number = point
         variables, train_items_, manifest = store.restore(kind, number, abstract, abstract_train)
-        if manifest["config_hash"] != chash:
-            raise ValueError(
-                f"checkpoint {kind} {number} in {run_dir} was written by config "
-                f"{manifest['config_hash']}, not {chash}; not resuming"
-            )
         state = TrainState(
             step=train_items_["step"],
             params=variables["params"],
@@ -471,7 +443,10 @@ def _loop(
         )
         running = train_items_["running"]
         completed, start_batch = int(manifest["epoch"]), int(manifest["batch"])
-        truncate_metrics(run_dir, completed)
+        if "metrics_sha256" in manifest:
+            keep_metrics_lines(run_dir, len(manifest["metrics_sha256"]))
+        else:  # a checkpoint written before the metrics lines were recorded
+            truncate_metrics(run_dir, completed)
 
     def check(pending: tuple[int, int, Any]) -> None:
         epoch, step, loss = pending

@@ -111,3 +111,17 @@ def test_different_config_in_output_dir(tmp_path, capsys):
     assert main(["train", *TINY_FLAGS, "--epochs", "3", "--out", str(out)]) == 2
     assert "different config (epochs: 1 -> 3)" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_print_config_states_the_data_sets_augmentation(capsys):
+    argv = ["train", "--model", "cnn", "--data", "digits", "--out", "x", "--print-config"]
+    assert main(argv) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert (cfg["augment"], cfg["crop_padding"], cfg["flip"]) == (True, 1, False)
+    argv[4] = "cifar10"
+    assert main(argv) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert (cfg["augment"], cfg["crop_padding"], cfg["flip"]) == (True, 4, True)
+    assert main([*argv, "--set", "flip=false", "--set", "crop_padding=2"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert (cfg["augment"], cfg["crop_padding"], cfg["flip"]) == (True, 2, False)

@@ -12,6 +12,7 @@ TEACHER = TrainConfig(
     model_options={"hidden_sizes": [64]},
     dataset="digits",
     crop_padding=1,
+    flip=True,  # (the digits' default is no flips: exercise them anyway)
     epochs=4,
     batch_size=128,
     learning_rate=0.05,

@@ -109,5 +109,5 @@ def test_run_directory_of_something_else(teacher_dir, tmp_path):
     with pytest.raises(ValueError, match="has changed since this distillation run started"):
         distill(config, fake, quiet=True)
     (fake / "distill.json").write_text("{not json")
-    with pytest.raises(ValueError, match="not a valid distillation record"):
+    with pytest.raises(ValueError, match=r"distill.json is damaged \(not valid JSON"):
         distill(config, fake, quiet=True)

@@ -135,3 +135,49 @@ def test_numpy_scalars_are_accepted_as_python_numbers():
     assert TrainConfig.from_dict(json.loads(numpy.to_json())) == numpy
     with pytest.raises(TypeError, match="epochs must be an integer"):
         TrainConfig(epochs=np.float64(3.0))
+
+
+@pytest.mark.parametrize(
+    ("dataset", "expected"),
+    [
+        ("cifar10", (True, 4, True)),
+        ("cifar100", (True, 4, True)),
+        ("cifar10_jpeg", (True, 4, True)),
+        ("tiny_imagenet", (True, 8, True)),
+        ("digits", (True, 1, False)),  # 8x8 images; a mirrored digit is another digit
+        ("mnist1d", (False, 0, False)),  # 1-D signals
+        ("synthetic", (False, 0, False)),
+        ("image_folder", (False, 0, False)),  # size unknown before loading: set explicitly
+    ],
+)
+def test_augmentation_defaults_come_from_the_data_set(dataset, expected):
+    cfg = TrainConfig(dataset=dataset)
+    assert (cfg.augment, cfg.crop_padding, cfg.flip) == expected
+    assert cfg.to_dict()["crop_padding"] == expected[1]  # recorded resolved
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    # a copy for another data set takes that data set's defaults; explicit values stay
+    assert TrainConfig(dataset="cifar10").replace(dataset=dataset) == cfg
+    explicit = TrainConfig(dataset="cifar10", crop_padding=2, flip=True).replace(dataset=dataset)
+    assert (explicit.augment, explicit.crop_padding, explicit.flip) == (expected[0], 2, True)
+
+
+@pytest.mark.slow
+def test_declared_image_size_matches_the_data():
+    from sdcomplex.data import load_dataset
+    from sdcomplex.data._registry import CROP_FRACTION, augmentation_defaults
+
+    for name in ("digits", "mnist1d"):
+        info = load_dataset(name).info
+        declared = augmentation_defaults(name)
+        size = info.input_shape[0] if info.is_image else None
+        assert declared.image_size == size
+        # the CIFAR recipe's 4 pixels of 32, in proportion
+        expected = 0 if size is None else max(1, round(size * 4 / 32))
+        assert declared.crop_padding == expected and 32 / CROP_FRACTION == 4
+
+
+def test_non_finite_option_values_are_refused():
+    with pytest.raises(TypeError, match="config options must be JSON values"):
+        TrainConfig(model_options={"scale": float("nan")})
+    with pytest.raises(TypeError, match="config options must be JSON values"):
+        TrainConfig(data_options={"noise": float("inf")})

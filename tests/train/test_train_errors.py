@@ -5,7 +5,7 @@ import json
 import pytest
 
 from sdcomplex.train import TrainConfig, train
-from sdcomplex.train._trainer import _check_run_dir
+from sdcomplex.train._rundir import check_run_dir
 
 TINY = TrainConfig(
     model="mlp",
@@ -105,4 +105,4 @@ def test_run_dir_killed_while_being_created_is_usable(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     (other / ".config.json.x1y2.tmp").write_text("{")
-    assert _check_run_dir(other, TINY) is False
+    assert check_run_dir(other, TINY) is False

@@ -35,6 +35,7 @@ CONFIG = TrainConfig(
     schedule="step",
     lr_milestones=(3,),
     crop_padding=1,
+    flip=True,  # (the digits' default is no flips: exercise them anyway)
     checkpoint_every=2,
     eval_batch_size=512,
 )
