@@ -23,6 +23,8 @@ import jax
 import jax.extend.core as jex
 import numpy as np
 
+from sdcomplex.ntk._engine import combine_callable, partition_callable
+
 INLINED_CALLS = ("jit", "pjit", "closed_call", "core_call", "remat", "remat2", "checkpoint")
 """Primitives whose nested jaxpr is evaluated as is (inlined)."""
 
@@ -174,30 +176,37 @@ def _platform_branch(params: Mapping[str, Any]) -> int:
 def trace_program(fn: Callable[..., Any], leaves: Sequence[Any], treedef: Any, x: Any) -> Program:
     """Traces ``fn(params, x)`` (abstractly) into a flat `Program`.
 
+    The arrays held by ``fn`` itself (a callable pytree, e.g. a `FlaxNTKFunction`'s BatchNorm
+    statistics) are traced as inputs too, so the program has the same structure whether they
+    are concrete or traced by an enclosing ``jit``; they become the program's first constants.
+
     Args:
       fn: the function ``fn(params, x) -> logits``.
       leaves: the parameter leaves (arrays or ``jax.ShapeDtypeStruct``).
       treedef: the parameters' tree structure.
       x: the input batch (array or ``jax.ShapeDtypeStruct``).
     """
+    dynamic, static = partition_callable(fn)
 
-    def flat_fn(leaves: list[Any], x: Any) -> Any:
-        return fn(jax.tree.unflatten(treedef, leaves), x)
+    def flat_fn(leaves: list[Any], x: Any, dynamic: list[Any]) -> Any:
+        return combine_callable(dynamic, static)(jax.tree.unflatten(treedef, leaves), x)
 
-    specs = [jax.ShapeDtypeStruct(np.shape(v), v.dtype) for v in leaves]
-    closed = jax.make_jaxpr(flat_fn)(specs, jax.ShapeDtypeStruct(x.shape, x.dtype))
+    def spec(v: Any) -> jax.ShapeDtypeStruct:
+        return jax.ShapeDtypeStruct(np.shape(v), v.dtype)
+
+    closed = jax.make_jaxpr(flat_fn)([spec(v) for v in leaves], spec(x), [spec(v) for v in dynamic])
     jaxpr = closed.jaxpr
     builder = _Builder()
     args: list[Atom] = []
-    for i, var in enumerate(jaxpr.invars):
+    for i, var in enumerate(jaxpr.invars[: len(leaves) + 1]):
         args.append(builder.new(var.aval, i < len(leaves)))
     consts: list[Atom] = []
-    for var in jaxpr.constvars:
+    for var in [*jaxpr.invars[len(leaves) + 1 :], *jaxpr.constvars]:
         consts.append(builder.new(var.aval, False))
-    outputs = builder.inline(jaxpr, consts, args)
+    outputs = builder.inline(jaxpr, [*consts[len(dynamic) :]], [*args, *consts[: len(dynamic)]])
     return Program(
         num_leaves=len(leaves),
-        consts=tuple(closed.consts),
+        consts=(*dynamic, *closed.consts),
         equations=tuple(builder.equations),
         outputs=tuple(outputs),
         shapes=tuple(builder.shapes),

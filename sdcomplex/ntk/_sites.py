@@ -43,7 +43,8 @@ from sdcomplex.ntk._layers import LayerTap
 from sdcomplex.ntk._program import Literal, Program
 
 VIEWS = ("reshape", "transpose", "convert_element_type", "copy", "copy_p", "squeeze")
-"""Parameter-only operations that only rearrange a leaf (its Gram is unchanged)."""
+"""Parameter-only operations that only rearrange a leaf (its Gram is unchanged); so does a
+``broadcast_in_dim`` that only inserts axes of size 1."""
 
 ELEMENTWISE = ("add", "add_any", "sub", "mul", "div")
 """Elementwise sites: an activation scaled or shifted by a parameter-only operand."""
@@ -298,7 +299,12 @@ def _direct_leaf(site: Site, p: Program, producer: dict[int, int], uses: list[in
             return None
         eq = p.equations[producer[v]]
         src = eq.ins[0]
-        if eq.name not in VIEWS or len(eq.ins) != 1 or not isinstance(src, int) or uses[src] != 1:
+        if len(eq.ins) != 1 or not isinstance(src, int) or uses[src] != 1:
+            return None
+        inserts = eq.name == "broadcast_in_dim" and math.prod(p.shapes[src]) == math.prod(
+            p.shapes[v]
+        )  # only inserts axes of size 1
+        if eq.name not in VIEWS and not inserts:
             return None
         if eq.name == "convert_element_type" and not jnp.issubdtype(p.dtypes[src], jnp.inexact):
             return None

@@ -356,7 +356,8 @@ class StructuredNTK:
         if outputs == "diag":
             parts = math.ceil(c / m)
             padded = jnp.zeros((parts * m, b1, b2), gram.dtype)
-            padded = jax.lax.dynamic_update_slice(padded, gram, (part * m, 0, 0))
+            zero = jnp.zeros_like(part)
+            padded = jax.lax.dynamic_update_slice(padded, gram, (part * m, zero, zero))
             return padded[:c]
         return gram
 
