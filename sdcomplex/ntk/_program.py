@@ -4,9 +4,13 @@
 whose semantics are plain evaluation: ``jit``, ``closed_call``, ``remat`` (``jax.checkpoint``:
 rematerialisation changes memory, not values), a ``cond`` whose branch is fixed when the
 program is lowered (``lax.platform_dependent``), and a ``custom_jvp_call`` that a parameter
-enters directly (e.g. `sdcomplex.models.patch_conv`: the engine differentiates its primal
-computation). Every other equation (``scan``, ``while``, other ``cond``s and custom
-derivatives, any primitive) stays one opaque step, evaluated by binding its primitive.
+enters directly (e.g. `sdcomplex.models.patch_conv`). Such a call is also kept as a `Group`:
+`evaluate` computes its outputs by the call itself (so that backward passes use its custom
+rule) and its inlined equations only for the values they record; the sites inside it are
+differentiated by their primal maths, which assumes the custom rule is the derivative of the
+primal computation (as it is for ``patch_conv``). Every other equation (``scan``, ``while``,
+other ``cond``s and custom derivatives, any primitive) stays one opaque step, evaluated by
+binding its primitive.
 
 Values are numbered: ``0 .. num_leaves - 1`` are the parameter leaves, ``num_leaves`` is the
 input batch, then the captured constants, then every equation's outputs in order. Only public
@@ -40,6 +44,20 @@ Atom = int | Literal
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
+class Group:
+    """A custom-derivative call inlined as equations ``start .. stop - 1``.
+
+    Attributes:
+      call: the call itself (its ``outs`` are the inlined equations' output values).
+      start, stop: the range of inlined equations.
+    """
+
+    call: Any
+    start: int
+    stop: int
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class Equation:
     """One primitive application: ``outs = primitive.bind(*ins, **params)``."""
 
@@ -65,6 +83,7 @@ class Program:
       outputs: the atoms of the function's outputs.
       shapes: shape of every numbered value.
       dtypes: dtype of every numbered value.
+      groups: custom-derivative calls evaluated as a whole (see `Group`).
     """
 
     num_leaves: int
@@ -73,6 +92,7 @@ class Program:
     outputs: tuple[Atom, ...]
     shapes: tuple[tuple[int, ...], ...]
     dtypes: tuple[Any, ...]
+    groups: tuple[Group, ...] = ()
 
     @property
     def input_id(self) -> int:
@@ -91,6 +111,8 @@ class _Builder:
         self.equations: list[Equation] = []
         self.param_dependent: list[bool] = []
         self.platform: dict[int, Mapping[str, Any]] = {}
+        self.groups: list[Group] = []
+        self.in_group = False
 
     def new(self, aval: Any, param_dependent: bool) -> int:
         self.shapes.append(tuple(int(d) for d in aval.shape))
@@ -148,13 +170,24 @@ class _Builder:
         if nested is not None:
             jaxpr, consts, args = nested
             const_atoms = [self._const(c) for c in consts]
-            return self.inline(jaxpr, const_atoms, args)
+            grouped = eqn.primitive.name == "custom_jvp_call" and not self.in_group
+            start, first = len(self.equations), len(self.shapes)
+            self.in_group = self.in_group or grouped
+            try:
+                outs = self.inline(jaxpr, const_atoms, args)
+            finally:
+                self.in_group = self.in_group and not grouped
+            inner = all(isinstance(a, int) and a >= first for a in outs)
+            if grouped and inner and len(set(outs)) == len(outs):
+                call = Equation(eqn.primitive, dict(eqn.params), tuple(ins), tuple(outs))  # type: ignore[arg-type]
+                self.groups.append(Group(call, start, len(self.equations)))
+            return outs
         dep = self.depends(ins)
-        outs = tuple(self.new(v.aval, dep) for v in eqn.outvars)
+        outs_new = tuple(self.new(v.aval, dep) for v in eqn.outvars)
         if eqn.primitive.name == "platform_index":
-            self.platform[outs[0]] = eqn.params
-        self.equations.append(Equation(eqn.primitive, dict(eqn.params), tuple(ins), outs))
-        return list(outs)
+            self.platform[outs_new[0]] = eqn.params
+        self.equations.append(Equation(eqn.primitive, dict(eqn.params), tuple(ins), outs_new))
+        return list(outs_new)
 
     def _const(self, value: Any) -> Atom:
         return Literal(value)
@@ -211,6 +244,7 @@ def trace_program(fn: Callable[..., Any], leaves: Sequence[Any], treedef: Any, x
         outputs=tuple(outputs),
         shapes=tuple(builder.shapes),
         dtypes=tuple(builder.dtypes),
+        groups=tuple(builder.groups),
     )
 
 
@@ -255,10 +289,31 @@ def evaluate(
     def read(a: Atom) -> Any:
         return a.value if isinstance(a, Literal) else env[a]
 
-    equations = program.equations if only is None else [program.equations[i] for i in only]
-    for eq in equations:
-        outs = bind(eq, [read(a) for a in eq.ins])
-        for v, out in zip(eq.outs, outs, strict=True):
-            env[v] = out + perturbations[v] if v in perturbations else out
+    if only is not None:
+        for i in only:
+            eq = program.equations[i]
+            for v, out in zip(eq.outs, bind(eq, [read(a) for a in eq.ins]), strict=True):
+                env[v] = out
+    else:
+        groups = {g.start: g for g in program.groups}
+        k = 0
+        while k < len(program.equations):
+            group = groups.get(k)
+            if group is None:
+                eq = program.equations[k]
+                for v, out in zip(eq.outs, bind(eq, [read(a) for a in eq.ins]), strict=True):
+                    env[v] = out + perturbations[v] if v in perturbations else out
+                k += 1
+                continue
+            # The call for the outputs (its custom rule differentiates them); the inlined
+            # equations, cut off from differentiation, for the values recorded inside.
+            outs = bind(group.call, [read(a) for a in group.call.ins])
+            for eq in program.equations[group.start : group.stop]:
+                vals = [jax.lax.stop_gradient(read(a)) for a in eq.ins]
+                for v, out in zip(eq.outs, bind(eq, vals), strict=True):
+                    env[v] = out
+            for v, out in zip(group.call.outs, outs, strict=True):
+                env[v] = out + perturbations[v] if v in perturbations else out
+            k = group.stop
     outputs = [env.get(a) if isinstance(a, int) else a.value for a in program.outputs]
     return outputs, {v: env[v] for v in record}

@@ -330,6 +330,7 @@ def analyse(p2: Program, p3: Program) -> Analysis:
     for a in p2.outputs:
         if isinstance(a, int):
             uses[a] += 1
+    in_group = {k: g for g in p2.groups for k in range(g.start, g.stop)}
     fallback: set[int] = set()
     sites: list[Site] = []
     for k, eq in enumerate(p2.equations):
@@ -340,6 +341,9 @@ def analyse(p2: Program, p3: Program) -> Analysis:
         if not params_in:
             continue
         site = _match(eq, k, p2, p3, on_input, producer)
+        group = in_group.get(k)
+        if site is not None and group is not None and site.out not in group.call.outs:
+            site = None  # inside a custom-derivative call, its output cannot be perturbed
         if site is None:
             fallback.update(*(leafsets[a] for a in params_in))
         else:
