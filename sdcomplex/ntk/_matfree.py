@@ -34,7 +34,6 @@ import numpy as np
 from sdcomplex.ntk._api import DEFAULT_MEMORY_BUDGET, plan_ntk
 from sdcomplex.ntk._contract import HIGHEST
 from sdcomplex.ntk._engine import OutputSpec, combine_callable, partition_callable
-from sdcomplex.ntk._layers import flax_function
 
 FORMS = ("mean", "full", "diag")
 PRECONDITIONERS = ("jacobi", "none")
@@ -287,17 +286,17 @@ def ntk_diagonal_blocks(
 ) -> np.ndarray:
     """Per-example C x C blocks Theta(x_i, x_i) of the full NTK, shape (n, C, C), float64.
 
-    Flax models use the structured engine's features (cheap: no pairwise contraction);
-    other functions one per-example Jacobian at a time.
+    Where the planner picks the structured engine its features are used (cheap: no pairwise
+    contraction); otherwise one per-example Jacobian at a time.
     """
     op, fn = _operator(fn, params, x, "full", block_size, memory_budget)
     c = op.num_outputs
     blocks = []
-    if flax_function(fn) is not None:
-        xb0 = op.x[: op.block]
-        plan = plan_ntk(
-            fn, params, xb0, outputs="full", implementation="structured", block_size=op.block
-        )
+    xb0 = op.x[: op.block]
+    plan = plan_ntk(
+        fn, params, xb0, outputs="full", block_size=op.block, memory_budget=memory_budget
+    )
+    if plan.implementation == "structured":
         impl, spec = plan.prepared, OutputSpec("full", c)
         for lo, hi in op._blocks():
             xb = op._padded(op.x, lo, hi)

@@ -1,21 +1,23 @@
-"""Layer-structured empirical NTK for Flax models (``implementation="structured"``).
+"""Structured empirical NTK of any function ``fn(params, x)`` (``implementation="structured"``).
 
-The Gram is a sum over layers. For each Dense, Conv and inference-mode BatchNorm layer (see
-`sdcomplex.ntk._layers`) it is assembled from the layer's inputs and output cotangents:
+The Gram is a sum over the places where parameters meet examples. `sdcomplex.ntk._sites`
+finds them in the function's jaxpr (dense and convolution sites, elementwise scales and
+shifts) and partitions the parameter leaves into direct, composite and fallback leaves;
+`sdcomplex.ntk._site_features` computes their per-example features from one forward pass and
+one batched backward pass per logit. For a direct site:
 
-* one forward pass records every tapped layer's input, and a zero perturbation added to each
-  tapped layer's output turns one batched backward pass per logit (cotangent e_c on every
-  example; examples are independent) into every example's output cotangents g_l;
-* a dense layer (one position) contributes (A A^T + [bias]) * (G_c G_d^T): no P-sized vector
-  is formed ("outer" method). With S positions (extra input axes, or convolution patches) the
-  same form sums over position pairs, S^2 times the work;
+* a dense site (one position) contributes (A A^T) * (G_c G_d^T): no P-sized vector is formed
+  ("outer" method). With S positions (extra input axes, or convolution patches) the same form
+  sums over position pairs, S^2 times the work;
 * otherwise per-example weight gradients are formed explicitly (patches^T @ g as one batched
   matrix multiply for all logits at once) and contracted by a matrix multiply ("explicit").
 
-For each layer the planner picks the cheaper method by a floating-point-operation estimate
-(`specialize`). Trainable parameters outside tapped layers (other module types, shared
-modules, a subset chosen by ``param_filter``) get explicit per-example Jacobians, so the result
-is exact for every `FlaxNTKFunction`. Examples must not interact (BatchNorm in inference mode).
+For each site the planner picks the cheaper method by a floating-point-operation estimate
+(`specialize`), and ``"auto"`` compares the whole estimate with the other implementations'.
+Parameters used anywhere else get explicit per-example Jacobians, so the result is exact for
+every function whose examples do not interact (checked by a perturbation when planning).
+Flax linen models (`flax_ntk_fn`), Flax NNX and Equinox models written as ``fn(params, x)``
+and plain JAX functions all go through the same analysis.
 
 The Gram is summed over parts of ``logits_per_part`` logits (mean and diag kernels; all logits
 at once when that fits the memory budget, as it does for 10 classes); the full kernel uses one
@@ -31,18 +33,27 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from flax import traverse_util
+import numpy as np
 
 from sdcomplex.ntk._contract import HIGHEST
 from sdcomplex.ntk._engine import CostEstimate, OutputSpec, ProblemSize
-from sdcomplex.ntk._layers import (
-    LayerTap,
-    Outer,
-    Path,
-    discover_taps,
-    flax_function,
-    layer_features,
-    tapped_forward,
+from sdcomplex.ntk._layers import LayerTap, Outer
+from sdcomplex.ntk._program import trace_program
+from sdcomplex.ntk._site_features import (
+    as_explicit,
+    composite_features,
+    fallback_features,
+    forward_and_cotangents,
+    operand_gradients,
+    tap_features,
+)
+from sdcomplex.ntk._sites import (
+    Analysis,
+    Site,
+    UnsupportedStructure,
+    all_fallback,
+    analyse,
+    check_independent,
 )
 
 SMALL_FEATURES = 1 << 16
@@ -50,17 +61,6 @@ SMALL_FEATURES = 1 << 16
 
 MIN_BLOCK = 128
 """Logits per part are reduced until a block of this many examples fits the memory budget."""
-
-
-def _split(params: Any, paths: tuple[Path, ...]) -> tuple[dict[Any, Any], dict[Any, Any]]:
-    flat = traverse_util.flatten_dict(params)
-    chosen = {k: v for k, v in flat.items() if tuple(str(p) for p in k) in set(paths)}
-    rest = {k: v for k, v in flat.items() if k not in chosen}
-    return chosen, rest
-
-
-def _merge(chosen: dict[Any, Any], rest: dict[Any, Any]) -> Any:
-    return traverse_util.unflatten_dict({**rest, **chosen})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,20 +71,19 @@ class _Costs:
 
 
 def _tap_costs(tap: LayerTap, size: ProblemSize, m: int, parts: int) -> tuple[_Costs, _Costs]:
-    """(explicit, outer) costs of one layer; outer is infinite where it does not apply."""
+    """(explicit, outer) costs of a dense or convolution site (outer: inf where not allowed)."""
     c = size.num_outputs
     logits = parts * m  # cotangents computed, padding included
     mult = c * c if size.outputs == "full" else c
     pairs, n_feat = size.num_pairs, size.num_feature_examples
     s, k, o, g = tap.positions, tap.fan_in, tap.num_features, tap.groups
-    weights = tap.kernel_size_params if ("kernel" in tap.params or "scale" in tap.params) else 0
-    bias = o if "bias" in tap.params else 0
+    weights = tap.kernel_size_params
     patches = s * k * g if tap.kind == "conv" else 0
     # Explicit: per-example gradients (2 S flops per weight and logit), then the contraction.
     explicit = _Costs(
-        flops=n_feat * (2.0 * s * logits * (weights + bias) + parts * patches)
-        + 2.0 * pairs * mult * (weights + bias),
-        stored=m * (weights + bias),
+        flops=n_feat * (2.0 * s * logits * weights + parts * patches)
+        + 2.0 * pairs * mult * weights,
+        stored=m * weights,
         transient=patches,
     )
     outer_ok = tap.outer_allowed and (
@@ -93,44 +92,63 @@ def _tap_costs(tap: LayerTap, size: ProblemSize, m: int, parts: int) -> tuple[_C
     if not outer_ok:
         return explicit, _Costs(math.inf, math.inf, math.inf)
     grams = 2.0 * pairs * s * s * (parts * k + mult * o) + pairs * s * s * mult
-    bias_explicit = 0 if s == 1 else bias
     outer = _Costs(
-        flops=n_feat * parts * patches
-        + grams
-        + n_feat * 2.0 * s * logits * bias_explicit
-        + 2.0 * pairs * mult * bias_explicit,
-        stored=s * k + m * s * o + m * bias_explicit,
+        flops=n_feat * parts * patches + grams,
+        stored=s * k + m * s * o,
         transient=patches,
     )
     return explicit, outer
 
 
+def _operand_costs(site: Site, size: ProblemSize, m: int, parts: int) -> _Costs:
+    """Per-example operand gradients of an elementwise or composite site, and their Gram."""
+    logits = parts * m
+    mult = size.num_outputs**2 if size.outputs == "full" else size.num_outputs
+    work = site.tap.positions * site.tap.kernel_size_params if site.tap else site.out_size
+    direct = site.leaf is not None
+    contraction = 2.0 * size.num_pairs * mult * site.operand_size if direct else 0.0
+    return _Costs(
+        flops=size.num_feature_examples * 2.0 * logits * work + contraction,
+        stored=m * site.operand_size,
+        transient=m * site.out_size,
+    )
+
+
+def _method_of(site: Site) -> str:
+    return site.tap.method if (site.tap is not None and site.leaf is not None) else "operand"
+
+
 @dataclasses.dataclass(frozen=True)
 class StructuredNTK:
-    """Layer-structured NTK of a `FlaxNTKFunction` (see the module docstring).
+    """Structured NTK of any ``fn(params, x)`` (see the module docstring).
 
-    `specialize` (called by `plan_ntk`) traces the model, picks each layer's method by cost and
-    the logits per part by memory; the unspecialised object does the same at trace time with
-    the block as the problem size.
+    `specialize` (called by `plan_ntk`) traces the function, finds its sites, picks each
+    site's method by cost and the logits per part by memory; the unspecialised object does the
+    same at trace time with the block as the problem size.
 
     Attributes:
-      taps: the tapped layers with their methods (None until specialised).
-      uncovered: trainable parameter paths handled by explicit Jacobians.
-      uncovered_size: number of parameters in ``uncovered``.
+      analysis: the sites (with their methods) and the leaf partition (None until specialised).
+      composite_size: number of parameters in composite leaves.
+      fallback_size: number of parameters with explicit Jacobians.
       logits_per_part: logits per part for the mean and diag kernels (None: all).
     """
 
     name: str = "structured"
-    taps: tuple[LayerTap, ...] | None = None
-    uncovered: tuple[Path, ...] = ()
-    uncovered_size: int = 0
+    analysis: Analysis | None = None
+    composite_size: int = 0
+    fallback_size: int = 0
     logits_per_part: int | None = None
 
     max_outer_positions = 4
     """Largest S for which the outer form (memory b1*b2*S^2 per block pair) is considered."""
 
     def supports(self, fn: Callable[..., Any]) -> bool:
-        return flax_function(fn) is not None
+        return callable(fn)
+
+    @property
+    def sites(self) -> tuple[Site, ...]:
+        """The planned sites (empty until specialised)."""
+        return () if self.analysis is None else self.analysis.sites
 
     # --- planning -------------------------------------------------------------------------
 
@@ -143,14 +161,28 @@ class StructuredNTK:
         *,
         memory_budget: float,
     ) -> StructuredNTK:
-        """A copy planned for this model and problem: layer methods and logits per part."""
-        taps, uncovered = discover_taps(fn, params, tuple(x.shape[1:]), x.dtype)
-        flat = traverse_util.flatten_dict(params)
-        uncovered_size = sum(
-            math.prod(jnp.shape(v)) for k, v in flat.items() if tuple(map(str, k)) in uncovered
-        )
+        """A copy planned for this function and problem: site methods and logits per part.
+
+        Raises:
+          ValueError: if the function's examples interact (see `check_independent`).
+        """
+        leaves, treedef = jax.tree.flatten(params)
+        shape, dtype = tuple(x.shape[1:]), x.dtype
+        programs = [
+            trace_program(fn, leaves, treedef, jax.ShapeDtypeStruct((b, *shape), dtype))
+            for b in (2, 3)
+        ]
+        try:
+            analysis = analyse(*programs)
+        except UnsupportedStructure:
+            analysis = all_fallback(len(leaves))
+        check_independent(fn, params, x)
+        sizes = [int(np.size(leaf)) for leaf in leaves]
         base = dataclasses.replace(
-            self, taps=taps, uncovered=uncovered, uncovered_size=int(uncovered_size)
+            self,
+            analysis=analysis,
+            composite_size=sum(sizes[i] for i in analysis.composite),
+            fallback_size=sum(sizes[i] for i in analysis.fallback),
         )
         c = size.num_outputs
         m = c
@@ -165,13 +197,17 @@ class StructuredNTK:
         return base._with_methods(size, m)
 
     def _with_methods(self, size: ProblemSize, m: int) -> StructuredNTK:
-        assert self.taps is not None
+        assert self.analysis is not None
         parts = 1 if size.outputs == "full" else math.ceil(size.num_outputs / m)
-        taps = []
-        for tap in self.taps:
-            explicit, outer = _tap_costs(tap, size, m, parts)
-            taps.append(tap.with_method("outer" if outer.flops < explicit.flops else "explicit"))
-        return dataclasses.replace(self, taps=tuple(taps), logits_per_part=m)
+        sites = []
+        for site in self.analysis.sites:
+            if site.tap is not None and site.leaf is not None:
+                explicit, outer = _tap_costs(site.tap, size, m, parts)
+                method = "outer" if outer.flops < explicit.flops else "explicit"
+                site = dataclasses.replace(site, tap=site.tap.with_method(method))
+            sites.append(site)
+        analysis = dataclasses.replace(self.analysis, sites=tuple(sites))
+        return dataclasses.replace(self, analysis=analysis, logits_per_part=m)
 
     def _logits(self, size: ProblemSize | OutputSpec) -> int:
         c = size.num_outputs
@@ -182,30 +218,34 @@ class StructuredNTK:
     def num_parts(self, size: ProblemSize) -> int:
         return math.ceil(size.num_outputs / self._logits(size))
 
+    def _site_costs(self, site: Site, size: ProblemSize, m: int, parts: int) -> _Costs:
+        if _method_of(site) == "operand":
+            return _operand_costs(site, size, m, parts)
+        assert site.tap is not None
+        explicit, outer = _tap_costs(site.tap, size, m, parts)
+        return outer if site.tap.method == "outer" else explicit
+
     def _bytes_per_example(self, size: ProblemSize, m: int) -> float:
         """Feature bytes per example for the block-size rule "two blocks fit the budget".
 
         Features are kept for two blocks, while the forward activations, the output cotangents
         and the patches exist for one block at a time: they count half.
         """
-        assert self.taps is not None
         parts = math.ceil(size.num_outputs / m)
-        stored = 2.0 * m * self.uncovered_size
+        stored = m * (2.0 * self.fallback_size + self.composite_size)
         transient = 0.0
         largest = 0.0
-        for tap in self.taps:
-            explicit, outer = _tap_costs(tap, size, m, parts)
-            chosen = outer if tap.method == "outer" else explicit
+        for site in self.sites:
+            chosen = self._site_costs(site, size, m, parts)
             stored += chosen.stored
             largest = max(largest, chosen.transient)
-            # Forward residuals (about twice the tapped layers' inputs and outputs, for the
+            # Forward residuals (about twice the sites' inputs and outputs, for the
             # activations and pooling between them) and the cotangents of m logits.
-            transient += 2 * (math.prod(tap.in_shape) + math.prod(tap.out_shape))
-            transient += m * math.prod(tap.out_shape)
+            transient += 2 * (site.act_size + site.out_size) + m * site.out_size
         return (stored + (transient + largest) / 2) * size.itemsize
 
     def estimate(self, size: ProblemSize) -> CostEstimate:
-        if self.taps is None:
+        if self.analysis is None:
             # Not planned (plan_ntk always plans): as expensive as the Jacobian contraction.
             from sdcomplex.ntk._jacobian import JacobianContraction
 
@@ -215,18 +255,22 @@ class StructuredNTK:
         logits = m * parts
         mult = size.num_outputs**2 if size.outputs == "full" else size.num_outputs
         n_feat = size.num_feature_examples
-        # One forward pass per part, one backward pass (activations only) per logit.
-        flops = n_feat * size.forward_flops * (parts + logits)
-        for tap in self.taps:
-            explicit, outer = _tap_costs(tap, size, m, parts)
-            flops += (outer if tap.method == "outer" else explicit).flops
-        if self.uncovered_size:
+        flops = 0.0
+        if self.sites:
+            # One forward pass per part, one backward pass (activations only) per logit.
+            flops += n_feat * size.forward_flops * (parts + logits)
+        for site in self.sites:
+            flops += self._site_costs(site, size, m, parts).flops
+        if self.composite_size:
+            flops += n_feat * 4.0 * logits * self.composite_size
+            flops += 2.0 * size.num_pairs * mult * self.composite_size
+        if self.fallback_size:
             flops += n_feat * size.forward_flops * 3 * logits
-            flops += 2.0 * size.num_pairs * mult * self.uncovered_size
+            flops += 2.0 * size.num_pairs * mult * self.fallback_size
         return CostEstimate(flops=flops, bytes_per_example=self._bytes_per_example(size, m))
 
     def _planned(self, fn: Callable[..., Any], params: Any, x: Any, spec: OutputSpec) -> Any:
-        if self.taps is not None:
+        if self.analysis is not None:
             return self
         b = int(x.shape[0])
         size = ProblemSize(b, b, spec.num_outputs, 1, 0.0, 4, spec.outputs, True)
@@ -238,29 +282,47 @@ class StructuredNTK:
         self, fn: Callable[..., Any], params: Any, x: jax.Array, part: jax.Array, spec: OutputSpec
     ) -> dict[str, Any]:
         eng = self._planned(fn, params, x, spec)
-        taps = eng.taps
+        analysis = eng.analysis
         b, c = x.shape[0], spec.num_outputs
         m = eng._logits(spec)
         dtype = jax.eval_shape(fn, params, x[:1]).dtype
         index = part * m + jnp.arange(m)
         selection = jax.nn.one_hot(index, c, dtype=dtype)  # rows past C are zero
-        cotangent = jnp.broadcast_to(selection[:, None, :], (m, b, c))
-        perturbations = {tap.path: jnp.zeros((b, *tap.out_shape), dtype) for tap in taps}
-
-        def forward(perturbations: dict[Path, jax.Array]) -> Any:
-            return tapped_forward(fn, params, x, taps, perturbations)
-
-        _, pullback, recorded = jax.vjp(forward, perturbations, has_aux=True)
-        (grads,) = jax.vmap(pullback)(cotangent)
+        leaves, treedef = jax.tree.flatten(params)
         explicit: list[jax.Array] = []
         outer: list[Outer] = []
-        for tap in taps:
-            e, o = layer_features(tap, recorded[tap.path], grads[tap.path])
-            explicit.extend(e)
-            if o is not None:
-                outer.append(o)
-        if eng.uncovered:
-            explicit.append(_uncovered_features(fn, params, x, eng.uncovered, selection))
+        if analysis.sites:
+            program = trace_program(fn, leaves, treedef, x)
+            if (
+                program.signature() != analysis.signature
+                or len(program.shapes) != analysis.num_values
+            ):
+                raise ValueError(
+                    f"fn traces to a different program at batch size {b} than at batch sizes "
+                    "2 and 3; use implementation='jacobian' for this function"
+                )
+            cotangent = jnp.broadcast_to(selection[:, None, :], (m, b, c))
+            recorded, grads = forward_and_cotangents(program, analysis, leaves, x, cotangent)
+            composite_sites, composite_grads = [], []
+            for site in analysis.sites:
+                if _method_of(site) != "operand":
+                    e, o = tap_features(site, recorded, grads)
+                    explicit.extend(e)
+                    if o is not None:
+                        outer.append(o)
+                    continue
+                per = operand_gradients(program, site, recorded, grads)
+                if site.leaf is not None:
+                    explicit.append(as_explicit(per))
+                else:
+                    composite_sites.append(site)
+                    composite_grads.append(per)
+            if composite_sites:
+                explicit.append(
+                    composite_features(program, analysis, leaves, composite_sites, composite_grads)
+                )
+        if analysis.fallback:
+            explicit.append(fallback_features(fn, leaves, treedef, analysis.fallback, x, selection))
         small = [e for e in explicit if e.shape[0] == 1 and e.shape[2] * m <= SMALL_FEATURES]
         large = [e for e in explicit if not (e.shape[0] == 1 and e.shape[2] * m <= SMALL_FEATURES)]
         if small:
@@ -294,7 +356,8 @@ class StructuredNTK:
         if outputs == "diag":
             parts = math.ceil(c / m)
             padded = jnp.zeros((parts * m, b1, b2), gram.dtype)
-            padded = jax.lax.dynamic_update_slice(padded, gram, (part * m, 0, 0))
+            zero = jnp.zeros_like(part)
+            padded = jax.lax.dynamic_update_slice(padded, gram, (part * m, zero, zero))
             return padded[:c]
         return gram
 
@@ -364,26 +427,3 @@ def contract_outer(o1: Outer, o2: Outer, outputs: str) -> jax.Array:
         gg = jnp.einsum("cisO,cjtO->cijst", o1.cotangents, o2.cotangents, precision=HIGHEST)
         return jnp.einsum("ijst,cijst->cij", aa, gg, precision=HIGHEST)
     raise ValueError("the outer form with several positions is not used for the full kernel")
-
-
-def _uncovered_features(
-    fn: Callable[..., Any],
-    params: Any,
-    x: jax.Array,
-    paths: tuple[Path, ...],
-    selection: jax.Array,
-) -> jax.Array:
-    """Explicit per-example gradients (1, m, p, b) of the selected logits w.r.t. ``paths``."""
-    chosen, rest = _split(params, paths)
-
-    def one(xi: jax.Array) -> jax.Array:
-        def logits(q: dict[Any, Any]) -> jax.Array:
-            return fn(_merge(q, rest), xi[None]).reshape(-1)
-
-        _, pullback = jax.vjp(logits, chosen)
-        (grads,) = jax.vmap(pullback)(selection)
-        leaves = jax.tree.leaves(grads)
-        return jnp.concatenate([leaf.reshape(selection.shape[0], -1) for leaf in leaves], axis=1)
-
-    per_example = jax.vmap(one, out_axes=-1)(x)  # (m, p, b)
-    return per_example[None]

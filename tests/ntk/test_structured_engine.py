@@ -1,9 +1,9 @@
 """The layer-structured NTK engine against the explicit Jacobian contraction.
 
 Every layer type (Dense with extra axes, Conv with strides/padding/dilation/feature groups,
-inference BatchNorm, pooling in between) is checked with each of its two methods forced, for
-the mean, full and diag kernels, blocked and unblocked, with and without x2; registry models at
-tiny sizes; parameter subsets; fallbacks for layers without a closed form.
+inference BatchNorm, pooling in between) of Flax linen models is checked with each of its two
+methods forced, for the mean, full and diag kernels, blocked and unblocked, with and without x2;
+registry models at tiny sizes; parameter subsets; shared modules and LayerNorm.
 """
 
 import dataclasses
@@ -16,7 +16,6 @@ import pytest
 
 from sdcomplex.models import abstract_variables, create_model
 from sdcomplex.ntk import (
-    StructuredNTK,
     compute_with_plan,
     empirical_ntk,
     flax_ntk_fn,
@@ -56,12 +55,26 @@ def assert_close(a, b, rtol=RTOL):
 
 
 def with_methods(plan, method):
-    """The plan with every tapped layer that allows ``method`` switched to it."""
-    taps = tuple(
-        tap.with_method(method) if (method == "explicit" or tap.outer_allowed) else tap
-        for tap in plan.prepared.taps
+    """The plan with every direct dense/conv site that allows ``method`` switched to it."""
+    eng = plan.prepared
+    sites = tuple(
+        dataclasses.replace(site, tap=site.tap.with_method(method))
+        if site.tap is not None
+        and site.leaf is not None
+        and (method == "explicit" or site.tap.outer_allowed)
+        else site
+        for site in eng.sites
     )
-    return dataclasses.replace(plan, prepared=dataclasses.replace(plan.prepared, taps=taps))
+    analysis = dataclasses.replace(eng.analysis, sites=sites)
+    return dataclasses.replace(plan, prepared=dataclasses.replace(eng, analysis=analysis))
+
+
+def leaf_names(params):
+    """Leaf index -> path of names, in the order of jax.tree.leaves."""
+    return [
+        tuple(str(getattr(k, "key", k)) for k in path)
+        for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]
+    ]
 
 
 def reference_kernel(fn, params, x1, x2, outputs):
@@ -138,7 +151,7 @@ class BatchNormNet(nn.Module):
 
 
 class Fallbacks(nn.Module):
-    """Layers without a closed form: circular padding, LayerNorm, a module called twice."""
+    """Circular padding, LayerNorm and a module called twice."""
 
     @nn.compact
     def __call__(self, x, train=False):
@@ -175,28 +188,32 @@ def test_layer_types_both_methods(case, outputs):
         x2 = inputs(3, shape, seed=2)
         methods = ("explicit",) if outputs == "full" else ("explicit", "outer")
         plan = check(fn, params, x1, x2, outputs, methods=methods)
-    assert not plan.prepared.uncovered
+    assert not plan.prepared.analysis.fallback
 
 
 def test_layer_choices_are_recorded():
     module, variables, shape = _layer_case("dense_extra_axes")
     fn, params = flax_ntk_fn(module, variables)
+    names = leaf_names(params)
     plan = plan_ntk(fn, params, inputs(64, shape), implementation="structured")
-    by_name = {tap.path[-1]: tap for tap in plan.prepared.taps}
+    by_name = {names[s.leaf][0]: s.tap for s in plan.prepared.sites if s.tap is not None}
     assert by_name["Dense_0"].positions == 3 and by_name["Dense_2"].positions == 1
     assert by_name["Dense_2"].method == "outer"  # a plain dense layer is always cheaper outer
     full = plan_ntk(fn, params, inputs(64, shape), outputs="full", implementation="structured")
     # The full kernel never uses the outer form over several positions.
-    assert all(t.method == "explicit" for t in full.prepared.taps if t.positions > 1)
+    taps = [s.tap for s in full.prepared.sites if s.tap is not None]
+    assert all(t.method == "explicit" for t in taps if t.positions > 1)
 
 
-def test_fallback_layers_use_explicit_jacobians():
+def test_shared_and_normalising_layers_are_exact():
+    """Circular padding, LayerNorm and a module called twice: composite leaves, exact."""
     module, variables, shape = _layer_case("fallbacks")
     fn, params = flax_ntk_fn(module, variables)
     plan = check(fn, params, inputs(4, shape), inputs(3, shape, 2), "full")
-    uncovered = {path[0] for path in plan.prepared.uncovered}
-    assert uncovered == {"Conv_0", "LayerNorm_0", "Dense_0"}
-    assert [tap.path for tap in plan.prepared.taps] == [("Dense_1",)]
+    names = leaf_names(params)
+    composite = {names[i][0] for i in plan.prepared.analysis.composite}
+    assert composite == {"Dense_0"}  # the shared module's kernel and bias
+    assert not plan.prepared.analysis.fallback
 
 
 @pytest.mark.parametrize(
@@ -240,7 +257,7 @@ def test_registry_models(name):
     x1, x2 = inputs(4, shape), (None if symmetric else inputs(3, shape, seed=2))
     generic = empirical_ntk(fn, params, x1, x2, outputs=outputs, implementation="jacobian")
     plan = check(fn, params, x1, x2, outputs, block_size=3, reference=generic)
-    assert not plan.prepared.uncovered  # every parameter of the zoo has a closed form
+    assert not plan.prepared.analysis.fallback  # every parameter of the zoo has a closed form
 
 
 def test_auto_picks_structured_when_cheaper():
@@ -251,17 +268,6 @@ def test_auto_picks_structured_when_cheaper():
     assert plan.implementation == "structured"
     assert plan.estimates["structured"][0] < plan.estimates["jacobian"][0] / 3
     assert plan.num_parts == 1 and plan.block_size == 64
-
-
-def test_plain_functions_are_not_supported():
-    def linear(w, x):
-        return x @ w
-
-    w, x = np.ones((3, 2), np.float32), inputs(4, (3,))
-    assert not StructuredNTK().supports(linear)
-    assert plan_ntk(linear, w, x).implementation != "structured"
-    with pytest.raises(ValueError, match="does not support"):
-        plan_ntk(linear, w, x, implementation="structured")
 
 
 def test_logit_parts_under_a_small_memory_budget():

@@ -1,0 +1,281 @@
+"""Mean NTK of the same networks written as Flax linen (the zoo), pure JAX, Flax NNX, Equinox.
+
+One command times, side by side and in alternating rounds (the machine is shared: every
+configuration runs once per round, in the same order, so that slow periods hit all of them),
+``empirical_ntk(fn, params, x)`` (``implementation="auto"``) for the mean NTK (C = 10) on
+32x32x3 inputs of
+
+* ``zoo``: the model zoo's Flax linen LeNet-5x8 / ResNet-20 through `flax_ntk_fn`;
+* ``jax``: the same architecture written as a pure JAX function of the zoo's very parameters
+  (``lax.conv_general_dilated``, ``reduce_window`` max pooling, BatchNorm written out);
+* ``nnx``, ``equinox``: LeNet-5x8 as a Flax NNX module (``nnx.split`` / ``nnx.merge``) and as an
+  Equinox module (``eqx.partition`` / ``eqx.combine``, ``jax.vmap`` over examples);
+
+and once, at the smallest size, the generic engine (``implementation="jacobian"``: vmapped
+per-example reverse-mode gradients, one logit at a time, and their contraction). Kernels of the
+``jax`` variant are compared with the zoo's. Only public sdcomplex tools are used.
+
+    python benchmarks/ntk_any_model.py --rounds 2 --out /tmp/ntk_any_model.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from sdcomplex.models import create_model, init_variables
+from sdcomplex.ntk import empirical_ntk, flax_ntk_fn, plan_ntk
+
+SHAPE = (32, 32, 3)
+NUM_CLASSES = 10
+
+
+# --- pure-JAX networks on the zoo's parameter trees --------------------------------------------
+
+
+def _conv(x, kernel, strides=(1, 1), padding="VALID"):
+    return lax.conv_general_dilated(
+        x, kernel, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+def _dense(x, p):
+    return x @ p["kernel"] + p["bias"]
+
+
+def _max_pool(x):
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
+
+def lenet5_jax(params, x):
+    """LeNet-5xk as sdcomplex.models.LeNet5 (VALID convolutions, biases everywhere)."""
+    x = _max_pool(jax.nn.relu(_conv(x, params["conv1"]["kernel"]) + params["conv1"]["bias"]))
+    x = _max_pool(jax.nn.relu(_conv(x, params["conv2"]["kernel"]) + params["conv2"]["bias"]))
+    x = x.reshape(x.shape[0], -1)
+    x = jax.nn.relu(_dense(x, params["fc1"]))
+    x = jax.nn.relu(_dense(x, params["fc2"]))
+    return _dense(x, params["logits"])
+
+
+def _batch_norm(x, p, stats, epsilon=1e-5):
+    return (x - stats["mean"]) * lax.rsqrt(stats["var"] + epsilon) * p["scale"] + p["bias"]
+
+
+def resnet20_jax(params, stats, x, blocks_per_stage=3, width=16):
+    """CIFAR ResNet-20 as sdcomplex.models.CifarResNet (option A, inference BatchNorm)."""
+    same = ((1, 1), (1, 1))
+    x = _conv(x, params["stem_conv"]["kernel"], padding=same)
+    x = jax.nn.relu(_batch_norm(x, params["stem_bn"], stats["stem_bn"]))
+    for stage in range(3):
+        for block in range(blocks_per_stage):
+            name = f"stage{stage + 1}_block{block + 1}"
+            p, s = params[name], stats[name]
+            features = width * 2**stage
+            stride = 2 if (stage > 0 and block == 0) else 1
+            y = _conv(x, p["conv1"]["kernel"], (stride, stride), same)
+            y = jax.nn.relu(_batch_norm(y, p["bn1"], s["bn1"]))
+            y = _batch_norm(_conv(y, p["conv2"]["kernel"], padding=same), p["bn2"], s["bn2"])
+            shortcut = x
+            if stride != 1 or x.shape[-1] != features:
+                extra = features - x.shape[-1]
+                shortcut = jnp.pad(
+                    x[:, ::stride, ::stride, :],
+                    ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)),
+                )
+            x = jax.nn.relu(y + shortcut)
+    return _dense(jnp.mean(x, axis=(1, 2)), params["logits"])
+
+
+# --- NNX and Equinox LeNet-5x8 ----------------------------------------------------------------
+
+
+def lenet5_nnx(width: int = 8):
+    from flax import nnx
+
+    class LeNet(nnx.Module):
+        def __init__(self, rngs):
+            k = width
+            self.conv1 = nnx.Conv(3, 6 * k, (5, 5), padding="VALID", rngs=rngs)
+            self.conv2 = nnx.Conv(6 * k, 16 * k, (5, 5), padding="VALID", rngs=rngs)
+            self.fc1 = nnx.Linear(16 * k * 25, 120 * k, rngs=rngs)
+            self.fc2 = nnx.Linear(120 * k, 84 * k, rngs=rngs)
+            self.logits = nnx.Linear(84 * k, NUM_CLASSES, rngs=rngs)
+
+        def __call__(self, x):
+            x = _max_pool(jax.nn.relu(self.conv1(x)))
+            x = _max_pool(jax.nn.relu(self.conv2(x)))
+            x = jax.nn.relu(self.fc1(x.reshape(x.shape[0], -1)))
+            return self.logits(jax.nn.relu(self.fc2(x)))
+
+    graphdef, params, rest = nnx.split(LeNet(nnx.Rngs(0)), nnx.Param, ...)
+
+    def fn(p, x):
+        return nnx.merge(graphdef, p, rest)(x)
+
+    return fn, params
+
+
+def lenet5_equinox(width: int = 8):
+    import equinox as eqx
+
+    k = width
+    keys = jax.random.split(jax.random.key(0), 5)
+
+    class LeNet(eqx.Module):
+        layers: tuple
+
+        def __call__(self, x):  # one example, (H, W, C) -> logits
+            conv1, conv2, fc1, fc2, out = self.layers
+            h = jnp.transpose(x, (2, 0, 1))
+            h = eqx.nn.MaxPool2d(2, 2)(jax.nn.relu(conv1(h)))
+            h = eqx.nn.MaxPool2d(2, 2)(jax.nn.relu(conv2(h)))
+            h = jax.nn.relu(fc1(h.reshape(-1)))
+            return out(jax.nn.relu(fc2(h)))
+
+    model = LeNet(
+        (
+            eqx.nn.Conv2d(3, 6 * k, 5, key=keys[0]),
+            eqx.nn.Conv2d(6 * k, 16 * k, 5, key=keys[1]),
+            eqx.nn.Linear(16 * k * 25, 120 * k, key=keys[2]),
+            eqx.nn.Linear(120 * k, 84 * k, key=keys[3]),
+            eqx.nn.Linear(84 * k, NUM_CLASSES, key=keys[4]),
+        )
+    )
+    params, static = eqx.partition(model, eqx.is_array)
+
+    def fn(p, x):
+        return jax.vmap(eqx.combine(p, static))(x)
+
+    return fn, params
+
+
+def variant(model: str, kind: str):
+    """(fn, params) of one model written one way."""
+    zoo = create_model("lenet5x8" if model == "lenet5x8" else "resnet20", num_classes=NUM_CLASSES)
+    variables = init_variables(zoo, jax.random.key(0), SHAPE)
+    if kind == "zoo":
+        return flax_ntk_fn(zoo, variables)
+    if kind == "jax":
+        params = variables["params"]
+        if model == "lenet5x8":
+            return lenet5_jax, params
+        stats = variables["batch_stats"]
+
+        def fn(p, x):
+            return resnet20_jax(p, stats, x)
+
+        return fn, params
+    if model != "lenet5x8":
+        raise ValueError(f"{kind} is written for LeNet-5x8 only")
+    return lenet5_nnx() if kind == "nnx" else lenet5_equinox()
+
+
+# --- timing -----------------------------------------------------------------------------------
+
+
+def _timed(thunk) -> tuple[float, np.ndarray]:
+    start = time.perf_counter()
+    out = thunk()
+    return time.perf_counter() - start, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["lenet5x8", "resnet20"])
+    parser.add_argument("--variants", nargs="+", default=["zoo", "jax", "nnx", "equinox"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--no-jacobian", action="store_true", help="skip the generic engine")
+    parser.add_argument("--out", required=True, help="JSON file for the results (new file)")
+    args = parser.parse_args()
+    out_path = Path(args.out)
+    if out_path.exists():
+        raise SystemExit(f"{out_path} exists; results are never overwritten")
+
+    x_all = np.random.default_rng(0).normal(size=(max(args.sizes), *SHAPE)).astype(np.float32)
+    configs = []
+    for model in args.models:
+        for kind in args.variants:
+            if model != "lenet5x8" and kind in ("nnx", "equinox"):
+                continue
+            fn, params = variant(model, kind)
+            for n in args.sizes:
+                configs.append(
+                    {"model": model, "variant": kind, "n": n, "fn": fn, "params": params}
+                )
+    results = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "jax": jax.__version__,
+        "load_average_start": os.getloadavg()[0],
+        "configs": [],
+    }
+    kernels = {}
+    for cfg in configs:  # first (compiling) call
+        x = x_all[: cfg["n"]]
+        plan = plan_ntk(cfg["fn"], cfg["params"], x)
+        first, kernel = _timed(lambda cfg=cfg, x=x: empirical_ntk(cfg["fn"], cfg["params"], x))
+        kernels[(cfg["model"], cfg["variant"], cfg["n"])] = kernel
+        cfg["record"] = {
+            "model": cfg["model"],
+            "variant": cfg["variant"],
+            "n": cfg["n"],
+            "implementation": plan.implementation,
+            "block_size": plan.block_size,
+            "num_parts": plan.num_parts,
+            "first_s": first,
+            "rounds_s": [],
+        }
+        print(f"{cfg['model']} {cfg['variant']} n={cfg['n']}: first {first:.2f} s", flush=True)
+    for r in range(args.rounds):
+        for cfg in configs:
+            x = x_all[: cfg["n"]]
+            t, _ = _timed(lambda cfg=cfg, x=x: empirical_ntk(cfg["fn"], cfg["params"], x))
+            cfg["record"]["rounds_s"].append(t)
+            print(f"round {r}: {cfg['model']} {cfg['variant']} n={cfg['n']}: {t:.2f} s", flush=True)
+    for cfg in configs:
+        rec = cfg["record"]
+        zoo = kernels.get((cfg["model"], "zoo", cfg["n"]))
+        if cfg["variant"] == "jax" and zoo is not None:
+            k = kernels[(cfg["model"], "jax", cfg["n"])]
+            rec["max_rel_diff_vs_zoo"] = float(np.max(np.abs(k - zoo)) / np.max(np.abs(zoo)))
+        results["configs"].append(rec)
+    if not args.no_jacobian:
+        n = min(args.sizes)
+        for model in args.models:
+            fn, params = variant(model, "jax")
+            x = x_all[:n]
+            t, k = _timed(
+                lambda fn=fn, params=params, x=x: empirical_ntk(
+                    fn, params, x, implementation="jacobian"
+                )
+            )
+            zoo = kernels.get((model, "jax", n))
+            rec = {"model": model, "variant": "jax", "n": n, "implementation": "jacobian"}
+            rec["first_s"] = t
+            if zoo is not None:
+                rec["max_rel_diff_vs_structured"] = float(
+                    np.max(np.abs(k - zoo)) / np.max(np.abs(zoo))
+                )
+            results["configs"].append(rec)
+            print(f"{model} jacobian n={n}: {t:.2f} s (compilation included)", flush=True)
+    results["load_average_end"] = os.getloadavg()[0]
+    fd, tmp = tempfile.mkstemp(dir=out_path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(results, f, indent=1)
+    os.replace(tmp, out_path)
+
+
+if __name__ == "__main__":
+    main()
