@@ -71,7 +71,9 @@ def _manager(directory: Path, prefix: str, *, keep: int | None = None, create: b
         step_prefix=prefix,
         create=create,
     )
-    return ocp.CheckpointManager(directory, options=options, item_names=_ITEMS)
+    # Orbax's array writers need absolute paths; a run directory may be given relative to the
+    # working directory (``sdcomplex train --out runs/x``).
+    return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_names=_ITEMS)
 
 
 def _orbax_restore(manager: Any, number: int, step_dir: Path, **items: Any) -> Any:

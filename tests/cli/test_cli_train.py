@@ -125,3 +125,12 @@ def test_print_config_states_the_data_sets_augmentation(capsys):
     assert main([*argv, "--set", "flip=false", "--set", "crop_padding=2"]) == 0
     cfg = json.loads(capsys.readouterr().out)
     assert (cfg["augment"], cfg["crop_padding"], cfg["flip"]) == (True, 2, False)
+
+
+def test_run_directory_relative_to_the_working_directory(tmp_path, monkeypatch, capsys):
+    # Orbax needs absolute checkpoint paths; the CLI takes --out relative to the cwd.
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", *TINY_FLAGS, "--epochs", "2", "--out", "runs/rel"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert list_checkpoints(tmp_path / "runs" / "rel")[-1] == 2
+    assert list_checkpoints("runs/rel") == list_checkpoints(tmp_path / "runs" / "rel")
