@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from sdcomplex.cli._signals import signal_exit_status
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -129,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         report = run_experiment(config, out, quiet=args.quiet)
     except Interrupted as err:
         print(f"sdcomplex reproduce: {err}", file=sys.stderr)
-        return 130
+        return signal_exit_status(err.signum)
     print(
         f"\n{len(report.ran)} stages run, {len(report.skipped)} skipped, "
         f"{report.seconds:.1f} s in this invocation"

@@ -52,11 +52,19 @@ from ._image_folder import (
     load_cifar10_jpeg,
     load_image_folder,
 )
-from ._registry import available_datasets, load_dataset, register_dataset
+from ._registry import (
+    AugmentationDefaults,
+    augmentation_defaults,
+    available_datasets,
+    load_dataset,
+    register_dataset,
+)
 from ._tiny_imagenet import TINY_IMAGENET_MD5, TINY_IMAGENET_URL, load_tiny_imagenet
 from ._variants import balanced_subset, binary_variant
 
 __all__ = [
+    "AugmentationDefaults",
+    "augmentation_defaults",
     "CACHE_ENV",
     "CIFAR10_JPEG_SHA256",
     "CIFAR10_MD5",

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -55,7 +56,15 @@ STAGES_DIR = "stages"
 
 
 class Interrupted(RuntimeError):
-    """A training stage stopped on SIGTERM/SIGINT after saving a checkpoint; rerun to resume."""
+    """A training stage stopped on SIGTERM/SIGINT after saving a checkpoint; rerun to resume.
+
+    Attributes:
+        signum: the signal that stopped it (``signal.SIGINT`` when unknown).
+    """
+
+    def __init__(self, message: str, signum: int | None = None) -> None:
+        super().__init__(message)
+        self.signum = int(signal.SIGINT if signum is None else signum)
 
 
 @dataclasses.dataclass(frozen=True)

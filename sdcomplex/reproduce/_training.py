@@ -78,7 +78,9 @@ def run_teacher(ctx: Context) -> dict[str, Any]:
     with ctx.training_output():
         result = train(ctx.config.teacher, ctx.layout.teacher, quiet=ctx.quiet)
     if result.status == "preempted":
-        raise Interrupted(f"teacher stopped after epoch {result.epoch}; rerun to resume")
+        raise Interrupted(
+            f"teacher stopped after epoch {result.epoch}; rerun to resume", result.signal
+        )
     return _accuracy_summary(read_metrics(ctx.layout.teacher))
 
 
@@ -99,7 +101,8 @@ def make_student_runner(method: StudentMethod, seed: int):
         if result.status == "preempted":
             raise Interrupted(
                 f"student {method.key} seed {seed} stopped after epoch {result.epoch}; "
-                "rerun to resume"
+                "rerun to resume",
+                result.signal,
             )
         return _accuracy_summary(read_metrics(run_dir))
 

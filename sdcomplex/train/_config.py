@@ -28,7 +28,7 @@ import numpy as np
 
 from sdcomplex._config_files import read_config_file
 from sdcomplex._io import to_jsonable
-from sdcomplex.data._registry import AugmentationDefaults, augmentation_defaults
+from sdcomplex.data import AugmentationDefaults, augmentation_defaults
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step", "constant")

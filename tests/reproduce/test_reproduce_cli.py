@@ -37,3 +37,20 @@ def test_errors_are_one_line(tmp_path, tiny_run, capsys):
     assert "different config" in capsys.readouterr().err
     assert main(["reproduce"]) == 2
     assert "name an EXPERIMENT" in capsys.readouterr().err
+
+
+def test_a_stopped_run_exits_128_plus_its_signal(tmp_path, capsys, monkeypatch):
+    import signal
+
+    import sdcomplex.reproduce as reproduce
+
+    for signum, status in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+
+        def stopped(*args, _signum=signum, **kwargs):
+            raise reproduce.Interrupted("teacher stopped after epoch 1; rerun to resume", _signum)
+
+        monkeypatch.setattr(reproduce, "run_experiment", stopped)
+        out = tmp_path / f"run{status}"
+        assert main(["reproduce", str(TINY), "--scale", "smoke", "--out", str(out)]) == status
+        assert "rerun to resume" in capsys.readouterr().err
+    assert reproduce.Interrupted("x").signum == signal.SIGINT
