@@ -80,7 +80,7 @@ def test_config_files(tmp_path):
         with pytest.raises(ValueError, match=match):
             load_config(path)
     (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(ValueError, match="not valid JSON"):
+    with pytest.raises(ValueError, match="bad.json, line 1 column 2: invalid JSON"):
         load_config(tmp_path / "bad.json")
     (tmp_path / "none.py").write_text("x = 1\n")
     with pytest.raises(ValueError, match="defines no get_config"):

@@ -103,7 +103,7 @@ def test_load_json_and_python_config_files(tmp_path):
     with pytest.raises(ValueError, match="get_config"):
         load_config(tmp_path / "nofn.py")
     (tmp_path / "bad.json").write_text("{nope")
-    with pytest.raises(ValueError, match="not valid JSON"):
+    with pytest.raises(ValueError, match="bad.json, line 1 column 2: invalid JSON"):
         load_config(tmp_path / "bad.json")
     (tmp_path / "cfg.yaml").write_text("epochs: 3")
     with pytest.raises(ValueError, match=r"\.json or a \.py"):
