@@ -67,27 +67,31 @@ def test_patch_conv_matches_lax_convolution(case):
 def test_patch_conv_derivatives_match_lax_convolution(case):
     x, w = _operands(case)
     ours, reference = _pair(case)
-
-    def loss(conv):
-        return lambda x, w: jnp.sum(jnp.sin(conv(x, w)))
-
-    for argnums in (0, 1, (0, 1)):  # compiled: op by op, XLA compiles every operation
-        got = jax.jit(jax.grad(loss(ours), argnums))(x, w)
-        want = jax.jit(jax.grad(loss(reference), argnums))(x, w)
-        for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-            np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-12)
-    # Forward mode and a second derivative (Hessian-vector product in the kernel).
     v = jnp.ones_like(w)
 
-    def jvp(conv):
-        return jax.jit(lambda w: jax.jvp(lambda w: conv(x, w), (w,), (v,))[1])(w)
+    def derivatives(conv):
+        """Gradients w.r.t. x, w and both, forward mode and a second derivative
+        (Hessian-vector product in the kernel), compiled as one program."""
 
-    np.testing.assert_allclose(jvp(ours), jvp(reference), rtol=1e-12, atol=1e-12)
+        def loss(x, w):
+            return jnp.sum(jnp.sin(conv(x, w)))
 
-    def hvp(conv):
-        return jax.jit(lambda w: jax.jvp(jax.grad(lambda w: loss(conv)(x, w)), (w,), (v,))[1])(w)
+        @jax.jit
+        def all_of_them(x, w):
+            grads = [jax.grad(loss, argnums)(x, w) for argnums in (0, 1, (0, 1))]
+            jvp = jax.jvp(lambda w: conv(x, w), (w,), (v,))[1]
+            hvp = jax.jvp(jax.grad(lambda w: loss(x, w)), (w,), (v,))[1]
+            return grads, jvp, hvp
 
-    np.testing.assert_allclose(hvp(ours), hvp(reference), rtol=1e-10, atol=1e-12)
+        return all_of_them(x, w)
+
+    got_grads, got_jvp, got_hvp = derivatives(ours)
+    want_grads, want_jvp, want_hvp = derivatives(reference)
+    for got, want in zip(got_grads, want_grads, strict=True):
+        for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got_jvp, want_jvp, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got_hvp, want_hvp, rtol=1e-10, atol=1e-12)
 
 
 def test_patch_conv_on_cpu_uses_matrix_multiplies_except_for_the_input_gradient():
