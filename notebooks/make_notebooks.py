@@ -6,9 +6,10 @@ Run from the repository root after changing a notebook's text here:
 
 Every notebook imports the library (never copies it), runs its experiment at the scale given by
 ``$SDCOMPLEX_SCALE`` (default ``smoke``: seconds) into ``$SDCOMPLEX_OUT`` (default
-``notebooks/runs``), skipping stages that are already done, then draws the figures with the
-library's panel functions and shows the tables and the claims check. CI executes them at the
-smoke scale (tests/notebooks).
+``notebooks/runs``), skipping stages that are already done, or shows the finished run in
+``$SDCOMPLEX_RUN`` (any experiment covering the notebook's claims), then draws the figures with
+the library's panel functions and shows the tables and the claims check. CI executes them at the
+smoke scale (tests/notebooks): ``all`` into a new directory, the others on that finished run.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from sdcomplex.reproduce import load_experiment
 
 HERE = Path(__file__).resolve().parent
 
@@ -27,16 +30,33 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from sdcomplex.reproduce import load_experiment, read_csv, run_experiment
+from sdcomplex.reproduce import (
+    ExperimentConfig,
+    load_experiment,
+    read_csv,
+    read_json,
+    run_experiment,
+)
 
 EXPERIMENT = "{name}"
+CLAIMS = {claims}
 # "smoke" takes seconds and only checks that everything runs; "quick" gives the README's numbers
 SCALE = os.environ.get("SDCOMPLEX_SCALE", "smoke")
 OUT = Path(os.environ.get("SDCOMPLEX_OUT", "runs")) / f"{{EXPERIMENT}}-{{SCALE}}"
+# or show a run made elsewhere, of any experiment covering CLAIMS (for example
+# `sdcomplex reproduce all --scale quick --out DIR`): set $SDCOMPLEX_RUN to DIR
+RUN_DIR = os.environ.get("SDCOMPLEX_RUN")
 """
 
 RUN = """\
-config = load_experiment(EXPERIMENT, SCALE)
+if RUN_DIR:  # the run's own config, whichever experiment it is
+    OUT = Path(RUN_DIR)
+    config = ExperimentConfig.from_dict(read_json(OUT / "config.json"))
+    missing = sorted(set(CLAIMS) - set(config.claims))
+    if missing:
+        raise ValueError(f"{OUT} is a run of {config.name}, which has no claim {missing}")
+else:
+    config = load_experiment(EXPERIMENT, SCALE)
 # resumes, skips stages already done; figures are drawn below (the CLI also writes PNG/PDF files)
 report = run_experiment(config, OUT, quiet=True, figures=False)
 print(f"{len(report.ran)} stages run, {len(report.skipped)} done before; results in {OUT}")
@@ -180,15 +200,20 @@ NOTEBOOKS = {
 
 def build(name: str) -> nbformat.NotebookNode:
     title, intro, cells = NOTEBOOKS[name]
+    claims = load_experiment(name, "smoke", directory=HERE.parent / "experiments").claims
     nb = new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nb.metadata["language_info"] = {"name": "python"}
     nb.cells = [
         new_markdown_cell(
             f"# {title}\n\n{intro} Claims: see `../shared/docs/PAPER.md` section 4 in the "
             f"project, and the README's *Reproducing the paper*.\n\n{SCALE_NOTE.format(name=name)}"
         ),
-        new_code_cell(SETUP.format(name=name)),
+        new_code_cell(SETUP.format(name=name, claims=repr(claims).replace("'", '"'))),
         new_code_cell(RUN),
         *[nbformat.from_dict(c) for c in cells],
         new_markdown_cell(

@@ -24,12 +24,15 @@ Conventions every model follows (the NTK code and the trainer rely on them):
 
 Example:
     >>> import jax, jax.numpy as jnp
-    >>> from sdcomplex.models import create_model, init_variables, count_params
+    >>> from sdcomplex.models import abstract_variables, create_model, count_params
     >>> model = create_model("resnet20", num_classes=10)
-    >>> variables = init_variables(model, jax.random.PRNGKey(0), (32, 32, 3))
+    >>> # shapes only, instantly; init_variables(model, jax.random.PRNGKey(0), (32, 32, 3))
+    >>> # computes the values (slower on a CPU: XLA compiles each initialiser)
+    >>> variables = abstract_variables(model, (32, 32, 3))
     >>> count_params(variables["params"])
     269722
-    >>> logits = model.apply(variables, jnp.zeros((2, 32, 32, 3)), train=False)
+    >>> x = jnp.zeros((2, 32, 32, 3))
+    >>> logits = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
     >>> logits.shape, logits.dtype
     ((2, 10), dtype('float32'))
     >>> jac = jax.jacrev(lambda p, x: model.apply({**variables, "params": p}, x))

@@ -46,8 +46,8 @@ class LeNet5(nn.Module):
         >>> import jax, jax.numpy as jnp
         >>> model = LeNet5(num_classes=10, width=1)
         >>> x = jnp.zeros((2, 32, 32, 3), jnp.float32)
-        >>> variables = model.init(jax.random.PRNGKey(0), x)
-        >>> model.apply(variables, x).shape
+        >>> variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)  # shapes only
+        >>> jax.eval_shape(model.apply, variables, x).shape  # model.init/apply: the values
         (2, 10)
     """
 

@@ -142,8 +142,8 @@ class MobileNetV3(nn.Module):
         >>> import jax, jax.numpy as jnp
         >>> model = MobileNetV3(num_classes=10, width_multiplier=0.35, head_width=32)
         >>> x = jnp.zeros((2, 32, 32, 3), jnp.float32)
-        >>> variables = model.init(jax.random.PRNGKey(0), x)
-        >>> model.apply(variables, x).shape
+        >>> variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)  # shapes only
+        >>> jax.eval_shape(model.apply, variables, x).shape  # model.init/apply: the values
         (2, 10)
     """
 

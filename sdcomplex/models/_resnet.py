@@ -129,10 +129,10 @@ class CifarResNet(nn.Module):
         >>> import jax, jax.numpy as jnp
         >>> model = CifarResNet(num_classes=10, depth=8, width=4)
         >>> x = jnp.zeros((2, 32, 32, 3), jnp.float32)
-        >>> variables = model.init(jax.random.PRNGKey(0), x)
+        >>> variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)  # shapes only
         >>> sorted(variables)
         ['batch_stats', 'params']
-        >>> model.apply(variables, x).shape
+        >>> jax.eval_shape(model.apply, variables, x).shape  # model.init/apply: the values
         (2, 10)
     """
 

@@ -40,7 +40,7 @@ def make_schedule(config: TrainConfig, steps_per_epoch: int) -> Schedule:
     Example:
         >>> cfg = TrainConfig(epochs=10, learning_rate=0.1)
         >>> lr = make_schedule(cfg, steps_per_epoch=5)
-        >>> float(lr(0)), round(float(lr(25)), 6), round(float(lr(50)), 6)
+        >>> round(float(lr(0)), 6), round(float(lr(25)), 6), round(float(lr(50)), 6)
         (0.1, 0.05, 0.0)
     """
     if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int):
@@ -116,8 +116,8 @@ def make_optimizer(
         >>> tx, lr = make_optimizer(TrainConfig(momentum=0.0, weight_decay=0.0, epochs=1), 1)
         >>> params = {"w": jnp.ones(2)}
         >>> updates, _ = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
-        >>> updates["w"].tolist()
-        [-0.10000000149011612, -0.10000000149011612]
+        >>> [round(u, 6) for u in updates["w"].tolist()]  # -learning rate * gradient
+        [-0.1, -0.1]
     """
     schedule = make_schedule(config, steps_per_epoch)
     wd = config.weight_decay

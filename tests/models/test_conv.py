@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from sdcomplex.models import create_model, init_variables, patch_conv
+from sdcomplex.models import create_model, patch_conv
 
 CASES = [
     # (spatial, window, c_in, c_out, strides, padding, rhs_dilation)
@@ -67,28 +67,31 @@ def test_patch_conv_matches_lax_convolution(case):
 def test_patch_conv_derivatives_match_lax_convolution(case):
     x, w = _operands(case)
     ours, reference = _pair(case)
+    v = jnp.ones_like(w)
 
-    def loss(conv):
-        return lambda x, w: jnp.sum(jnp.sin(conv(x, w)))
+    def derivatives(conv):
+        """Gradients w.r.t. x, w and both, forward mode and a second derivative
+        (Hessian-vector product in the kernel), compiled as one program."""
 
-    for argnums in (0, 1, (0, 1)):
-        got = jax.grad(loss(ours), argnums)(x, w)
-        want = jax.grad(loss(reference), argnums)(x, w)
+        def loss(x, w):
+            return jnp.sum(jnp.sin(conv(x, w)))
+
+        @jax.jit
+        def all_of_them(x, w):
+            grads = [jax.grad(loss, argnums)(x, w) for argnums in (0, 1, (0, 1))]
+            jvp = jax.jvp(lambda w: conv(x, w), (w,), (v,))[1]
+            hvp = jax.jvp(jax.grad(lambda w: loss(x, w)), (w,), (v,))[1]
+            return grads, jvp, hvp
+
+        return all_of_them(x, w)
+
+    got_grads, got_jvp, got_hvp = derivatives(ours)
+    want_grads, want_jvp, want_hvp = derivatives(reference)
+    for got, want in zip(got_grads, want_grads, strict=True):
         for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
             np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-12)
-    # Forward mode and a second derivative (Hessian-vector product in the kernel).
-    v = jnp.ones_like(w)
-    np.testing.assert_allclose(
-        jax.jvp(lambda w: ours(x, w), (w,), (v,))[1],
-        jax.jvp(lambda w: reference(x, w), (w,), (v,))[1],
-        rtol=1e-12,
-        atol=1e-12,
-    )
-
-    def hvp(conv):
-        return jax.jvp(jax.grad(lambda w: loss(conv)(x, w)), (w,), (v,))[1]
-
-    np.testing.assert_allclose(hvp(ours), hvp(reference), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got_jvp, want_jvp, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got_hvp, want_hvp, rtol=1e-10, atol=1e-12)
 
 
 def test_patch_conv_on_cpu_uses_matrix_multiplies_except_for_the_input_gradient():
@@ -149,19 +152,20 @@ def test_flax_conv_with_patch_conv_has_the_same_parameters_and_outputs():
     )
 
 
-def test_lenet_gradients_match_the_lax_convolution_model(monkeypatch):
+def test_lenet_gradients_match_the_lax_convolution_model(monkeypatch, random_variables):
     import sdcomplex.models._lenet as lenet
 
     model = create_model("lenet5", num_classes=3, width=1)
-    variables = init_variables(model, jax.random.PRNGKey(0), (16, 16, 3))
-    params = jax.tree.map(lambda a: a.astype(jnp.float64), variables["params"])
+    variables = random_variables(model, (16, 16, 3))  # values of the initialisers' scale
+    params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables["params"])
     x = jnp.asarray(np.random.default_rng(4).normal(size=(3, 16, 16, 3)))
 
     def loss(p):
         return jnp.sum(model.apply({"params": p}, x) ** 2)
 
-    got = jax.grad(loss)(params)
+    # compiled, not op by op; each jax.jit traces anew, so the second sees the patched module
+    got = jax.jit(jax.grad(loss))(params)
     monkeypatch.setattr(lenet, "patch_conv", None)  # nn.Conv's default operator
-    want = jax.grad(loss)(params)
+    want = jax.jit(jax.grad(loss))(params)
     for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-12)

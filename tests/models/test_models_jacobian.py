@@ -34,7 +34,16 @@ def test_jacrev_wrt_params_matches_jvp(family, random_variables):
     def f(p, x):
         return model.apply({"params": p, **rest}, x, train=False)
 
-    jac = jax.jit(jax.jacrev(f))(params, x)
+    rng = np.random.default_rng(2)
+    tangent = jax.tree_util.tree_map(
+        lambda p: rng.standard_normal(p.shape).astype(np.float32), params
+    )
+
+    @jax.jit  # one compiled program for both (compiling a MobileNet's derivatives is slow)
+    def jac_and_jvp(p, t):
+        return jax.jacrev(f)(p, x), jax.jvp(lambda q: f(q, x), (p,), (t,))[1]
+
+    jac, jvp = jac_and_jvp(params, tangent)
     # one leaf per parameter, shaped (batch, num_classes, *param.shape)
     flat_jac = jax.tree_util.tree_leaves(jac)
     flat_params = jax.tree_util.tree_leaves(params)
@@ -45,15 +54,10 @@ def test_jacrev_wrt_params_matches_jvp(family, random_variables):
     assert sum(j[0, 0].size for j in flat_jac) == count_params(params)
 
     # J v from the reverse-mode Jacobian == forward-mode directional derivative
-    rng = np.random.default_rng(2)
-    tangent = jax.tree_util.tree_map(
-        lambda p: rng.standard_normal(p.shape).astype(np.float32), params
-    )
     jv = sum(  # in NumPy float64: eager jnp would compile one tensordot per parameter shape
         np.tensordot(np.asarray(j, np.float64), t.astype(np.float64), axes=t.ndim)
         for j, t in zip(flat_jac, jax.tree_util.tree_leaves(tangent), strict=True)
     )
-    _, jvp = jax.jit(lambda p, t: jax.jvp(lambda q: f(q, x), (p,), (t,)))(params, tangent)
     assert jv.shape == (n, num_classes)
     scale = float(np.max(np.abs(jvp)))
     assert scale > 0

@@ -1,6 +1,12 @@
 """Every notebook executes at the smoke scale (with nbclient, outputs in a temporary folder)
-and shows its tables and the claims check; the committed files carry no outputs."""
+and shows its tables and the claims check; the committed files carry no outputs.
 
+``all.ipynb`` runs its experiment into a new directory; the claim notebooks are then executed on
+that one finished run (``$SDCOMPLEX_RUN``), which covers every stage of their experiments, so
+the smoke experiments are trained once, not once per notebook.
+"""
+
+import importlib.util
 import os
 from pathlib import Path
 
@@ -9,6 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+CLAIM_NOTEBOOKS = [p for p in NOTEBOOKS if p.stem != "all"]
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +28,47 @@ def notebook_env(tmp_path_factory):
         "JAX_COMPILATION_CACHE_DIR": str(base / "jax_cache"),
         "MPLBACKEND": "Agg",
     }
+
+
+def _execute(path, env, cwd):
+    """The notebook at ``path`` executed with ``env`` added to the environment: (the
+    notebook with its outputs, the text of its outputs); fails on an error output."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        client = NotebookClient(
+            nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
+        )
+        client.execute()
+    text = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            assert out.get("output_type") != "error", out
+            text.append(out.get("text", ""))
+            text.append(str(out.get("data", {}).get("text/markdown", "")))
+    return nb, "\n".join(text)
+
+
+def _has_images(nb):
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    return bool(images) or os.environ.get("MPLBACKEND", "").lower() == "agg"
+
+
+def _files(root):
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(notebook_env, tmp_path_factory):
+    """``all.ipynb`` executed at the smoke scale into a new output directory: (the notebook
+    with its outputs, their text, the output directory)."""
+    nb, text = _execute(
+        ROOT / "notebooks" / "all.ipynb", notebook_env, tmp_path_factory.mktemp("a")
+    )
+    return nb, text, Path(notebook_env["SDCOMPLEX_OUT"]) / "all-smoke"
 
 
 def test_there_is_a_notebook_per_experiment():
@@ -41,28 +89,54 @@ def test_committed_without_outputs(path):
     assert "from sdcomplex.reproduce import" in source  # the library, never a copy
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_at_smoke_scale(path, notebook_env, monkeypatch, tmp_path):
-    from nbclient import NotebookClient
-
-    for key, value in notebook_env.items():
-        monkeypatch.setenv(key, value)
-    nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(
-        nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+def test_committed_notebook_is_what_make_notebooks_writes(path):
+    spec = importlib.util.spec_from_file_location(
+        "make_notebooks", ROOT / "notebooks" / "make_notebooks.py"
     )
-    client.execute()
-    text = []
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            assert out.get("output_type") != "error", out
-            text.append(out.get("text", ""))
-            text.append(str(out.get("data", {}).get("text/markdown", "")))
-    joined = "\n".join(text)
-    assert "stages run" in joined
-    assert "| claim | reproduced? |" in joined
-    out_dir = Path(notebook_env["SDCOMPLEX_OUT"]) / f"{path.stem}-smoke"
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    committed = nbformat.read(path, as_version=4)
+    built = module.build(path.stem)
+    assert [(c.cell_type, c.source) for c in committed.cells] == [
+        (c.cell_type, c.source) for c in built.cells
+    ]
+
+
+@pytest.mark.parametrize("name", [p.stem for p in CLAIM_NOTEBOOKS])
+def test_the_all_experiment_covers_every_stage_of_the_claim_experiments(name):
+    from sdcomplex.reproduce import load_experiment, plan_stages
+
+    everything = {
+        s.key: s
+        for s in plan_stages(load_experiment("all", "smoke", directory=ROOT / "experiments"))
+    }
+    config = load_experiment(name, "smoke", directory=ROOT / "experiments")
+    stages = plan_stages(config)
+    assert {s.key for s in stages} <= set(everything)
+    assert stages[0].key == "teacher" and stages[0].hash == everything["teacher"].hash
+    assert set(config.claims) <= set(
+        load_experiment("all", "smoke", directory=ROOT / "experiments").claims
+    )
+
+
+@pytest.mark.slow
+def test_notebook_runs_its_experiment_at_smoke_scale(finished_run):
+    nb, text, out_dir = finished_run
+    assert "stages run, 0 done before" in text and "\n0 stages run" not in "\n" + text
+    assert "| claim | reproduced? |" in text
     assert (out_dir / "tables" / "claims.md").is_file()
-    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert images or os.environ.get("MPLBACKEND", "").lower() == "agg"
+    assert _has_images(nb)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", CLAIM_NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_shows_a_finished_run(path, finished_run, notebook_env, tmp_path):
+    _, _, out_dir = finished_run
+    before = _files(out_dir)
+    nb, text = _execute(path, {**notebook_env, "SDCOMPLEX_RUN": str(out_dir)}, tmp_path)
+    assert "0 stages run" in text  # every stage loaded, nothing trained again
+    assert "| claim | reproduced? |" in text
+    assert _files(out_dir) == before  # showing a run writes nothing into it
+    assert _has_images(nb)
