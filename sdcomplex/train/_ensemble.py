@@ -43,7 +43,7 @@ from sdcomplex.train._step import (
     make_preprocess,
     make_train_step,
 )
-from sdcomplex.train._trainer import SupervisionFn, initial_variables
+from sdcomplex.train._trainer import SupervisionFn
 
 
 class EnsembleStep(NamedTuple):
@@ -215,6 +215,17 @@ def _check_members(
     return tuple(int(s) for s in seeds), tuple(float(t) for t in temperatures)
 
 
+def _initial(model: nn.Module, seeds: Sequence[int], info: Any) -> list[dict[str, Any]]:
+    """:func:`~sdcomplex.train.initial_variables` of each seed, with one compilation.
+
+    The same jitted ``model.init`` on ``key(seed, impl="rbg")`` as the trainer's; not vmapped
+    (the RBG generator does not promise the same bits under ``vmap``).
+    """
+    x = jnp.zeros((1, *info.input_shape), jnp.float32)
+    init = jax.jit(lambda key: model.init(key, x, train=False))
+    return [dict(init(jax.random.key(s, impl="rbg"))) for s in seeds]
+
+
 def _stack(trees: Sequence[Any]) -> Any:
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
 
@@ -324,9 +335,7 @@ def train_students(
     if config.eval_train_examples is not None:
         n_eval = min(config.eval_train_examples, info.n_train)
     evaluate = _make_evaluate(model, plain, min(config.eval_batch_size, max(n_eval, info.n_test)))
-    states = _stack(
-        [init_train_state(initial_variables(model, s, info.input_shape), optimizer) for s in seeds]
-    )
+    states = _stack([init_train_state(v, optimizer) for v in _initial(model, seeds, info)])
     return _epochs(
         config,
         dataset,
