@@ -179,14 +179,24 @@ def make_ensemble_step(
     return EnsembleStep(jax.jit(step, donate_argnums=(0, 1)), lambda: count[0])
 
 
-def _epoch_keys(seeds: Sequence[int], epoch: int, steps: int) -> jax.Array:
-    """``keys[s, m] = EpochBatcher(seeds[m]).step_key(epoch, s)``, shape ``(steps, S)``."""
+def _make_epoch_keys(seeds: Sequence[int], steps: int) -> Callable[[int], jax.Array]:
+    """``keys(epoch)[s, m] = EpochBatcher(seeds[m]).step_key(epoch, s)``, shape ``(steps, S)``
+    (one compilation for every epoch)."""
 
-    def key(seed: jax.Array, step: jax.Array) -> jax.Array:
+    def key(seed: jax.Array, epoch: jax.Array, step: jax.Array) -> jax.Array:
         return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), epoch), step)
 
-    grid = jax.vmap(jax.vmap(key, in_axes=(0, None)), in_axes=(None, 0))
-    return jax.jit(grid)(jnp.asarray(seeds, jnp.int32), jnp.arange(steps, dtype=jnp.uint32))
+    grid = jax.jit(jax.vmap(jax.vmap(key, in_axes=(0, None, None)), in_axes=(None, None, 0)))
+    members = jnp.asarray(seeds, jnp.int32)
+    step_numbers = jnp.arange(steps, dtype=jnp.int32)
+    return lambda epoch: grid(members, jnp.int32(epoch), step_numbers)
+
+
+def _unused_keys(seeds: Sequence[int], steps: int) -> Callable[[int], jax.Array]:
+    """Keys for a preprocessing that draws no random numbers (no augmentation): any keys give
+    the same step, and these need no compilation of the threefry generator."""
+    keys = jax.random.wrap_key_data(jnp.zeros((steps, len(seeds), 2), jnp.uint32))
+    return lambda epoch: keys
 
 
 def _check_members(
@@ -370,6 +380,7 @@ def _epochs(
     metrics: list[list[dict[str, Any]]] = [[] for _ in seeds]
     times = [0.0, 0.0]
     traces0 = ens.traces()
+    epoch_keys = (_make_epoch_keys if config.augment else _unused_keys)(seeds, spe)
 
     def record(epoch: int, running: Any) -> None:
         t0 = time.perf_counter()
@@ -407,7 +418,7 @@ def _epochs(
     for epoch in range(1, config.epochs + 1):
         supervision = supervision_fn(epoch) if supervision_fn is not None else None
         t0 = time.perf_counter()
-        keys = _epoch_keys(seeds, epoch, spe)
+        keys = epoch_keys(epoch)
         orders = np.stack([b.permutation(epoch) for b in batchers])
         running = jnp.zeros((size, 3), jnp.float32)
         losses = None

@@ -32,7 +32,7 @@ from sdcomplex.train import (
     train,
 )
 from sdcomplex.train._ensemble import (
-    _epoch_keys,
+    _make_epoch_keys,
     make_ensemble_step,
     traced_kd_loss,
     train_students,
@@ -109,7 +109,7 @@ def len_test():
 
 def test_epoch_keys_are_the_batchers_step_keys():
     seeds = (0, 3, 12345)
-    keys = _epoch_keys(seeds, 5, 4)
+    keys = _make_epoch_keys(seeds, 4)(5)
     for m, seed in enumerate(seeds):
         batcher = EpochBatcher(100, 10, seed=seed)
         for s in range(4):
