@@ -5,6 +5,8 @@ signals of length 40), batch 128, SGD with momentum 0.9, weight decay 5e-4, cosi
 evaluation of train and test loss/accuracy after every epoch. Three ways to train S seeds:
 
 * ``together``: ``train_students(config, seeds)`` (one vmapped, jitted step for all S);
+* ``unrolled`` (not run by default): ``train_students(config, seeds, batching="unroll")``
+  (one jitted program holding S copies of the solo step);
 * ``alone``: ``train_students(config, [seed])`` for each seed (the same code, S = 1: one
   compilation each, one student per dispatch);
 * ``trainer``: the library's solo trainer ``sdcomplex.train.train`` for each seed (what
@@ -33,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sdcomplex.train import TrainConfig, train  # noqa: E402
 from sdcomplex.train._ensemble import train_students  # noqa: E402
 
-WAYS = ("together", "alone", "trainer")
+WAYS = ("together", "unrolled", "alone", "trainer")
+DEFAULT_WAYS = ("together", "alone", "trainer")
 
 
 def quick_student(hidden: list[int], epochs: int) -> TrainConfig:
@@ -57,8 +60,8 @@ def quick_student(hidden: list[int], epochs: int) -> TrainConfig:
 def run_way(way: str, config: TrainConfig, seeds: list[int]) -> tuple[float, list[float]]:
     """Seconds to train every seed the given way, and each seed's final test accuracy."""
     t0 = time.perf_counter()
-    if way == "together":
-        result = train_students(config, seeds)
+    if way in ("together", "unrolled"):
+        result = train_students(config, seeds, batching="vmap" if way == "together" else "unroll")
         accs = [m[-1]["test_acc"] for m in result.metrics]
     elif way == "alone":
         accs = [train_students(config, [s]).metrics[0][-1]["test_acc"] for s in seeds]
@@ -77,7 +80,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS))
+    parser.add_argument("--ways", nargs="+", choices=WAYS, default=list(DEFAULT_WAYS))
     parser.add_argument("--json", type=Path, help="also write the measurements here (new file)")
     args = parser.parse_args()
     if args.json is not None and args.json.exists():

@@ -45,6 +45,8 @@ from sdcomplex.train._step import (
 )
 from sdcomplex.train._trainer import SupervisionFn
 
+BATCHINGS = ("vmap", "unroll")
+
 
 class EnsembleStep(NamedTuple):
     """A vmapped, jitted training step and the number of times it was traced.
@@ -132,6 +134,7 @@ def make_ensemble_step(
     kd: bool = False,
     alpha: float = 0.0,
     supervision_apply: SupervisionApply | None = None,
+    batching: str = "vmap",
 ) -> EnsembleStep:
     """The trainer's step (:func:`~sdcomplex.train.make_train_step`) vmapped over members.
 
@@ -147,10 +150,15 @@ def make_ensemble_step(
         kd: distillation loss instead of the cross-entropy.
         alpha: weight of the label cross-entropy in the KD loss.
         supervision_apply: ``(supervision, x) -> teacher logits``, as for the trainer.
+        batching: ``"vmap"`` (batched kernels over the member axis) or ``"unroll"`` (the
+            solo step written out once per member inside the one jitted program: one dispatch
+            for all members, each member's arithmetic that of its solo run).
 
     Returns:
         :class:`EnsembleStep`.
     """
+    if batching not in BATCHINGS:
+        raise ValueError(f"batching must be one of {list(BATCHINGS)}, got {batching!r}")
     count = [0]
 
     def loss_fn(logits: jax.Array, labels: jax.Array, sup: Any) -> jax.Array:
@@ -173,8 +181,14 @@ def make_ensemble_step(
 
     def step(states, running, raw_x, y, keys, supervision, temperatures):
         count[0] += 1  # runs at trace time only
-        batched = jax.vmap(member, in_axes=(0, 0, 0, 0, 0, None, 0))
-        return batched(states, running, raw_x, y, keys, supervision, temperatures)
+        if batching == "vmap":
+            batched = jax.vmap(member, in_axes=(0, 0, 0, 0, 0, None, 0))
+            return batched(states, running, raw_x, y, keys, supervision, temperatures)
+        outs = []
+        for m in range(y.shape[0]):  # one copy of the solo step per member, in one program
+            mine = jax.tree.map(lambda leaf, m=m: leaf[m], (states, running, raw_x, y, keys))
+            outs.append(member(*mine[:5], supervision, temperatures[m]))
+        return jax.tree.map(lambda *leaves: jnp.stack(leaves), *outs)
 
     return EnsembleStep(jax.jit(step, donate_argnums=(0, 1)), lambda: count[0])
 
@@ -278,6 +292,7 @@ def train_students(
     alpha: float = 0.0,
     supervision_apply: SupervisionApply | None = None,
     supervision_fn: SupervisionFn | None = None,
+    batching: str = "vmap",
 ) -> EnsembleResult:
     """Trains ``len(seeds)`` students ``config.replace(seed=s)`` together, in memory.
 
@@ -298,6 +313,7 @@ def train_students(
             the logits.
         supervision_fn: ``epoch (1-based) -> supervision`` shared by all members in that
             epoch (offline KD: always the same teacher; online KD: the schedule's checkpoint).
+        batching: ``"vmap"`` or ``"unroll"``, see :func:`make_ensemble_step`.
 
     Returns:
         :class:`EnsembleResult`.
@@ -314,6 +330,8 @@ def train_students(
         [0.93, 0.94, 0.92]
     """
     seeds, temps = _check_members(config, seeds, temperatures, alpha)
+    if batching not in BATCHINGS:
+        raise ValueError(f"batching must be one of {list(BATCHINGS)}, got {batching!r}")
     if temps is not None and supervision_fn is None:
         raise ValueError("KD (temperatures given) needs supervision_fn (epoch -> teacher)")
     setup = setup_run(config)
@@ -340,6 +358,7 @@ def train_students(
         kd=temps is not None,
         alpha=float(alpha),
         supervision_apply=supervision_apply,
+        batching=batching,
     )
     n_eval = info.n_train
     if config.eval_train_examples is not None:

@@ -183,11 +183,16 @@ def test_each_member_equals_its_ensemble_of_one():
 
 
 @pytest.mark.slow
-def test_each_member_equals_the_solo_trainer(tmp_path):
+@pytest.mark.parametrize(
+    ("augment", "batching"), [(True, "vmap"), (False, "vmap"), (True, "unroll")]
+)
+def test_each_member_equals_the_solo_trainer(tmp_path, augment, batching):
     seeds = [0, 1]
-    together = train_students(CONFIG, seeds)
+    config = CONFIG.replace(augment=augment)
+    together = train_students(config, seeds, batching=batching)
+    assert together.compilations == 1
     for m, seed in enumerate(seeds):
-        solo = train(CONFIG.replace(seed=seed), tmp_path / f"seed{seed}", quiet=True)
+        solo = train(config.replace(seed=seed), tmp_path / f"seed{seed}", quiet=True)
         variables = load_checkpoint(tmp_path / f"seed{seed}", CONFIG.epochs)
         _assert_same_member(together.variables[m], together.metrics[m], variables, solo.metrics)
 
@@ -267,6 +272,7 @@ def test_online_supervision_switches_per_epoch_without_recompiling():
         ({"seeds": [0], "temperatures": [0.0]}, "finite number > 0"),
         ({"seeds": [0], "temperatures": [1.0], "alpha": 1.5}, r"alpha must lie in \[0, 1\]"),
         ({"seeds": [0], "temperatures": [1.0]}, "needs supervision_fn"),
+        ({"seeds": [0], "batching": "pmap"}, "batching must be one of"),
     ],
 )
 def test_bad_members_are_rejected(kwargs, message):
