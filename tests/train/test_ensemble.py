@@ -134,6 +134,7 @@ def test_traced_kd_loss_equals_kd_loss(alpha):
         np.testing.assert_allclose(grads, solo, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_step_traces_once_for_any_seeds_temperatures_and_supervision():
     model = create_model("mlp", 3, hidden_sizes=(4,))
     teacher = create_model("mlp", 3, hidden_sizes=(6,))
