@@ -30,7 +30,7 @@ import optax
 
 from sdcomplex.data import Dataset, EpochBatcher
 from sdcomplex.train._config import TrainConfig
-from sdcomplex.train._divergence import check_evaluated_losses, check_step_loss
+from sdcomplex.train._divergence import TrainingDiverged, check_evaluated_losses
 from sdcomplex.train._optim import make_optimizer
 from sdcomplex.train._setup import setup_run
 from sdcomplex.train._step import (
@@ -346,9 +346,9 @@ def train_students(
         mean=mean,
         std=std,
         pixel_max=info.pixel_max,
-        augment=config.augment,
-        padding=config.crop_padding,
-        flip=config.flip,
+        augment=bool(config.augment),  # (resolved from the data set: never None here)
+        padding=int(config.crop_padding or 0),
+        flip=bool(config.flip),
     )
     plain = make_preprocess(mean=mean, std=std, pixel_max=info.pixel_max, augment=False)
     ens = make_ensemble_step(
@@ -378,6 +378,25 @@ def train_students(
         supervision_fn,
         n_eval,
     )
+
+
+def _check_finite(
+    running: np.ndarray, seeds: Sequence[int], epoch: int, steps: int, learning_rate: float
+) -> None:
+    """Raises :class:`~sdcomplex.train.TrainingDiverged` naming the first member whose summed
+    loss over the epoch's steps (``running[m, 0]``) is not finite."""
+    for m, seed in enumerate(seeds):
+        value = float(running[m, 0])
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                f"training diverged: the loss of the student with seed {seed} is {value} in "
+                f"epoch {epoch} (global steps {(epoch - 1) * steps + 1}-{epoch * steps}); "
+                f"lower the learning rate (now {learning_rate:g})",
+                epoch=epoch,
+                step=None,
+                global_step=epoch * steps,
+                value=value,
+            )
 
 
 def _epochs(
@@ -440,25 +459,14 @@ def _epochs(
         keys = epoch_keys(epoch)
         orders = np.stack([b.permutation(epoch) for b in batchers])
         running = jnp.zeros((size, 3), jnp.float32)
-        losses = None
         for s in range(spe):
             idx = orders[:, s * config.batch_size : (s + 1) * config.batch_size]
-            states, running, losses = ens.step(
+            states, running, _ = ens.step(
                 states, running, x_train[idx], y_train[idx], keys[s], supervision, tau
             )
         jax.block_until_ready(states)
         times[0] += time.perf_counter() - t0
-        sums = np.asarray(running)
-        for m in range(size):
-            if not np.isfinite(sums[m, 0]):
-                last = np.asarray(losses)[m]  # the first non-finite step is not tracked
-                check_step_loss(
-                    last if not np.isfinite(last) else sums[m, 0],
-                    epoch=epoch,
-                    step=spe,
-                    steps_per_epoch=spe,
-                    learning_rate=config.learning_rate,
-                )
+        _check_finite(np.asarray(running), seeds, epoch, spe, config.learning_rate)
         record(epoch, running)
     return EnsembleResult(
         seeds,

@@ -24,6 +24,7 @@ from sdcomplex.distill import kd_loss
 from sdcomplex.models import create_model
 from sdcomplex.train import (
     TrainConfig,
+    TrainingDiverged,
     init_train_state,
     initial_variables,
     load_checkpoint,
@@ -279,6 +280,14 @@ def test_online_supervision_switches_per_epoch_without_recompiling():
 def test_bad_members_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         train_students(CONFIG, **kwargs)
+
+
+@pytest.mark.slow
+def test_a_diverging_member_stops_the_run_naming_its_seed():
+    config = CONFIG.replace(learning_rate=1e8, momentum=0.0, weight_decay=0.0, epochs=1)
+    with pytest.raises(TrainingDiverged, match="seed 3 is nan") as info:
+        train_students(config, [3])
+    assert info.value.epoch == 1
 
 
 def test_config_must_be_a_train_config():
