@@ -41,6 +41,14 @@ from sdcomplex.train._config import (
     load_config,
 )
 from sdcomplex.train._divergence import TrainingDiverged
+from sdcomplex.train._ensemble import (
+    BATCHINGS,
+    EnsembleResult,
+    EnsembleStep,
+    make_ensemble_step,
+    traced_kd_loss,
+    train_students,
+)
 from sdcomplex.train._integrity import DamagedFile, read_sealed_json, write_sealed_json
 from sdcomplex.train._metrics import (
     METRICS_FILE,
@@ -75,6 +83,12 @@ from sdcomplex.train._trainer import (
 )
 
 __all__ = [
+    "BATCHINGS",
+    "EnsembleResult",
+    "EnsembleStep",
+    "make_ensemble_step",
+    "traced_kd_loss",
+    "train_students",
     "CONFIG_FILE",
     "METRICS_FILE",
     "OPTIMIZERS",
