@@ -166,6 +166,10 @@ class StructuredNTK:
         Raises:
           ValueError: if the function's examples interact (see `check_independent`).
         """
+        if len(jax.eval_shape(fn, params, x[:1]).shape) == 1:
+            from sdcomplex.ntk._api import _AsMatrix  # what compute_with_plan will pass
+
+            fn = _AsMatrix(fn)
         leaves, treedef = jax.tree.flatten(params)
         shape, dtype = tuple(x.shape[1:]), x.dtype
         programs = [
