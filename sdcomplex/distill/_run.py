@@ -41,6 +41,7 @@ from sdcomplex.distill._teacher import (
     verify_teacher_checkpoints,
 )
 from sdcomplex.train import (
+    CONFIG_FILE,
     TrainResult,
     finished_result,
     library_versions,
@@ -146,7 +147,7 @@ def distill(config: DistillConfig, run_dir: str | Path, *, quiet: bool = False) 
     run_dir = Path(run_dir).resolve()  # Orbax needs absolute checkpoint paths
     student = config.student
     previous = _previous_run(run_dir, config)
-    if previous is not None:
+    if previous is not None and (run_dir / CONFIG_FILE).exists():
         done = finished_result(student, run_dir)  # None if unfinished or damaged
         if done is not None:
             return done
