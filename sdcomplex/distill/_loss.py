@@ -7,6 +7,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from sdcomplex._kd import kd_loss_terms
+
 
 def check_kd_arguments(temperature: float, alpha: float) -> None:
     """Raises ValueError unless tau > 0 is finite and alpha lies in [0, 1]."""
@@ -52,19 +54,9 @@ def kd_loss_per_example(
             "student and teacher logits must both be (batch, C); got "
             f"{student_logits.shape} and {teacher_logits.shape}"
         )
-    teacher_logits = jax.lax.stop_gradient(teacher_logits)
-    log_p_s = jax.nn.log_softmax(student_logits / temperature, axis=-1)
-    log_p_t = jax.nn.log_softmax(teacher_logits / temperature, axis=-1)
-    p_t = jnp.exp(log_p_t)
-    kl = jnp.sum(p_t * (log_p_t - log_p_s), axis=-1)
-    loss = (1.0 - alpha) * temperature**2 * kl
-    if alpha > 0:
-        if labels is None:
-            raise ValueError("labels are required when alpha > 0")
-        log_q = jax.nn.log_softmax(student_logits, axis=-1)
-        ce = -jnp.take_along_axis(log_q, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
-        loss = loss + alpha * ce
-    return loss
+    if alpha > 0 and labels is None:
+        raise ValueError("labels are required when alpha > 0")
+    return kd_loss_terms(student_logits, teacher_logits, labels, temperature, alpha)
 
 
 def kd_loss(

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from sdcomplex._kd import kd_loss_terms
 from sdcomplex.data import Dataset, EpochBatcher
 from sdcomplex.train._config import TrainConfig
 from sdcomplex.train._divergence import TrainingDiverged, check_evaluated_losses
@@ -40,8 +41,8 @@ from sdcomplex.train._step import (
     cross_entropy_loss,
     init_train_state,
     make_eval_step,
-    make_preprocess,
     make_train_step,
+    run_preprocess,
 )
 from sdcomplex.train._trainer import SupervisionFn
 
@@ -113,17 +114,7 @@ def traced_kd_loss(
     Returns:
         float32 scalar.
     """
-    teacher_logits = jax.lax.stop_gradient(teacher_logits)
-    log_p_s = jax.nn.log_softmax(student_logits / temperature, axis=-1)
-    log_p_t = jax.nn.log_softmax(teacher_logits / temperature, axis=-1)
-    p_t = jnp.exp(log_p_t)
-    kl = jnp.sum(p_t * (log_p_t - log_p_s), axis=-1)
-    loss = (1.0 - alpha) * temperature**2 * kl
-    if alpha > 0:
-        log_q = jax.nn.log_softmax(student_logits, axis=-1)
-        ce = -jnp.take_along_axis(log_q, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
-        loss = loss + alpha * ce
-    return jnp.mean(loss)
+    return jnp.mean(kd_loss_terms(student_logits, teacher_logits, labels, temperature, alpha))
 
 
 def make_ensemble_step(
@@ -340,17 +331,7 @@ def train_students(
     batchers = [EpochBatcher(info.n_train, config.batch_size, seed=s) for s in seeds]
     spe = batchers[0].batches_per_epoch
     optimizer, schedule = make_optimizer(config, spe)
-    mean = info.mean if config.normalise else (0.0,) * info.num_channels
-    std = info.std if config.normalise else (1.0,) * info.num_channels
-    preprocess = make_preprocess(
-        mean=mean,
-        std=std,
-        pixel_max=info.pixel_max,
-        augment=bool(config.augment),  # (resolved from the data set: never None here)
-        padding=int(config.crop_padding or 0),
-        flip=bool(config.flip),
-    )
-    plain = make_preprocess(mean=mean, std=std, pixel_max=info.pixel_max, augment=False)
+    preprocess, plain = run_preprocess(config, info)
     ens = make_ensemble_step(
         model,
         optimizer,

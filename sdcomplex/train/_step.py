@@ -121,6 +121,31 @@ def make_preprocess(
     return preprocess
 
 
+def run_preprocess(config: Any, info: Any) -> tuple[Preprocess, Preprocess]:
+    """The training and the evaluation preprocessing of a run.
+
+    Args:
+        config: a :class:`~sdcomplex.train.TrainConfig` (augmentation resolved from the data set).
+        info: the data set's ``DatasetInfo`` (mean, std, pixel range, channels).
+
+    Returns:
+        ``(train_preprocess, eval_preprocess)``: the first augments as the config says, the
+        second only normalises.
+    """
+    mean = info.mean if config.normalise else (0.0,) * info.num_channels
+    std = info.std if config.normalise else (1.0,) * info.num_channels
+    train_preprocess = make_preprocess(
+        mean=mean,
+        std=std,
+        pixel_max=info.pixel_max,
+        augment=bool(config.augment),  # (resolved from the data set: never None here)
+        padding=int(config.crop_padding or 0),
+        flip=bool(config.flip),
+    )
+    eval_preprocess = make_preprocess(mean=mean, std=std, pixel_max=info.pixel_max, augment=False)
+    return train_preprocess, eval_preprocess
+
+
 def make_train_step(
     model: nn.Module,
     optimizer: optax.GradientTransformation,

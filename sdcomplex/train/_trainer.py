@@ -39,8 +39,8 @@ from sdcomplex.train._step import (
     TrainState,
     init_train_state,
     make_eval_step,
-    make_preprocess,
     make_train_step,
+    run_preprocess,
 )
 
 _STANDARD_FIELDS = frozenset(
@@ -258,17 +258,7 @@ def train(
         )
 
     optimizer, schedule = make_optimizer(config, steps_per_epoch)
-    mean = info.mean if config.normalise else (0.0,) * info.num_channels
-    std = info.std if config.normalise else (1.0,) * info.num_channels
-    preprocess = make_preprocess(
-        mean=mean,
-        std=std,
-        pixel_max=info.pixel_max,
-        augment=bool(config.augment),  # (resolved from the data set: never None here)
-        padding=int(config.crop_padding or 0),
-        flip=bool(config.flip),
-    )
-    plain = make_preprocess(mean=mean, std=std, pixel_max=info.pixel_max, augment=False)
+    preprocess, plain = run_preprocess(config, info)
     step_fn = make_train_step(
         model, optimizer, preprocess, loss_fn=loss_fn, supervision_apply=supervision_apply
     )
