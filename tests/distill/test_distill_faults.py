@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 from distill_helpers import student_config
+from fault_injection import DAMAGE_MODES, damage_file
 
 from sdcomplex.cli import main
 from sdcomplex.distill import DISTILL_FILE, NTK_INIT_FILE, distill
@@ -22,17 +23,7 @@ from sdcomplex.train import (
     strip_timing,
 )
 
-MODES = ("flip", "truncate")
-
-
-def _damage(path, mode, rng):
-    """Changes one byte (XOR with a random non-zero value) or truncates at a random length."""
-    data = bytearray(path.read_bytes())
-    if mode == "flip":
-        data[int(rng.integers(len(data)))] ^= int(rng.integers(1, 256))
-    else:
-        del data[int(rng.integers(len(data))) :]
-    path.write_bytes(bytes(data))
+MODES = DAMAGE_MODES
 
 
 def _leaves_equal(a, b):
@@ -54,7 +45,7 @@ def test_damaged_teacher_is_one_line_before_the_student_directory_exists(
         shutil.rmtree(teacher, ignore_errors=True)
         shutil.copytree(teacher_dir, teacher)
         target = teacher / original.relative_to(teacher_dir)
-        _damage(target, mode, rng)
+        damage_file(target, mode, rng)
         config = student_config(teacher, "online")
         student = tmp_path / "student"
         with pytest.raises(ValueError) as caught:
@@ -91,7 +82,7 @@ def interrupted(mode_runs, teacher_dir, tmp_path):
 @pytest.mark.parametrize("mode", MODES)
 def test_damaged_distill_record_is_a_one_line_error(interrupted, mode):
     _, config, run_dir = interrupted
-    _damage(run_dir / DISTILL_FILE, mode, np.random.default_rng(MODES.index(mode)))
+    damage_file(run_dir / DISTILL_FILE, mode, np.random.default_rng(MODES.index(mode)))
     with pytest.raises(ValueError, match=re.escape(f"{run_dir / DISTILL_FILE} is damaged")):
         distill(config, run_dir, quiet=True)
     assert list_checkpoints(run_dir) == [0, 1]  # nothing touched
@@ -101,7 +92,7 @@ def test_damaged_distill_record_is_a_one_line_error(interrupted, mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_damaged_initial_ntk_is_recomputed_and_the_run_ends_identically(interrupted, mode):
     reference, config, run_dir = interrupted
-    _damage(run_dir / NTK_INIT_FILE, mode, np.random.default_rng(MODES.index(mode)))
+    damage_file(run_dir / NTK_INIT_FILE, mode, np.random.default_rng(MODES.index(mode)))
     with pytest.warns(UserWarning, match="ntk_init.npy was missing or damaged; rewritten"):
         result = distill(config, run_dir, quiet=True)
     assert result.status == "completed"
@@ -124,7 +115,7 @@ def test_damaged_final_checkpoint_of_a_finished_run_is_distilled_again(
     shutil.copytree(reference.run_dir, run_dir)
     final = max(list_checkpoints(run_dir))
     target = next((run_dir / "checkpoints" / f"epoch_{final}" / "variables").rglob("d/*"))
-    _damage(target, "flip", np.random.default_rng(5))
+    damage_file(target, "flip", np.random.default_rng(5))
     with pytest.warns(UserWarning, match=f"checkpoint epoch_{final} not used"):
         result = distill(student_config(teacher_dir, "online"), run_dir, quiet=True)
     assert result.status == "completed"

@@ -16,6 +16,7 @@ import warnings
 import jax
 import numpy as np
 import pytest
+from fault_injection import DAMAGE_MODES, damage_file
 
 from sdcomplex.cli import main
 from sdcomplex.train import (
@@ -43,7 +44,7 @@ CONFIG = TrainConfig(
     learning_rate=0.05,
 )
 STEPS = 4  # steps per epoch
-MODES = ("flip", "truncate")
+MODES = DAMAGE_MODES
 
 
 def _leaves_equal(a, b):
@@ -82,16 +83,6 @@ def _kinds(run_dir, under):
     return out
 
 
-def _damage(path, mode, rng):
-    """Changes one byte (XOR with a random non-zero value) or truncates at a random length."""
-    data = bytearray(path.read_bytes())
-    if mode == "flip":
-        data[int(rng.integers(len(data)))] ^= int(rng.integers(1, 256))
-    else:
-        del data[int(rng.integers(len(data))) :]
-    path.write_bytes(bytes(data))
-
-
 def _copy(root, name):
     target = root / name
     shutil.rmtree(target, ignore_errors=True)
@@ -117,7 +108,7 @@ def test_every_checkpoint_file_kind_damaged_is_detected_and_skipped(runs):
     for checkpoint, kind, files, mode in cases:
         run_dir = _copy(root, "damaged")
         target = run_dir / files[int(rng.integers(len(files)))].relative_to(stopped)
-        _damage(target, mode, rng)
+        damage_file(target, mode, rng)
         store = CheckpointStore(run_dir)
         try:
             with pytest.warns(DamagedCheckpointWarning, match="not used") as caught:
@@ -158,7 +149,7 @@ def test_damaged_run_directory_resumes_identically_or_stops_in_one_line(runs, ca
     for original in targets:
         run_dir = _copy(root, f"e2e_{mode}")
         target = run_dir / original.relative_to(stopped)
-        _damage(target, mode, rng)
+        damage_file(target, mode, rng)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DamagedCheckpointWarning)
             status, err = _cli_resume(root, run_dir, capsys)
@@ -209,7 +200,7 @@ def test_damaged_final_checkpoint_of_a_finished_run_is_retrained(runs):
     run_dir = root / "finished"
     shutil.copytree(reference.run_dir, run_dir)
     target = next((run_dir / "checkpoints" / "epoch_3" / "variables").rglob("d/*"))
-    _damage(target, "flip", np.random.default_rng(3))
+    damage_file(target, "flip", np.random.default_rng(3))
     with pytest.raises(DamagedFile, match=re.escape(target.name)):
         load_checkpoint(run_dir, 3)
     with pytest.warns(DamagedCheckpointWarning, match="checkpoint epoch_3 not used"):
