@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import TINY_RUN
 
 from sdcomplex.cli import main
 from sdcomplex.complexity import supervision_complexity
@@ -13,7 +14,7 @@ from sdcomplex.data import normalised_arrays
 from sdcomplex.models import create_model
 from sdcomplex.ntk import balanced_indices, empirical_ntk, flax_ntk_fn, load_kernel
 from sdcomplex.targets import one_hot, random_labels, soft_targets
-from sdcomplex.train import TrainConfig, load_checkpoint, load_run_data, train
+from sdcomplex.train import load_checkpoint, load_run_data
 
 
 @pytest.fixture
@@ -111,25 +112,13 @@ def test_errors_are_one_line(arrays, capsys, monkeypatch, extra, match):
     assert match in err
 
 
-RUN_CONFIG = TrainConfig(
-    model="mlp",
-    model_options={"hidden_sizes": [16]},
-    dataset="digits",
-    n_per_class=10,
-    augment=False,
-    epochs=2,
-    batch_size=50,
-    learning_rate=0.05,
-    eval_batch_size=500,
-)
+RUN_CONFIG = TINY_RUN
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
+@pytest.fixture
+def trained_run(tiny_run_dir):
     """A finished 2-epoch MLP run on 100 digits (checkpoints 0, 1, 2)."""
-    path = tmp_path_factory.mktemp("complexity_run") / "run"
-    train(RUN_CONFIG, path, quiet=True)
-    return path
+    return tiny_run_dir
 
 
 def _library_values(run_dir, teacher_epoch, tau, seed):

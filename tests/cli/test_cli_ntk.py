@@ -5,6 +5,7 @@ import json
 import jax
 import numpy as np
 import pytest
+from cli_helpers import TINY_RUN
 
 from sdcomplex.cli import main
 from sdcomplex.data import balanced_subset, load_dataset, normalise_array, normalised_arrays
@@ -18,34 +19,20 @@ from sdcomplex.ntk import (
     run_ntk,
 )
 from sdcomplex.train import (
-    TrainConfig,
     config_hash,
     load_checkpoint,
     load_run_data,
-    train,
 )
 
 pytestmark = pytest.mark.slow  # the module's run trains for a few seconds
 
-TINY = TrainConfig(
-    model="mlp",
-    model_options={"hidden_sizes": [16]},
-    dataset="digits",
-    n_per_class=10,
-    augment=False,
-    epochs=2,
-    batch_size=50,
-    learning_rate=0.05,
-    eval_batch_size=500,
-)
+TINY = TINY_RUN
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+@pytest.fixture
+def run_dir(tiny_run_dir):
     """A finished 2-epoch MLP run on 100 digits, checkpoints at epochs 0, 1, 2."""
-    path = tmp_path_factory.mktemp("ntk_run") / "run"
-    train(TINY, path, quiet=True)
-    return path
+    return tiny_run_dir
 
 
 def expected_kernel(run_dir, epoch, indices, outputs="mean"):
