@@ -47,8 +47,8 @@ def _metrics_path(run_dir_or_file: str | os.PathLike[str]) -> Path:
 def read_metrics(run_dir_or_file: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The metrics lines of a run directory (or a ``metrics.jsonl`` path), in order.
 
-    A torn last line (a process killed while appending) is ignored; a malformed line elsewhere
-    is an error.
+    A torn last line (no final newline: a process killed while appending) is ignored; any other
+    malformed line, a complete last line included, is an error naming it.
 
     Raises:
         ValueError: no metrics file, or a malformed line before the last.
@@ -64,7 +64,7 @@ def read_metrics(run_dir_or_file: str | os.PathLike[str]) -> list[dict[str, Any]
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            if i >= len(lines) - 2:  # the last (possibly unterminated) line
+            if i == len(lines) - 1:  # an unterminated last line: torn by a killed append
                 break
             raise ValueError(f"{path}: line {i + 1} is not valid JSON") from None
         if not isinstance(record, dict):

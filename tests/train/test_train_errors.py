@@ -106,3 +106,17 @@ def test_run_dir_killed_while_being_created_is_usable(tmp_path):
     other.mkdir()
     (other / ".config.json.x1y2.tmp").write_text("{")
     assert check_run_dir(other, TINY) is False
+
+
+def test_metrics_lines_torn_or_malformed(tmp_path):
+    from sdcomplex.train import read_metrics
+
+    good = '{"epoch": 1, "test_acc": 0.5}\n'
+    (tmp_path / "metrics.jsonl").write_text(good + '{"epoch": 2, "te')  # torn by a kill
+    assert read_metrics(tmp_path) == [{"epoch": 1, "test_acc": 0.5}]
+    (tmp_path / "metrics.jsonl").write_text(good + "{not json\n")  # complete, malformed
+    with pytest.raises(ValueError, match="line 2 is not valid JSON"):
+        read_metrics(tmp_path)
+    (tmp_path / "metrics.jsonl").write_text("{not json\n" + good)
+    with pytest.raises(ValueError, match="line 1 is not valid JSON"):
+        read_metrics(tmp_path)
