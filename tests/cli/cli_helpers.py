@@ -1,6 +1,9 @@
-"""What the command-line tests of trained runs share: the tiny run's config."""
+"""What the command-line tests of trained runs share: the tiny run's config and its fixture
+(imported by the test modules that use it)."""
 
-from sdcomplex.train import TrainConfig
+import pytest
+
+from sdcomplex.train import TrainConfig, train
 
 TINY_RUN = TrainConfig(
     model="mlp",
@@ -14,3 +17,12 @@ TINY_RUN = TrainConfig(
     eval_batch_size=500,
 )
 """A 2-epoch MLP on 100 digits (checkpoints 0, 1, 2): seconds to train."""
+
+
+@pytest.fixture(scope="module")
+def tiny_run_dir(tmp_path_factory):
+    """A finished run of ``TINY_RUN`` (checkpoints 0, 1, 2); tests read it and write nowhere
+    inside it."""
+    path = tmp_path_factory.mktemp("tiny_cli_run") / "run"
+    train(TINY_RUN, path, quiet=True)
+    return path

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import TINY_RUN
+from cli_helpers import TINY_RUN, tiny_run_dir  # noqa: F401 (a fixture)
 
 from sdcomplex.cli import main
 from sdcomplex.complexity import supervision_complexity
@@ -116,7 +116,7 @@ RUN_CONFIG = TINY_RUN
 
 
 @pytest.fixture
-def trained_run(tiny_run_dir):
+def trained_run(tiny_run_dir):  # noqa: F811 (the imported fixture)
     """A finished 2-epoch MLP run on 100 digits (checkpoints 0, 1, 2)."""
     return tiny_run_dir
 

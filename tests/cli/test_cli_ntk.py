@@ -5,7 +5,7 @@ import json
 import jax
 import numpy as np
 import pytest
-from cli_helpers import TINY_RUN
+from cli_helpers import TINY_RUN, tiny_run_dir  # noqa: F401 (a fixture)
 
 from sdcomplex.cli import main
 from sdcomplex.data import balanced_subset, load_dataset, normalise_array, normalised_arrays
@@ -30,7 +30,7 @@ TINY = TINY_RUN
 
 
 @pytest.fixture
-def run_dir(tiny_run_dir):
+def run_dir(tiny_run_dir):  # noqa: F811 (the imported fixture)
     """A finished 2-epoch MLP run on 100 digits, checkpoints at epochs 0, 1, 2."""
     return tiny_run_dir
 
