@@ -5,15 +5,32 @@
 digits the example writes, so ``1.414214`` stands for ``sqrt(2)`` whatever the last bits). Every
 test and doctest runs with NumPy's default print options set explicitly, so an example prints what a
 reader sees in a fresh interpreter, whatever an earlier test or module changed.
+
+Every compilation of the session goes through one persistent JAX compilation cache, in a
+temporary folder removed at the end (unless ``$JAX_COMPILATION_CACHE_DIR`` names one already):
+the tests build the same tiny models many times, in this process and in the CLI subprocesses,
+which inherit the environment. A cached executable is the one XLA would compile again, so
+results are the same with and without it.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
 
 # figures drawn by examples (and tests) need no display
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # set before JAX is first imported
+    _cache = tempfile.mkdtemp(prefix="sdcomplex-test-jax-cache-")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    # cache every compilation, however small or quick
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 NUMPY_DEFAULT_PRINT_OPTIONS = {
     "precision": 8,

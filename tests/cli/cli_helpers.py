@@ -1,9 +1,25 @@
-"""What the command-line tests of trained runs share: the tiny run's config and its fixture
-(imported by the test modules that use it)."""
+"""What the command-line tests share: the synthetic data flags, the tiny run's config and its
+fixture (imported by the test modules that use them)."""
 
 import pytest
 
 from sdcomplex.train import TrainConfig, train
+
+SYNTHETIC_FLAGS = [
+    "--data",
+    "synthetic",
+    "--data-option",
+    "n_train=48",
+    "--data-option",
+    "n_test=16",
+    "--data-option",
+    "dim=4",
+    "--data-option",
+    "num_classes=3",
+    "--no-augment",
+    "--quiet",
+]
+"""Command-line flags of a tiny synthetic data set (48 + 16 examples, 4 features, 3 classes)."""
 
 TINY_RUN = TrainConfig(
     model="mlp",
@@ -23,6 +39,11 @@ TINY_RUN = TrainConfig(
 def tiny_run_dir(tmp_path_factory):
     """A finished run of ``TINY_RUN`` (checkpoints 0, 1, 2); tests read it and write nowhere
     inside it."""
-    path = tmp_path_factory.mktemp("tiny_cli_run") / "run"
-    train(TINY_RUN, path, quiet=True)
+    return finished_run(tmp_path_factory, TINY_RUN, "tiny_cli_run")
+
+
+def finished_run(tmp_path_factory, config, name):
+    """The directory of ``config`` trained to its last epoch, in a new temporary folder."""
+    path = tmp_path_factory.mktemp(name) / "run"
+    train(config, path, quiet=True)
     return path

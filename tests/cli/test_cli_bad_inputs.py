@@ -16,26 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import SYNTHETIC_FLAGS
 from numpy.lib import format as npformat
 
 from sdcomplex.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "reproduce" / "tiny_experiment.py"
-SYNTH = [
-    "--data",
-    "synthetic",
-    "--data-option",
-    "n_train=48",
-    "--data-option",
-    "n_test=16",
-    "--data-option",
-    "dim=4",
-    "--data-option",
-    "num_classes=3",
-    "--no-augment",
-    "--quiet",
-]
+SYNTH = SYNTHETIC_FLAGS
 TRAIN = ["train", "--model", "mlp", *SYNTH]
 
 

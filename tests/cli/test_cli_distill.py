@@ -5,10 +5,11 @@ import json
 import os
 
 import pytest
+from cli_helpers import finished_run
 
 from sdcomplex.cli import main
 from sdcomplex.distill import DistillConfig, load_config
-from sdcomplex.train import TrainConfig, list_checkpoints, load_checkpoint, read_metrics, train
+from sdcomplex.train import TrainConfig, list_checkpoints, load_checkpoint, read_metrics
 
 # a BatchNorm teacher (a 1-D CNN on the synthetic features): its running statistics travel
 # with its parameters into the student's step
@@ -27,9 +28,7 @@ TEACHER = TrainConfig(
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("cli_distill") / "teacher"
-    train(TEACHER, run_dir, quiet=True)
-    return run_dir
+    return finished_run(tmp_path_factory, TEACHER, "cli_distill")
 
 
 def _printed(capsys, argv):

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from cli_helpers import SYNTHETIC_FLAGS
 
 from sdcomplex.cli import main
 from sdcomplex.train import TrainConfig, list_checkpoints, load_config, read_metrics
@@ -12,20 +13,9 @@ TINY_FLAGS = [
     "mlp",
     "--model-option",
     "hidden_sizes=[6]",
-    "--data",
-    "synthetic",
-    "--data-option",
-    "n_train=48",
-    "--data-option",
-    "n_test=16",
-    "--data-option",
-    "dim=4",
-    "--data-option",
-    "num_classes=3",
-    "--no-augment",
+    *SYNTHETIC_FLAGS,
     "--batch-size",
     "16",
-    "--quiet",
 ]
 
 

@@ -49,9 +49,6 @@ def _start(root, run_dir):
         **os.environ,
         "PYTHONUNBUFFERED": "1",
         "JAX_PLATFORMS": "cpu",
-        "JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache"),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
     }
     cmd = [sys.executable, "-m", "sdcomplex", "distill", "--config", str(root / "distill.json")]
     cmd += ["--out", str(run_dir), "--quiet"]

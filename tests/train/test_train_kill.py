@@ -73,9 +73,6 @@ class _ForkServer:
         env = {
             **os.environ,
             "JAX_PLATFORMS": "cpu",
-            "JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache"),
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
         }
         (root / "config.json").write_text(CONFIG.to_json())
         cmd = [sys.executable, "-c", FORK_SERVER, str(root / "config.json")]

@@ -61,9 +61,6 @@ def _start(workdir, run_dir):
         **os.environ,
         "PYTHONUNBUFFERED": "1",
         "JAX_PLATFORMS": "cpu",
-        "JAX_COMPILATION_CACHE_DIR": str(workdir / "jax_cache"),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
     }
     cmd = [sys.executable, "-m", "sdcomplex", "train", "--config", str(workdir / "config.json")]
     cmd += ["--out", str(run_dir), "--quiet"]
