@@ -7,11 +7,11 @@ import json
 import re
 import shutil
 
-import jax
 import numpy as np
 import pytest
 from distill_helpers import student_config
 from fault_injection import DAMAGE_MODES, damage_file
+from run_helpers import leaves_equal
 
 from sdcomplex.cli import main
 from sdcomplex.distill import DISTILL_FILE, NTK_INIT_FILE, distill
@@ -24,11 +24,6 @@ from sdcomplex.train import (
 )
 
 MODES = DAMAGE_MODES
-
-
-def _leaves_equal(a, b):
-    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-    return len(la) == len(lb) and all(np.array_equal(x, y) for x, y in zip(la, lb, strict=True))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -101,7 +96,7 @@ def test_damaged_initial_ntk_is_recomputed_and_the_run_ends_identically(interrup
     assert strip_timing(read_metrics(run_dir)) == strip_timing(reference.metrics)
     for epoch in list_checkpoints(reference.run_dir):
         ref = load_checkpoint(reference.run_dir, epoch)
-        assert _leaves_equal(load_checkpoint(run_dir, epoch), ref)
+        assert leaves_equal(load_checkpoint(run_dir, epoch), ref)
 
 
 @pytest.mark.slow
@@ -119,5 +114,5 @@ def test_damaged_final_checkpoint_of_a_finished_run_is_distilled_again(
     with pytest.warns(UserWarning, match=f"checkpoint epoch_{final} not used"):
         result = distill(student_config(teacher_dir, "online"), run_dir, quiet=True)
     assert result.status == "completed"
-    assert _leaves_equal(load_checkpoint(run_dir, final), load_checkpoint(reference.run_dir, final))
+    assert leaves_equal(load_checkpoint(run_dir, final), load_checkpoint(reference.run_dir, final))
     assert strip_timing(result.metrics) == strip_timing(reference.metrics)

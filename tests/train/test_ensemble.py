@@ -18,12 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from run_helpers import mlp_config
 
 from sdcomplex.data import EpochBatcher
 from sdcomplex.distill import kd_loss
 from sdcomplex.models import create_model
 from sdcomplex.train import (
-    TrainConfig,
     TrainingDiverged,
     init_train_state,
     initial_variables,
@@ -39,9 +39,8 @@ from sdcomplex.train._ensemble import (
     train_students,
 )
 
-CONFIG = TrainConfig(
-    model="mlp",
-    model_options={"hidden_sizes": [8]},
+CONFIG = mlp_config(
+    8,
     dataset="digits",
     n_per_class=20,
     epochs=2,

@@ -7,11 +7,11 @@ import math
 import jax
 import numpy as np
 import pytest
+from run_helpers import mlp_config
 
 from sdcomplex.cli import main
 from sdcomplex.data import EpochBatcher
 from sdcomplex.train import (
-    TrainConfig,
     TrainingDiverged,
     init_train_state,
     initial_variables,
@@ -26,15 +26,7 @@ from sdcomplex.train import (
 from sdcomplex.train._divergence import check_evaluated_losses
 from sdcomplex.train._metrics import metrics_line
 
-DIVERGING = TrainConfig(
-    model="mlp",
-    model_options={"hidden_sizes": [16]},
-    dataset="digits",
-    epochs=2,
-    batch_size=128,
-    learning_rate=1e6,
-    augment=False,
-)
+DIVERGING = mlp_config(16, dataset="digits", epochs=2, batch_size=128, learning_rate=1e6)
 
 
 def _strict(text):

@@ -3,19 +3,12 @@
 import json
 
 import pytest
+from run_helpers import mlp_config
 
 from sdcomplex.train import TrainConfig, train
 from sdcomplex.train._rundir import check_run_dir
 
-TINY = TrainConfig(
-    model="mlp",
-    model_options={"hidden_sizes": [4]},
-    dataset="synthetic",
-    data_options={"n_train": 40, "n_test": 20, "dim": 3, "num_classes": 4},
-    augment=False,
-    epochs=1,
-    batch_size=8,
-)
+TINY = mlp_config(4, synthetic=(40, 20, 3, 4), epochs=1, batch_size=8)
 
 
 def _snapshot(path):

@@ -13,10 +13,10 @@ import shutil
 import signal
 import warnings
 
-import jax
 import numpy as np
 import pytest
 from fault_injection import DAMAGE_MODES, damage_file
+from run_helpers import leaves_equal, mlp_config
 
 from sdcomplex.cli import main
 from sdcomplex.train import (
@@ -33,23 +33,9 @@ from sdcomplex.train import (
 from sdcomplex.train._checkpoint import CheckpointStore
 from sdcomplex.train._resume import resume_point
 
-CONFIG = TrainConfig(
-    model="mlp",
-    model_options={"hidden_sizes": [8]},
-    dataset="synthetic",
-    data_options={"n_train": 64, "n_test": 16, "dim": 4, "num_classes": 3},
-    augment=False,
-    batch_size=16,
-    epochs=3,
-    learning_rate=0.05,
-)
+CONFIG = mlp_config(8, synthetic=(64, 16, 4, 3), batch_size=16, epochs=3, learning_rate=0.05)
 STEPS = 4  # steps per epoch
 MODES = DAMAGE_MODES
-
-
-def _leaves_equal(a, b):
-    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-    return len(la) == len(lb) and all(np.array_equal(x, y) for x, y in zip(la, lb, strict=True))
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +145,7 @@ def test_damaged_run_directory_resumes_identically_or_stops_in_one_line(runs, ca
             assert {0, 1, 3} <= set(list_checkpoints(run_dir)), name
             for epoch in list_checkpoints(run_dir):
                 ref = load_checkpoint(reference.run_dir, epoch)
-                assert _leaves_equal(load_checkpoint(run_dir, epoch), ref), name
+                assert leaves_equal(load_checkpoint(run_dir, epoch), ref), name
             assert strip_timing(read_metrics(run_dir)) == strip_timing(reference.metrics), name
             outcomes[name] = "identical"
         else:
@@ -206,5 +192,5 @@ def test_damaged_final_checkpoint_of_a_finished_run_is_retrained(runs):
     with pytest.warns(DamagedCheckpointWarning, match="checkpoint epoch_3 not used"):
         result = train(CONFIG, run_dir, quiet=True)
     assert result.status == "completed"
-    assert _leaves_equal(result.variables, reference.variables)
+    assert leaves_equal(result.variables, reference.variables)
     assert strip_timing(result.metrics) == strip_timing(reference.metrics)

@@ -6,12 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from run_helpers import mlp_config
 
 from sdcomplex.models import create_model
 from sdcomplex.train import (
     TIMING_FIELDS,
     EpochInfo,
-    TrainConfig,
     cross_entropy_loss,
     list_checkpoints,
     load_checkpoint,
@@ -20,12 +20,9 @@ from sdcomplex.train import (
     train,
 )
 
-TINY = TrainConfig(
-    model="mlp",
-    model_options={"hidden_sizes": [8]},
-    dataset="synthetic",
-    data_options={"n_train": 64, "n_test": 32, "dim": 5, "num_classes": 3},
-    augment=False,
+TINY = mlp_config(
+    8,
+    synthetic=(64, 32, 5, 3),
     epochs=4,
     batch_size=16,
     learning_rate=0.2,

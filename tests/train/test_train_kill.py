@@ -16,34 +16,19 @@ import subprocess
 import sys
 import time
 
-import jax
 import numpy as np
 import pytest
+from run_helpers import leaves_equal, mlp_config
 
 from sdcomplex.train import (
-    TrainConfig,
     list_checkpoints,
     load_checkpoint,
     read_metrics,
     strip_timing,
 )
 
-CONFIG = TrainConfig(
-    model="mlp",
-    model_options={"hidden_sizes": [4]},
-    dataset="synthetic",
-    data_options={"n_train": 16, "n_test": 8, "dim": 3, "num_classes": 2},
-    augment=False,
-    batch_size=16,
-    epochs=5,
-    learning_rate=0.05,
-)
+CONFIG = mlp_config(4, synthetic=(16, 8, 3, 2), batch_size=16, epochs=5, learning_rate=0.05)
 SEEDS = range(10)
-
-
-def _leaves_equal(a, b):
-    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-    return len(la) == len(lb) and all(np.array_equal(x, y) for x, y in zip(la, lb, strict=True))
 
 
 # Forks a training process per run directory read from stdin (after importing everything once,
@@ -137,7 +122,7 @@ def test_kill_9_during_checkpoint_writes_then_resume_is_bit_identical(tmp_path, 
         assert server.wait() == 0, seed
         assert list_checkpoints(run_dir) == list(range(CONFIG.epochs + 1)), seed
         for e, variables in ref_checkpoints.items():
-            assert _leaves_equal(load_checkpoint(run_dir, e), variables), (seed, e)
+            assert leaves_equal(load_checkpoint(run_dir, e), variables), (seed, e)
         assert strip_timing(read_metrics(run_dir)) == ref_metrics, seed
         assert not [n for n in os.listdir(run_dir / "checkpoints") if "tmp" in n], seed
     # the kills hit the write window: some left an unfinished Orbax write or a checkpoint

@@ -8,9 +8,8 @@ import subprocess
 import sys
 import time
 
-import jax
-import numpy as np
 import pytest
+from run_helpers import leaves_equal
 
 from sdcomplex.train import (
     TIMING_FIELDS,
@@ -40,11 +39,6 @@ CONFIG = TrainConfig(
     eval_batch_size=512,
 )
 STEPS = 1438 // 8  # steps per epoch
-
-
-def _leaves_equal(a, b):
-    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-    return len(la) == len(lb) and all(np.array_equal(x, y) for x, y in zip(la, lb, strict=True))
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +121,7 @@ def test_sigterm_then_kill_9_then_resume_is_bit_identical(tmp_path, workdir, ref
     assert proc.returncode == 0, err.decode()
     assert list_checkpoints(run_dir) == list_checkpoints(reference) == [0, 2, 4]
     for epoch in (0, 2, 4):
-        assert _leaves_equal(load_checkpoint(run_dir, epoch), load_checkpoint(reference, epoch))
+        assert leaves_equal(load_checkpoint(run_dir, epoch), load_checkpoint(reference, epoch))
     assert "batch_stats" in load_checkpoint(run_dir, 4)
     metrics, ref_metrics = read_metrics(run_dir), read_metrics(reference)
     assert [m["epoch"] for m in metrics] == list(range(CONFIG.epochs + 1))
@@ -142,7 +136,7 @@ def test_same_run_in_this_process_then_rerun_does_no_training(tmp_path, referenc
     run_dir = tmp_path / "run"
     result = train(CONFIG, run_dir, quiet=True)
     assert result.status == "completed" and result.epoch == CONFIG.epochs
-    assert _leaves_equal(result.variables, load_checkpoint(reference, 4))
+    assert leaves_equal(result.variables, load_checkpoint(reference, 4))
     assert strip_timing(result.metrics) == strip_timing(read_metrics(reference))
     manifest = load_manifest(run_dir, 2)
     assert manifest["epoch"] == 2 and manifest["step"] == 2 * STEPS
@@ -158,5 +152,5 @@ def test_same_run_in_this_process_then_rerun_does_no_training(tmp_path, referenc
     again = train(CONFIG, run_dir, quiet=True)
     assert again.status == "already_complete" and time.perf_counter() - start < 5
     assert again.metrics == result.metrics
-    assert _leaves_equal(again.variables, result.variables)
+    assert leaves_equal(again.variables, result.variables)
     assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before

@@ -1,0 +1,36 @@
+"""What tests of training runs in several packages share: tiny MLP configs and bitwise
+comparison of parameter trees."""
+
+import jax
+import numpy as np
+
+from sdcomplex.train import TrainConfig
+
+
+def mlp_config(hidden, *, synthetic=None, **fields):
+    """A :class:`TrainConfig` of an MLP with one hidden layer of ``hidden`` units, no
+    augmentation unless ``fields`` say otherwise.
+
+    Args:
+        hidden: width of the hidden layer.
+        synthetic: ``(n_train, n_test, dim, num_classes)`` of the generated synthetic data set,
+            or None to keep the data set ``fields`` name (e.g. ``dataset="digits"``).
+        **fields: any other config field.
+    """
+    options = {"model": "mlp", "model_options": {"hidden_sizes": [hidden]}, "augment": False}
+    if synthetic is not None:
+        n_train, n_test, dim, num_classes = synthetic
+        options["dataset"] = "synthetic"
+        options["data_options"] = {
+            "n_train": n_train,
+            "n_test": n_test,
+            "dim": dim,
+            "num_classes": num_classes,
+        }
+    return TrainConfig(**{**options, **fields})
+
+
+def leaves_equal(a, b):
+    """Whether two parameter trees have the same leaves, bit for bit."""
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(la) == len(lb) and all(np.array_equal(x, y) for x, y in zip(la, lb, strict=True))
