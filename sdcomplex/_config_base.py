@@ -235,4 +235,5 @@ def field_docs(cls: type) -> dict[str, str]:
 
 def _first_sentence(text: str) -> str:
     text = re.sub(r":\w+:`~?(?:[\w.]*\.)?([\w]+)`", r"\1", text).replace("``", "")
-    return re.split(r"(?<=[a-z0-9)])\.(?:\s+(?=[A-Z])|$)", text, maxsplit=1)[0]
+    first = re.split(r"(?<=[a-z0-9)])\.\s+(?=[A-Z])", text, maxsplit=1)[0]
+    return first.removesuffix(".")
