@@ -167,7 +167,7 @@ def add_config_flags(
             names[0] = names[0].replace("_", "-")
             if spelled not in names:
                 names.append(spelled)
-        options = {"metavar": names[0][2:].replace("-", "_").upper()}
+        options: dict[str, Any] = {"metavar": names[0][2:].replace("-", "_").upper()}
         options.update(_argparse_options(kind_of(f)))
         if f.metadata.get("metavar"):
             options["metavar"] = f.metadata["metavar"]
