@@ -10,11 +10,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sdcomplex._config_base import Config, option
-from sdcomplex._config_files import read_config_file
+from sdcomplex._config_files import read_config_object
 from sdcomplex._config_kinds import Choice, Int, Nested, Optional, Real
 from sdcomplex._config_kinds import Path as PathKind
 from sdcomplex.train import TrainConfig
@@ -130,16 +129,9 @@ def read_config_data(path: str | os.PathLike[str]) -> DistillConfig | dict[str, 
 
     Raises:
         ValueError: missing file, unknown extension, malformed JSON, no ``get_config``.
+        TypeError: the file holds neither.
     """
-    file = Path(path)
-    data = read_config_file(file)
-    if isinstance(data, DistillConfig):
-        return data
-    if not isinstance(data, Mapping):
-        raise TypeError(
-            f"{file}: expected a DistillConfig or a dict of its fields, got {type(data).__name__}"
-        )
-    return dict(data)
+    return read_config_object(path, DistillConfig)  # type: ignore[no-any-return]
 
 
 def load_config(path: str | os.PathLike[str]) -> DistillConfig:

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sdcomplex._config_base import Config, option
-from sdcomplex._config_files import read_config_file
+from sdcomplex._config_files import read_config_object
 from sdcomplex._config_kinds import Bool, Choice, Int, Optional, Options, Real, Text, Tuple
 from sdcomplex._config_kinds import Path as PathKind
 from sdcomplex.data import AugmentationDefaults, augmentation_defaults
@@ -208,10 +207,5 @@ def load_config(path: str | os.PathLike[str], cls: type[TrainConfig] = TrainConf
         ValueError: missing file, unknown extension, malformed JSON, no ``get_config``,
             unknown fields or invalid values.
     """
-    file = Path(path)
-    data = read_config_file(file)
-    if isinstance(data, TrainConfig):
-        if not isinstance(data, cls):
-            raise TypeError(f"{file}: get_config() returned {type(data).__name__}, not {cls}")
-        return data
-    return cls.from_dict(data)
+    data = read_config_object(path, cls)
+    return data if isinstance(data, cls) else cls.from_dict(data)
