@@ -21,20 +21,8 @@ import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from sdcomplex import _config_kinds as kinds
 from sdcomplex._config_base import field_docs, kind_of
-from sdcomplex._config_kinds import (
-    Bool,
-    Choice,
-    Int,
-    Kind,
-    Nested,
-    Optional,
-    Options,
-    Path,
-    Real,
-    Text,
-    Tuple,
-)
 
 
 def parse_pairs(pairs: list[str], flag: str) -> dict[str, Any]:
@@ -55,16 +43,16 @@ def parse_pairs(pairs: list[str], flag: str) -> dict[str, Any]:
     return out
 
 
-def _inner(kind: Kind) -> Kind:
-    return kind.kind if isinstance(kind, Optional) else kind
+def _inner(kind: kinds.Kind) -> kinds.Kind:
+    return kind.kind if isinstance(kind, kinds.Optional) else kind
 
 
-def parse_value(kind: Kind, text: str) -> Any:
+def parse_value(kind: kinds.Kind, text: str) -> Any:
     """A ``--set`` value for a field of this kind: the text itself for strings and paths
     (``null`` is None where None is allowed), else the text parsed as JSON (a bare word stays
     a string, which the field's check then refuses by name)."""
-    if isinstance(_inner(kind), Text | Choice | Path):
-        return None if isinstance(kind, Optional) and text == "null" else text
+    if isinstance(_inner(kind), kinds.Text | kinds.Choice | kinds.Path):
+        return None if isinstance(kind, kinds.Optional) and text == "null" else text
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -104,25 +92,25 @@ def _flag_fields(cls: type) -> Iterator[dataclasses.Field[Any]]:
     own = set(cls.__dict__.get("__annotations__", {}))
     fields = sorted(dataclasses.fields(cls), key=lambda f: f.name not in own)
     for f in fields:
-        if not isinstance(_inner(kind_of(f)), Nested) and not (
-            isinstance(kind_of(f), Tuple) and isinstance(kind_of(f).item, Nested)  # type: ignore[attr-defined]
-        ):
+        inner = _inner(kind_of(f))
+        item = inner.item if isinstance(inner, kinds.Tuple) else inner
+        if not isinstance(item, kinds.Nested):
             yield f
 
 
-def _argparse_options(kind: Kind) -> dict[str, Any]:
+def _argparse_options(kind: kinds.Kind) -> dict[str, Any]:
     inner = _inner(kind)
-    if isinstance(inner, Bool):
+    if isinstance(inner, kinds.Bool):
         return {"action": argparse.BooleanOptionalAction}
-    if isinstance(inner, Options):
+    if isinstance(inner, kinds.Options):
         return {"action": "append", "metavar": "KEY=VALUE"}
-    if isinstance(inner, Tuple):
+    if isinstance(inner, kinds.Tuple):
         return {"nargs": "+", **_argparse_options(inner.item)}
-    if isinstance(inner, Int):
+    if isinstance(inner, kinds.Int):
         return {"type": int}
-    if isinstance(inner, Real):
+    if isinstance(inner, kinds.Real):
         return {"type": float}
-    if isinstance(inner, Choice):
+    if isinstance(inner, kinds.Choice):
         return {"metavar": "{" + ",".join(inner.values) + "}"}
     return {}
 
@@ -198,7 +186,7 @@ def flag_values(
         value = getattr(args, f"{prefix}{f.name}", None)
         if value is None:
             continue
-        if isinstance(_inner(kind_of(f)), Options):
+        if isinstance(_inner(kind_of(f)), kinds.Options):
             name = (flags or {}).get(f.name) or f.metadata.get("flag") or f.name
             flag = "--" + name.replace("_", "-")
             value = {**(current.get(f.name) or {}), **parse_pairs(value, flag)}

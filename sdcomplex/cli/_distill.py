@@ -24,21 +24,8 @@ PREFIX = "distill_"
 """Namespace prefix of the DistillConfig flags (see `sdcomplex.cli._config_flags`)."""
 STUDENT_FLAGS = {"model": "student", "model_options": "student-option"}
 """The student's TrainConfig flags named otherwise than in ``sdcomplex train``."""
-# student fields whose default is the teacher's: the same data, subset and preprocessing
-TEACHER_DATA_FIELDS = (
-    "dataset",
-    "data_dir",
-    "data_options",
-    "binary",
-    "n_per_class",
-    "n_test_per_class",
-    "subset_seed",
-    "num_classes",
-    "normalise",
-    "augment",
-    "crop_padding",
-    "flip",
-)
+TEACHER_PREPROCESSING = ("num_classes", "augment", "crop_padding", "flip")
+"""Student fields whose default is the teacher's, besides its data (``DATA_FIELDS``)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -88,7 +75,9 @@ def _teacher_data_defaults(teacher_dir: str | None) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         return {}
-    return {k: data[k] for k in TEACHER_DATA_FIELDS if k in data}
+    from sdcomplex.train._config import DATA_FIELDS
+
+    return {k: data[k] for k in (*DATA_FIELDS, *TEACHER_PREPROCESSING) if k in data}
 
 
 def _split_set(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -28,22 +28,10 @@ from sdcomplex._config_kinds import Bool, Choice, Int, Nested, Optional, Real, T
 from sdcomplex.distill import MODES, DistillConfig
 from sdcomplex.distill._config import DistillSettings
 from sdcomplex.train import TrainConfig
+from sdcomplex.train._config import DATA_FIELDS
 
 SCALES = ("smoke", "quick", "paper")
 """The scales every experiment defines: seconds (tests, CI), minutes on a laptop, the paper."""
-
-_DATA_FIELDS = (
-    "dataset",
-    "data_dir",
-    "data_options",
-    "binary",
-    "n_per_class",
-    "n_test_per_class",
-    "subset_seed",
-    "normalise",
-)
-"""TrainConfig fields that must agree between teacher and student (they see the same data)."""
-
 
 _POSITIVE = Real(low=0.0, low_open=True)
 _SORTED_POSITIVE = Tuple(_POSITIVE, nonempty=True, sort_unique=True)
@@ -262,7 +250,7 @@ class ExperimentConfig(Config):
         checkpoints the analyses can replay; trained students that are methods."""
         if self.complexity is None and self.distillation is None and self.bound is None:
             raise ValueError(f"experiment {self.name} configures no analysis")
-        diffs = [f for f in _DATA_FIELDS if getattr(self.teacher, f) != getattr(self.student, f)]
+        diffs = [f for f in DATA_FIELDS if getattr(self.teacher, f) != getattr(self.student, f)]
         if diffs:
             raise ValueError(
                 f"teacher and student must train on the same data; they differ in {diffs}"

@@ -29,6 +29,18 @@ SCHEDULES = ("cosine", "step", "constant")
 
 _DATASET_DEFAULTS = ("augment", "crop_padding", "flip")
 """Fields whose ``None`` default is resolved from the data set (see the module docstring)."""
+DATA_FIELDS = (
+    "dataset",
+    "data_dir",
+    "data_options",
+    "binary",
+    "n_per_class",
+    "n_test_per_class",
+    "subset_seed",
+    "normalise",
+)
+"""The fields that choose the examples and their preprocessing: two runs with the same values
+see the same data (a teacher and its students must; augmentation may differ)."""
 
 
 @dataclass(frozen=True)
