@@ -270,3 +270,28 @@ def test_set_errors_are_one_line(capsys, argv, message):
     assert status == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def test_a_distillation_spec_passes_its_settings_on():
+    from sdcomplex.reproduce._training import distill_options
+
+    spec = DistillationSpec(alpha=0.25, stride=2, probe_size=16, fidelity_examples=None)
+    method = StudentMethod("online", 2.0)
+    student = TrainConfig(model="mlp", dataset="digits")
+    cfg = spec.distill_config(student, "runs/teacher", method)
+    assert (cfg.mode, cfg.temperature, cfg.teacher_epoch) == ("online", 2.0, None)
+    assert (cfg.alpha, cfg.stride, cfg.probe_size, cfg.fidelity_examples) == (0.25, 2, 16, None)
+    assert cfg.student == student and cfg.teacher_dir == "runs/teacher"
+    experiment = load_experiment("c3_c4_online_kd", "smoke").replace(distillation=spec)
+    assert distill_options(experiment, method) == spec.run_options(method)
+
+
+def test_listing_the_commands_imports_no_config_package():
+    import subprocess
+    import sys
+
+    code = "import sys; from sdcomplex.cli import build_parser; build_parser(); "
+    names = "('jax', 'sdcomplex.train', 'sdcomplex.distill')"
+    code += f"print(sorted(m for m in {names} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -113,19 +113,23 @@ class DistillationSpec(DistillSettings):
         if not seeds or len(set(seeds)) != len(seeds):
             raise ValueError(f"DistillationSpec.seeds must be distinct and non-empty: {seeds}")
 
+    def run_options(self, method: StudentMethod) -> dict[str, Any]:
+        """The :class:`~sdcomplex.distill.DistillConfig` fields of one student other than
+        ``student`` and ``teacher_dir``: ``method``'s mode and temperature, the final teacher
+        checkpoint (``teacher_epoch`` None) and this spec's settings."""
+        return {
+            "mode": method.mode,
+            "teacher_epoch": None,
+            "temperature": method.temperature,
+            **self.settings(),
+        }
+
     def distill_config(
         self, student: TrainConfig, teacher_dir: str | None, method: StudentMethod
     ) -> DistillConfig:
-        """The :class:`~sdcomplex.distill.DistillConfig` of one student: ``method``'s mode and
-        temperature, this spec's settings, the final teacher checkpoint (``teacher_epoch``
-        None)."""
-        return DistillConfig(
-            student=student,
-            teacher_dir=teacher_dir,
-            mode=method.mode,
-            temperature=method.temperature,
-            **self.settings(),
-        )
+        """The :class:`~sdcomplex.distill.DistillConfig` of one student (see
+        :meth:`run_options`)."""
+        return DistillConfig(student=student, teacher_dir=teacher_dir, **self.run_options(method))
 
     def method(self, key: str) -> StudentMethod:
         """The method with this key (ValueError listing the keys otherwise)."""
