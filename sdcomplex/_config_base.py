@@ -46,7 +46,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np  # noqa: F401  (used by the doctest)
 
-from sdcomplex._config_kinds import Kind, Nested, Optional
+from sdcomplex._config_kinds import Kind
 
 C = TypeVar("C", bound="Config")
 
@@ -97,19 +97,6 @@ def config_hash(config: Config | Mapping[str, Any]) -> str:
     the SHA-256 of its canonical JSON form (sorted keys, no spaces)."""
     data = config.to_dict() if isinstance(config, Config) else dict(config)
     return hashlib.sha256(_canonical(data).encode("utf-8")).hexdigest()[:16]
-
-
-def _differences(old: Any, new: Any, nested: dict[str, bool], prefix: str) -> list[str]:
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if a == b:
-            continue
-        if nested.get(key) and isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, {k: True for k in set(a) | set(b)}, f"{prefix}{key}.")
-        else:
-            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return out
 
 
 class Config:
@@ -199,13 +186,17 @@ class Config:
     def differences(self, other: Config) -> list[str]:
         """``"field: old -> new"`` for every field that differs from ``other`` (``self`` is the
         old one), ``"parent.field: ..."`` inside nested configs; empty if they are equal."""
-        nested = {
-            f.name: isinstance(k, Nested)
-            or (isinstance(k, Optional) and isinstance(k.kind, Nested))
-            for f in dataclasses.fields(self)  # type: ignore[arg-type]
-            for k in [kind_of(f)]
-        }
-        return _differences(self.to_dict(), other.to_dict(), nested, "")
+        old, new = self.to_dict(), other.to_dict()
+        out = []
+        for name in sorted(set(old) | set(new)):
+            if old.get(name) == new.get(name):
+                continue
+            a, b = getattr(self, name, None), getattr(other, name, None)
+            if isinstance(a, Config) and isinstance(b, Config) and type(a) is type(b):
+                out += [f"{name}.{line}" for line in a.differences(b)]
+            else:
+                out.append(f"{name}: {old.get(name)!r} -> {new.get(name)!r}")
+        return out
 
 
 def field_docs(cls: type) -> dict[str, str]:

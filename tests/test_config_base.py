@@ -295,3 +295,13 @@ def test_listing_the_commands_imports_no_config_package():
     code += f"print(sorted(m for m in {names} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_differences_inside_a_nested_config_stop_at_its_fields():
+    student = TrainConfig(model="mlp", model_options={"width": 1})
+    old = DistillConfig(student=student, mode="none")
+    new = old.replace(student=student.replace(model_options={"width": 2}), probe_size=8)
+    assert old.differences(new) == [
+        "probe_size: 256 -> 8",
+        "student.model_options: {'width': 1} -> {'width': 2}",
+    ]
