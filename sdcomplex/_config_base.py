@@ -88,15 +88,19 @@ def kind_of(field: dataclasses.Field[Any]) -> Kind:
     return kind if isinstance(kind, Kind) else Kind()
 
 
-def _canonical(data: Any) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+def json_hash(data: Any, *, default: Any = None, allow_nan: bool = False) -> str:
+    """The first 16 hex digits of the SHA-256 of ``data``'s canonical JSON text (sorted keys,
+    no spaces; ``default`` and ``allow_nan`` as for ``json.dumps``)."""
+    text = json.dumps(
+        data, sort_keys=True, separators=(",", ":"), default=default, allow_nan=allow_nan
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def config_hash(config: Config | Mapping[str, Any]) -> str:
-    """Stable 16-hex-digit hash of a config (or of its dict form): the first 16 hex digits of
-    the SHA-256 of its canonical JSON form (sorted keys, no spaces)."""
-    data = config.to_dict() if isinstance(config, Config) else dict(config)
-    return hashlib.sha256(_canonical(data).encode("utf-8")).hexdigest()[:16]
+    """Stable 16-hex-digit hash of a config (or of its dict form): :func:`json_hash` of its
+    JSON form."""
+    return json_hash(config.to_dict() if isinstance(config, Config) else dict(config))
 
 
 class Config:

@@ -17,13 +17,11 @@ identified by :func:`experiment_hash`; the runner records both with the results.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sdcomplex._config_base import Config, config_hash, option
+from sdcomplex._config_base import Config, config_hash, json_hash, option
 from sdcomplex._config_kinds import Bool, Choice, Int, Nested, Optional, Real, Text, Tuple
 from sdcomplex.distill import MODES, DistillConfig
 from sdcomplex.distill._config import DistillSettings
@@ -285,6 +283,6 @@ def experiment_hash(config: ExperimentConfig | Mapping[str, Any]) -> str:
 
 
 def stage_hash(payload: Any) -> str:
-    """16 hex digits identifying a stage's inputs (any JSON-serialisable payload)."""
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    """16 hex digits identifying a stage's inputs (any JSON-serialisable payload; other values
+    by their ``str``)."""
+    return json_hash(payload, default=str, allow_nan=True)
