@@ -1,5 +1,6 @@
 """The config base: field kinds, JSON round trip, pinned hashes, differences, replace, --set."""
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -24,7 +25,14 @@ from sdcomplex._config_kinds import (
 from sdcomplex.cli import main
 from sdcomplex.cli._config_flags import parse_set, parse_value, split_pairs
 from sdcomplex.distill import DistillConfig
-from sdcomplex.reproduce import BoundSpec, DistillationSpec, StudentMethod, load_experiment
+from sdcomplex.reproduce import (
+    BoundSpec,
+    ComplexitySpec,
+    DistillationSpec,
+    StudentMethod,
+    load_experiment,
+)
+from sdcomplex.reproduce._config import stage_hash
 from sdcomplex.train import TrainConfig
 
 
@@ -83,6 +91,16 @@ def test_hashes_of_existing_configs_are_pinned():
     assert (quick.teacher.hash(), quick.student.hash()) == ("73190c55f22bc18d", "d206a59ec9cf6117")
     assert load_experiment("c3_c4_online_kd", "smoke").hash() == "69959587ddacba17"
     assert load_experiment("c5_margin_bound", "paper").hash() == "1a78bb9edfd98462"
+    # the analysis stages hash their spec's fields (recorded in each stage's marker)
+    specs = (DistillationSpec(), ComplexitySpec(), BoundSpec())
+    assert [stage_hash(dataclasses.asdict(spec)) for spec in specs] == [
+        "ec10eb7ed0d51a87",
+        "f3ab549c2219101e",
+        "35aadf4c659de474",
+    ]
+    assert [stage_hash(spec.to_dict()) for spec in specs] == [
+        stage_hash(dataclasses.asdict(spec)) for spec in specs
+    ]
 
 
 def test_hash_is_sha256_of_the_canonical_json():
