@@ -148,8 +148,11 @@ def as_real_array(name: str, value: Any, *, allow_empty: bool = False) -> np.nda
 
 def check_int_field(
     owner: str, name: str, value: Any, *, minimum: int, optional: bool = False
-) -> None:
+) -> int | None:
     """Checks that ``owner.name`` is an integer (not a bool) of at least ``minimum``.
+
+    numpy integer scalars are accepted like Python ints (see :func:`as_int`); config classes
+    get this check from their field kinds (``sdcomplex._config_kinds.Int``).
 
     Args:
       owner: the config class name used in the message, e.g. ``"DistillConfig"``.
@@ -158,16 +161,17 @@ def check_int_field(
       minimum: the smallest allowed value.
       optional: None is allowed too.
 
+    Returns:
+      The value as a Python int (None if it is None and ``optional``).
+
     Raises:
       TypeError: not an integer.
       ValueError: below ``minimum``.
 
     Example:
-      >>> check_int_field("Config", "epochs", 3, minimum=1)
+      >>> check_int_field("Config", "epochs", np.int64(3), minimum=1)
+      3
     """
     if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{owner}.{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{owner}.{name} must be >= {minimum}, got {value}")
+        return None
+    return as_int(f"{owner}.{name}", value, minimum=minimum)

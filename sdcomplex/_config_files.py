@@ -8,7 +8,7 @@ import os
 import sys
 import traceback
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +102,23 @@ def read_config_file(path: str | os.PathLike[str]) -> Any:
     if not callable(get_config):
         raise ValueError(f"config file {file} defines no get_config() function")
     return call_config(file, get_config)
+
+
+def read_config_object(path: str | os.PathLike[str], cls: type) -> Any:
+    """What a config file holds for config class ``cls``: an instance of ``cls`` (returned by a
+    Python file's ``get_config()``) or a dict of its fields (a JSON object, or a dict returned
+    by ``get_config()``), not yet validated.
+
+    Raises:
+      ValueError: see :func:`read_config_file`.
+      TypeError: the file holds something else (another config class, a list, ...).
+    """
+    file = Path(path)
+    data = read_config_file(file)
+    if isinstance(data, cls):
+        return data
+    if isinstance(data, Mapping):
+        return dict(data)
+    raise TypeError(
+        f"{file}: expected a {cls.__name__} or a dict of its fields, got {type(data).__name__}"
+    )

@@ -8,41 +8,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sdcomplex.cli._config_flags import (
+    add_config_flags,
+    add_on_use,
+    flag_values,
+    parse_set,
+    split_pairs,
+)
 from sdcomplex.cli._signals import report_stopped
-from sdcomplex.cli._train import _FIELDS as _TRAIN_FIELDS
-from sdcomplex.cli._train import _parse_pairs, add_train_flags
+from sdcomplex.cli._train import PREFIX as STUDENT_PREFIX
+from sdcomplex.cli._train import add_train_flags
 from sdcomplex.cli._warnings import one_line_warnings
 
-# flag -> DistillConfig field
-_DISTILL_FIELDS = {
-    "mode": "mode",
-    "teacher": "teacher_dir",
-    "teacher_epoch": "teacher_epoch",
-    "temperature": "temperature",
-    "alpha": "alpha",
-    "stride": "stride",
-    "diagnostics_every": "diagnostics_every",
-    "probe_size": "probe_size",
-    "probe_seed": "probe_seed",
-    "random_labels_seed": "random_labels_seed",
-}
-# flag -> student TrainConfig field (the train command's flags, --student for --model)
-_STUDENT_FIELDS = {k: v for k, v in _TRAIN_FIELDS.items() if k != "model"} | {"student": "model"}
-# student fields whose default is the teacher's: the same data, subset and preprocessing
-TEACHER_DATA_FIELDS = (
-    "dataset",
-    "data_dir",
-    "data_options",
-    "binary",
-    "n_per_class",
-    "n_test_per_class",
-    "subset_seed",
-    "num_classes",
-    "normalise",
-    "augment",
-    "crop_padding",
-    "flip",
-)
+PREFIX = "distill_"
+"""Namespace prefix of the DistillConfig flags (see `sdcomplex.cli._config_flags`)."""
+STUDENT_FLAGS = {"model": "student", "model_options": "student-option"}
+"""The student's TrainConfig flags named otherwise than in ``sdcomplex train``."""
+TEACHER_PREPROCESSING = ("num_classes", "augment", "crop_padding", "flip")
+"""Student fields whose default is the teacher's, besides its data (``DATA_FIELDS``)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,27 +45,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, metavar="DIR", help="the student's run directory")
     p.add_argument("--config", metavar="FILE", help="config file: .json or .py with get_config()")
-    p.add_argument("--teacher", metavar="RUN_DIR", help="teacher run directory (sdcomplex train)")
-    p.add_argument("--mode", help="none | offline | online (default: online)")
-    p.add_argument("--teacher-epoch", type=int, help="offline KD from this checkpoint epoch")
-    p.add_argument("--temperature", type=float, help="tau > 0 (default 4)")
-    p.add_argument("--alpha", type=float, help="weight of the label cross-entropy (default 0)")
-    p.add_argument("--stride", type=int, help="online KD: every k-th teacher checkpoint")
-    p.add_argument("--diagnostics-every", type=int, metavar="K", help="0: no diagnostics")
-    p.add_argument("--probe-size", type=int, help="probe examples for NTK and complexity")
-    p.add_argument("--probe-seed", type=int)
-    p.add_argument("--random-labels-seed", type=int)
-    s = p.add_argument_group("student (flags of `sdcomplex train`)")
-    add_train_flags(
-        s,
-        model_flag="--student",
-        model_help="student model, e.g. lenet5x8",
-        data_help="data set (default: the teacher's)",
-        subject="student ",
-    )
+    add_on_use(p, lambda: _add_flags(p))
     p.add_argument("--print-config", action="store_true", help="print the config and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     p.set_defaults(run=run)
+
+
+def _add_flags(p: argparse.ArgumentParser) -> None:
+    from sdcomplex.distill import DistillConfig
+
+    add_config_flags(p, DistillConfig, prefix=PREFIX)
+    s = p.add_argument_group("student (flags of `sdcomplex train`)")
+    helps = {
+        "model": "student model, e.g. lenet5x8",
+        "dataset": "data set (default: the teacher's)",
+    }
+    add_train_flags(s, subject="student or distillation ", flags=STUDENT_FLAGS, helps=helps)
 
 
 def _teacher_data_defaults(teacher_dir: str | None) -> dict[str, Any]:
@@ -97,11 +75,26 @@ def _teacher_data_defaults(teacher_dir: str | None) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         return {}
-    return {k: data[k] for k in TEACHER_DATA_FIELDS if k in data}
+    from sdcomplex.train._config import DATA_FIELDS
+
+    return {k: data[k] for k in (*DATA_FIELDS, *TEACHER_PREPROCESSING) if k in data}
+
+
+def _split_set(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``--set`` items as (DistillConfig fields, student TrainConfig fields); a student field
+    may be written ``student.FIELD``."""
+    from sdcomplex.distill import DistillConfig
+    from sdcomplex.train import TrainConfig
+
+    texts = split_pairs(pairs)
+    own = {k: v for k, v in texts.items() if k in DistillConfig.field_names() and k != "student"}
+    student = {k.removeprefix("student."): v for k, v in texts.items() if k not in own}
+    return parse_set(own, DistillConfig), parse_set(student, TrainConfig, what="student config")
 
 
 def resolve_config(args: argparse.Namespace):
-    """The config of the command line: defaults < the teacher's data < --config file < flags."""
+    """The config of the command line: defaults < the teacher's data < --config file < --set <
+    flags."""
     from sdcomplex.distill import DistillConfig
     from sdcomplex.distill._config import read_config_data
     from sdcomplex.train import TrainConfig
@@ -110,37 +103,19 @@ def resolve_config(args: argparse.Namespace):
     if args.config:
         raw = read_config_data(args.config)
         base = raw.to_dict() if isinstance(raw, DistillConfig) else dict(raw)
-    for flag, field in _DISTILL_FIELDS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            base[field] = value
+    own_set, student_set = _split_set(args.set)
+    base.update(own_set)
+    base.update(flag_values(args, DistillConfig, base, prefix=PREFIX))
     file_student = base.get("student", {})
     if isinstance(file_student, TrainConfig):
         file_student = file_student.to_dict()
     if not isinstance(file_student, dict):
         raise TypeError("the config's 'student' must be an object of TrainConfig fields")
-    changes: dict[str, Any] = _parse_pairs(args.set, "--set")
-    for flag, field in _STUDENT_FIELDS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            changes[field] = value
-    if args.augment is not None:
-        changes["augment"] = args.augment
     student = {**_teacher_data_defaults(base.get("teacher_dir")), **file_student}
-    if args.student_option:
-        changes["model_options"] = {
-            **student.get("model_options", {}),
-            **_parse_pairs(args.student_option, "--student-option"),
-        }
-    if args.data_option:
-        changes["data_options"] = {
-            **student.get("data_options", {}),
-            **_parse_pairs(args.data_option, "--data-option"),
-        }
-    valid = TrainConfig().to_dict()
-    unknown = sorted(set(changes) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown student config field(s) {unknown}; valid: {sorted(valid)}")
+    changes = {
+        **student_set,
+        **flag_values(args, TrainConfig, student, prefix=STUDENT_PREFIX, flags=STUDENT_FLAGS),
+    }
     base["student"] = {**student, **changes}
     return DistillConfig.from_dict(base)
 

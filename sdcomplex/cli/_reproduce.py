@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from sdcomplex.cli._config_flags import add_on_use
 from sdcomplex.cli._signals import signal_exit_status
 
 
@@ -26,12 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("experiment", nargs="?", metavar="EXPERIMENT", help="name or .py config file")
-    p.add_argument(
-        "--scale",
-        default="quick",
-        choices=("smoke", "quick", "paper"),
-        help="smoke: seconds; quick: minutes on a CPU (default); paper: PAPER.md section 5",
-    )
+    add_on_use(p, lambda: _add_scale(p))
     p.add_argument("--out", metavar="DIR", help="output directory (default runs/NAME-SCALE)")
     p.add_argument("--list", action="store_true", help="list experiments, scales and run times")
     p.add_argument("--print-config", action="store_true", help="print the config and exit")
@@ -54,6 +50,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="after a complete run, store its measured time in experiments/runtimes.json",
     )
     p.set_defaults(run=run)
+
+
+def _add_scale(p: argparse.ArgumentParser) -> None:
+    """``--scale``, whose choices are those of `ExperimentConfig.scale`."""
+    from sdcomplex.reproduce import SCALES
+
+    p.add_argument(
+        "--scale",
+        default="quick",
+        choices=SCALES,
+        help="smoke: seconds; quick: minutes on a CPU (default); paper: PAPER.md section 5",
+    )
 
 
 def _list(directory: str | None) -> int:

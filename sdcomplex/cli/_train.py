@@ -3,36 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from typing import Any
 
+from sdcomplex.cli._config_flags import (
+    add_config_flags,
+    add_on_use,
+    flag_values,
+    parse_pairs,
+    parse_set,
+    split_pairs,
+)
 from sdcomplex.cli._signals import report_stopped
 from sdcomplex.cli._warnings import one_line_warnings
 
-# flag -> TrainConfig field, for the flags that map one to one
-_FIELDS = {
-    "model": "model",
-    "data": "dataset",
-    "data_dir": "data_dir",
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-    "optimizer": "optimizer",
-    "lr": "learning_rate",
-    "momentum": "momentum",
-    "weight_decay": "weight_decay",
-    "schedule": "schedule",
-    "milestones": "lr_milestones",
-    "warmup_epochs": "warmup_epochs",
-    "seed": "seed",
-    "n_per_class": "n_per_class",
-    "n_test_per_class": "n_test_per_class",
-    "num_classes": "num_classes",
-    "checkpoint_every": "checkpoint_every",
-    "keep_checkpoints": "keep_checkpoints",
-    "eval_batch_size": "eval_batch_size",
-    "eval_train_examples": "eval_train_examples",
-}
+PREFIX = "train_"
+"""Namespace prefix of the TrainConfig flags (see `sdcomplex.cli._config_flags`)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,13 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, metavar="DIR", help="run directory")
     p.add_argument("--config", metavar="FILE", help="config file: .json or .py with get_config()")
-    add_train_flags(
-        p,
-        model_flag="--model",
-        model_help="model name, e.g. resnet20, lenet5x8, mlp",
-        data_help="data set name, e.g. cifar10, cifar10_jpeg, digits",
-        subject="",
-    )
+    add_on_use(p, lambda: add_train_flags(p, subject=""))
     p.add_argument("--print-config", action="store_true", help="print the config and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     p.set_defaults(run=run)
@@ -67,104 +46,36 @@ def register(sub: argparse._SubParsersAction) -> None:
 def add_train_flags(
     p: argparse.ArgumentParser | argparse._ArgumentGroup,
     *,
-    model_flag: str,
-    model_help: str,
-    data_help: str,
     subject: str,
+    flags: dict[str, str] | None = None,
+    helps: dict[str, str] | None = None,
 ) -> None:
-    """Adds the `TrainConfig` flags that `train` and `distill` share (see `_FIELDS`).
+    """Adds a flag for every `TrainConfig` field (the flags `train` and `distill` share) and
+    ``--set``; ``subject`` prefixes the help of ``--set`` ("" or "student "), ``flags`` and
+    ``helps`` rename flags and override their help (see `add_config_flags`)."""
+    from sdcomplex.train import TrainConfig
 
-    ``model_flag`` names the model (``--model``; ``--student`` for distill, whose model
-    overrides then come from ``--student-option``); ``subject`` prefixes the help of the
-    model options and of ``--set`` ("" or "student ").
-    """
-    option_flag = f"{model_flag}-option"
-    p.add_argument(model_flag, metavar="MODEL", help=model_help)
-    p.add_argument("--data", help=data_help)
-    p.add_argument("--data-dir", help="directory holding the data set's files")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"))
-    p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--schedule", choices=("cosine", "step", "constant"))
-    p.add_argument("--milestones", type=int, nargs="+", help="epochs of the step schedule")
-    p.add_argument("--warmup-epochs", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--n-per-class", type=int, help="class-balanced training subset size")
-    p.add_argument("--n-test-per-class", type=int, help="class-balanced test subset size")
-    p.add_argument("--num-classes", type=int, help="expected number of classes (checked)")
-    p.add_argument("--checkpoint-every", type=int, metavar="K")
-    p.add_argument("--keep-checkpoints", type=int, metavar="N", help="keep the latest N only")
-    p.add_argument("--eval-batch-size", type=int)
-    p.add_argument("--eval-train-examples", type=int, help="train metrics on the first N")
-    aug = p.add_mutually_exclusive_group()
-    aug.add_argument("--augment", dest="augment", action="store_true", default=None)
-    aug.add_argument("--no-augment", dest="augment", action="store_false")
-    p.add_argument(
-        option_flag,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help=f"{subject}model constructor override, VALUE parsed as JSON (e.g. width=2)",
-    )
-    p.add_argument(
-        "--data-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="data loader option, VALUE parsed as JSON (e.g. n_train=500)",
-    )
+    add_config_flags(p, TrainConfig, prefix=PREFIX, flags=flags, helps=helps)
     p.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="FIELD=VALUE",
-        help=f"any {subject}TrainConfig field, VALUE parsed as JSON (e.g. nesterov=true)",
+        help=f"any {subject}config field, VALUE parsed as JSON (e.g. nesterov=true)",
     )
 
 
-def _parse_pairs(pairs: list[str], flag: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{flag} expects KEY=VALUE, got {pair!r}")
-        try:
-            out[key] = json.loads(text)
-        except json.JSONDecodeError:
-            out[key] = text  # a bare string
-    return out
-
-
 def resolve_config(args: argparse.Namespace):
-    """The config of the command line: defaults < --config file < flags."""
+    """The config of the command line: defaults < --config file < --set < flags."""
     from sdcomplex.train import TrainConfig, load_config
 
     base = load_config(args.config) if args.config else TrainConfig()
-    changes: dict[str, Any] = _parse_pairs(args.set, "--set")
-    for flag, field in _FIELDS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            changes[field] = value
-    if args.augment is not None:
-        changes["augment"] = args.augment
-    if args.model_option:
-        changes["model_options"] = {
-            **base.model_options,
-            **_parse_pairs(args.model_option, "--model-option"),
-        }
-    if args.data_option:
-        changes["data_options"] = {
-            **base.data_options,
-            **_parse_pairs(args.data_option, "--data-option"),
-        }
-    base_dict = base.to_dict()
-    unknown = sorted(set(changes) - set(base_dict))
-    if unknown:
-        raise ValueError(f"unknown config field(s) {unknown}; valid fields: {sorted(base_dict)}")
+    changes = parse_set(split_pairs(args.set), TrainConfig)
+    changes.update(flag_values(args, TrainConfig, base.to_dict(), prefix=PREFIX))
     return base.replace(**changes)  # augmentation the base took from its data set: again
+
+
+_parse_pairs = parse_pairs  # the name `sdcomplex.cli._ntk` imports
 
 
 def run(args: argparse.Namespace) -> int:

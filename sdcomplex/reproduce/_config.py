@@ -17,62 +17,27 @@ identified by :func:`experiment_hash`; the runner records both with the results.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sdcomplex._checks import check_int_field
-from sdcomplex.distill import MODES
+from sdcomplex._config_base import Config, config_hash, json_hash, option
+from sdcomplex._config_kinds import Bool, Choice, Int, Nested, Optional, Real, Text, Tuple
+from sdcomplex.distill import MODES, DistillConfig
+from sdcomplex.distill._config import DistillSettings
 from sdcomplex.train import TrainConfig
+from sdcomplex.train._config import DATA_FIELDS
 
 SCALES = ("smoke", "quick", "paper")
 """The scales every experiment defines: seconds (tests, CI), minutes on a laptop, the paper."""
 
-_DATA_FIELDS = (
-    "dataset",
-    "data_dir",
-    "data_options",
-    "binary",
-    "n_per_class",
-    "n_test_per_class",
-    "subset_seed",
-    "normalise",
-)
-"""TrainConfig fields that must agree between teacher and student (they see the same data)."""
-
-
-def _floats(name: str, values: Sequence[Any], *, positive: bool = True) -> tuple[float, ...]:
-    if isinstance(values, str) or not isinstance(values, Sequence):
-        raise TypeError(f"{name} must be a list of numbers, got {values!r}")
-    out = []
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise TypeError(f"{name} must hold finite numbers, got {v!r}")
-        if positive and v <= 0:
-            raise ValueError(f"{name} must hold numbers > 0, got {v!r}")
-        out.append(float(v))
-    return tuple(out)
-
-
-def _ints(name: str, values: Sequence[Any], *, minimum: int = 0) -> tuple[int, ...]:
-    if isinstance(values, str) or not isinstance(values, Sequence):
-        raise TypeError(f"{name} must be a list of integers, got {values!r}")
-    out = []
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"{name} must hold integers, got {v!r}")
-        if v < minimum:
-            raise ValueError(f"{name} must hold integers >= {minimum}, got {v}")
-        out.append(int(v))
-    return tuple(out)
+_POSITIVE = Real(low=0.0, low_open=True)
+_SORTED_POSITIVE = Tuple(_POSITIVE, nonempty=True, sort_unique=True)
+"""A set of positive numbers, e.g. temperatures: stored sorted, repeats removed."""
 
 
 @dataclass(frozen=True)
-class StudentMethod:
+class StudentMethod(Config):
     """One way of supervising the student: a row of the accuracy table.
 
     Attributes:
@@ -86,13 +51,8 @@ class StudentMethod:
         ('online_t4', 'online KD (τ=4)')
     """
 
-    mode: str
-    temperature: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"StudentMethod.mode must be one of {list(MODES)}, got {self.mode!r}")
-        object.__setattr__(self, "temperature", _floats("temperature", [self.temperature])[0])
+    mode: str = option(Choice(MODES))
+    temperature: float = option(_POSITIVE, 1.0)
 
     @property
     def key(self) -> str:
@@ -120,59 +80,54 @@ PAPER_METHODS = (
 
 
 @dataclass(frozen=True)
-class DistillationSpec:
+class DistillationSpec(DistillSettings):
     """Students for claims C3 (accuracy table) and C4 (diagnostics over training).
 
     Every method is trained once per seed with :func:`sdcomplex.distill.distill`, with the
     experiment's student config (its ``seed`` replaced by each seed) and the options below.
 
+    The fields of :class:`~sdcomplex.distill.DistillSettings` (``alpha``, ``stride``,
+    ``diagnostics_every``, ``probe_size``, ``probe_seed``, ``random_labels_seed``,
+    ``fidelity_examples``; keyword-only) are passed on to every student's
+    :class:`~sdcomplex.distill.DistillConfig` (:meth:`distill_config`); ``diagnostics_every=0``
+    (no diagnostics) only suits the students of a C1/C2-only experiment, C4 needs them.
+
     Attributes:
         methods: the supervision methods (default: the paper's five).
         seeds: student seeds; the table reports mean +- sample std (ddof=1) over them.
-        alpha: weight of the label cross-entropy mixed into the KD loss (0: pure KD).
-        stride: online KD replays every ``stride``-th teacher checkpoint (and the last).
-        diagnostics_every: diagnostics (fidelity, NTK similarity, complexities) every k epochs
-            (0: none; only for the students of a C1/C2-only experiment, C4 needs them).
-        probe_size: examples of the probe set on which the student's NTK is computed.
-        probe_seed: seed choosing the probe set.
-        random_labels_seed: seed of the random labels whose complexity is tracked.
-        fidelity_examples: fidelity is measured on fixed class-balanced subsets of this many
-            training and test examples (``None``: the whole splits).
     """
 
-    methods: tuple[StudentMethod, ...] = PAPER_METHODS
-    seeds: tuple[int, ...] = (0, 1, 2)
-    alpha: float = 0.0
-    stride: int = 1
-    diagnostics_every: int = 1
-    probe_size: int = 256
-    probe_seed: int = 0
-    random_labels_seed: int = 0
-    fidelity_examples: int | None = 1000
+    methods: tuple[StudentMethod, ...] = option(
+        Tuple(Nested(StudentMethod), nonempty=True), PAPER_METHODS
+    )
+    seeds: tuple[int, ...] = option(Tuple(Int(minimum=0)), (0, 1, 2))
 
-    def __post_init__(self) -> None:
-        methods = tuple(
-            m if isinstance(m, StudentMethod) else StudentMethod(**m) for m in self.methods
-        )
-        if not methods:
-            raise ValueError("DistillationSpec.methods is empty")
-        keys = [m.key for m in methods]
+    def validate(self) -> None:
+        """Distinct methods; distinct seeds, at least one."""
+        keys = [m.key for m in self.methods]
         if len(set(keys)) != len(keys):
             raise ValueError(f"DistillationSpec.methods repeats a method: {keys}")
-        object.__setattr__(self, "methods", methods)
-        seeds = _ints("DistillationSpec.seeds", self.seeds)
+        seeds = self.seeds
         if not seeds or len(set(seeds)) != len(seeds):
             raise ValueError(f"DistillationSpec.seeds must be distinct and non-empty: {seeds}")
-        object.__setattr__(self, "seeds", seeds)
-        object.__setattr__(self, "alpha", _floats("alpha", [self.alpha], positive=False)[0])
-        if not 0 <= self.alpha <= 1:
-            raise ValueError(f"DistillationSpec.alpha must lie in [0, 1], got {self.alpha}")
-        for name in ("stride", "probe_size"):
-            check_int_field("DistillationSpec", name, getattr(self, name), minimum=1)
-        for name in ("diagnostics_every", "probe_seed", "random_labels_seed"):
-            check_int_field("DistillationSpec", name, getattr(self, name), minimum=0)
-        examples = self.fidelity_examples
-        check_int_field("DistillationSpec", "fidelity_examples", examples, minimum=1, optional=True)
+
+    def run_options(self, method: StudentMethod) -> dict[str, Any]:
+        """The :class:`~sdcomplex.distill.DistillConfig` fields of one student other than
+        ``student`` and ``teacher_dir``: ``method``'s mode and temperature, the final teacher
+        checkpoint (``teacher_epoch`` None) and this spec's settings."""
+        return {
+            "mode": method.mode,
+            "teacher_epoch": None,
+            "temperature": method.temperature,
+            **self.settings(),
+        }
+
+    def distill_config(
+        self, student: TrainConfig, teacher_dir: str | None, method: StudentMethod
+    ) -> DistillConfig:
+        """The :class:`~sdcomplex.distill.DistillConfig` of one student (see
+        :meth:`run_options`)."""
+        return DistillConfig(student=student, teacher_dir=teacher_dir, **self.run_options(method))
 
     def method(self, key: str) -> StudentMethod:
         """The method with this key (ValueError listing the keys otherwise)."""
@@ -183,7 +138,7 @@ class DistillationSpec:
 
 
 @dataclass(frozen=True)
-class ComplexitySpec:
+class ComplexitySpec(Config):
     """Complexity sweeps of claims C1 (temperature) and C2 (teacher trajectory).
 
     Targets on a class-balanced subset of the training split: one-hot labels, one-hot random
@@ -209,43 +164,21 @@ class ComplexitySpec:
         ntk_implementation: :func:`sdcomplex.ntk.empirical_ntk` implementation (``"auto"``).
     """
 
-    n_per_class: int = 100
-    subset_seed: int = 0
-    temperatures: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
-    trajectory_temperatures: tuple[float, ...] = (1.0, 4.0)
-    trajectory_stride: int = 1
-    trained_students: tuple[str, ...] = ("none",)
-    student_seed: int = 0
-    random_labels_seed: int = 0
-    kernel_outputs: str = "mean"
-    residual: bool = True
-    ntk_implementation: str = "auto"
-
-    def __post_init__(self) -> None:
-        for name in ("n_per_class", "trajectory_stride"):
-            check_int_field("ComplexitySpec", name, getattr(self, name), minimum=1)
-        for name in ("subset_seed", "student_seed", "random_labels_seed"):
-            check_int_field("ComplexitySpec", name, getattr(self, name), minimum=0)
-        for name in ("temperatures", "trajectory_temperatures"):
-            values = _floats(f"ComplexitySpec.{name}", getattr(self, name))
-            if not values:
-                raise ValueError(f"ComplexitySpec.{name} is empty")
-            object.__setattr__(self, name, tuple(sorted(set(values))))
-        students = self.trained_students
-        if isinstance(students, str):
-            raise TypeError("ComplexitySpec.trained_students must be a list of method keys")
-        object.__setattr__(self, "trained_students", tuple(str(s) for s in students))
-        if self.kernel_outputs not in ("mean", "diag", "full"):
-            raise ValueError(
-                f"ComplexitySpec.kernel_outputs must be mean, diag or full, "
-                f"got {self.kernel_outputs!r}"
-            )
-        if not isinstance(self.residual, bool):
-            raise TypeError("ComplexitySpec.residual must be true or false")
+    n_per_class: int = option(Int(minimum=1), 100)
+    subset_seed: int = option(Int(minimum=0), 0)
+    temperatures: tuple[float, ...] = option(_SORTED_POSITIVE, (0.5, 1.0, 2.0, 4.0, 8.0, 16.0))
+    trajectory_temperatures: tuple[float, ...] = option(_SORTED_POSITIVE, (1.0, 4.0))
+    trajectory_stride: int = option(Int(minimum=1), 1)
+    trained_students: tuple[str, ...] = option(Tuple(Text()), ("none",))
+    student_seed: int = option(Int(minimum=0), 0)
+    random_labels_seed: int = option(Int(minimum=0), 0)
+    kernel_outputs: str = option(Choice(("mean", "diag", "full")), "mean")
+    residual: bool = option(Bool(), True)
+    ntk_implementation: str = option(Text(), "auto")
 
 
 @dataclass(frozen=True)
-class BoundSpec:
+class BoundSpec(Config):
     """The margin bound of claim C5 for a kernel student on a binary task.
 
     The binary task relabels the data: classes ``negative_classes`` (default: the first half)
@@ -272,39 +205,20 @@ class BoundSpec:
         ntk_implementation: :func:`sdcomplex.ntk.empirical_ntk` implementation.
     """
 
-    n_per_class: int = 250
-    n_test_per_class: int | None = None
-    subset_seed: int = 0
-    negative_classes: tuple[int, ...] | None = None
-    temperatures: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
-    teacher_stride: int = 1
-    gammas: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4)
-    delta: float = 0.05
-    student_seed: int = 0
-    ntk_implementation: str = "auto"
-
-    def __post_init__(self) -> None:
-        for name in ("n_per_class", "teacher_stride"):
-            check_int_field("BoundSpec", name, getattr(self, name), minimum=1)
-        if self.n_test_per_class is not None:
-            check_int_field("BoundSpec", "n_test_per_class", self.n_test_per_class, minimum=1)
-        for name in ("subset_seed", "student_seed"):
-            check_int_field("BoundSpec", name, getattr(self, name), minimum=0)
-        if self.negative_classes is not None:
-            neg = _ints("BoundSpec.negative_classes", self.negative_classes)
-            object.__setattr__(self, "negative_classes", neg)
-        for name in ("temperatures", "gammas"):
-            values = _floats(f"BoundSpec.{name}", getattr(self, name))
-            if not values:
-                raise ValueError(f"BoundSpec.{name} is empty")
-            object.__setattr__(self, name, tuple(sorted(set(values))))
-        object.__setattr__(self, "delta", _floats("delta", [self.delta])[0])
-        if not 0 < self.delta < 1:
-            raise ValueError(f"BoundSpec.delta must lie in (0, 1), got {self.delta}")
+    n_per_class: int = option(Int(minimum=1), 250)
+    n_test_per_class: int | None = option(Optional(Int(minimum=1)), None)
+    subset_seed: int = option(Int(minimum=0), 0)
+    negative_classes: tuple[int, ...] | None = option(Optional(Tuple(Int(minimum=0))), None)
+    temperatures: tuple[float, ...] = option(_SORTED_POSITIVE, (1.0, 2.0, 4.0, 8.0))
+    teacher_stride: int = option(Int(minimum=1), 1)
+    gammas: tuple[float, ...] = option(_SORTED_POSITIVE, (0.05, 0.1, 0.2, 0.4))
+    delta: float = option(Real(low=0.0, high=1.0, low_open=True, high_open=True), 0.05)
+    student_seed: int = option(Int(minimum=0), 0)
+    ntk_implementation: str = option(Text(), "auto")
 
 
 @dataclass(frozen=True)
-class ExperimentConfig:
+class ExperimentConfig(Config):
     """Every setting of one experiment at one scale (frozen; JSON round trip; stable hash).
 
     Attributes:
@@ -320,41 +234,25 @@ class ExperimentConfig:
         notes: free text recorded with the results (e.g. what the scale leaves out).
     """
 
-    name: str
-    scale: str
-    description: str
-    claims: tuple[str, ...]
-    teacher: TrainConfig
-    student: TrainConfig
-    complexity: ComplexitySpec | None = None
-    distillation: DistillationSpec | None = None
-    bound: BoundSpec | None = None
-    notes: str = ""
+    _what = "experiment"
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.isidentifier():
-            raise ValueError(f"experiment name must be an identifier, got {self.name!r}")
-        if self.scale not in SCALES:
-            raise ValueError(f"scale must be one of {list(SCALES)}, got {self.scale!r}")
-        object.__setattr__(self, "claims", tuple(str(c) for c in self.claims))
-        for name, cls in (
-            ("teacher", TrainConfig),
-            ("student", TrainConfig),
-            ("complexity", ComplexitySpec),
-            ("distillation", DistillationSpec),
-            ("bound", BoundSpec),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, Mapping):
-                value = cls.from_dict(value) if cls is TrainConfig else cls(**value)
-                object.__setattr__(self, name, value)
-            if value is None and name in ("teacher", "student"):
-                raise ValueError(f"ExperimentConfig.{name} is required")
-            if value is not None and not isinstance(value, cls):
-                raise TypeError(f"ExperimentConfig.{name} must be a {cls.__name__}")
+    name: str = option(Text(identifier=True))
+    scale: str = option(Choice(SCALES))
+    description: str = option(Text(nonempty=False))
+    claims: tuple[str, ...] = option(Tuple(Text()))
+    teacher: TrainConfig = option(Nested(TrainConfig))
+    student: TrainConfig = option(Nested(TrainConfig))
+    complexity: ComplexitySpec | None = option(Optional(Nested(ComplexitySpec)), None)
+    distillation: DistillationSpec | None = option(Optional(Nested(DistillationSpec)), None)
+    bound: BoundSpec | None = option(Optional(Nested(BoundSpec)), None)
+    notes: str = option(Text(nonempty=False), "")
+
+    def validate(self) -> None:
+        """One analysis at least; teacher and student on the same data; a teacher whose
+        checkpoints the analyses can replay; trained students that are methods."""
         if self.complexity is None and self.distillation is None and self.bound is None:
             raise ValueError(f"experiment {self.name} configures no analysis")
-        diffs = [f for f in _DATA_FIELDS if getattr(self.teacher, f) != getattr(self.student, f)]
+        diffs = [f for f in DATA_FIELDS if getattr(self.teacher, f) != getattr(self.student, f)]
         if diffs:
             raise ValueError(
                 f"teacher and student must train on the same data; they differ in {diffs}"
@@ -377,49 +275,14 @@ class ExperimentConfig:
                     f"distillation spec ({sorted(known)})"
                 )
 
-    def replace(self, **changes: Any) -> ExperimentConfig:
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready nested dict; inverse of :meth:`from_dict`."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, TrainConfig):
-                out[f.name] = value.to_dict()
-            elif dataclasses.is_dataclass(value):
-                out[f.name] = json.loads(json.dumps(dataclasses.asdict(value)))  # type: ignore[arg-type]
-            else:
-                out[f.name] = json.loads(json.dumps(value))
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ExperimentConfig:
-        """Builds a config from :meth:`to_dict` output.
-
-        Raises:
-            ValueError: unknown fields (the message lists the valid ones).
-        """
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise ValueError(f"unknown experiment field(s) {unknown}; valid fields: {names}")
-        return cls(**dict(data))
-
-    def to_json(self) -> str:
-        """Canonical JSON text (sorted keys, indented)."""
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
 
 def experiment_hash(config: ExperimentConfig | Mapping[str, Any]) -> str:
-    """16 hex digits of the SHA-256 of the config's canonical JSON form."""
-    data = config.to_dict() if isinstance(config, ExperimentConfig) else dict(config)
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    """16 hex digits of the SHA-256 of the config's canonical JSON form
+    (:meth:`ExperimentConfig.hash`; a dict of its fields hashes alike)."""
+    return config_hash(config)
 
 
 def stage_hash(payload: Any) -> str:
-    """16 hex digits identifying a stage's inputs (any JSON-serialisable payload)."""
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    """16 hex digits identifying a stage's inputs (any JSON-serialisable payload; other values
+    by their ``str``)."""
+    return json_hash(payload, default=str, allow_nan=True)

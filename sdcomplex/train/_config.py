@@ -14,59 +14,37 @@ canonical JSON form, which every checkpoint manifest records.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-import math
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from sdcomplex._config_files import read_config_file
-from sdcomplex._io import to_jsonable
+from sdcomplex._config_base import Config, option
+from sdcomplex._config_files import read_config_object
+from sdcomplex._config_kinds import Bool, Choice, Int, Optional, Options, Real, Text, Tuple
+from sdcomplex._config_kinds import Path as PathKind
 from sdcomplex.data import AugmentationDefaults, augmentation_defaults
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 
-_INT_FIELDS = (
-    "subset_seed",
-    "crop_padding",  # (None is resolved from the data set before validation)
-    "epochs",
-    "batch_size",
-    "warmup_epochs",
-    "seed",
-    "checkpoint_every",
-    "eval_batch_size",
-)
-_OPTIONAL_INT_FIELDS = (
-    "n_per_class",
-    "n_test_per_class",
-    "num_classes",
-    "keep_checkpoints",
-    "eval_train_examples",
-)
-_FLOAT_FIELDS = (
-    "learning_rate",
-    "momentum",
-    "weight_decay",
-    "lr_decay_factor",
-    "final_lr_fraction",
-    "adam_b1",
-    "adam_b2",
-    "adam_eps",
-)
 _DATASET_DEFAULTS = ("augment", "crop_padding", "flip")
 """Fields whose ``None`` default is resolved from the data set (see the module docstring)."""
-_BOOL_FIELDS = ("binary", "normalise", "augment", "flip", "nesterov", "decay_norm_and_bias")
+DATA_FIELDS = (
+    "dataset",
+    "data_dir",
+    "data_options",
+    "binary",
+    "n_per_class",
+    "n_test_per_class",
+    "subset_seed",
+    "normalise",
+)
+"""The fields that choose the examples and their preprocessing: two runs with the same values
+see the same data (a teacher and its students must; augmentation may differ)."""
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Config):
     """Every hyperparameter of a training run (frozen; JSON round trip; stable hash).
 
     Attributes:
@@ -126,114 +104,56 @@ class TrainConfig:
         16
     """
 
-    model: str = "resnet20"
-    model_options: dict[str, Any] = field(default_factory=dict)
-    dataset: str = "cifar10"
-    data_dir: str | None = None
-    data_options: dict[str, Any] = field(default_factory=dict)
-    binary: bool = False
-    n_per_class: int | None = None
-    n_test_per_class: int | None = None
-    subset_seed: int = 0
-    num_classes: int | None = None
-    normalise: bool = True
-    augment: bool | None = None
-    crop_padding: int | None = None
-    flip: bool | None = None
-    epochs: int = 200
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    learning_rate: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    decay_norm_and_bias: bool = True
-    schedule: str = "cosine"
-    warmup_epochs: int = 0
-    lr_milestones: tuple[int, ...] = ()
-    lr_decay_factor: float = 0.1
-    final_lr_fraction: float = 0.0
-    adam_b1: float = 0.9
-    adam_b2: float = 0.999
-    adam_eps: float = 1e-8
-    seed: int = 0
-    checkpoint_every: int = 1
-    keep_checkpoints: int | None = None
-    eval_batch_size: int = 1000
-    eval_train_examples: int | None = None
+    model: str = option(Text(), "resnet20", metavar="MODEL")
+    model_options: dict[str, Any] = option(
+        Options(), default_factory=dict, flag="model-option", metavar="KEY=VALUE"
+    )
+    dataset: str = option(Text(), "cifar10", flag="data")
+    data_dir: str | None = option(Optional(PathKind()), None)
+    data_options: dict[str, Any] = option(
+        Options(), default_factory=dict, flag="data-option", metavar="KEY=VALUE"
+    )
+    binary: bool = option(Bool(), False)
+    n_per_class: int | None = option(Optional(Int(minimum=1)), None)
+    n_test_per_class: int | None = option(Optional(Int(minimum=1)), None)
+    subset_seed: int = option(Int(minimum=0), 0)
+    num_classes: int | None = option(Optional(Int(minimum=2)), None)
+    normalise: bool = option(Bool(), True)
+    augment: bool | None = option(Optional(Bool()), None)
+    crop_padding: int | None = option(Optional(Int(minimum=0)), None)
+    flip: bool | None = option(Optional(Bool()), None)
+    epochs: int = option(Int(minimum=1), 200)
+    batch_size: int = option(Int(minimum=1), 128)
+    optimizer: str = option(Choice(OPTIMIZERS), "sgd")
+    learning_rate: float = option(Real(low=0.0, low_open=True), 0.1, flag="lr")
+    momentum: float = option(Real(low=0.0, high=1.0, high_open=True), 0.9)
+    nesterov: bool = option(Bool(), False)
+    weight_decay: float = option(Real(low=0.0), 5e-4)
+    decay_norm_and_bias: bool = option(Bool(), True)
+    schedule: str = option(Choice(SCHEDULES), "cosine")
+    warmup_epochs: int = option(Int(minimum=0), 0)
+    lr_milestones: tuple[int, ...] = option(Tuple(Int()), (), flag="milestones")
+    lr_decay_factor: float = option(Real(low=0.0, high=1.0, low_open=True), 0.1)
+    final_lr_fraction: float = option(Real(low=0.0, high=1.0), 0.0)
+    adam_b1: float = option(Real(low=0.0, high=1.0, high_open=True), 0.9)
+    adam_b2: float = option(Real(low=0.0, high=1.0, high_open=True), 0.999)
+    adam_eps: float = option(Real(low=0.0, low_open=True), 1e-8)
+    seed: int = option(Int(minimum=0), 0)
+    checkpoint_every: int = option(Int(minimum=1), 1, metavar="K")
+    keep_checkpoints: int | None = option(Optional(Int(minimum=1)), None, metavar="N")
+    eval_batch_size: int = option(Int(minimum=1), 1000)
+    eval_train_examples: int | None = option(Optional(Int(minimum=1)), None, metavar="N")
 
-    def __post_init__(self) -> None:
-        def bad(name: str, what: str) -> ValueError:
-            return ValueError(f"TrainConfig.{name} must be {what}, got {getattr(self, name)!r}")
-
-        numpy_to_python(self)
+    def validate(self) -> None:
+        """Resolves the augmentation left to the data set, then checks across fields."""
         _resolve_augmentation(self)
-
-        for name in ("model", "dataset", "optimizer", "schedule"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise TypeError(f"TrainConfig.{name} must be a non-empty string")
-        if self.data_dir is not None:
-            if not isinstance(self.data_dir, str | os.PathLike):
-                raise TypeError(f"TrainConfig.data_dir must be a path, got {self.data_dir!r}")
-            object.__setattr__(self, "data_dir", os.fspath(self.data_dir))
-        for name in ("model_options", "data_options"):
-            value = getattr(self, name)
-            if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-                raise TypeError(f"TrainConfig.{name} must be a dict with string keys")
-            object.__setattr__(self, name, _plain(dict(value)))
-        for name in _BOOL_FIELDS:
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"TrainConfig.{name} must be true or false")
-        for name in _INT_FIELDS + _OPTIONAL_INT_FIELDS:
-            value = getattr(self, name)
-            if value is None and name in _OPTIONAL_INT_FIELDS:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"TrainConfig.{name} must be an integer, got {value!r}")
-        for name in _FLOAT_FIELDS:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise TypeError(f"TrainConfig.{name} must be a number, got {value!r}")
-            if not math.isfinite(value):
-                raise bad(name, "finite")
-            object.__setattr__(self, name, float(value))
-        milestones = self.lr_milestones
-        if isinstance(milestones, str) or not isinstance(milestones, list | tuple):
-            raise TypeError("TrainConfig.lr_milestones must be a list of epochs")
-        if any(isinstance(m, bool) or not isinstance(m, int) for m in milestones):
-            raise TypeError(f"TrainConfig.lr_milestones must hold integers, got {milestones!r}")
-        object.__setattr__(self, "lr_milestones", tuple(milestones))
-        for name in ("epochs", "batch_size", "checkpoint_every", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise bad(name, ">= 1")
-        for name in ("n_per_class", "n_test_per_class", "keep_checkpoints", "eval_train_examples"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise bad(name, "None or >= 1")
-        if self.num_classes is not None and self.num_classes < 2:
-            raise bad("num_classes", "None or >= 2")
-        for name in ("subset_seed", "seed", "crop_padding", "warmup_epochs"):
-            if getattr(self, name) < 0:
-                raise bad(name, ">= 0")
-        if self.optimizer not in OPTIMIZERS:
-            raise bad("optimizer", f"one of {list(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise bad("schedule", f"one of {list(SCHEDULES)}")
-        if self.learning_rate <= 0:
-            raise bad("learning_rate", "> 0")
-        if not 0 <= self.momentum < 1:
-            raise bad("momentum", "in [0, 1)")
         if self.nesterov and self.momentum == 0:
             raise ValueError("TrainConfig.nesterov needs momentum > 0")
-        if self.weight_decay < 0:
-            raise bad("weight_decay", ">= 0")
-        if not 0 <= self.final_lr_fraction <= 1:
-            raise bad("final_lr_fraction", "in [0, 1]")
-        if not 0 < self.lr_decay_factor <= 1:
-            raise bad("lr_decay_factor", "in (0, 1]")
-        if not (0 <= self.adam_b1 < 1 and 0 <= self.adam_b2 < 1 and self.adam_eps > 0):
-            raise ValueError("TrainConfig: need 0 <= adam_b1, adam_b2 < 1 and adam_eps > 0")
         if self.warmup_epochs >= self.epochs:
-            raise bad("warmup_epochs", f"< epochs ({self.epochs})")
+            raise ValueError(
+                f"TrainConfig.warmup_epochs must be < epochs ({self.epochs}), "
+                f"got {self.warmup_epochs}"
+            )
         if self.schedule == "step":
             if not self.lr_milestones:
                 raise ValueError(
@@ -241,7 +161,10 @@ class TrainConfig:
                 )
             ms = self.lr_milestones
             if list(ms) != sorted(set(ms)) or ms[0] < 1 or ms[-1] >= self.epochs:
-                raise bad("lr_milestones", f"increasing epochs in [1, {self.epochs - 1}]")
+                raise ValueError(
+                    f"TrainConfig.lr_milestones must be increasing epochs in "
+                    f"[1, {self.epochs - 1}], got {ms!r}"
+                )
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed (validated again).
@@ -253,30 +176,7 @@ class TrainConfig:
         """
         from_dataset = getattr(self, "_from_dataset", ())
         again: dict[str, Any] = {name: None for name in from_dataset if name not in changes}
-        return dataclasses.replace(self, **again, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dictionary (tuples become lists); inverse of :meth:`from_dict`."""
-        return json.loads(json.dumps(dataclasses.asdict(self), allow_nan=False))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        """Builds a config from a (possibly partial) dict; missing fields take the defaults.
-
-        Raises:
-            ValueError: unknown field names (the message lists the valid ones).
-        """
-        if not isinstance(data, Mapping):
-            raise TypeError(f"a config must be a JSON object / dict, got {type(data).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise ValueError(f"unknown config field(s) {unknown}; valid fields: {names}")
-        return cls(**dict(data))
-
-    def to_json(self) -> str:
-        """Canonical JSON text (sorted keys, indented)."""
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n"
+        return super().replace(**again, **changes)
 
 
 def _resolve_augmentation(config: TrainConfig) -> None:
@@ -295,45 +195,18 @@ def _resolve_augmentation(config: TrainConfig) -> None:
         object.__setattr__(config, name, getattr(defaults, name))
 
 
-def numpy_to_python(config: Any) -> None:
-    """Replaces NumPy scalars (``np.float32(0.1)``, ``np.int64(3)``, ``np.bool_(True)``) in the
-    fields of a frozen config dataclass, and inside its list fields, by the Python numbers they
-    hold, so that they pass validation and serialise to JSON like Python numbers."""
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if isinstance(value, np.generic):
-            object.__setattr__(config, f.name, value.item())
-        elif isinstance(value, list | tuple) and any(isinstance(v, np.generic) for v in value):
-            items = [v.item() if isinstance(v, np.generic) else v for v in value]
-            object.__setattr__(config, f.name, type(value)(items))
-
-
-def _plain(value: Any) -> Any:
-    """Lists to tuples inside option dicts are normalised by JSON: keep plain JSON types."""
-    try:
-        return json.loads(json.dumps(to_jsonable(value), allow_nan=False))
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"config options must be JSON values: {err}") from None
-
-
 def config_hash(config: TrainConfig) -> str:
     """Stable 16-hex-digit hash of a config: sha256 of its canonical JSON form.
 
     Equal configs (including ``1`` vs ``1.0`` for float fields and lists vs tuples) hash
-    equally on every platform and Python version.
+    equally on every platform and Python version (:meth:`TrainConfig.hash`).
     """
-    text = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return config.hash()
 
 
 def config_differences(old: TrainConfig, new: TrainConfig) -> list[str]:
     """``"field: old -> new"`` for every field that differs (empty if equal)."""
-    a, b = old.to_dict(), new.to_dict()
-    return [
-        f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
-        for k in sorted(set(a) | set(b))
-        if a.get(k) != b.get(k)
-    ]
+    return old.differences(new)
 
 
 def load_config(path: str | os.PathLike[str], cls: type[TrainConfig] = TrainConfig) -> TrainConfig:
@@ -346,10 +219,5 @@ def load_config(path: str | os.PathLike[str], cls: type[TrainConfig] = TrainConf
         ValueError: missing file, unknown extension, malformed JSON, no ``get_config``,
             unknown fields or invalid values.
     """
-    file = Path(path)
-    data = read_config_file(file)
-    if isinstance(data, TrainConfig):
-        if not isinstance(data, cls):
-            raise TypeError(f"{file}: get_config() returned {type(data).__name__}, not {cls}")
-        return data
-    return cls.from_dict(data)
+    data = read_config_object(path, cls)
+    return data if isinstance(data, cls) else cls.from_dict(data)
