@@ -12,46 +12,23 @@ Typical use::
 Registered names: see :func:`available_datasets`. Decoded arrays are cached under
 ``$SDCOMPLEX_CACHE`` (default ``~/.cache/sdcomplex``); official archives are looked for in
 ``data_dir`` (default ``$SDCOMPLEX_DATA`` or ``~/.cache/sdcomplex/data``).
+
+The loaders of each registered data set, archive readers and their checksums live in the
+private modules; ``load_dataset`` and ``register_dataset`` are the way in.
 """
 
-from ._archives import (
-    DATA_ENV,
-    iter_members,
-    parse_checksum,
-    read_members,
-    safe_member_name,
-    verify_checksum,
-)
-from ._augment import augment_batch, normalise, random_crop, random_flip
+from ._augment import augment_batch, normalise
 from ._batching import EpochBatcher
-from ._cache import CACHE_ENV, cache_root, cached_dataset
-from ._cifar import (
-    CIFAR10_MD5,
-    CIFAR10_URL,
-    CIFAR100_MD5,
-    CIFAR100_URL,
-    RestrictedUnpickler,
-    load_cifar10,
-    load_cifar100,
-    restricted_loads,
-)
+from ._cache import cache_root
 from ._dataset import (
     Dataset,
     DatasetInfo,
     ModelArrays,
-    channel_stats,
     make_dataset,
     normalise_array,
     normalised_arrays,
 )
-from ._decode import decode_images
-from ._embedded import load_digits, load_mnist1d, load_synthetic, stratified_split
-from ._image_folder import (
-    CIFAR10_JPEG_SHA256,
-    DEFAULT_SHARED_DATA_DIR,
-    load_cifar10_jpeg,
-    load_image_folder,
-)
+from ._image_folder import load_image_folder
 from ._registry import (
     AugmentationDefaults,
     augmentation_defaults,
@@ -59,56 +36,25 @@ from ._registry import (
     load_dataset,
     register_dataset,
 )
-from ._tiny_imagenet import TINY_IMAGENET_MD5, TINY_IMAGENET_URL, load_tiny_imagenet
 from ._variants import balanced_subset, binary_variant
 
 __all__ = [
-    "AugmentationDefaults",
-    "augmentation_defaults",
-    "CACHE_ENV",
-    "CIFAR10_JPEG_SHA256",
-    "CIFAR10_MD5",
-    "CIFAR10_URL",
-    "CIFAR100_MD5",
-    "CIFAR100_URL",
-    "DATA_ENV",
-    "DEFAULT_SHARED_DATA_DIR",
-    "TINY_IMAGENET_MD5",
-    "TINY_IMAGENET_URL",
-    "Dataset",
-    "DatasetInfo",
-    "EpochBatcher",
-    "ModelArrays",
-    "RestrictedUnpickler",
     "augment_batch",
+    "augmentation_defaults",
+    "AugmentationDefaults",
     "available_datasets",
     "balanced_subset",
     "binary_variant",
     "cache_root",
-    "cached_dataset",
-    "channel_stats",
-    "decode_images",
-    "iter_members",
-    "load_cifar10",
-    "load_cifar10_jpeg",
-    "load_cifar100",
+    "Dataset",
+    "DatasetInfo",
+    "EpochBatcher",
     "load_dataset",
-    "load_digits",
     "load_image_folder",
-    "load_mnist1d",
-    "load_synthetic",
-    "load_tiny_imagenet",
     "make_dataset",
+    "ModelArrays",
     "normalise",
     "normalise_array",
     "normalised_arrays",
-    "parse_checksum",
-    "random_crop",
-    "random_flip",
-    "read_members",
     "register_dataset",
-    "restricted_loads",
-    "safe_member_name",
-    "stratified_split",
-    "verify_checksum",
 ]

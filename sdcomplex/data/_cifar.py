@@ -194,7 +194,7 @@ def load_cifar10(
     Reads ``cifar-10-python.tar.gz`` from ``data_dir`` (default ``$SDCOMPLEX_DATA`` or
     ``~/.cache/sdcomplex/data``). If it is missing and ``download`` is True it is fetched from
     the official URL (:data:`CIFAR10_URL`). Its md5 is verified before anything is parsed;
-    decoded arrays are cached (see :func:`~sdcomplex.data.cached_dataset`).
+    decoded arrays are cached (see :func:`~sdcomplex.data._cache.cached_dataset`).
 
     Args:
         data_dir: directory holding the archive.

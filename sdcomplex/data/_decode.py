@@ -250,7 +250,7 @@ def decode_images(
     """Decode ``(name, encoded bytes)`` pairs into one array, in input order.
 
     Args:
-        items: pairs, e.g. from :func:`~sdcomplex.data.iter_members`; consumed lazily.
+        items: pairs, e.g. from :func:`~sdcomplex.data._archives.iter_members`; consumed lazily.
         mode: ``"RGB"`` (3 channels) or ``"L"`` (grayscale, 1 channel); other modes are
             converted.
         size: ``(H, W)`` to resize every image to (bilinear); ``None`` requires all images to

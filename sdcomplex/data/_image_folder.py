@@ -167,7 +167,7 @@ def load_image_folder(
         checksum: optional ``"md5:<hex>"`` / ``"sha256:<hex>"`` of an archive file, verified
             before it is read.
         num_workers: decoding processes (default: the idle cores, see
-            :func:`~sdcomplex.data.decode_images`; 1 decodes in this process).
+            :func:`~sdcomplex.data._decode.decode_images`; 1 decodes in this process).
         quiet: hide the progress bar.
         use_cache: read and write the decoded-array cache.
         reference: citation recorded in the metadata.

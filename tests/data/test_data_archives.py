@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdcomplex.data import (
+from sdcomplex.data import load_image_folder
+from sdcomplex.data._archives import (
     iter_members,
-    load_image_folder,
     parse_checksum,
     read_members,
     safe_member_name,

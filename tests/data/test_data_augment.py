@@ -8,7 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from sdcomplex.data import EpochBatcher, augment_batch, normalise, random_crop, random_flip
+from sdcomplex.data import EpochBatcher, augment_batch, normalise
+from sdcomplex.data._augment import random_crop, random_flip
 
 
 def _images(n: int = 64, h: int = 6, w: int = 7, seed: int = 0) -> np.ndarray:

@@ -16,13 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sdcomplex.data import (
-    RestrictedUnpickler,
-    load_cifar10,
-    load_cifar100,
-    load_dataset,
-    restricted_loads,
-)
+from sdcomplex.data import load_dataset
+from sdcomplex.data._cifar import RestrictedUnpickler, load_cifar10, load_cifar100, restricted_loads
 
 
 def _md5(path: Path) -> str:

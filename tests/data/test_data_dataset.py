@@ -13,12 +13,12 @@ from sdcomplex.data import (
     available_datasets,
     balanced_subset,
     binary_variant,
-    channel_stats,
     load_dataset,
     make_dataset,
     normalised_arrays,
     register_dataset,
 )
+from sdcomplex.data._dataset import channel_stats
 
 
 def _images(n_train: int = 40, n_test: int = 12, classes: int = 4, seed: int = 0) -> Dataset:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import sdcomplex.data._embedded as embedded_module
-from sdcomplex.data import load_dataset, load_digits, load_mnist1d, load_synthetic
+from sdcomplex.data import load_dataset
+from sdcomplex.data._embedded import load_digits, load_mnist1d, load_synthetic
 
 
 def test_digits_split_is_stratified_and_deterministic() -> None:

@@ -15,7 +15,9 @@ from PIL import Image
 
 import sdcomplex.data._decode as decode_module
 import sdcomplex.data._image_folder as image_folder_module
-from sdcomplex.data import CACHE_ENV, decode_images, load_dataset, load_image_folder
+from sdcomplex.data import load_dataset, load_image_folder
+from sdcomplex.data._cache import CACHE_ENV
+from sdcomplex.data._decode import decode_images
 
 CLASSES = ["zebra", "ant", "Bee"]  # sorted (Python string order): Bee, ant, zebra
 

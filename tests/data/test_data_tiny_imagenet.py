@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdcomplex.data import load_dataset, load_tiny_imagenet
+from sdcomplex.data import load_dataset
+from sdcomplex.data._tiny_imagenet import load_tiny_imagenet
 
 WNIDS = ["n09256479", "n01443537", "n02124075"]  # wnids.txt order is not sorted
 
