@@ -9,7 +9,8 @@ reader sees in a fresh interpreter, whatever an earlier test or module changed.
 Every compilation of the session goes through one persistent JAX compilation cache, in a
 temporary folder removed at the end (unless ``$JAX_COMPILATION_CACHE_DIR`` names one already):
 the tests build the same tiny models many times, in this process and in the CLI subprocesses,
-which inherit the environment. A cached executable is the one XLA would compile again, so
+which inherit the environment (one cache per worker under pytest-xdist's ``-n``). A cached
+executable is the one XLA would compile again, so
 results are the same with and without it.
 """
 
@@ -27,10 +28,19 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # set before JAX is first imported
     _cache = tempfile.mkdtemp(prefix="sdcomplex-test-jax-cache-")
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["SDCOMPLEX_TEST_JAX_CACHE"] = _cache
     # cache every compilation, however small or quick
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+if "SDCOMPLEX_TEST_JAX_CACHE" in os.environ and "PYTEST_XDIST_WORKER" in os.environ:
+    # one cache per pytest-xdist worker: JAX writes entries in place, so a worker must never
+    # read an entry another one is still writing
+    _worker_cache = os.path.join(
+        os.environ["SDCOMPLEX_TEST_JAX_CACHE"], os.environ["PYTEST_XDIST_WORKER"]
+    )
+    os.makedirs(_worker_cache, exist_ok=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _worker_cache
+
 
 NUMPY_DEFAULT_PRINT_OPTIONS = {
     "precision": 8,
