@@ -54,15 +54,13 @@ from sdcomplex.reproduce._registry import (
 )
 from sdcomplex.reproduce._results import mean_std, read_csv, read_json, spearman
 from sdcomplex.reproduce._runner import (
-    Interrupted,
-    Layout,
     RunReport,
-    Stage,
     enable_compilation_cache,
     prepare_out_dir,
     read_status,
     run_experiment,
 )
+from sdcomplex.reproduce._stage import Interrupted, Layout, Stage
 
 __all__ = [
     "C4_PANELS",

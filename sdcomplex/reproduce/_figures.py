@@ -10,6 +10,7 @@ Figures are built with :class:`matplotlib.figure.Figure` (no pyplot state, any b
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -396,8 +397,6 @@ def write_figures(out: str | os.PathLike[str]) -> list[Path]:
 
 
 def _title(root: Path) -> str:
-    import json
-
     meta_file = root / "experiment.json"
     if not meta_file.is_file():
         return "sdcomplex reproduction"

@@ -25,6 +25,7 @@ from typing import Any
 from sdcomplex._config_files import call_config, import_file
 from sdcomplex._io import atomic_write_json, read_json_object
 from sdcomplex.reproduce._config import SCALES, ExperimentConfig
+from sdcomplex.reproduce._runner import read_status
 
 EXPERIMENTS_ENV = "SDCOMPLEX_EXPERIMENTS"
 RUNTIMES_FILE = "runtimes.json"
@@ -152,8 +153,6 @@ def record_runtime(
     Raises:
         ValueError: not an output directory, or unfinished stages.
     """
-    from sdcomplex.reproduce._runner import read_status
-
     status = read_status(out_dir)
     if status["pending"]:
         raise ValueError(f"{out_dir} has unfinished stages: {', '.join(status['pending'])}")
