@@ -14,6 +14,8 @@ from sdcomplex.models import create_model
 from sdcomplex.reproduce import bound_rows, read_csv
 from sdcomplex.train import load_checkpoint, load_run_data
 
+pytest_plugins = ["reproduce_helpers"]  # the shared tiny run and its fixtures
+
 
 def _explicit_mean_ntk(model, variables, x):
     """(1/C) sum_c J_c J_c^T from the full Jacobian, in float64."""

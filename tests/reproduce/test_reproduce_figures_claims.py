@@ -13,6 +13,8 @@ from sdcomplex.reproduce import (
     save_figure,
 )
 
+pytest_plugins = ["reproduce_helpers"]  # the shared tiny run and its fixtures
+
 FIGURES = ("c1_temperature", "c2_trajectory", "c3_accuracy", "c4_diagnostics", "c5_bound")
 
 

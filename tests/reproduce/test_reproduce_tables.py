@@ -8,6 +8,8 @@ import pytest
 
 from sdcomplex.reproduce import mean_std, read_csv, spearman
 
+pytest_plugins = ["reproduce_helpers"]  # the shared tiny run and its fixtures
+
 
 def _metrics(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
