@@ -7,9 +7,10 @@ Run from the repository root after changing a notebook's text here:
 Every notebook imports the library (never copies it), runs its experiment at the scale given by
 ``$SDCOMPLEX_SCALE`` (default ``smoke``: seconds) into ``$SDCOMPLEX_OUT`` (default
 ``notebooks/runs``), skipping stages that are already done, or shows the finished run in
-``$SDCOMPLEX_RUN`` (any experiment covering the notebook's claims), then draws the figures with
-the library's panel functions and shows the tables and the claims check. CI executes them at the
-smoke scale (tests/notebooks): ``all`` into a new directory, the others on that finished run.
+``$SDCOMPLEX_RUN`` (any experiment covering the notebook's claims), then shows the library's
+figures (those the runner saves as files), the tables and the claims check. CI executes them at
+the smoke scale (tests/notebooks): ``all`` into a new directory (with the tests' tiny experiment
+as its ``all``), the others on that finished run.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from sdcomplex.reproduce import load_experiment
 HERE = Path(__file__).resolve().parent
 
 SETUP = """\
+%matplotlib inline
 import os
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 from sdcomplex.reproduce import (
@@ -57,7 +58,7 @@ if RUN_DIR:  # the run's own config, whichever experiment it is
         raise ValueError(f"{OUT} is a run of {config.name}, which has no claim {missing}")
 else:
     config = load_experiment(EXPERIMENT, SCALE)
-# resumes, skips stages already done; figures are drawn below (the CLI also writes PNG/PDF files)
+# resumes, skips stages already done; figures are shown below (the CLI also writes PNG/PDF files)
 report = run_experiment(config, OUT, quiet=True, figures=False)
 print(f"{len(report.ran)} stages run, {len(report.skipped)} done before; results in {OUT}")
 print(f"teacher {config.teacher.model}, student {config.student.model} on {config.student.dataset}")
@@ -83,10 +84,9 @@ C1_C2 = [
         "targets are simpler for the student's kernel)."
     ),
     new_code_cell(
-        "from sdcomplex.reproduce import panel_c1, panel_c2\n\n"
+        "from sdcomplex.reproduce import figure_c1, figure_c2\n\n"
         'rows = read_csv(OUT / "results" / "complexity.csv")\n'
-        "fig, ax = plt.subplots(figsize=(7, 4.8))\n"
-        "panel_c1(ax, rows)"
+        "figure_c1(rows)"
     ),
     new_markdown_cell(
         "## C2: complexity along the teacher's training\n\n"
@@ -94,12 +94,7 @@ C1_C2 = [
         "checkpoints give simpler targets, later ones more complex, and the true labels are the "
         "most complex of all (dotted line above every curve)."
     ),
-    new_code_cell(
-        'kernels = list(dict.fromkeys(r["kernel"] for r in rows))\n'
-        "fig, axes = plt.subplots(1, len(kernels), figsize=(6 * len(kernels), 4.5), squeeze=False)\n"
-        "for ax, kernel in zip(axes[0], kernels):\n"
-        "    panel_c2(ax, rows, kernel)"
-    ),
+    new_code_cell("figure_c2(rows)  # one panel per student kernel"),
 ]
 
 C3_C4 = [
@@ -110,10 +105,9 @@ C3_C4 = [
         "beats offline KD from the final teacher, most when the capacity gap is large."
     ),
     new_code_cell(
-        "from sdcomplex.reproduce import panel_c3, panel_c4\n\n"
+        "from sdcomplex.reproduce import figure_c3, figure_c4\n\n"
         'display(Markdown((OUT / "tables" / "accuracy.md").read_text()))\n'
-        "fig, ax = plt.subplots(figsize=(7, 4.5))\n"
-        'panel_c3(ax, read_csv(OUT / "results" / "accuracy.csv"), '
+        'figure_c3(read_csv(OUT / "results" / "accuracy.csv"), '
         'read_csv(OUT / "results" / "accuracy_runs.csv"))'
     ),
     new_markdown_cell(
@@ -126,17 +120,8 @@ C3_C4 = [
         "become much simpler w.r.t. the trained NTK than w.r.t. the initial one."
     ),
     new_code_cell(
-        "from sdcomplex.reproduce import C4_PANELS, log_axis\n\n"
-        'means = read_csv(OUT / "results" / "diagnostics_mean.csv")\n'
-        "fig, axes = plt.subplots(2, 4, figsize=(17, 7.5))\n"
-        "for ax, (field, label, pct) in zip(axes.ravel(), C4_PANELS):\n"
-        "    panel_c4(ax, means, field, label, pct=pct)\n"
-        '    if field.startswith("complexity"):\n'
-        "        log_axis(ax)\n"
-        "handles, labels = axes[0, 0].get_legend_handles_labels()\n"
-        'axes[1, 3].axis("off")\n'
-        'axes[1, 3].legend(handles, labels, loc="center")\n'
-        'display(Markdown((OUT / "tables" / "diagnostics.md").read_text()))'
+        'display(Markdown((OUT / "tables" / "diagnostics.md").read_text()))\n'
+        'figure_c4(read_csv(OUT / "results" / "diagnostics_mean.csv"))'
     ),
 ]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from sdcomplex._io import atomic_write_text
 from sdcomplex.reproduce._results import markdown_table, read_csv, spearman, write_json
-from sdcomplex.reproduce._runner import Context
+from sdcomplex.reproduce._stage import Context
 
 STATEMENTS = {
     "C1": "complexity of soft targets decreases as the temperature grows",

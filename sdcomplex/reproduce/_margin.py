@@ -44,7 +44,7 @@ from sdcomplex.reproduce._models import (
     trajectory,
 )
 from sdcomplex.reproduce._results import spearman, write_csv, write_json
-from sdcomplex.reproduce._runner import Context
+from sdcomplex.reproduce._stage import Context
 from sdcomplex.train import load_run_data
 
 _GRID_WEIGHT = 3.0

@@ -1,12 +1,18 @@
-"""From an experiment config to its ordered list of stages (see :mod:`._runner`)."""
+"""From an experiment config to its ordered list of stages (run by :mod:`._runner`)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from sdcomplex.reproduce._claims import run_claims
 from sdcomplex.reproduce._config import ExperimentConfig, experiment_hash
-from sdcomplex.reproduce._runner import Context, Layout, Stage
+from sdcomplex.reproduce._figures import write_figures
+from sdcomplex.reproduce._margin import run_bound
+from sdcomplex.reproduce._stage import Context, Layout, Stage
+from sdcomplex.reproduce._sweeps import run_complexity
+from sdcomplex.reproduce._tables import run_c3_table, run_c4_diagnostics
 from sdcomplex.reproduce._training import (
     distill_options,
     make_student_runner,
@@ -44,11 +50,6 @@ def plan_stages(config: ExperimentConfig) -> list[Stage]:
     Every stage's payload holds what its results depend on: the teacher's config hash for all
     later stages, each student's config, and the spec of each analysis.
     """
-    from sdcomplex.reproduce._claims import run_claims
-    from sdcomplex.reproduce._margin import run_bound
-    from sdcomplex.reproduce._sweeps import run_complexity
-    from sdcomplex.reproduce._tables import run_c3_table, run_c4_diagnostics
-
     teacher_hash = config_hash(config.teacher)
     relative = Layout(Path())
     teacher = Stage(
@@ -73,8 +74,6 @@ def plan_stages(config: ExperimentConfig) -> list[Stage]:
         stages.append(Stage(key, title, payload, make_student_runner(method, seed), **run_dir))
 
     def analysis(name: str, spec: Any) -> dict[str, Any]:
-        from dataclasses import asdict
-
         return {
             "version": ANALYSIS_VERSION,
             "teacher": teacher_hash,
@@ -124,7 +123,5 @@ def plan_stages(config: ExperimentConfig) -> list[Stage]:
 
 
 def _run_figures(ctx: Context) -> dict[str, Any]:
-    from sdcomplex.reproduce._figures import write_figures
-
     paths = write_figures(ctx.layout.root)
     return {"files": len(paths), "text": f"{len(paths) // 2} figures in {ctx.layout.figures}"}

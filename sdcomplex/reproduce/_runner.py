@@ -28,18 +28,15 @@ metadata file is an error naming it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import signal
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from sdcomplex._io import atomic_write_json, atomic_write_text, read_json_object
-from sdcomplex.reproduce._config import ExperimentConfig, experiment_hash, stage_hash
+from sdcomplex.reproduce._config import ExperimentConfig, experiment_hash
 from sdcomplex.reproduce._outputs import (
     Upstream,
     read_marker_file,
@@ -48,105 +45,9 @@ from sdcomplex.reproduce._outputs import (
     snapshot,
     stage_problem,
 )
+from sdcomplex.reproduce._plan import plan_stages
+from sdcomplex.reproduce._stage import CONFIG_FILE, EXPERIMENT_FILE, Context, Layout, Stage
 from sdcomplex.train import library_versions
-
-CONFIG_FILE = "config.json"
-EXPERIMENT_FILE = "experiment.json"
-STAGES_DIR = "stages"
-
-
-class Interrupted(RuntimeError):
-    """A training stage stopped on SIGTERM/SIGINT after saving a checkpoint; rerun to resume.
-
-    Attributes:
-        signum: the signal that stopped it (``signal.SIGINT`` when unknown).
-    """
-
-    def __init__(self, message: str, signum: int | None = None) -> None:
-        super().__init__(message)
-        self.signum = int(signal.SIGINT if signum is None else signum)
-
-
-@dataclasses.dataclass(frozen=True)
-class Layout:
-    """Paths inside an output directory."""
-
-    root: Path
-
-    @property
-    def teacher(self) -> Path:
-        return self.root / "runs" / "teacher"
-
-    def student(self, method_key: str, seed: int) -> Path:
-        return self.root / "runs" / "students" / method_key / f"seed{seed}"
-
-    @property
-    def results(self) -> Path:
-        return self.root / "results"
-
-    @property
-    def tables(self) -> Path:
-        return self.root / "tables"
-
-    @property
-    def figures(self) -> Path:
-        return self.root / "figures"
-
-    @property
-    def stages(self) -> Path:
-        return self.root / STAGES_DIR
-
-    def log(self, key: str) -> Path:
-        return self.root / "logs" / f"{key.replace('/', '__')}.log"
-
-    def marker(self, key: str) -> Path:
-        return self.stages / f"{key.replace('/', '__')}.json"
-
-
-@dataclasses.dataclass
-class Context:
-    """What a stage function receives: the config, the layout and the verbosity."""
-
-    config: ExperimentConfig
-    layout: Layout
-    quiet: bool
-    stage_key: str = ""
-
-    @contextlib.contextmanager
-    def training_output(self):
-        """Sends the library's per-epoch lines (stdout) to the stage's log file; progress bars
-        (stderr) stay on the terminal."""
-        path = self.layout.log(self.stage_key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
-            yield
-
-
-@dataclasses.dataclass(frozen=True)
-class Stage:
-    """One unit of work with a result marker.
-
-    Attributes:
-        key: unique, path-like name (``teacher``, ``student/online_t4/seed1``, ``complexity``).
-        title: one-line description for the progress display.
-        payload: everything the stage's result depends on (hashed into the marker).
-        run: ``ctx -> summary`` (a small JSON-serialisable dict recorded in the marker).
-        owns: directories (relative to the output directory) whose every file is an output of
-            the stage: a training run directory.
-        size_only: directories whose files are recorded by size, not checksum: checkpoints,
-            whose contents the trainer checks when it loads them.
-    """
-
-    key: str
-    title: str
-    payload: dict[str, Any]
-    run: Callable[[Context], dict[str, Any]]
-    owns: tuple[str, ...] = ()
-    size_only: tuple[str, ...] = ()
-
-    @property
-    def hash(self) -> str:
-        return stage_hash({"key": self.key, "payload": self.payload})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,7 +180,6 @@ def run_experiment(
     quiet: bool = False,
     stream: IO[str] | None = None,
     figures: bool = True,
-    only: Callable[[Stage], bool] | None = None,
 ) -> RunReport:
     """Runs (or resumes, or recognises as done) every stage of an experiment into ``out``.
 
@@ -296,8 +196,6 @@ def run_experiment(
         stream: where the stage lines go (default ``sys.stdout``).
         figures: run the figures stage (PNG and PDF files); notebooks that draw their own
             figures inline pass False (the stage stays pending and runs on a later call).
-        only: optional predicate selecting which stages to run (the others are left as they
-            are); used by tests and for partial reruns.
 
     Returns:
         :class:`RunReport`.
@@ -307,8 +205,6 @@ def run_experiment(
             (the message names it), before anything is written.
         Interrupted: a training stage was stopped by a signal (its checkpoint is saved).
     """
-    from sdcomplex.reproduce._plan import plan_stages
-
     stream = stream if stream is not None else sys.stdout
     stages = plan_stages(config)
     layout = prepare_out_dir(out, config)
@@ -327,7 +223,7 @@ def run_experiment(
             upstream.add(stage.key, marker["outputs"])
             print(f"{prefix}: done before, skipped", file=stream, flush=True)
             continue
-        if (only is not None and not only(stage)) or (stage.key == "figures" and not figures):
+        if stage.key == "figures" and not figures:
             upstream.add(stage.key, None)
             continue
         if marker is not None:
@@ -371,8 +267,6 @@ def read_status(out: str | os.PathLike[str]) -> dict[str, Any]:
         ValueError: ``out`` is not an output directory, or a marker or metadata file in it is
             unreadable (the message names the file).
     """
-    from sdcomplex.reproduce._plan import plan_stages
-
     root = Path(out).expanduser().resolve()
     if not (root / EXPERIMENT_FILE).is_file():
         raise ValueError(f"{root} is not an output directory of sdcomplex reproduce")

@@ -39,7 +39,7 @@ from sdcomplex.reproduce._models import (
     trajectory,
 )
 from sdcomplex.reproduce._results import write_csv, write_json
-from sdcomplex.reproduce._runner import Context
+from sdcomplex.reproduce._stage import Context
 from sdcomplex.reproduce._training import distillation_spec
 from sdcomplex.train import list_checkpoints, load_checkpoint, load_run_data, read_metrics
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from sdcomplex._io import atomic_write_text
 from sdcomplex.reproduce._results import markdown_table, mean_std, write_csv, write_json
-from sdcomplex.reproduce._runner import Context
+from sdcomplex.reproduce._stage import Context
 from sdcomplex.reproduce._training import distillation_spec
 from sdcomplex.train import read_metrics
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sdcomplex.reproduce._config import DistillationSpec, ExperimentConfig, StudentMethod
-from sdcomplex.reproduce._runner import Context, Interrupted
+from sdcomplex.reproduce._stage import Context, Interrupted
 from sdcomplex.train import TrainConfig, read_metrics, train
 
 

@@ -1,74 +1,37 @@
 """Every notebook executes at the smoke scale (with nbclient, outputs in a temporary folder)
 and shows its tables and the claims check; the committed files carry no outputs.
 
-``all.ipynb`` runs its experiment into a new directory; the claim notebooks are then executed on
-that one finished run (``$SDCOMPLEX_RUN``), which covers every stage of their experiments, so
-the smoke experiments are trained once, not once per notebook.
+``all.ipynb`` runs its experiment into a new directory (the tiny experiment of the reproduction
+tests, as ``all``: the shared finished run of ``reproduce_helpers``); the claim notebooks are
+then executed on that one finished run (``$SDCOMPLEX_RUN``), which covers every claim, so the
+smoke experiment is trained once in the session, not once per notebook or test package.
 """
 
 import importlib.util
-import os
 from pathlib import Path
 
 import nbformat
 import pytest
+from reproduce_helpers import execute_notebook
+
+pytest_plugins = ["reproduce_helpers"]  # the shared tiny run and its fixtures
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 CLAIM_NOTEBOOKS = [p for p in NOTEBOOKS if p.stem != "all"]
 
 
-@pytest.fixture(scope="module")
-def notebook_env(tmp_path_factory):
-    base = tmp_path_factory.mktemp("notebooks")
-    return {
-        "SDCOMPLEX_SCALE": "smoke",
-        "SDCOMPLEX_OUT": str(base / "runs"),
-        "SDCOMPLEX_EXPERIMENTS": str(ROOT / "experiments"),
-        "JAX_COMPILATION_CACHE_DIR": str(base / "jax_cache"),
-        "MPLBACKEND": "Agg",
-    }
-
-
-def _execute(path, env, cwd):
-    """The notebook at ``path`` executed with ``env`` added to the environment: (the
-    notebook with its outputs, the text of its outputs); fails on an error output."""
-    from nbclient import NotebookClient
-
-    nb = nbformat.read(path, as_version=4)
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        client = NotebookClient(
-            nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
-        )
-        client.execute()
-    text = []
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            assert out.get("output_type") != "error", out
-            text.append(out.get("text", ""))
-            text.append(str(out.get("data", {}).get("text/markdown", "")))
-    return nb, "\n".join(text)
-
-
 def _has_images(nb):
-    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    return bool(images) or os.environ.get("MPLBACKEND", "").lower() == "agg"
+    """Every figure cell shows a PNG (the notebooks turn on inline figures, whatever
+    $MPLBACKEND)."""
+    cells = [c for c in nb.cells if c.cell_type == "code" and "figure_c" in c.source]
+    return bool(cells) and all(
+        any("image/png" in o.get("data", {}) for o in c.get("outputs", [])) for c in cells
+    )
 
 
 def _files(root):
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def finished_run(notebook_env, tmp_path_factory):
-    """``all.ipynb`` executed at the smoke scale into a new output directory: (the notebook
-    with its outputs, their text, the output directory)."""
-    nb, text = _execute(
-        ROOT / "notebooks" / "all.ipynb", notebook_env, tmp_path_factory.mktemp("a")
-    )
-    return nb, text, Path(notebook_env["SDCOMPLEX_OUT"]) / "all-smoke"
 
 
 def test_there_is_a_notebook_per_experiment():
@@ -122,8 +85,8 @@ def test_the_all_experiment_covers_every_stage_of_the_claim_experiments(name):
 
 
 @pytest.mark.slow
-def test_notebook_runs_its_experiment_at_smoke_scale(finished_run):
-    nb, text, out_dir = finished_run
+def test_notebook_runs_its_experiment_at_smoke_scale(notebook_run):
+    nb, text, out_dir = notebook_run
     assert "stages run, 0 done before" in text and "\n0 stages run" not in "\n" + text
     assert "| claim | reproduced? |" in text
     assert (out_dir / "tables" / "claims.md").is_file()
@@ -132,10 +95,10 @@ def test_notebook_runs_its_experiment_at_smoke_scale(finished_run):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", CLAIM_NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_shows_a_finished_run(path, finished_run, notebook_env, tmp_path):
-    _, _, out_dir = finished_run
+def test_notebook_shows_a_finished_run(path, tiny_run, notebook_env, tmp_path):
+    out_dir = tiny_run
     before = _files(out_dir)
-    nb, text = _execute(path, {**notebook_env, "SDCOMPLEX_RUN": str(out_dir)}, tmp_path)
+    nb, text = execute_notebook(path, {**notebook_env, "SDCOMPLEX_RUN": str(out_dir)}, tmp_path)
     assert "0 stages run" in text  # every stage loaded, nothing trained again
     assert "| claim | reproduced? |" in text
     assert _files(out_dir) == before  # showing a run writes nothing into it

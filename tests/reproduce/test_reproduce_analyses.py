@@ -11,8 +11,11 @@ from flax import traverse_util
 from sdcomplex.complexity import margin_bound
 from sdcomplex.data import balanced_subset, normalised_arrays
 from sdcomplex.models import create_model
-from sdcomplex.reproduce import bound_rows, read_csv
+from sdcomplex.reproduce import read_csv
+from sdcomplex.reproduce._margin import bound_rows
 from sdcomplex.train import load_checkpoint, load_run_data
+
+pytest_plugins = ["reproduce_helpers"]  # the shared tiny run and its fixtures
 
 
 def _explicit_mean_ntk(model, variables, x):

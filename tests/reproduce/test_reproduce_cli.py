@@ -5,6 +5,8 @@ from pathlib import Path
 
 from sdcomplex.cli import main
 
+pytest_plugins = ["reproduce_helpers"]  # the shared tiny run and its fixtures
+
 TINY = Path(__file__).resolve().parent / "tiny_experiment.py"
 
 

@@ -12,9 +12,9 @@ from sdcomplex.reproduce import (
     StudentMethod,
     available_experiments,
     experiment_hash,
-    format_runtime,
     load_experiment,
 )
+from sdcomplex.reproduce._runtimes import format_runtime
 from sdcomplex.train import TrainConfig
 
 TEACHER = TrainConfig(model="cnn", dataset="mnist1d", augment=False, epochs=2)

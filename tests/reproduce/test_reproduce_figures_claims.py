@@ -3,15 +3,11 @@
 import pytest
 from PIL import Image
 
-from sdcomplex.reproduce import (
-    check_c1,
-    check_c2,
-    check_c3,
-    check_c4,
-    check_c5,
-    read_json,
-    save_figure,
-)
+from sdcomplex.reproduce import read_json
+from sdcomplex.reproduce._claims import check_c1, check_c2, check_c3, check_c4, check_c5
+from sdcomplex.reproduce._figures import save_figure
+
+pytest_plugins = ["reproduce_helpers"]  # the shared tiny run and its fixtures
 
 FIGURES = ("c1_temperature", "c2_trajectory", "c3_accuracy", "c4_diagnostics", "c5_bound")
 

@@ -1,6 +1,7 @@
 """A stage is done only when its recorded outputs are still there: deleted or damaged outputs make
 it run again (and the runner says so), an unreadable marker is an error naming the file."""
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import sdcomplex.distill
+import sdcomplex.reproduce._runner as runner
 import sdcomplex.reproduce._training as training
 from sdcomplex.cli import main
 from sdcomplex.reproduce import plan_stages, read_status, run_experiment
@@ -20,6 +22,8 @@ from sdcomplex.reproduce._outputs import (
     record_outputs,
     snapshot,
 )
+
+pytest_plugins = ["reproduce_helpers"]  # the shared tiny run and its fixtures
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -219,11 +223,32 @@ def test_upstream_digest_depends_on_every_earlier_output():
 
 @pytest.mark.slow
 def test_a_deleted_checkpoint_retrains_the_teacher_and_everything_after(
-    tiny_run, tiny_config, tmp_path
+    tiny_run,
+    tiny_config,
+    tmp_path,
+    monkeypatch,
 ):
+    # the teacher really trains again; every later stage, which the runner must run again
+    # because its earlier stages' outputs changed, only records that it ran (its work is that
+    # of the shared run, checked by the other tests)
     out = tmp_path / "run"
     shutil.copytree(tiny_run, out)
     shutil.rmtree(out / "runs" / "teacher" / "checkpoints" / "epoch_2")
+    called = []
+
+    def recorded(ctx):
+        called.append(ctx.stage_key)
+        return {}
+
+    planned = runner.plan_stages
+    monkeypatch.setattr(
+        runner,
+        "plan_stages",
+        lambda config: [
+            s if s.key == "teacher" else dataclasses.replace(s, run=recorded)
+            for s in planned(config)
+        ],
+    )
     stream = io.StringIO()
     report = run_experiment(tiny_config, out, stream=stream, quiet=True, figures=False)
     text = stream.getvalue()
@@ -231,3 +256,7 @@ def test_a_deleted_checkpoint_retrains_the_teacher_and_everything_after(
     assert report.ran[0] == "teacher" and "student/none/seed0" in report.ran
     assert (out / "runs" / "teacher" / "checkpoints" / "epoch_2").is_dir()
     assert len(plan_stages(tiny_config)) - 1 == len(report.ran)  # all but the figures
+    assert called == list(report.ran[1:])
+    assert text.count("an earlier stage's outputs changed since it ran, running again") == len(
+        called
+    )

@@ -1,17 +1,33 @@
-"""The runner: stage skipping, refusal of a different config, and kill-and-rerun resumption
-(a real subprocess killed with SIGKILL mid-training, rerun, equals an uninterrupted run)."""
+"""The runner: stage skipping, refusal of a different config, resumption after a stage that
+failed half-way (in-process, with stages that write files and one that raises), and
+kill-and-rerun resumption of training (a real subprocess killed with SIGKILL mid-training,
+rerun, equals the shared uninterrupted run, bit for bit)."""
 
 import io
 import json
+import shutil
 import signal
 import time
 from pathlib import Path
 
+import jax
+import numpy as np
 import pytest
 
 import sdcomplex.distill
+import sdcomplex.reproduce._runner as runner
 import sdcomplex.reproduce._training as training
-from sdcomplex.reproduce import plan_stages, prepare_out_dir, read_status, run_experiment
+from sdcomplex.reproduce import (
+    Layout,
+    Stage,
+    plan_stages,
+    prepare_out_dir,
+    read_status,
+    run_experiment,
+)
+from sdcomplex.train import list_checkpoints, load_checkpoint
+
+pytest_plugins = ["reproduce_helpers"]  # the shared tiny run and its fixtures
 
 
 def _files(root: Path) -> dict[str, int]:
@@ -93,11 +109,93 @@ def test_stage_keys_are_unique_and_hashes_stable(tiny_config):
     assert "bound" in differing and "teacher" not in differing and "complexity" not in differing
 
 
+def _synthetic_stages(fail: set[str]) -> list[Stage]:
+    """Three stages, each writing a result file from the one before (``a`` -> ``b`` -> ``c``);
+    the stages named in ``fail`` write half of their file, then raise."""
+
+    def step(key: str, source: str | None):
+        def run(ctx) -> dict:
+            text = key + ((ctx.layout.results / f"{source}.txt").read_text() if source else "")
+            path = ctx.layout.results / f"{key}.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if key in fail:
+                path.write_text(text[:1])
+                raise RuntimeError(f"stage {key} failed")
+            path.write_text(text)
+            return {"text": text}
+
+        return run
+
+    keys = ("a", "b", "c")
+    return [
+        Stage(key, f"stage {key}", {"n": i}, step(key, keys[i - 1] if i else None))
+        for i, key in enumerate(keys)
+    ]
+
+
+def test_a_failed_stage_has_no_marker_and_runs_again(tmp_path, tiny_config, monkeypatch):
+    fail = {"b"}
+    monkeypatch.setattr(runner, "plan_stages", lambda config: _synthetic_stages(fail))
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="stage b failed"):
+        run_experiment(tiny_config, out, stream=io.StringIO(), quiet=True)
+    layout = Layout(out.resolve())
+    assert layout.marker("a").is_file() and not layout.marker("b").exists()
+    status = read_status(out)
+    assert status["done"] == ["a"] and status["pending"] == ["b", "c"]
+    assert status["problems"] == {}  # no marker: nothing to explain, it just runs
+
+    fail.clear()
+    stream = io.StringIO()
+    report = run_experiment(tiny_config, out, stream=stream)
+    assert report.ran == ("b", "c") and report.skipped == ("a",)
+    assert "[1/3] stage a: done before, skipped" in stream.getvalue()
+    assert "[2/3] stage b ..." in stream.getvalue()  # a first run of b, not a rerun
+    assert (out / "results" / "c.txt").read_text() == "cba"
+    marker = json.loads(layout.marker("b").read_text())
+    assert [e["path"] for e in marker["outputs"]] == ["results/b.txt"]
+    assert read_status(out)["pending"] == []
+    assert run_experiment(tiny_config, out, stream=io.StringIO()).ran == ()
+
+    fresh = tmp_path / "fresh"  # the same results as a run that never failed
+    run_experiment(tiny_config, fresh, stream=io.StringIO(), quiet=True)
+
+    def texts(root: Path) -> dict[str, str]:
+        return {p.name: p.read_text() for p in (root / "results").iterdir()}
+
+    assert texts(out) == texts(fresh) == {"a.txt": "a", "b.txt": "ba", "c.txt": "cba"}
+
+
+def _unfinish(root: Path, config, first: str) -> list[str]:
+    """Turns a copy of a finished run into the run as it was when stage ``first`` started:
+    the markers of ``first`` and every later stage and all their outputs deleted. Returns the
+    keys of those stages."""
+    keys = [s.key for s in plan_stages(config)]
+    later = keys[keys.index(first) :]
+    layout = Layout(root)
+    for stage in plan_stages(config):
+        if stage.key not in later:
+            continue
+        marker = json.loads(layout.marker(stage.key).read_text())
+        for entry in marker["outputs"]:
+            (root / entry["path"]).unlink()
+        for owned in stage.owns:
+            shutil.rmtree(root / owned)
+        layout.marker(stage.key).unlink()
+    return later
+
+
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_uninterrupted_results(tmp_path, tiny_run, reproduce_cli):
+def test_killed_run_resumes_to_the_uninterrupted_results(
+    tmp_path, tiny_run, tiny_config, reproduce_cli
+):
+    # the shared finished run as it was when the last student started; a real process is
+    # killed in the middle of that student's training, after its epoch-1 metrics line
     out = tmp_path / "killed"
-    # kill in the middle of a student's training: after its epoch-1 metrics line is written
-    metrics = out / "runs" / "students" / "offline_t4" / "seed0" / "metrics.jsonl"
+    shutil.copytree(tiny_run, out)
+    later = _unfinish(out, tiny_config, "student/online_t4/seed1")
+    student = out / "runs" / "students" / "online_t4" / "seed1"
+    metrics = student / "metrics.jsonl"
     proc = reproduce_cli(out, wait=False)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
@@ -107,10 +205,19 @@ def test_killed_run_resumes_to_the_uninterrupted_results(tmp_path, tiny_run, rep
     assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = read_status(out)["done"]
-    assert "teacher" in done and "student/offline_t4/seed0" not in done
+    status = read_status(out)
+    assert "teacher" in status["done"] and status["pending"] == later
 
-    rerun = reproduce_cli(out)
-    assert "teacher cnn: done before, skipped" in rerun.output
-    assert read_status(out)["pending"] == []
+    # rerun here (the figures, which hold no numbers, are left to a later run)
+    stream = io.StringIO()
+    report = run_experiment(tiny_config, out, stream=stream, quiet=True, figures=False)
+    assert "teacher cnn: done before, skipped" in stream.getvalue()
+    assert list(report.ran) == later[:-1] and read_status(out)["pending"] == ["figures"]
     assert _results(out) == _results(tiny_run)
+    original = tiny_run / "runs" / "students" / "online_t4" / "seed1"
+    epochs = list_checkpoints(original)
+    assert list_checkpoints(student) == epochs
+    for epoch in epochs:  # the resumed student's parameters, bit for bit
+        a, b = load_checkpoint(student, epoch), load_checkpoint(original, epoch)
+        pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+        assert all(np.array_equal(x, y) for x, y in pairs), epoch

@@ -6,7 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from sdcomplex.reproduce import mean_std, read_csv, spearman
+from sdcomplex.reproduce import read_csv
+from sdcomplex.reproduce._results import mean_std, spearman
+
+pytest_plugins = ["reproduce_helpers"]  # the shared tiny run and its fixtures
 
 
 def _metrics(path):

@@ -1,0 +1,116 @@
+"""The types shared by the runner and its stages: the output directory's layout, a stage, what
+a stage function receives, and the error of an interrupted training stage.
+
+Every stage module (``_training``, ``_sweeps``, ``_margin``, ``_tables``, ``_claims``) and the
+plan (``_plan``) import these from here; the runner (``_runner``) imports the plan, so the
+imports of the package point one way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sdcomplex.reproduce._config import ExperimentConfig, stage_hash
+
+CONFIG_FILE = "config.json"
+EXPERIMENT_FILE = "experiment.json"
+STAGES_DIR = "stages"
+
+
+class Interrupted(RuntimeError):
+    """A training stage stopped on SIGTERM/SIGINT after saving a checkpoint; rerun to resume.
+
+    Attributes:
+        signum: the signal that stopped it (``signal.SIGINT`` when unknown).
+    """
+
+    def __init__(self, message: str, signum: int | None = None) -> None:
+        super().__init__(message)
+        self.signum = int(signal.SIGINT if signum is None else signum)
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Paths inside an output directory."""
+
+    root: Path
+
+    @property
+    def teacher(self) -> Path:
+        return self.root / "runs" / "teacher"
+
+    def student(self, method_key: str, seed: int) -> Path:
+        return self.root / "runs" / "students" / method_key / f"seed{seed}"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def tables(self) -> Path:
+        return self.root / "tables"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def stages(self) -> Path:
+        return self.root / STAGES_DIR
+
+    def log(self, key: str) -> Path:
+        return self.root / "logs" / f"{key.replace('/', '__')}.log"
+
+    def marker(self, key: str) -> Path:
+        return self.stages / f"{key.replace('/', '__')}.json"
+
+
+@dataclasses.dataclass
+class Context:
+    """What a stage function receives: the config, the layout and the verbosity."""
+
+    config: ExperimentConfig
+    layout: Layout
+    quiet: bool
+    stage_key: str = ""
+
+    @contextlib.contextmanager
+    def training_output(self):
+        """Sends the library's per-epoch lines (stdout) to the stage's log file; progress bars
+        (stderr) stay on the terminal."""
+        path = self.layout.log(self.stage_key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+            yield
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One unit of work with a result marker.
+
+    Attributes:
+        key: unique, path-like name (``teacher``, ``student/online_t4/seed1``, ``complexity``).
+        title: one-line description for the progress display.
+        payload: everything the stage's result depends on (hashed into the marker).
+        run: ``ctx -> summary`` (a small JSON-serialisable dict recorded in the marker).
+        owns: directories (relative to the output directory) whose every file is an output of
+            the stage: a training run directory.
+        size_only: directories whose files are recorded by size, not checksum: checkpoints,
+            whose contents the trainer checks when it loads them.
+    """
+
+    key: str
+    title: str
+    payload: dict[str, Any]
+    run: Callable[[Context], dict[str, Any]]
+    owns: tuple[str, ...] = ()
+    size_only: tuple[str, ...] = ()
+
+    @property
+    def hash(self) -> str:
+        return stage_hash({"key": self.key, "payload": self.payload})
