@@ -65,13 +65,8 @@ def _add_scale(p: argparse.ArgumentParser) -> None:
 
 
 def _list(directory: str | None) -> int:
-    from sdcomplex.reproduce import (
-        SCALES,
-        available_experiments,
-        format_runtime,
-        load_experiment,
-        read_runtimes,
-    )
+    from sdcomplex.reproduce import SCALES, available_experiments, load_experiment
+    from sdcomplex.reproduce._runtimes import format_runtime, read_runtimes
 
     runtimes = read_runtimes(directory)
     found = available_experiments(directory)
@@ -108,9 +103,9 @@ def run(args: argparse.Namespace) -> int:
         enable_compilation_cache,
         load_experiment,
         read_status,
-        record_runtime,
         run_experiment,
     )
+    from sdcomplex.reproduce._runtimes import record_runtime
 
     if args.status:
         if not args.out:

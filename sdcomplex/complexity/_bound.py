@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from sdcomplex._checks import as_real, as_real_array
-from sdcomplex.complexity._complexity import supervision_complexity
+from sdcomplex.complexity._complexity import FactorizedKernel, factorize_kernel
 
 # Sum over k in Z of 1 / (3 (|k| + 1)^2) = (2 * pi^2 / 6 - 1) / 3 < 1: the confidence split of the
 # union bound over the grid B_k = 2^k.
@@ -96,7 +96,9 @@ def margin_bound(
     up to the grid; the confidence term then uses delta_k.
 
     Args:
-      kernel: (n, n) kernel of the student on the training inputs.
+      kernel: (n, n) kernel of the student on the training inputs, or its `FactorizedKernel`
+        (`factorize_kernel(kernel, psd=...)`, no ridge), to bound many targets with one
+        factorisation (``psd`` is then the factorisation's).
       teacher_targets: (n,) real-valued teacher targets y* (e.g. margins or +-1 labels).
       labels: (n,) true labels in {-1, +1}.
       student_outputs: (n,) real outputs f(x_i) of the student on the training inputs.
@@ -117,16 +119,27 @@ def margin_bound(
     gamma = as_real("gamma", gamma, low=0.0, low_open=True)
     delta = as_real("delta", delta, low=0.0, high=1.0, low_open=True, high_open=True)
     union_over_norm = bool(union_over_norm)
-    k = np.asarray(kernel)
-    if k.ndim != 2:
-        raise ValueError(f"the margin bound needs an (n, n) kernel of a binary task, got {k.shape}")
-    n = k.shape[0]
+    if isinstance(kernel, FactorizedKernel):
+        if kernel.form != "mean" or kernel.ridge:
+            raise ValueError(
+                "the margin bound needs a factorised (n, n) kernel without ridge, got a "
+                f"{kernel.form} kernel with ridge {kernel.ridge}"
+            )
+        factorized = kernel
+    else:
+        k = np.asarray(kernel)
+        if k.ndim != 2:
+            raise ValueError(
+                f"the margin bound needs an (n, n) kernel of a binary task, got {k.shape}"
+            )
+        factorized = factorize_kernel(k, psd=psd)
+    n = factorized.n
     y_star = _vector("teacher_targets", teacher_targets, n)
     y = _vector("labels", labels, n)
     f = _vector("student_outputs", student_outputs, n)
     if not np.all(np.isin(y, (-1.0, 1.0))):
         raise ValueError("labels must be -1 or +1")
-    result = supervision_complexity(k, y_star, psd=psd)
+    result = factorized.complexity(y_star)
     norm = math.sqrt(result.value)
     delta_used = delta
     if union_over_norm:

@@ -52,12 +52,6 @@ from sdcomplex.reproduce._runner import (
     read_status,
     run_experiment,
 )
-
-# not in the API (nor in __all__): the maintainer's run-time chore, imported from here only by
-# the CLI (--list, --record-runtime); to go once the CLI imports it from ._runtimes
-from sdcomplex.reproduce._runtimes import format_runtime as format_runtime
-from sdcomplex.reproduce._runtimes import read_runtimes as read_runtimes
-from sdcomplex.reproduce._runtimes import record_runtime as record_runtime
 from sdcomplex.reproduce._stage import Interrupted, Layout, Stage
 
 __all__ = [

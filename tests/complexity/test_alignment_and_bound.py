@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from sdcomplex.complexity import kernel_alignment, margin_bound, target_alignment
+from sdcomplex.complexity import factorize_kernel, kernel_alignment, margin_bound, target_alignment
 
 
 def test_kernel_alignment_closed_forms():
@@ -81,3 +81,19 @@ def test_margin_bound_bad_labels_and_shapes():
         margin_bound(np.eye(2), np.ones((2, 3)), np.ones(2), np.ones(2), gamma=1.0)
     with pytest.raises(ValueError, match="entries"):
         margin_bound(np.eye(2), np.ones(2), np.ones(3), np.ones(2), gamma=1.0)
+
+
+def test_margin_bound_of_a_factorised_kernel_is_the_same():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(12, 5))
+    k = a @ a.T + 0.1 * np.eye(12)
+    y = np.where(rng.normal(size=12) > 0, 1.0, -1.0)
+    y_star, f = np.tanh(rng.normal(size=12)), rng.normal(size=12)
+    fk = factorize_kernel(k)
+    for union in (False, True):
+        direct = margin_bound(k, y_star, y, f, gamma=0.3, union_over_norm=union)
+        assert margin_bound(fk, y_star, y, f, gamma=0.3, union_over_norm=union) == direct
+    with pytest.raises(ValueError, match="without ridge"):
+        margin_bound(factorize_kernel(k, ridge=0.1), y_star, y, f, gamma=0.3)
+    with pytest.raises(ValueError, match="diag kernel"):
+        margin_bound(factorize_kernel(np.stack([k, k])), y_star, y, f, gamma=0.3)
