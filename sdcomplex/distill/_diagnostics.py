@@ -43,8 +43,9 @@ from sdcomplex.data import DatasetInfo, normalise_array
 from sdcomplex.distill._config import DistillConfig
 from sdcomplex.distill._loss import kd_loss
 from sdcomplex.distill._teacher import CheckpointCache, TeacherRun, load_teacher_variables
+from sdcomplex.models import init_variables
 from sdcomplex.ntk import empirical_ntk, flax_ntk_fn
-from sdcomplex.train import EpochInfo, initial_variables, write_sealed_json
+from sdcomplex.train import EpochInfo, batched_apply, write_sealed_json
 
 NTK_INIT_FILE = "ntk_init.npy"
 DISTILL_FILE = "distill.json"
@@ -112,20 +113,6 @@ def diagnostic_epochs(epochs: int, every: int) -> tuple[int, ...]:
     if every == 0:
         return ()
     return tuple(sorted(set(range(0, epochs + 1, every)) | {epochs}))
-
-
-def batched_logits(
-    fn: Callable[[Any, np.ndarray], jax.Array], variables: Any, x: np.ndarray, batch_size: int
-) -> np.ndarray:
-    """``fn(variables, x)`` over fixed-size batches (the last one padded): one compilation."""
-    out = []
-    for start in range(0, len(x), batch_size):
-        xb = x[start : start + batch_size]
-        n = len(xb)
-        if n < batch_size:
-            xb = np.concatenate([xb, np.zeros((batch_size - n, *xb.shape[1:]), xb.dtype)])
-        out.append(np.asarray(fn(variables, xb))[:n])
-    return np.concatenate(out).astype(np.float32)
 
 
 def _agreement(a: np.ndarray, b: np.ndarray) -> float:
@@ -248,11 +235,10 @@ class Diagnostics:
 
     def _teacher_outputs(self, variables: Any, data: Mapping[str, Any]) -> dict[str, np.ndarray]:
         assert self._teacher_logits is not None
-        bs = self.batch_size
+        fn, bs = self._teacher_logits, self.batch_size
         return {
-            "train": batched_logits(self._teacher_logits, variables, data["x_train"], bs),
-            "test": batched_logits(self._teacher_logits, variables, data["x_test"], bs),
-            "probe": batched_logits(self._teacher_logits, variables, data["x_probe_raw"], bs),
+            name: batched_apply(fn, variables, data[key], bs).astype(np.float32)
+            for name, key in (("train", "x_train"), ("test", "x_test"), ("probe", "x_probe_raw"))
         }
 
     def _final_outputs(self, data: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -291,7 +277,8 @@ class Diagnostics:
         covered the subset (the same inference-mode forward pass), else computed here."""
         if evaluated is not None and (len(indices) == 0 or int(np.max(indices)) < len(evaluated)):
             return np.asarray(evaluated, np.float32)[indices]
-        return batched_logits(self._student_logits, info.variables, data[key], self.batch_size)
+        outputs = batched_apply(self._student_logits, info.variables, data[key], self.batch_size)
+        return outputs.astype(np.float32)
 
     def _fidelity(self, info: EpochInfo, data: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = dict.fromkeys(DIAGNOSTIC_KEYS[:5])
@@ -317,7 +304,7 @@ class Diagnostics:
         variables are a deterministic function of the seed, so it equals the kernel of epoch
         0); ``ntk_init.npy`` is rewritten, with a warning, if it is missing or differs."""
         shape = info.dataset.info.input_shape
-        variables = initial_variables(self.student_model, self.config.student.seed, shape)
+        variables = init_variables(self.student_model, self.config.student.seed, shape)
         fn, params = flax_ntk_fn(self.student_model, variables)
         kernel = empirical_ntk(fn, params, x_probe, outputs="mean", progress=False)
         path = run_dir / NTK_INIT_FILE

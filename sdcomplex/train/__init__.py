@@ -24,6 +24,7 @@ Example:
     [0, 1, 2, 3]
 """
 
+from sdcomplex.models import init_variables
 from sdcomplex.train._checkpoint import (
     DamagedCheckpointWarning,
     library_versions,
@@ -49,6 +50,7 @@ from sdcomplex.train._ensemble import (
     traced_kd_loss,
     train_students,
 )
+from sdcomplex.train._inference import batched_apply, padded_batches
 from sdcomplex.train._integrity import DamagedFile, read_sealed_json, write_sealed_json
 from sdcomplex.train._metrics import (
     METRICS_FILE,
@@ -78,9 +80,11 @@ from sdcomplex.train._trainer import (
     SupervisionFn,
     TrainResult,
     finished_result,
-    initial_variables,
     train,
 )
+
+# The one initialisation (a run's epoch 0); this name is kept for the modules that still use it.
+initial_variables = init_variables
 
 __all__ = [
     "BATCHINGS",
@@ -109,6 +113,7 @@ __all__ = [
     "TrainingDiverged",
     "config_differences",
     "config_hash",
+    "batched_apply",
     "cross_entropy_loss",
     "finished_result",
     "init_train_state",
@@ -124,6 +129,7 @@ __all__ = [
     "make_preprocess",
     "make_schedule",
     "make_train_step",
+    "padded_batches",
     "plot_learning_curves",
     "read_metrics",
     "read_run_config",

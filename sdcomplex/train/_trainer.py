@@ -17,10 +17,11 @@ from tqdm.auto import tqdm
 
 from sdcomplex._io import atomic_write_text
 from sdcomplex.data import Dataset, EpochBatcher
-from sdcomplex.models import abstract_variables, count_params
+from sdcomplex.models import abstract_variables, count_params, init_variables
 from sdcomplex.train._checkpoint import CheckpointStore, load_checkpoint
 from sdcomplex.train._config import TrainConfig, config_hash
 from sdcomplex.train._divergence import check_evaluated_losses, check_step_loss
+from sdcomplex.train._inference import padded_batches
 from sdcomplex.train._integrity import DamagedFile
 from sdcomplex.train._metrics import (
     append_metrics,
@@ -128,18 +129,6 @@ class _StopRequest:
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
-
-
-def initial_variables(model: nn.Module, seed: int, input_shape: tuple[int, ...]) -> dict:
-    """The variables a run starts from: ``model.init`` under ``jax.jit`` with an RBG key.
-
-    ``jax.jit(model.init)(jax.random.key(seed, impl="rbg"), zeros((1, *input_shape)),
-    train=False)``: one compilation (op-by-op initialisation compiles every initialiser shape
-    separately, and the threefry generator compiles slowly on a CPU). Deterministic.
-    """
-    x = jnp.zeros((1, *input_shape), jnp.float32)
-    init = jax.jit(lambda key: model.init(key, x, train=False))
-    return dict(init(jax.random.key(seed, impl="rbg")))
 
 
 def finished_result(config: TrainConfig, run_dir: str | Path) -> TrainResult | None:
@@ -271,14 +260,7 @@ def train(
     def evaluate(variables: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, float, np.ndarray]:
         sums = jnp.zeros(2, jnp.float32)
         logits = []
-        for start in range(0, len(y), eval_bs):
-            xb, yb = x[start : start + eval_bs], y[start : start + eval_bs]
-            mask = np.ones(eval_bs, bool)
-            if len(yb) < eval_bs:
-                pad = eval_bs - len(yb)
-                mask[len(yb) :] = False
-                xb = np.concatenate([xb, np.zeros((pad, *xb.shape[1:]), xb.dtype)])
-                yb = np.concatenate([yb, np.zeros(pad, yb.dtype)])
+        for (xb, yb), mask in padded_batches([x, y], eval_bs):
             batch_sums, batch_logits = eval_step(variables, xb, yb, mask)
             sums = sums + batch_sums
             logits.append(batch_logits)
@@ -418,7 +400,7 @@ def _loop(
     if point is None:
         keep_metrics_lines(run_dir, 0)
         store.delete_preempt()
-        state = init_train_state(initial_variables(model, config.seed, info.input_shape), optimizer)
+        state = init_train_state(init_variables(model, config.seed, info.input_shape), optimizer)
         record_epoch(state, 0, None, None, (0.0, 0))
         save("epoch", state, zeros(), 0, 0)
         completed, start_batch, running = 0, 0, zeros()
