@@ -40,6 +40,7 @@ from ._dataset import (
     DatasetInfo,
     ModelArrays,
     channel_stats,
+    input_statistics,
     make_dataset,
     normalise_array,
     normalised_arrays,
@@ -60,7 +61,7 @@ from ._registry import (
     register_dataset,
 )
 from ._tiny_imagenet import TINY_IMAGENET_MD5, TINY_IMAGENET_URL, load_tiny_imagenet
-from ._variants import balanced_subset, binary_variant
+from ._variants import balanced_indices, balanced_subset, binary_variant
 
 __all__ = [
     "AugmentationDefaults",
@@ -82,12 +83,14 @@ __all__ = [
     "RestrictedUnpickler",
     "augment_batch",
     "available_datasets",
+    "balanced_indices",
     "balanced_subset",
     "binary_variant",
     "cache_root",
     "cached_dataset",
     "channel_stats",
     "decode_images",
+    "input_statistics",
     "iter_members",
     "load_cifar10",
     "load_cifar10_jpeg",

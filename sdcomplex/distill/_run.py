@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from sdcomplex._io import to_jsonable
+from sdcomplex.data import input_statistics
 from sdcomplex.distill._config import (
     DistillConfig,
     distill_config_differences,
@@ -190,8 +191,7 @@ def distill(config: DistillConfig, run_dir: str | Path, *, quiet: bool = False) 
     student_model = setup.model
     del setup  # the trainer loads its own copy
 
-    mean = info.mean if student.normalise else (0.0,) * info.num_channels
-    std = info.std if student.normalise else (1.0,) * info.num_channels
+    mean, std = input_statistics(info, normalise=student.normalise)
     plain = make_preprocess(mean=mean, std=std, pixel_max=info.pixel_max, augment=False)
     zero_key = jax.random.key(0)
 
@@ -271,7 +271,7 @@ def distill(config: DistillConfig, run_dir: str | Path, *, quiet: bool = False) 
         record=to_jsonable(record),
         student_model=student_model,
         student_preprocess=student_inputs,
-        input_info=info.replace(mean=tuple(mean), std=tuple(std)),
+        input_info=info.replace(mean=mean, std=std),
         teacher=teacher,
         teacher_apply=teacher_apply,
         cache=cache,

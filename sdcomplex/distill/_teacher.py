@@ -17,13 +17,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sdcomplex.data import DatasetInfo
-from sdcomplex.models import create_model
+from sdcomplex.data import DatasetInfo, input_statistics
 from sdcomplex.train import (
     CONFIG_FILE,
     RUN_FILE,
     DamagedFile,
     TrainConfig,
+    build_model,
     config_hash,
     list_checkpoints,
     load_checkpoint,
@@ -102,8 +102,7 @@ def open_teacher(teacher_dir: str | Path) -> TeacherRun:
             f"teacher run {path} is unfinished: no checkpoint of its final epoch {config.epochs} "
             f"(checkpoints: {list(checkpoints)}); finish it with `sdcomplex train` first"
         )
-    options = {k: v for k, v in config.model_options.items() if k != "num_classes"}
-    model = create_model(config.model, info.num_classes, **options)
+    model = build_model(config, info.num_classes)
     return TeacherRun(path, config, config_hash(config), info, model, checkpoints)
 
 
@@ -151,9 +150,8 @@ def check_teacher_fits(teacher: TeacherRun, student: TrainConfig, info: DatasetI
 
 
 def _stats(config: TrainConfig, info: DatasetInfo) -> tuple[np.ndarray, np.ndarray]:
-    if config.normalise:
-        return np.asarray(info.mean, np.float32), np.asarray(info.std, np.float32)
-    return np.zeros(info.num_channels, np.float32), np.ones(info.num_channels, np.float32)
+    mean, std = input_statistics(info, normalise=config.normalise)
+    return np.asarray(mean, np.float32), np.asarray(std, np.float32)
 
 
 def teacher_input_map(

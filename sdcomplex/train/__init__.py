@@ -61,7 +61,7 @@ from sdcomplex.train._metrics import (
 from sdcomplex.train._optim import make_optimizer, make_schedule
 from sdcomplex.train._plot import plot_learning_curves
 from sdcomplex.train._rundir import read_run_config, read_run_info
-from sdcomplex.train._setup import RunSetup, load_run_data, setup_run
+from sdcomplex.train._setup import RunSetup, build_model, load_run_data, setup_run
 from sdcomplex.train._step import (
     LossFn,
     SupervisionApply,
@@ -114,6 +114,7 @@ __all__ = [
     "config_differences",
     "config_hash",
     "batched_apply",
+    "build_model",
     "cross_entropy_loss",
     "finished_result",
     "init_train_state",
