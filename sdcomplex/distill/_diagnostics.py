@@ -45,10 +45,9 @@ from sdcomplex.distill._loss import kd_loss
 from sdcomplex.distill._teacher import CheckpointCache, TeacherRun, load_teacher_variables
 from sdcomplex.models import init_variables
 from sdcomplex.ntk import empirical_ntk, flax_ntk_fn
-from sdcomplex.train import EpochInfo, batched_apply, write_sealed_json
+from sdcomplex.train import EpochInfo, batched_apply
 
 NTK_INIT_FILE = "ntk_init.npy"
-DISTILL_FILE = "distill.json"
 DIAGNOSTIC_KEYS = (
     "train_fidelity_final",
     "test_fidelity_final",
@@ -122,14 +121,12 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> float:
 class Diagnostics:
     """The trainer's ``diagnostics_fn`` of a distillation run (see the module docstring).
 
-    On its first call in a run directory it writes ``distill.json`` (the config, its hash and
-    what the diagnostics use; sealed with its sha256); on the first diagnostic epoch (0) it
-    saves the student's initial NTK on the probe to ``ntk_init.npy`` (atomic), recomputed
-    when a run is resumed (and the file rewritten if it was damaged).
+    On the first diagnostic epoch (0) it saves the student's initial NTK on the probe to
+    ``ntk_init.npy`` (atomic), recomputed when a run is resumed (and the file rewritten if it
+    was damaged).
 
     Args:
         config: the distillation config.
-        record: the ``distill.json`` payload.
         student_model: the student's Flax module.
         student_preprocess: raw inputs -> the student's normalised inputs (no augmentation).
         input_info: the data's metadata with the statistics the student normalises with (the
@@ -148,7 +145,6 @@ class Diagnostics:
         self,
         *,
         config: DistillConfig,
-        record: Mapping[str, Any],
         student_model: nn.Module,
         student_preprocess: Callable[[jax.Array], jax.Array],
         input_info: DatasetInfo,
@@ -162,7 +158,6 @@ class Diagnostics:
         batch_size: int,
     ) -> None:
         self.config = config
-        self.record = dict(record)
         self.student_model = student_model
         self.teacher = teacher
         self.cache = cache
@@ -172,7 +167,6 @@ class Diagnostics:
         self.fidelity_test = fidelity_test
         self.batch_size = batch_size
         self.epochs = set(diagnostic_epochs(config.student.epochs, config.diagnostics_every))
-        self._written = False
         self._ntk_init: np.ndarray | None = None
         self._final: dict[str, np.ndarray] | None = None
         self._current: tuple[int, dict[str, np.ndarray]] | None = None
@@ -205,10 +199,6 @@ class Diagnostics:
 
     def __call__(self, info: EpochInfo) -> dict[str, Any]:
         run_dir = Path(info.run_dir)
-        if not self._written:
-            if not (run_dir / DISTILL_FILE).exists():
-                write_sealed_json(run_dir / DISTILL_FILE, self.record)
-            self._written = True
         out: dict[str, Any] = {"teacher_epoch": self.teacher_epoch(info.epoch)}
         if info.epoch not in self.epochs:
             return out

@@ -24,7 +24,6 @@ from sdcomplex.distill._config import (
     distill_config_hash,
 )
 from sdcomplex.distill._diagnostics import (
-    DISTILL_FILE,
     NTK_INIT_FILE,
     Diagnostics,
     diagnostic_epochs,
@@ -42,40 +41,37 @@ from sdcomplex.distill._teacher import (
     verify_teacher_checkpoints,
 )
 from sdcomplex.train import (
-    CONFIG_FILE,
+    ConfigKind,
+    RunDirectory,
     TrainResult,
     finished_result,
     library_versions,
-    list_checkpoints,
     make_preprocess,
-    read_sealed_json,
     setup_run,
     train,
 )
 
+DISTILL_FILE = "distill.json"
+"""The sealed record of a distillation run (its config, teacher, schedule, loss, probe)."""
+DISTILL_RUN = ConfigKind(
+    "distillation run",
+    "distillation record",
+    DistillConfig.from_dict,
+    distill_config_hash,
+    distill_config_differences,
+)
+"""The config kind of a distillation run, recorded in its ``distill.json``."""
 
-def _previous_run(run_dir: Path, config: DistillConfig) -> dict[str, Any] | None:
+
+def _previous_run(run: RunDirectory, config: DistillConfig) -> dict[str, Any] | None:
     """The ``distill.json`` of a run directory holding this config (None for a new run)."""
-    file = run_dir / DISTILL_FILE
-    if file.is_file():
-        record = read_sealed_json(file)  # DamagedFile if changed since it was written
-        try:
-            old = DistillConfig.from_dict(record["config"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{file} is not a valid distillation record ({err})") from None
-        if distill_config_hash(old) != distill_config_hash(config):
-            diff = "; ".join(distill_config_differences(old, config))
-            raise ValueError(
-                f"{run_dir} holds a distillation run with a different config ({diff}); use "
-                "another output directory (nothing was changed)"
-            )
-        return record
-    if run_dir.is_dir() and (run_dir / "checkpoints").is_dir() and list_checkpoints(run_dir):
+    record = run.verify_record(DISTILL_FILE, config, DISTILL_RUN)
+    if record is None and run.checkpoints():
         raise ValueError(
-            f"{run_dir} holds a training run that is not a distillation run (no {DISTILL_FILE}); "
+            f"{run.path} holds a training run that is not a distillation run (no {DISTILL_FILE}); "
             "use another output directory (nothing was changed)"
         )
-    return None
+    return record
 
 
 def _schedule(config: DistillConfig, teacher: TeacherRun | None) -> tuple[int, ...] | None:
@@ -147,8 +143,9 @@ def distill(config: DistillConfig, run_dir: str | Path, *, quiet: bool = False) 
         raise TypeError(f"config must be a DistillConfig, got {type(config).__name__}")
     run_dir = Path(run_dir).resolve()  # Orbax needs absolute checkpoint paths
     student = config.student
-    previous = _previous_run(run_dir, config)
-    if previous is not None and (run_dir / CONFIG_FILE).exists():
+    run = RunDirectory(run_dir)
+    previous = _previous_run(run, config)
+    if previous is not None and run.config_file.exists():
         done = finished_result(student, run_dir)  # None if unfinished or damaged
         if done is not None:
             return done
@@ -266,9 +263,12 @@ def distill(config: DistillConfig, run_dir: str | Path, *, quiet: bool = False) 
         },
         "versions": library_versions(),
     }
+    if previous is None:  # a new run: its directory, config.json and distill.json
+        if not run.verify(student):  # (raises for a directory holding anything else)
+            run.create(student)
+        run.write_metadata(to_jsonable(record), DISTILL_FILE)
     diagnostics = Diagnostics(
         config=config,
-        record=to_jsonable(record),
         student_model=student_model,
         student_preprocess=student_inputs,
         input_info=info.replace(mean=mean, std=std),

@@ -22,13 +22,11 @@ from sdcomplex.train import (
     CONFIG_FILE,
     RUN_FILE,
     DamagedFile,
+    RunDirectory,
     TrainConfig,
     build_model,
     config_hash,
-    list_checkpoints,
     load_checkpoint,
-    read_run_config,
-    read_run_info,
     verify_checkpoint,
 )
 
@@ -82,19 +80,20 @@ def open_teacher(teacher_dir: str | Path) -> TeacherRun:
     path = Path(teacher_dir).resolve()  # Orbax needs absolute checkpoint paths
     if not path.is_dir():
         raise ValueError(f"teacher run directory {path} does not exist")
-    if not (path / CONFIG_FILE).is_file() or not (path / RUN_FILE).is_file():
+    run = RunDirectory(path)
+    if not run.config_file.is_file() or not run.run_file.is_file():
         raise ValueError(
             f"teacher directory {path} is not a training run directory (no {CONFIG_FILE} "
             f"and {RUN_FILE}); train the teacher with `sdcomplex train` first"
         )
-    config = read_run_config(path)  # checked against the hash run.json records
+    config = run.read_config()  # checked against the hash run.json records
     try:
-        info = DatasetInfo.from_dict((read_run_info(path) or {})["dataset"])
+        info = DatasetInfo.from_dict((run.read_metadata() or {})["dataset"])
     except DamagedFile:
         raise
     except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{path / RUN_FILE} has no valid data set description ({err})") from None
-    checkpoints = tuple(list_checkpoints(path)) if (path / "checkpoints").is_dir() else ()
+        raise ValueError(f"{run.run_file} has no valid data set description ({err})") from None
+    checkpoints = tuple(run.checkpoints())
     if not checkpoints:
         raise ValueError(f"teacher directory {path} has no checkpoints")
     if config.epochs not in checkpoints:

@@ -60,7 +60,15 @@ from sdcomplex.train._metrics import (
 )
 from sdcomplex.train._optim import make_optimizer, make_schedule
 from sdcomplex.train._plot import plot_learning_curves
-from sdcomplex.train._rundir import read_run_config, read_run_info
+from sdcomplex.train._rundir import (
+    CONFIG_FILE,
+    RUN_FILE,
+    TRAIN_RUN,
+    ConfigKind,
+    RunDirectory,
+    read_run_config,
+    read_run_info,
+)
 from sdcomplex.train._setup import RunSetup, build_model, load_run_data, setup_run
 from sdcomplex.train._step import (
     LossFn,
@@ -73,8 +81,6 @@ from sdcomplex.train._step import (
     make_train_step,
 )
 from sdcomplex.train._trainer import (
-    CONFIG_FILE,
-    RUN_FILE,
     DiagnosticsFn,
     EpochInfo,
     SupervisionFn,
@@ -99,6 +105,9 @@ __all__ = [
     "RUN_FILE",
     "SCHEDULES",
     "TIMING_FIELDS",
+    "TRAIN_RUN",
+    "ConfigKind",
+    "RunDirectory",
     "DamagedCheckpointWarning",
     "DamagedFile",
     "DiagnosticsFn",

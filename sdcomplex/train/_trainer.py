@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from sdcomplex._io import atomic_write_text
 from sdcomplex.data import Dataset, EpochBatcher
 from sdcomplex.models import abstract_variables, count_params, init_variables
 from sdcomplex.train._checkpoint import CheckpointStore, load_checkpoint
@@ -32,7 +31,7 @@ from sdcomplex.train._metrics import (
 )
 from sdcomplex.train._optim import make_optimizer
 from sdcomplex.train._resume import checkpoint_manifest, resume_point
-from sdcomplex.train._rundir import CONFIG_FILE, RUN_FILE, check_run_dir, write_run_info
+from sdcomplex.train._rundir import RunDirectory
 from sdcomplex.train._setup import check_names, setup_run
 from sdcomplex.train._step import (
     LossFn,
@@ -140,7 +139,8 @@ def finished_result(config: TrainConfig, run_dir: str | Path) -> TrainResult | N
         ValueError: the directory holds a different config, or edited or damaged records.
     """
     run_dir = Path(run_dir)
-    if not check_run_dir(run_dir, config) or not (run_dir / "checkpoints").is_dir():
+    run = RunDirectory(run_dir)
+    if not run.verify(config) or not run.checkpoint_dir.is_dir():
         return None
     store = CheckpointStore(run_dir, keep=config.keep_checkpoints)
     try:
@@ -152,8 +152,7 @@ def finished_result(config: TrainConfig, run_dir: str | Path) -> TrainResult | N
             variables = load_checkpoint(run_dir, config.epochs)
         except DamagedFile:
             return None
-        metrics = read_metrics(run_dir)
-        return TrainResult(run_dir, "already_complete", config.epochs, metrics, variables)
+        return TrainResult(run_dir, "already_complete", config.epochs, run.metrics(), variables)
     finally:
         store.close()
 
@@ -225,7 +224,8 @@ def train(
     done = finished_result(config, run_dir)
     if done is not None:
         return done
-    exists = check_run_dir(run_dir, config)
+    run = RunDirectory(run_dir)
+    exists = run.verify(config)
     chash = config_hash(config)
 
     setup = setup_run(config)  # loads the data; every error is raised before writing
@@ -234,12 +234,10 @@ def train(
     batcher = EpochBatcher(info.n_train, config.batch_size, seed=config.seed, drop_last=True)
     steps_per_epoch = batcher.batches_per_epoch
     if not exists:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / CONFIG_FILE, config.to_json())
-    if not (run_dir / RUN_FILE).exists():  # (also after a kill between the two writes)
+        run.create(config)
+    if not run.run_file.exists():  # (also after a kill between the two writes)
         abstract = abstract_variables(model, info.input_shape)
-        write_run_info(
-            run_dir,
+        run.write_run_info(
             config,
             dataset=info.to_dict(),
             num_params=count_params(abstract["params"]),

@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from sdcomplex.train import TrainConfig, train
-from sdcomplex.train._rundir import check_run_dir
+from sdcomplex.train import RunDirectory, TrainConfig, train
 
 TINY = TrainConfig(
     model="mlp",
@@ -105,7 +104,7 @@ def test_run_dir_killed_while_being_created_is_usable(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     (other / ".config.json.x1y2.tmp").write_text("{")
-    assert check_run_dir(other, TINY) is False
+    assert RunDirectory(other).verify(TINY) is False
 
 
 def test_metrics_lines_torn_or_malformed(tmp_path):
