@@ -36,6 +36,12 @@ from sdcomplex.train._metrics import METRICS_FILE, read_metrics
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
+_FILES = {
+    "config_file": CONFIG_FILE,
+    "run_file": RUN_FILE,
+    "metrics_file": METRICS_FILE,
+    "checkpoint_dir": CHECKPOINT_DIR,
+}
 
 
 class ConfigKind(NamedTuple):
@@ -66,6 +72,10 @@ class RunDirectory:
 
     Attributes:
         path: the directory.
+        config_file: ``config.json``, the resolved config of the run.
+        run_file: ``run.json``, the sealed record of a training run.
+        metrics_file: ``metrics.jsonl``, one line per evaluated epoch.
+        checkpoint_dir: ``checkpoints/``, one Orbax checkpoint per saved epoch.
 
     Example:
         >>> run = RunDirectory("runs/not-yet-trained")
@@ -74,31 +84,16 @@ class RunDirectory:
     """
 
     path: Path
+    config_file: Path = dataclasses.field(init=False, repr=False, compare=False)
+    run_file: Path = dataclasses.field(init=False, repr=False, compare=False)
+    metrics_file: Path = dataclasses.field(init=False, repr=False, compare=False)
+    checkpoint_dir: Path = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "path", Path(self.path))
-
-    # --- files -------------------------------------------------------------------------------
-
-    @property
-    def config_file(self) -> Path:
-        """``config.json``: the resolved config of the run."""
-        return self.path / CONFIG_FILE
-
-    @property
-    def run_file(self) -> Path:
-        """``run.json``: the sealed record of a training run."""
-        return self.path / RUN_FILE
-
-    @property
-    def metrics_file(self) -> Path:
-        """``metrics.jsonl``: one line per evaluated epoch."""
-        return self.path / METRICS_FILE
-
-    @property
-    def checkpoint_dir(self) -> Path:
-        """``checkpoints/``: one Orbax checkpoint per saved epoch."""
-        return self.path / CHECKPOINT_DIR
+        path = Path(self.path)
+        object.__setattr__(self, "path", path)
+        for name, file in _FILES.items():
+            object.__setattr__(self, name, path / file)
 
     # --- create, verify or refuse --------------------------------------------------------------
 

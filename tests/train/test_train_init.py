@@ -13,16 +13,10 @@ SEED = 3
 
 @pytest.fixture(scope="module")
 def epoch0_run(tmp_path_factory):
-    config = TrainConfig(
-        model="cnn",
-        model_options={"channels": [2], "dense_width": 8, "batch_norm": True},
-        dataset="synthetic",
-        data_options={"n_train": 32, "n_test": 16, "dim": 6, "num_classes": 3},
-        augment=False,
-        epochs=1,
-        batch_size=16,
-        seed=SEED,
-    )
+    data = {"n_train": 32, "n_test": 16, "dim": 6, "num_classes": 3}
+    options = {"channels": [2], "dense_width": 8, "batch_norm": True}
+    config = TrainConfig(model="cnn", model_options=options, dataset="synthetic", seed=SEED)
+    config = config.replace(data_options=data, augment=False, epochs=1, batch_size=16)
     run_dir = tmp_path_factory.mktemp("init") / "run"
     train(config, run_dir, quiet=True)
     return config, run_dir
