@@ -186,7 +186,6 @@ def distill(config: DistillConfig, run_dir: str | Path, *, quiet: bool = False) 
             fidelity_test = probe_indices(y_test, size, info.num_classes, (config.probe_seed, 2))
     probe_counts = np.bincount(y_train[probe], minlength=info.num_classes)
     student_model = setup.model
-    del setup  # the trainer loads its own copy
 
     mean, std = input_statistics(info, normalise=student.normalise)
     plain = make_preprocess(mean=mean, std=std, pixel_max=info.pixel_max, augment=False)
@@ -284,7 +283,7 @@ def distill(config: DistillConfig, run_dir: str | Path, *, quiet: bool = False) 
         ),
     )
     if config.mode == "none":
-        return train(student, run_dir, quiet=quiet, diagnostics_fn=diagnostics)
+        return train(student, run_dir, quiet=quiet, diagnostics_fn=diagnostics, setup=setup)
 
     assert cache is not None and schedule is not None
 
@@ -302,4 +301,5 @@ def distill(config: DistillConfig, run_dir: str | Path, *, quiet: bool = False) 
         supervision_apply=teacher_apply,
         supervision_fn=supervision_fn,
         diagnostics_fn=diagnostics,
+        setup=setup,
     )

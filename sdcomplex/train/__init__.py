@@ -52,6 +52,7 @@ from sdcomplex.train._ensemble import (
 )
 from sdcomplex.train._inference import batched_apply, padded_batches
 from sdcomplex.train._integrity import DamagedFile, read_sealed_json, write_sealed_json
+from sdcomplex.train._loop import DiagnosticsFn, EpochInfo, SupervisionFn
 from sdcomplex.train._metrics import (
     METRICS_FILE,
     TIMING_FIELDS,
@@ -80,14 +81,7 @@ from sdcomplex.train._step import (
     make_preprocess,
     make_train_step,
 )
-from sdcomplex.train._trainer import (
-    DiagnosticsFn,
-    EpochInfo,
-    SupervisionFn,
-    TrainResult,
-    finished_result,
-    train,
-)
+from sdcomplex.train._trainer import TrainResult, finished_result, train
 
 # The one initialisation (a run's epoch 0); this name is kept for the modules that still use it.
 initial_variables = init_variables

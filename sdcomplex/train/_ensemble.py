@@ -34,6 +34,7 @@ from sdcomplex.models import init_variables
 from sdcomplex.train._config import TrainConfig
 from sdcomplex.train._divergence import TrainingDiverged, check_evaluated_losses
 from sdcomplex.train._inference import padded_batches
+from sdcomplex.train._loop import SupervisionFn
 from sdcomplex.train._optim import make_optimizer
 from sdcomplex.train._setup import setup_run
 from sdcomplex.train._step import (
@@ -46,7 +47,6 @@ from sdcomplex.train._step import (
     make_train_step,
     run_preprocess,
 )
-from sdcomplex.train._trainer import SupervisionFn
 
 BATCHINGS = ("vmap", "unroll")
 
