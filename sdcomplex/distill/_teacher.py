@@ -87,12 +87,7 @@ def open_teacher(teacher_dir: str | Path) -> TeacherRun:
             f"and {RUN_FILE}); train the teacher with `sdcomplex train` first"
         )
     config = run.read_config()  # checked against the hash run.json records
-    try:
-        info = DatasetInfo.from_dict((run.read_metadata() or {})["dataset"])
-    except DamagedFile:
-        raise
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{run.run_file} has no valid data set description ({err})") from None
+    info = run.dataset_info()
     checkpoints = tuple(run.checkpoints())
     if not checkpoints:
         raise ValueError(f"teacher directory {path} has no checkpoints")

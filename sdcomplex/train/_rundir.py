@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from sdcomplex._io import atomic_write_text
+from sdcomplex.data import DatasetInfo
 from sdcomplex.train._checkpoint import CHECKPOINT_DIR, library_versions, list_checkpoints
 from sdcomplex.train._config import TrainConfig, config_differences, config_hash
 from sdcomplex.train._integrity import DamagedFile, read_sealed_json, write_sealed_json
@@ -219,6 +220,20 @@ class RunDirectory:
             f"{info.get('config_hash')} recorded in {RUN_FILE} ({diff}); restore it or train "
             "into a new directory"
         )
+
+    def dataset_info(self) -> DatasetInfo:
+        """The data set the run trained on, as ``run.json`` records it (seal checked).
+
+        Raises:
+            ValueError: no ``run.json`` or no valid data set description in it;
+                :class:`DamagedFile` for a damaged ``run.json``.
+        """
+        try:
+            return DatasetInfo.from_dict((self.read_metadata(RUN_FILE) or {})["dataset"])
+        except DamagedFile:
+            raise
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{self.run_file} has no valid data set description ({err})") from None
 
     # --- contents ------------------------------------------------------------------------------
 

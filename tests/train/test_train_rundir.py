@@ -84,3 +84,18 @@ def test_an_edited_config_file_is_refused(tmp_path):
     run.config_file.write_text(edited.to_json())
     with pytest.raises(ValueError, match=f"changed after the run started.*{RUN_FILE}"):
         run.read_config()
+
+
+def test_dataset_info_is_read_from_the_run_record(tmp_path):
+    from sdcomplex.data import load_dataset
+
+    info = load_dataset("synthetic").info
+    run = RunDirectory(tmp_path / "run")
+    run.create(CONFIG)
+    run.write_run_info(CONFIG, dataset=info.to_dict())
+    assert run.dataset_info() == info
+    other = RunDirectory(tmp_path / "other")
+    other.create(CONFIG)
+    other.write_run_info(CONFIG)  # no data set recorded
+    with pytest.raises(ValueError, match="run.json has no valid data set description"):
+        other.dataset_info()
