@@ -22,6 +22,7 @@ from sdcomplex.train._integrity import DamagedFile
 from sdcomplex.train._loop import (
     DiagnosticsFn,
     Position,
+    Prepared,
     StopRequest,
     SupervisionFn,
     evaluate_epoch,
@@ -176,41 +177,46 @@ def train(
         started=started,
     )
     try:
-        position = restore_or_init(p)
-        outer = tqdm(total=config.epochs, initial=position.completed, desc="epochs", unit="epoch",
-                     disable=quiet)  # fmt: skip
-        status = "completed"
-        try:
-            with StopRequest() as stop:
-                for epoch in range(position.completed + 1, config.epochs + 1):
-                    supervision = supervision_fn(epoch) if supervision_fn is not None else None
-                    done_epoch = train_epoch(p, position, epoch, supervision, stop, quiet=quiet)
-                    state = done_epoch.state
-                    if done_epoch.preempted:
-                        position = position._replace(state=state)
-                        status = "preempted"
-                        break
-                    times = (done_epoch.seconds, done_epoch.images)
-                    record = evaluate_epoch(p, state, epoch, done_epoch.running, supervision, times)
-                    position = Position(state, zero_sums(), epoch, 0)
-                    saved = epoch % config.checkpoint_every == 0 or epoch == config.epochs
-                    if saved:
-                        save(p, "epoch", state, position.running, epoch, 0)
-                    outer.update(1)
-                    if not quiet:
-                        outer.write(_summary(record, config.epochs))
-                    if stop.signum is not None and epoch < config.epochs:
-                        if not saved:
-                            save(p, "preempt", state, position.running, epoch, 0)
-                        status = "preempted"
-                        break
-        finally:
-            outer.close()
+        status, position, signum = _epochs(p, restore_or_init(p), quiet=quiet)
     finally:
         p.store.close()
     variables = None if status == "preempted" else position.state.variables
     metrics = read_metrics(run_dir)
-    return TrainResult(run_dir, status, position.completed, metrics, variables, stop.signum)
+    return TrainResult(run_dir, status, position.completed, metrics, variables, signum)
+
+
+def _epochs(p: Prepared, position: Position, *, quiet: bool) -> tuple[str, Position, int | None]:
+    """The epochs after ``position``: train, evaluate, save (every ``checkpoint_every``-th and
+    the last); on SIGTERM/SIGINT a checkpoint is saved and the loop stops. Returns the status,
+    the final position and the signal received (None: none)."""
+    config = p.config
+    outer = tqdm(total=config.epochs, initial=position.completed, desc="epochs", unit="epoch",
+                 disable=quiet)  # fmt: skip
+    status = "completed"
+    try:
+        with StopRequest() as stop:
+            for epoch in range(position.completed + 1, config.epochs + 1):
+                supervision = p.supervision_fn(epoch) if p.supervision_fn is not None else None
+                done = train_epoch(p, position, epoch, supervision, stop, quiet=quiet)
+                if done.preempted:
+                    return "preempted", position._replace(state=done.state), stop.signum
+                times = (done.seconds, done.images)
+                record = evaluate_epoch(p, done.state, epoch, done.running, supervision, times)
+                position = Position(done.state, zero_sums(), epoch, 0)
+                saved = epoch % config.checkpoint_every == 0 or epoch == config.epochs
+                if saved:
+                    save(p, "epoch", position.state, position.running, epoch, 0)
+                outer.update(1)
+                if not quiet:
+                    outer.write(_summary(record, config.epochs))
+                if stop.signum is not None and epoch < config.epochs:
+                    if not saved:
+                        save(p, "preempt", position.state, position.running, epoch, 0)
+                    status = "preempted"
+                    break
+    finally:
+        outer.close()
+    return status, position, stop.signum
 
 
 def _summary(record: Mapping[str, Any], epochs: int) -> str:
