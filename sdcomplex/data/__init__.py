@@ -24,6 +24,7 @@ from ._dataset import (
     Dataset,
     DatasetInfo,
     ModelArrays,
+    input_statistics,
     make_dataset,
     normalise_array,
     normalised_arrays,
@@ -36,19 +37,21 @@ from ._registry import (
     load_dataset,
     register_dataset,
 )
-from ._variants import balanced_subset, binary_variant
+from ._variants import balanced_indices, balanced_subset, binary_variant
 
 __all__ = [
     "augment_batch",
     "augmentation_defaults",
     "AugmentationDefaults",
     "available_datasets",
+    "balanced_indices",
     "balanced_subset",
     "binary_variant",
     "cache_root",
     "Dataset",
     "DatasetInfo",
     "EpochBatcher",
+    "input_statistics",
     "load_dataset",
     "load_image_folder",
     "make_dataset",

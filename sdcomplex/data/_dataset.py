@@ -212,6 +212,26 @@ class ModelArrays(NamedTuple):
     y_test: np.ndarray
 
 
+def input_statistics(
+    info: DatasetInfo, *, normalise: bool = True
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The per-channel ``(mean, std)`` a model's inputs are normalised with.
+
+    ``(info.mean, info.std)``, the training statistics of ``x / pixel_max``, or with
+    ``normalise=False`` zeros and ones (inputs only rescaled to ``x / pixel_max``): the one
+    rule of a run's ``normalise`` setting, shared by training, evaluation, a teacher and the
+    kernels of a run.
+
+    Example:
+        >>> info = DatasetInfo("d", ("a", "b"), (4, 4, 3), 2, 2, (0.5,) * 3, (0.25,) * 3, 255, "")
+        >>> input_statistics(info)[0], input_statistics(info, normalise=False)
+        ((0.5, 0.5, 0.5), ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))
+    """
+    if normalise:
+        return tuple(info.mean), tuple(info.std)
+    return (0.0,) * info.num_channels, (1.0,) * info.num_channels
+
+
 def normalise_array(x: np.ndarray, info: DatasetInfo) -> np.ndarray:
     """``(x / pixel_max - mean) / std`` per channel, as float32 (numpy, any leading shape)."""
     mean = np.asarray(info.mean, np.float32)
@@ -244,9 +264,8 @@ def normalised_arrays(dataset: Dataset, *, normalise: bool = True) -> ModelArray
         >>> arrays.x_train.dtype.name, abs(float(arrays.x_train.mean())) < 1e-5
         ('float32', True)
     """
-    info = dataset.info
-    if not normalise:
-        info = info.replace(mean=(0.0,) * info.num_channels, std=(1.0,) * info.num_channels)
+    mean, std = input_statistics(dataset.info, normalise=normalise)
+    info = dataset.info.replace(mean=mean, std=std)
     return ModelArrays(
         normalise_array(dataset.x_train, info),
         dataset.y_train,

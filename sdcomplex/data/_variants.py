@@ -8,6 +8,7 @@ paper computes complexities of binary CIFAR-100 variants with CIFAR-100 preproce
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -99,6 +100,55 @@ def binary_variant(
     return Dataset(x_train, y_train, x_test, y_test, new_info)
 
 
+def balanced_indices(
+    labels: Any,
+    n_per_class: int,
+    *,
+    seed: int | Sequence[int] = 0,
+    num_classes: int | None = None,
+) -> np.ndarray:
+    """Sorted indices of ``n_per_class`` examples of every class, chosen at random.
+
+    For each class ``c`` in label order one ``numpy.random.default_rng(seed)`` stream permutes
+    that class's indices and the first ``n_per_class`` are kept; the chosen indices are sorted,
+    so subsets with the same seed are nested (the one of size ``m < n`` lies in the one of size
+    ``n``). The selection of :func:`balanced_subset` and of the kernels of a run.
+
+    Args:
+        labels: (n,) integer labels.
+        n_per_class: examples per class, ``>= 1``.
+        seed: numpy seed of the selection (an int or a sequence of ints).
+        num_classes: C (default ``max(labels) + 1``); every class needs ``n_per_class``.
+
+    Returns:
+        (C * n_per_class,) int64 indices, increasing.
+
+    Raises:
+        ValueError: labels not a 1-D integer array, ``n_per_class`` < 1, or a class with
+            fewer examples.
+
+    Example:
+        >>> balanced_indices(np.array([0, 1, 0, 1, 1, 0]), 2, seed=0).tolist()
+        [0, 3, 4, 5]
+    """
+    y = np.asarray(labels)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or y.size == 0:
+        raise ValueError(f"labels must be a 1-D integer array, got shape {y.shape} {y.dtype}")
+    if (
+        isinstance(n_per_class, bool)
+        or not isinstance(n_per_class, int | np.integer)
+        or n_per_class < 1
+    ):
+        raise ValueError(f"n_per_class must be a positive integer, got {n_per_class!r}")
+    counts = np.bincount(y, minlength=num_classes or 0)
+    if counts.min() < n_per_class:
+        c = int(counts.argmin())
+        raise ValueError(f"class {c} has only {counts[c]} examples, asked for {n_per_class}")
+    rng = np.random.default_rng(seed)
+    picks = [rng.permutation(np.flatnonzero(y == c))[:n_per_class] for c in range(len(counts))]
+    return np.sort(np.concatenate(picks)).astype(np.int64)
+
+
 def balanced_subset(
     dataset: Dataset,
     n_per_class: int,
@@ -131,21 +181,17 @@ def balanced_subset(
         True
     """
 
-    def select(y: np.ndarray, n: int, rng: np.random.Generator, split: str) -> np.ndarray:
-        if int(n) != n or n < 1:
-            raise ValueError(f"examples per class must be a positive integer, got {n}")
-        counts = np.bincount(y, minlength=dataset.info.num_classes)
-        if counts.min() < n:
-            c = int(counts.argmin())
-            raise ValueError(f"{split} class {c} has only {counts[c]} examples, asked for {n}")
-        picks = [rng.permutation(np.flatnonzero(y == c))[:n] for c in range(len(counts))]
-        return np.sort(np.concatenate(picks))
+    def select(y: np.ndarray, n: int, seed: int | Sequence[int], split: str) -> np.ndarray:
+        try:
+            return balanced_indices(y, n, seed=seed, num_classes=dataset.info.num_classes)
+        except ValueError as err:
+            raise ValueError(f"{split} split: {err}") from None
 
-    train = select(dataset.y_train, n_per_class, np.random.default_rng(seed), "train")
+    train = select(dataset.y_train, n_per_class, seed, "train")
     x_test, y_test = dataset.x_test, dataset.y_test
     step = f"balanced_subset(n_per_class={n_per_class}, seed={seed}"
     if n_test_per_class is not None:
-        test = select(y_test, n_test_per_class, np.random.default_rng([seed, 1]), "test")
+        test = select(y_test, n_test_per_class, [seed, 1], "test")
         x_test, y_test = x_test[test], y_test[test]
         step += f", n_test_per_class={n_test_per_class}"
     info = dataset.info.replace(

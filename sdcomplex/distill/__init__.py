@@ -20,14 +20,13 @@ from sdcomplex.distill._config import (
 )
 from sdcomplex.distill._diagnostics import (
     DIAGNOSTIC_KEYS,
-    DISTILL_FILE,
     NTK_INIT_FILE,
     Diagnostics,
     diagnostic_epochs,
     probe_indices,
 )
 from sdcomplex.distill._loss import check_kd_arguments, kd_loss, kd_loss_per_example
-from sdcomplex.distill._run import distill
+from sdcomplex.distill._run import DISTILL_FILE, distill
 from sdcomplex.distill._schedule import online_schedule, trajectory_epochs
 from sdcomplex.distill._teacher import (
     CheckpointCache,

@@ -43,11 +43,11 @@ from sdcomplex.data import DatasetInfo, normalise_array
 from sdcomplex.distill._config import DistillConfig
 from sdcomplex.distill._loss import kd_loss
 from sdcomplex.distill._teacher import CheckpointCache, TeacherRun, load_teacher_variables
+from sdcomplex.models import init_variables
 from sdcomplex.ntk import empirical_ntk, flax_ntk_fn
-from sdcomplex.train import EpochInfo, initial_variables, write_sealed_json
+from sdcomplex.train import EpochInfo, batched_apply
 
 NTK_INIT_FILE = "ntk_init.npy"
-DISTILL_FILE = "distill.json"
 DIAGNOSTIC_KEYS = (
     "train_fidelity_final",
     "test_fidelity_final",
@@ -114,20 +114,6 @@ def diagnostic_epochs(epochs: int, every: int) -> tuple[int, ...]:
     return tuple(sorted(set(range(0, epochs + 1, every)) | {epochs}))
 
 
-def batched_logits(
-    fn: Callable[[Any, np.ndarray], jax.Array], variables: Any, x: np.ndarray, batch_size: int
-) -> np.ndarray:
-    """``fn(variables, x)`` over fixed-size batches (the last one padded): one compilation."""
-    out = []
-    for start in range(0, len(x), batch_size):
-        xb = x[start : start + batch_size]
-        n = len(xb)
-        if n < batch_size:
-            xb = np.concatenate([xb, np.zeros((batch_size - n, *xb.shape[1:]), xb.dtype)])
-        out.append(np.asarray(fn(variables, xb))[:n])
-    return np.concatenate(out).astype(np.float32)
-
-
 def _agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
 
@@ -135,14 +121,12 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> float:
 class Diagnostics:
     """The trainer's ``diagnostics_fn`` of a distillation run (see the module docstring).
 
-    On its first call in a run directory it writes ``distill.json`` (the config, its hash and
-    what the diagnostics use; sealed with its sha256); on the first diagnostic epoch (0) it
-    saves the student's initial NTK on the probe to ``ntk_init.npy`` (atomic), recomputed
-    when a run is resumed (and the file rewritten if it was damaged).
+    On the first diagnostic epoch (0) it saves the student's initial NTK on the probe to
+    ``ntk_init.npy`` (atomic), recomputed when a run is resumed (and the file rewritten if it
+    was damaged).
 
     Args:
         config: the distillation config.
-        record: the ``distill.json`` payload.
         student_model: the student's Flax module.
         student_preprocess: raw inputs -> the student's normalised inputs (no augmentation).
         input_info: the data's metadata with the statistics the student normalises with (the
@@ -161,7 +145,6 @@ class Diagnostics:
         self,
         *,
         config: DistillConfig,
-        record: Mapping[str, Any],
         student_model: nn.Module,
         student_preprocess: Callable[[jax.Array], jax.Array],
         input_info: DatasetInfo,
@@ -175,7 +158,6 @@ class Diagnostics:
         batch_size: int,
     ) -> None:
         self.config = config
-        self.record = dict(record)
         self.student_model = student_model
         self.teacher = teacher
         self.cache = cache
@@ -185,7 +167,6 @@ class Diagnostics:
         self.fidelity_test = fidelity_test
         self.batch_size = batch_size
         self.epochs = set(diagnostic_epochs(config.student.epochs, config.diagnostics_every))
-        self._written = False
         self._ntk_init: np.ndarray | None = None
         self._final: dict[str, np.ndarray] | None = None
         self._current: tuple[int, dict[str, np.ndarray]] | None = None
@@ -218,10 +199,6 @@ class Diagnostics:
 
     def __call__(self, info: EpochInfo) -> dict[str, Any]:
         run_dir = Path(info.run_dir)
-        if not self._written:
-            if not (run_dir / DISTILL_FILE).exists():
-                write_sealed_json(run_dir / DISTILL_FILE, self.record)
-            self._written = True
         out: dict[str, Any] = {"teacher_epoch": self.teacher_epoch(info.epoch)}
         if info.epoch not in self.epochs:
             return out
@@ -248,11 +225,10 @@ class Diagnostics:
 
     def _teacher_outputs(self, variables: Any, data: Mapping[str, Any]) -> dict[str, np.ndarray]:
         assert self._teacher_logits is not None
-        bs = self.batch_size
+        fn, bs = self._teacher_logits, self.batch_size
         return {
-            "train": batched_logits(self._teacher_logits, variables, data["x_train"], bs),
-            "test": batched_logits(self._teacher_logits, variables, data["x_test"], bs),
-            "probe": batched_logits(self._teacher_logits, variables, data["x_probe_raw"], bs),
+            name: batched_apply(fn, variables, data[key], bs).astype(np.float32)
+            for name, key in (("train", "x_train"), ("test", "x_test"), ("probe", "x_probe_raw"))
         }
 
     def _final_outputs(self, data: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -291,7 +267,8 @@ class Diagnostics:
         covered the subset (the same inference-mode forward pass), else computed here."""
         if evaluated is not None and (len(indices) == 0 or int(np.max(indices)) < len(evaluated)):
             return np.asarray(evaluated, np.float32)[indices]
-        return batched_logits(self._student_logits, info.variables, data[key], self.batch_size)
+        outputs = batched_apply(self._student_logits, info.variables, data[key], self.batch_size)
+        return outputs.astype(np.float32)
 
     def _fidelity(self, info: EpochInfo, data: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = dict.fromkeys(DIAGNOSTIC_KEYS[:5])
@@ -317,7 +294,7 @@ class Diagnostics:
         variables are a deterministic function of the seed, so it equals the kernel of epoch
         0); ``ntk_init.npy`` is rewritten, with a warning, if it is missing or differs."""
         shape = info.dataset.info.input_shape
-        variables = initial_variables(self.student_model, self.config.student.seed, shape)
+        variables = init_variables(self.student_model, self.config.student.seed, shape)
         fn, params = flax_ntk_fn(self.student_model, variables)
         kernel = empirical_ntk(fn, params, x_probe, outputs="mean", progress=False)
         path = run_dir / NTK_INIT_FILE

@@ -17,13 +17,13 @@ import jax
 import numpy as np
 
 from sdcomplex._io import to_jsonable
+from sdcomplex.data import input_statistics
 from sdcomplex.distill._config import (
     DistillConfig,
     distill_config_differences,
     distill_config_hash,
 )
 from sdcomplex.distill._diagnostics import (
-    DISTILL_FILE,
     NTK_INIT_FILE,
     Diagnostics,
     diagnostic_epochs,
@@ -41,40 +41,37 @@ from sdcomplex.distill._teacher import (
     verify_teacher_checkpoints,
 )
 from sdcomplex.train import (
-    CONFIG_FILE,
+    ConfigKind,
+    RunDirectory,
     TrainResult,
     finished_result,
     library_versions,
-    list_checkpoints,
     make_preprocess,
-    read_sealed_json,
     setup_run,
     train,
 )
 
+DISTILL_FILE = "distill.json"
+"""The sealed record of a distillation run (its config, teacher, schedule, loss, probe)."""
+DISTILL_RUN = ConfigKind(
+    "distillation run",
+    "distillation record",
+    DistillConfig.from_dict,
+    distill_config_hash,
+    distill_config_differences,
+)
+"""The config kind of a distillation run, recorded in its ``distill.json``."""
 
-def _previous_run(run_dir: Path, config: DistillConfig) -> dict[str, Any] | None:
+
+def _previous_run(run: RunDirectory, config: DistillConfig) -> dict[str, Any] | None:
     """The ``distill.json`` of a run directory holding this config (None for a new run)."""
-    file = run_dir / DISTILL_FILE
-    if file.is_file():
-        record = read_sealed_json(file)  # DamagedFile if changed since it was written
-        try:
-            old = DistillConfig.from_dict(record["config"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{file} is not a valid distillation record ({err})") from None
-        if distill_config_hash(old) != distill_config_hash(config):
-            diff = "; ".join(distill_config_differences(old, config))
-            raise ValueError(
-                f"{run_dir} holds a distillation run with a different config ({diff}); use "
-                "another output directory (nothing was changed)"
-            )
-        return record
-    if run_dir.is_dir() and (run_dir / "checkpoints").is_dir() and list_checkpoints(run_dir):
+    record = run.verify_record(DISTILL_FILE, config, DISTILL_RUN)
+    if record is None and run.checkpoints():
         raise ValueError(
-            f"{run_dir} holds a training run that is not a distillation run (no {DISTILL_FILE}); "
+            f"{run.path} holds a training run that is not a distillation run (no {DISTILL_FILE}); "
             "use another output directory (nothing was changed)"
         )
-    return None
+    return record
 
 
 def _schedule(config: DistillConfig, teacher: TeacherRun | None) -> tuple[int, ...] | None:
@@ -146,8 +143,9 @@ def distill(config: DistillConfig, run_dir: str | Path, *, quiet: bool = False) 
         raise TypeError(f"config must be a DistillConfig, got {type(config).__name__}")
     run_dir = Path(run_dir).resolve()  # Orbax needs absolute checkpoint paths
     student = config.student
-    previous = _previous_run(run_dir, config)
-    if previous is not None and (run_dir / CONFIG_FILE).exists():
+    run = RunDirectory(run_dir)
+    previous = _previous_run(run, config)
+    if previous is not None and run.config_file.exists():
         done = finished_result(student, run_dir)  # None if unfinished or damaged
         if done is not None:
             return done
@@ -188,10 +186,8 @@ def distill(config: DistillConfig, run_dir: str | Path, *, quiet: bool = False) 
             fidelity_test = probe_indices(y_test, size, info.num_classes, (config.probe_seed, 2))
     probe_counts = np.bincount(y_train[probe], minlength=info.num_classes)
     student_model = setup.model
-    del setup  # the trainer loads its own copy
 
-    mean = info.mean if student.normalise else (0.0,) * info.num_channels
-    std = info.std if student.normalise else (1.0,) * info.num_channels
+    mean, std = input_statistics(info, normalise=student.normalise)
     plain = make_preprocess(mean=mean, std=std, pixel_max=info.pixel_max, augment=False)
     zero_key = jax.random.key(0)
 
@@ -266,12 +262,15 @@ def distill(config: DistillConfig, run_dir: str | Path, *, quiet: bool = False) 
         },
         "versions": library_versions(),
     }
+    if previous is None:  # a new run: its directory, config.json and distill.json
+        if not run.verify(student):  # (raises for a directory holding anything else)
+            run.create(student)
+        run.write_metadata(to_jsonable(record), DISTILL_FILE)
     diagnostics = Diagnostics(
         config=config,
-        record=to_jsonable(record),
         student_model=student_model,
         student_preprocess=student_inputs,
-        input_info=info.replace(mean=tuple(mean), std=tuple(std)),
+        input_info=info.replace(mean=mean, std=std),
         teacher=teacher,
         teacher_apply=teacher_apply,
         cache=cache,
@@ -284,7 +283,7 @@ def distill(config: DistillConfig, run_dir: str | Path, *, quiet: bool = False) 
         ),
     )
     if config.mode == "none":
-        return train(student, run_dir, quiet=quiet, diagnostics_fn=diagnostics)
+        return train(student, run_dir, quiet=quiet, diagnostics_fn=diagnostics, setup=setup)
 
     assert cache is not None and schedule is not None
 
@@ -302,4 +301,5 @@ def distill(config: DistillConfig, run_dir: str | Path, *, quiet: bool = False) 
         supervision_apply=teacher_apply,
         supervision_fn=supervision_fn,
         diagnostics_fn=diagnostics,
+        setup=setup,
     )

@@ -17,18 +17,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sdcomplex.data import DatasetInfo
-from sdcomplex.models import create_model
+from sdcomplex.data import DatasetInfo, input_statistics
 from sdcomplex.train import (
     CONFIG_FILE,
     RUN_FILE,
     DamagedFile,
+    RunDirectory,
     TrainConfig,
+    build_model,
     config_hash,
-    list_checkpoints,
     load_checkpoint,
-    read_run_config,
-    read_run_info,
     verify_checkpoint,
 )
 
@@ -82,19 +80,15 @@ def open_teacher(teacher_dir: str | Path) -> TeacherRun:
     path = Path(teacher_dir).resolve()  # Orbax needs absolute checkpoint paths
     if not path.is_dir():
         raise ValueError(f"teacher run directory {path} does not exist")
-    if not (path / CONFIG_FILE).is_file() or not (path / RUN_FILE).is_file():
+    run = RunDirectory(path)
+    if not run.config_file.is_file() or not run.run_file.is_file():
         raise ValueError(
             f"teacher directory {path} is not a training run directory (no {CONFIG_FILE} "
             f"and {RUN_FILE}); train the teacher with `sdcomplex train` first"
         )
-    config = read_run_config(path)  # checked against the hash run.json records
-    try:
-        info = DatasetInfo.from_dict((read_run_info(path) or {})["dataset"])
-    except DamagedFile:
-        raise
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{path / RUN_FILE} has no valid data set description ({err})") from None
-    checkpoints = tuple(list_checkpoints(path)) if (path / "checkpoints").is_dir() else ()
+    config = run.read_config()  # checked against the hash run.json records
+    info = run.dataset_info()
+    checkpoints = tuple(run.checkpoints())
     if not checkpoints:
         raise ValueError(f"teacher directory {path} has no checkpoints")
     if config.epochs not in checkpoints:
@@ -102,8 +96,7 @@ def open_teacher(teacher_dir: str | Path) -> TeacherRun:
             f"teacher run {path} is unfinished: no checkpoint of its final epoch {config.epochs} "
             f"(checkpoints: {list(checkpoints)}); finish it with `sdcomplex train` first"
         )
-    options = {k: v for k, v in config.model_options.items() if k != "num_classes"}
-    model = create_model(config.model, info.num_classes, **options)
+    model = build_model(config, info.num_classes)
     return TeacherRun(path, config, config_hash(config), info, model, checkpoints)
 
 
@@ -151,9 +144,8 @@ def check_teacher_fits(teacher: TeacherRun, student: TrainConfig, info: DatasetI
 
 
 def _stats(config: TrainConfig, info: DatasetInfo) -> tuple[np.ndarray, np.ndarray]:
-    if config.normalise:
-        return np.asarray(info.mean, np.float32), np.asarray(info.std, np.float32)
-    return np.zeros(info.num_channels, np.float32), np.ones(info.num_channels, np.float32)
+    mean, std = input_statistics(info, normalise=config.normalise)
+    return np.asarray(mean, np.float32), np.asarray(std, np.float32)
 
 
 def teacher_input_map(

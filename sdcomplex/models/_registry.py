@@ -156,40 +156,58 @@ def _check_input_shape(input_shape: Any) -> tuple[int, ...]:
 
 
 def init_variables(model: nn.Module, rng: Any, input_shape: Sequence[int]) -> dict[str, Any]:
-    """Initialises a model's variables deterministically from ``rng``.
+    """Initialises a model's variables deterministically: THE initialisation of every run.
+
+    ``model.init(key, zeros((1, *input_shape)), train=False)`` under ``jax.jit`` (one
+    compilation, cached per model and shape; op-by-op initialisation compiles every initialiser
+    shape separately). An int seed means ``jax.random.key(seed, impl="rbg")``, the key
+    :func:`sdcomplex.train.train` initialises a run of that ``seed`` with (the threefry
+    generator compiles slowly on a CPU), so ``init_variables(model, seed, shape)`` is the
+    run's epoch-0 checkpoint and its NTK the kernel of ``sdcomplex ntk RUN@init``.
 
     Args:
         model: a module from :func:`create_model` (or any zoo module).
-        rng: a JAX PRNG key (``jax.random.key`` or ``jax.random.PRNGKey``) or an int seed.
+        rng: an int seed (see above) or a JAX PRNG key (``jax.random.key`` or
+            ``jax.random.PRNGKey``), used as given.
         input_shape: the shape of ONE example, without the batch axis, e.g. ``(32, 32, 3)``
             for CIFAR or ``(40,)`` for MNIST-1D. (Parameter shapes do not depend on the batch.)
 
     Returns:
         A plain dict with ``'params'`` and, for models with BatchNorm, ``'batch_stats'``
-        (running mean 0 / variance 1). All leaves are float32. Identical to
-        ``model.init(rng, jnp.zeros((1, *input_shape)), train=False)``.
+        (running mean 0 / variance 1). All leaves are float32. For a key, the values of
+        ``model.init(key, jnp.zeros((1, *input_shape)), train=False)``.
 
     Note:
-        Initialisation runs op by op, so XLA compiles each distinct initialiser shape once. On
-        a small CPU this takes ~20 s for ResNet-56 and over a minute for MobileNet-V3, mostly
-        in the threefry PRNG; a ``jax.random.key(seed, impl="rbg")`` key compiles several times
-        faster. Use :func:`abstract_variables` when only shapes are needed.
+        Use :func:`abstract_variables` when only shapes are needed (no compilation).
 
     Example:
         >>> import jax
         >>> model = create_model("cnn", num_classes=10, channels=(4,))
-        >>> variables = init_variables(model, jax.random.PRNGKey(0), (40,))
+        >>> variables = init_variables(model, 0, (40,))  # the init of a run with seed 0
         >>> sorted(variables)
         ['params']
+        >>> key = jax.random.key(0, impl="rbg")
+        >>> same = init_variables(model, key, (40,))
+        >>> jax.tree.all(jax.tree.map(lambda a, b: bool((a == b).all()), same, variables))
+        True
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a flax.linen.Module, got {type(model).__name__}")
     shape = _check_input_shape(input_shape)
     if isinstance(rng, int | np.integer) and not isinstance(rng, bool):
-        rng = jax.random.PRNGKey(int(rng))
-    x = jnp.zeros((1, *shape), jnp.float32)
-    variables = model.init(rng, x, train=False)
-    return {k: v for k, v in variables.items()}
+        rng = jax.random.key(int(rng), impl="rbg")
+    try:
+        hash(model)
+    except TypeError:  # a module with unhashable fields (e.g. a dict): compiled for this call
+        return dict(jax.jit(lambda key: _init(model, key, shape))(rng))
+    return dict(_jitted_init(model, rng, shape))
+
+
+def _init(model: nn.Module, key: Any, shape: tuple[int, ...]) -> Any:
+    return model.init(key, jnp.zeros((1, *shape), jnp.float32), train=False)
+
+
+_jitted_init = jax.jit(_init, static_argnums=(0, 2))
 
 
 def abstract_variables(model: nn.Module, input_shape: Sequence[int]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ Example:
     [0, 1, 2, 3]
 """
 
+from sdcomplex.models import init_variables
 from sdcomplex.train._checkpoint import (
     DamagedCheckpointWarning,
     library_versions,
@@ -49,7 +50,9 @@ from sdcomplex.train._ensemble import (
     traced_kd_loss,
     train_students,
 )
+from sdcomplex.train._inference import batched_apply, padded_batches
 from sdcomplex.train._integrity import DamagedFile, read_sealed_json, write_sealed_json
+from sdcomplex.train._loop import DiagnosticsFn, EpochInfo, SupervisionFn
 from sdcomplex.train._metrics import (
     METRICS_FILE,
     TIMING_FIELDS,
@@ -58,8 +61,16 @@ from sdcomplex.train._metrics import (
 )
 from sdcomplex.train._optim import make_optimizer, make_schedule
 from sdcomplex.train._plot import plot_learning_curves
-from sdcomplex.train._rundir import read_run_config, read_run_info
-from sdcomplex.train._setup import RunSetup, load_run_data, setup_run
+from sdcomplex.train._rundir import (
+    CONFIG_FILE,
+    RUN_FILE,
+    TRAIN_RUN,
+    ConfigKind,
+    RunDirectory,
+    read_run_config,
+    read_run_info,
+)
+from sdcomplex.train._setup import RunSetup, build_model, load_run_data, setup_run
 from sdcomplex.train._step import (
     LossFn,
     SupervisionApply,
@@ -70,17 +81,10 @@ from sdcomplex.train._step import (
     make_preprocess,
     make_train_step,
 )
-from sdcomplex.train._trainer import (
-    CONFIG_FILE,
-    RUN_FILE,
-    DiagnosticsFn,
-    EpochInfo,
-    SupervisionFn,
-    TrainResult,
-    finished_result,
-    initial_variables,
-    train,
-)
+from sdcomplex.train._trainer import TrainResult, finished_result, train
+
+# The one initialisation (a run's epoch 0); this name is kept for the modules that still use it.
+initial_variables = init_variables
 
 __all__ = [
     "BATCHINGS",
@@ -95,6 +99,9 @@ __all__ = [
     "RUN_FILE",
     "SCHEDULES",
     "TIMING_FIELDS",
+    "TRAIN_RUN",
+    "ConfigKind",
+    "RunDirectory",
     "DamagedCheckpointWarning",
     "DamagedFile",
     "DiagnosticsFn",
@@ -109,6 +116,8 @@ __all__ = [
     "TrainingDiverged",
     "config_differences",
     "config_hash",
+    "batched_apply",
+    "build_model",
     "cross_entropy_loss",
     "finished_result",
     "init_train_state",
@@ -124,6 +133,7 @@ __all__ = [
     "make_preprocess",
     "make_schedule",
     "make_train_step",
+    "padded_batches",
     "plot_learning_curves",
     "read_metrics",
     "read_run_config",

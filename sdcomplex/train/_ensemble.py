@@ -3,7 +3,7 @@
 Small models leave a CPU mostly idle between dispatches; training ``S`` of them with
 ``jax.vmap`` over their training states, batches and keys runs ``S`` updates per dispatch.
 Member ``m`` of an ensemble is the run ``config.replace(seed=seeds[m])``: its initial variables
-are :func:`~sdcomplex.train.initial_variables` of that seed, its batches of epoch ``e`` are
+are :func:`~sdcomplex.models.init_variables` of that seed, its batches of epoch ``e`` are
 ``EpochBatcher(seed).batches(e)``, its step keys ``EpochBatcher(seed).step_key(e, s)``, its
 optimiser state its own; so each member follows the trajectory of its own
 :func:`~sdcomplex.train.train` run (equal up to the float summation order of the batched
@@ -30,8 +30,11 @@ import optax
 
 from sdcomplex._kd import kd_loss_terms
 from sdcomplex.data import Dataset, EpochBatcher
+from sdcomplex.models import init_variables
 from sdcomplex.train._config import TrainConfig
 from sdcomplex.train._divergence import TrainingDiverged, check_evaluated_losses
+from sdcomplex.train._inference import padded_batches
+from sdcomplex.train._loop import SupervisionFn
 from sdcomplex.train._optim import make_optimizer
 from sdcomplex.train._setup import setup_run
 from sdcomplex.train._step import (
@@ -44,7 +47,6 @@ from sdcomplex.train._step import (
     make_train_step,
     run_preprocess,
 )
-from sdcomplex.train._trainer import SupervisionFn
 
 BATCHINGS = ("vmap", "unroll")
 
@@ -230,17 +232,6 @@ def _check_members(
     return tuple(int(s) for s in seeds), tuple(float(t) for t in temperatures)
 
 
-def _initial(model: nn.Module, seeds: Sequence[int], info: Any) -> list[dict[str, Any]]:
-    """:func:`~sdcomplex.train.initial_variables` of each seed, with one compilation.
-
-    The same jitted ``model.init`` on ``key(seed, impl="rbg")`` as the trainer's; not vmapped
-    (the RBG generator does not promise the same bits under ``vmap``).
-    """
-    x = jnp.zeros((1, *info.input_shape), jnp.float32)
-    init = jax.jit(lambda key: model.init(key, x, train=False))
-    return [dict(init(jax.random.key(s, impl="rbg"))) for s in seeds]
-
-
 def _stack(trees: Sequence[Any]) -> Any:
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
 
@@ -259,14 +250,7 @@ def _make_evaluate(model: nn.Module, preprocess: Preprocess, batch_size: int) ->
 
     def evaluate(variables: Any, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         sums = None
-        for start in range(0, len(y), batch_size):
-            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-            mask = np.ones(batch_size, bool)
-            if len(yb) < batch_size:
-                pad = batch_size - len(yb)
-                mask[len(yb) :] = False
-                xb = np.concatenate([xb, np.zeros((pad, *xb.shape[1:]), xb.dtype)])
-                yb = np.concatenate([yb, np.zeros(pad, yb.dtype)])
+        for (xb, yb), mask in padded_batches([x, y], batch_size):
             batch_sums = batched(variables, xb, yb, mask)
             sums = batch_sums if sums is None else sums + batch_sums
         total = np.asarray(sums, np.float64)
@@ -345,7 +329,8 @@ def train_students(
     if config.eval_train_examples is not None:
         n_eval = min(config.eval_train_examples, info.n_train)
     evaluate = _make_evaluate(model, plain, min(config.eval_batch_size, max(n_eval, info.n_test)))
-    states = _stack([init_train_state(v, optimizer) for v in _initial(model, seeds, info)])
+    initial = [init_variables(model, s, info.input_shape) for s in seeds]  # one compilation
+    states = _stack([init_train_state(v, optimizer) for v in initial])
     return _epochs(
         config,
         dataset,

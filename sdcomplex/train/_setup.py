@@ -39,6 +39,20 @@ def check_names(config: TrainConfig) -> None:
             )
 
 
+def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
+    """The config's model with ``num_classes`` outputs: ``create_model(config.model,
+    num_classes, **config.model_options)`` (a ``num_classes`` among the options is checked
+    against the data by :func:`setup_run`, not passed twice).
+
+    Example:
+        >>> cfg = TrainConfig(model="mlp", dataset="digits", model_options={"hidden_sizes": [4]})
+        >>> build_model(cfg, 10).hidden_sizes
+        (4,)
+    """
+    options = {k: v for k, v in config.model_options.items() if k != "num_classes"}
+    return create_model(config.model, num_classes, **options)
+
+
 def load_run_data(config: TrainConfig) -> Dataset:
     """The config's data set: loaded, made binary and subsampled as the config says."""
     options: dict[str, Any] = dict(config.data_options)
@@ -78,8 +92,7 @@ def setup_run(config: TrainConfig) -> RunSetup:
             f"has {info.num_classes} ({', '.join(info.class_names[:5])}"
             f"{', ...' if info.num_classes > 5 else ''})"
         )
-    options = {k: v for k, v in config.model_options.items() if k != "num_classes"}
-    model = create_model(config.model, info.num_classes, **options)
+    model = build_model(config, info.num_classes)
     if config.augment and not info.is_image:
         raise ValueError(
             f"augment=True needs image data, but {config.dataset} has inputs of shape "

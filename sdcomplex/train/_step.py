@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sdcomplex.data import augment_batch, normalise
+from sdcomplex.data import augment_batch, input_statistics, normalise
 
 LossFn = Callable[[jax.Array, jax.Array, Any], jax.Array]
 """``loss_fn(student_logits (B, C) float32, labels (B,) int32, supervision_outputs) -> scalar``."""
@@ -132,8 +132,7 @@ def run_preprocess(config: Any, info: Any) -> tuple[Preprocess, Preprocess]:
         ``(train_preprocess, eval_preprocess)``: the first augments as the config says, the
         second only normalises.
     """
-    mean = info.mean if config.normalise else (0.0,) * info.num_channels
-    std = info.std if config.normalise else (1.0,) * info.num_channels
+    mean, std = input_statistics(info, normalise=config.normalise)
     train_preprocess = make_preprocess(
         mean=mean,
         std=std,

@@ -5,8 +5,7 @@ import json
 import pytest
 from run_helpers import mlp_config
 
-from sdcomplex.train import TrainConfig, train
-from sdcomplex.train._rundir import check_run_dir
+from sdcomplex.train import RunDirectory, TrainConfig, train
 
 TINY = mlp_config(4, synthetic=(40, 20, 3, 4), epochs=1, batch_size=8)
 
@@ -98,7 +97,7 @@ def test_run_dir_killed_while_being_created_is_usable(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     (other / ".config.json.x1y2.tmp").write_text("{")
-    assert check_run_dir(other, TINY) is False
+    assert RunDirectory(other).verify(TINY) is False
 
 
 def test_metrics_lines_torn_or_malformed(tmp_path):

@@ -1,0 +1,386 @@
+"""The pieces of a training run, in the order :func:`~sdcomplex.train.train` uses them.
+
+:func:`prepare` builds everything that does not change during a run (:class:`Prepared`: the
+data, the model, the optimiser, the compiled steps, the checkpoint store, the hooks);
+:func:`restore_or_init` gives the state a run starts from (its newest intact checkpoint, or the
+initialisation, evaluated and saved as epoch 0); :func:`train_epoch` runs the steps of one epoch;
+:func:`evaluate_epoch` evaluates the state and appends the epoch's metrics line; :func:`save`
+writes a checkpoint. Each is a plain function of the prepared run and the current state.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from sdcomplex.data import Dataset, EpochBatcher
+from sdcomplex.models import abstract_variables, count_params, init_variables
+from sdcomplex.train._checkpoint import CheckpointStore
+from sdcomplex.train._config import TrainConfig, config_hash
+from sdcomplex.train._divergence import check_evaluated_losses, check_step_loss
+from sdcomplex.train._inference import padded_batches
+from sdcomplex.train._metrics import append_metrics, keep_metrics_lines, truncate_metrics
+from sdcomplex.train._optim import make_optimizer
+from sdcomplex.train._resume import checkpoint_manifest, resume_point
+from sdcomplex.train._rundir import RunDirectory
+from sdcomplex.train._setup import RunSetup
+from sdcomplex.train._step import (
+    LossFn,
+    SupervisionApply,
+    TrainState,
+    init_train_state,
+    make_eval_step,
+    make_train_step,
+    run_preprocess,
+)
+
+_STANDARD_FIELDS = frozenset(
+    "epoch step train_loss train_acc test_loss test_acc batch_loss batch_acc lr time "
+    "elapsed_s epoch_time_s eval_time_s images_per_s".split()
+)
+
+
+class EpochInfo(NamedTuple):
+    """What the diagnostics hook sees after each evaluated epoch (and at epoch 0).
+
+    Attributes:
+        epoch: epochs trained so far (0 = initialisation).
+        step: optimiser updates so far.
+        variables: the model's variables ``{'params', 'batch_stats'}`` after the epoch.
+        supervision: what ``supervision_fn(epoch)`` returned for this epoch (``None`` at 0).
+        model: the Flax module.
+        dataset: the run's data set (raw arrays and metadata).
+        config: the run's config.
+        run_dir: the run directory.
+        train_logits: (n_eval, C) float32 outputs of the model (inference mode, no
+            augmentation) on the first ``n_eval`` training examples, the ones the epoch's
+            train metrics are computed on.
+        test_logits: (n_test, C) float32 outputs on the test set.
+    """
+
+    epoch: int
+    step: int
+    variables: dict[str, Any]
+    supervision: Any
+    model: nn.Module
+    dataset: Dataset
+    config: TrainConfig
+    run_dir: Path
+    train_logits: np.ndarray | None = None
+    test_logits: np.ndarray | None = None
+
+
+SupervisionFn = Callable[[int], Any]
+DiagnosticsFn = Callable[[EpochInfo], Mapping[str, Any]]
+
+
+class Prepared(NamedTuple):
+    """Everything of a run that stays fixed while it trains (built by :func:`prepare`)."""
+
+    config: TrainConfig
+    run_dir: Path
+    chash: str
+    store: CheckpointStore
+    dataset: Dataset
+    model: nn.Module
+    batcher: EpochBatcher
+    optimizer: Any
+    schedule: Any
+    step_fn: Any
+    eval_step: Any
+    eval_batch_size: int
+    n_train_eval: int
+    supervision_fn: SupervisionFn | None
+    diagnostics_fn: DiagnosticsFn | None
+    started: float
+
+
+class Position(NamedTuple):
+    """Where a run stands: its state, the running batch sums ``(loss, correct, count)`` of the
+    epoch in progress, the epochs completed and the next batch of the next epoch."""
+
+    state: TrainState
+    running: jax.Array
+    completed: int
+    batch: int
+
+
+class EpochRun(NamedTuple):
+    """What :func:`train_epoch` did: the new state and running sums, the images it trained on,
+    its seconds, and whether it stopped early on a signal (then saved as a preemption)."""
+
+    state: TrainState
+    running: jax.Array
+    images: int
+    seconds: float
+    preempted: bool
+
+
+class StopRequest:
+    """Turns SIGTERM / SIGINT into a flag checked between steps (main thread only)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        self.signum = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def prepare(
+    config: TrainConfig,
+    run: RunDirectory,
+    setup: RunSetup,
+    *,
+    exists: bool,
+    loss_fn: LossFn | None,
+    supervision_apply: SupervisionApply | None,
+    supervision_fn: SupervisionFn | None,
+    diagnostics_fn: DiagnosticsFn | None,
+    started: float,
+) -> Prepared:
+    """Creates the run directory (``config.json``, ``run.json``) unless ``exists``, builds the
+    optimiser and the compiled steps, and opens the checkpoint store (close it when done)."""
+    dataset, model = setup.dataset, setup.model
+    info = dataset.info
+    batcher = EpochBatcher(info.n_train, config.batch_size, seed=config.seed, drop_last=True)
+    steps_per_epoch = batcher.batches_per_epoch
+    if not exists:
+        run.create(config)
+    if not run.run_file.exists():  # (also after a kill between the two writes)
+        abstract = abstract_variables(model, info.input_shape)
+        run.write_run_info(
+            config,
+            dataset=info.to_dict(),
+            num_params=count_params(abstract["params"]),
+            steps_per_epoch=steps_per_epoch,
+        )
+    optimizer, schedule = make_optimizer(config, steps_per_epoch)
+    preprocess, plain = run_preprocess(config, info)
+    step_fn = make_train_step(
+        model, optimizer, preprocess, loss_fn=loss_fn, supervision_apply=supervision_apply
+    )
+    n_train_eval = info.n_train
+    if config.eval_train_examples is not None:
+        n_train_eval = min(config.eval_train_examples, info.n_train)
+    eval_bs = min(config.eval_batch_size, max(n_train_eval, info.n_test))
+    store = CheckpointStore(run.path, keep=config.keep_checkpoints)
+    return Prepared(
+        config,
+        run.path,
+        config_hash(config),
+        store,
+        dataset,
+        model,
+        batcher,
+        optimizer,
+        schedule,
+        step_fn,
+        make_eval_step(model, plain),
+        eval_bs,
+        n_train_eval,
+        supervision_fn,
+        diagnostics_fn,
+        started,
+    )
+
+
+def evaluate(
+    p: Prepared, variables: Any, x: np.ndarray, y: np.ndarray
+) -> tuple[float, float, np.ndarray]:
+    """``(mean loss, accuracy, (n, C) float32 logits)`` of the model in inference mode on
+    ``(x, y)``: padded batches of ``p.eval_batch_size``, float32 sums accumulated in order."""
+    sums = jnp.zeros(2, jnp.float32)
+    logits = []
+    for (xb, yb), mask in padded_batches([x, y], p.eval_batch_size):
+        batch_sums, batch_logits = p.eval_step(variables, xb, yb, mask)
+        sums = sums + batch_sums
+        logits.append(batch_logits)
+    total = np.asarray(sums, np.float64)
+    outputs = np.concatenate([np.asarray(b) for b in logits])[: len(y)].astype(np.float32)
+    return float(total[0] / len(y)), float(total[1] / len(y)), outputs
+
+
+def evaluate_epoch(
+    p: Prepared,
+    state: TrainState,
+    epoch: int,
+    running: Any,
+    supervision: Any,
+    times: tuple[float, int],
+) -> dict[str, Any]:
+    """Evaluates the state on the training examples and the test set, adds the diagnostics
+    hook's fields, appends the epoch's metrics line and returns it.
+
+    Raises:
+        TrainingDiverged: a non-finite loss; ValueError: the hook returned reserved names.
+    """
+    t_eval = time.perf_counter()
+    ds, n = p.dataset, p.n_train_eval
+    variables = state.variables
+    train_loss, train_acc, train_logits = evaluate(p, variables, ds.x_train[:n], ds.y_train[:n])
+    test_loss, test_acc, test_logits = evaluate(p, variables, ds.x_test, ds.y_test)
+    step = int(state.step)
+    check_evaluated_losses(
+        {"train loss": train_loss, "test loss": test_loss},
+        epoch=epoch,
+        global_step=step,
+        learning_rate=p.config.learning_rate,
+    )
+    sums = np.asarray(running, np.float64) if running is not None else None
+    counted = sums is not None and sums[2]
+    record: dict[str, Any] = {
+        "epoch": epoch,
+        "step": step,
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "test_loss": test_loss,
+        "test_acc": test_acc,
+        "batch_loss": float(sums[0] / sums[2]) if counted else None,  # type: ignore[index]
+        "batch_acc": float(sums[1] / sums[2]) if counted else None,  # type: ignore[index]
+        "lr": p.schedule.numpy(max(step - 1, 0)),
+    }
+    if p.diagnostics_fn is not None:
+        info = EpochInfo(
+            epoch, step, variables, supervision, p.model, ds, p.config, p.run_dir,
+            train_logits, test_logits,
+        )  # fmt: skip
+        extra = dict(p.diagnostics_fn(info))
+        clash = sorted(set(extra) & _STANDARD_FIELDS)
+        if clash:
+            raise ValueError(f"diagnostics_fn returned reserved metric names {clash}")
+        record.update(extra)
+    train_time, images = times
+    now = time.perf_counter()
+    record.update(
+        time=time.time(),
+        elapsed_s=now - p.started,
+        epoch_time_s=train_time,
+        eval_time_s=now - t_eval,
+        images_per_s=images / train_time if train_time > 0 else None,
+    )
+    append_metrics(p.run_dir, record)
+    return record
+
+
+def save(p: Prepared, kind: str, state: TrainState, running: Any, completed: int, batch: int):
+    """Saves a checkpoint: ``kind="epoch"`` after ``completed`` epochs (and removes any
+    preemption checkpoint), ``"preempt"`` at ``batch`` of the next epoch."""
+    step = int(state.step)
+    manifest = checkpoint_manifest(p.run_dir, kind, completed, batch, step, p.chash, p.config)
+    number = completed if kind == "epoch" else step
+    items = {"step": state.step, "opt_state": state.opt_state, "running": running}
+    p.store.save(kind, number, state.variables, items, manifest)
+    if kind == "epoch":
+        p.store.delete_preempt()
+
+
+def zero_sums() -> jax.Array:
+    """The running batch sums ``(loss, correct, count)`` at the start of an epoch."""
+    return jnp.zeros(3, jnp.float32)
+
+
+def restore_or_init(p: Prepared) -> Position:
+    """The newest intact checkpoint (metrics lines cut back to it), or a fresh run: the
+    initialisation of the config's seed, evaluated and saved as epoch 0."""
+    info = p.dataset.info
+    point = resume_point(p.store, p.run_dir, p.chash)
+    if point is None:
+        keep_metrics_lines(p.run_dir, 0)
+        p.store.delete_preempt()
+        variables = init_variables(p.model, p.config.seed, info.input_shape)
+        state = init_train_state(variables, p.optimizer)
+        evaluate_epoch(p, state, 0, None, None, (0.0, 0))
+        save(p, "epoch", state, zero_sums(), 0, 0)
+        return Position(state, zero_sums(), 0, 0)
+    abstract = abstract_variables(p.model, info.input_shape)
+    abstract_state = jax.eval_shape(lambda v: init_train_state(v, p.optimizer), abstract)
+    abstract_train = {
+        "step": abstract_state.step,
+        "opt_state": abstract_state.opt_state,
+        "running": jax.ShapeDtypeStruct((3,), jnp.float32),
+    }
+    kind, number = point
+    variables, items, manifest = p.store.restore(kind, number, abstract, abstract_train)
+    state = TrainState(
+        step=items["step"],
+        params=variables["params"],
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=items["opt_state"],
+    )
+    completed, batch = int(manifest["epoch"]), int(manifest["batch"])
+    if "metrics_sha256" in manifest:
+        keep_metrics_lines(p.run_dir, len(manifest["metrics_sha256"]))
+    else:  # a checkpoint written before the metrics lines were recorded
+        truncate_metrics(p.run_dir, completed)
+    return Position(state, items["running"], completed, batch)
+
+
+def train_epoch(
+    p: Prepared,
+    position: Position,
+    epoch: int,
+    supervision: Any,
+    stop: StopRequest,
+    *,
+    quiet: bool,
+) -> EpochRun:
+    """The steps of ``epoch`` from ``position.batch`` on; stops early, saving a preemption
+    checkpoint, when a signal arrived and steps remain.
+
+    At most one step is in flight: the loss of step ``s`` is checked (it is due) after step
+    ``s + 1`` was dispatched, and a non-finite one raises :class:`TrainingDiverged`.
+    """
+    spe, lr = p.batcher.batches_per_epoch, p.config.learning_rate
+
+    def check(pending: tuple[int, int, Any]) -> None:
+        check_step_loss(pending[2], epoch=pending[0], step=pending[1], steps_per_epoch=spe,
+                        learning_rate=lr)  # fmt: skip
+
+    state, running, start = position.state, position.running, position.batch
+    bar = tqdm(total=spe, initial=start, desc=f"epoch {epoch}", unit="step", leave=False,
+               disable=quiet)  # fmt: skip
+    t0 = time.perf_counter()
+    images = 0
+    previous: tuple[int, int, Any] | None = None  # (epoch, step, loss) in flight
+    batches = p.batcher.batches(epoch, p.dataset.x_train, p.dataset.y_train, start=start)
+    for b, (xb, yb) in enumerate(batches, start=start):
+        key = p.batcher.step_key(epoch, b)
+        state, running, loss = p.step_fn(state, running, xb, yb, key, supervision)
+        if previous is not None:  # keep at most one step in flight
+            check(previous)  # waits for that step's loss (already due)
+        previous = (epoch, b + 1, loss)
+        images += len(yb)
+        bar.update(1)
+        if stop.signum is not None and b + 1 < spe:
+            bar.close()
+            check(previous)
+            save(p, "preempt", state, running, epoch - 1, b + 1)
+            return EpochRun(state, running, images, time.perf_counter() - t0, True)
+    bar.close()
+    if previous is not None:
+        check(previous)
+    jax.block_until_ready(state)
+    return EpochRun(state, running, images, time.perf_counter() - t0, False)
