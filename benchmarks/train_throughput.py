@@ -49,11 +49,10 @@ def _jax_worker(threads: int, lax_conv: bool = False) -> None:
     import numpy as np
 
     from sdcomplex.data import EpochBatcher
-    from sdcomplex.models import create_model
+    from sdcomplex.models import create_model, init_variables
     from sdcomplex.train import (
         TrainConfig,
         init_train_state,
-        initial_variables,
         make_optimizer,
         make_preprocess,
         make_train_step,
@@ -77,7 +76,7 @@ def _jax_worker(threads: int, lax_conv: bool = False) -> None:
             tx, _ = make_optimizer(config, batcher.batches_per_epoch)
             pre = make_preprocess(mean=MEAN, std=STD, pixel_max=255.0, augment=augment)
             step = make_train_step(model, tx, pre)
-            state = init_train_state(initial_variables(model, 0, (32, 32, 3)), tx)
+            state = init_train_state(init_variables(model, 0, (32, 32, 3)), tx)
             cache[(name, augment, batch)] = [step, state, jnp.zeros(3), batcher]
         return cache[(name, augment, batch)]
 

@@ -38,11 +38,11 @@ from sdcomplex.reproduce._models import (
     initial_student,
     kernel,
     model_inputs,
-    softmax,
     trajectory,
 )
 from sdcomplex.reproduce._results import spearman, write_csv, write_json
 from sdcomplex.reproduce._stage import Context
+from sdcomplex.targets import soft_targets
 from sdcomplex.train import load_run_data
 
 COLUMNS = (
@@ -179,7 +179,7 @@ def run_bound(ctx: Context) -> dict[str, Any]:
     )
 
     def margins(z: np.ndarray, tau: float) -> np.ndarray:
-        return 2.0 * softmax(z, tau)[:, positive].sum(axis=1) - 1.0
+        return 2.0 * soft_targets(z, tau).values[:, positive].sum(axis=1) - 1.0
 
     rows: list[dict[str, Any]] = []
 

@@ -11,15 +11,17 @@ import jax
 import numpy as np
 
 from sdcomplex.data import Dataset, normalised_arrays
-from sdcomplex.models import create_model
+from sdcomplex.models import init_variables
 from sdcomplex.ntk import empirical_ntk, flax_ntk_fn
-from sdcomplex.train import TrainConfig, initial_variables, list_checkpoints, load_checkpoint
+from sdcomplex.train import (
+    TrainConfig,
+    batched_apply,
+    build_model,
+    list_checkpoints,
+    load_checkpoint,
+)
 
-
-def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
-    """The config's model with ``num_classes`` outputs (as :func:`sdcomplex.train.train`)."""
-    options = {k: v for k, v in config.model_options.items() if k != "num_classes"}
-    return create_model(config.model, num_classes, **options)
+__all__ = ["build_model"]  # the trainer's, re-exported for the analysis stages
 
 
 def model_inputs(dataset: Dataset, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -30,7 +32,7 @@ def model_inputs(dataset: Dataset, config: TrainConfig) -> tuple[np.ndarray, np.
 
 def initial_student(model: nn.Module, seed: int, input_shape: tuple[int, ...]) -> dict[str, Any]:
     """Variables of a fresh model, initialised exactly as :func:`sdcomplex.train.train` does."""
-    return initial_variables(model, seed, tuple(input_shape))
+    return init_variables(model, seed, tuple(input_shape))
 
 
 def logits_fn(model: nn.Module, batch_size: int = 1000) -> Callable[[Any, np.ndarray], np.ndarray]:
@@ -42,16 +44,7 @@ def logits_fn(model: nn.Module, batch_size: int = 1000) -> Callable[[Any, np.nda
         return model.apply(variables, xb, train=False)  # type: ignore[return-value]
 
     def predict(variables: Any, x: np.ndarray) -> np.ndarray:
-        n = x.shape[0]
-        size = min(batch_size, n)
-        out = []
-        for start in range(0, n, size):
-            xb = x[start : start + size]
-            pad = size - xb.shape[0]
-            if pad:
-                xb = np.concatenate([xb, np.zeros((pad, *xb.shape[1:]), xb.dtype)])
-            out.append(np.asarray(apply(variables, xb), np.float64)[: size - pad])
-        return np.concatenate(out)
+        return batched_apply(apply, variables, x, min(batch_size, len(x))).astype(np.float64)
 
     return predict
 
@@ -100,11 +93,3 @@ def checkpoint_logits(
         variables = load_checkpoint(run_dir, epoch)
         out[epoch] = {name: predict(variables, x) for name, x in inputs.items()}
     return out
-
-
-def softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """Row-wise softmax(z / tau) in float64."""
-    z = np.asarray(logits, np.float64) / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(axis=1, keepdims=True)

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from sdcomplex.reproduce._config import ExperimentConfig, stage_hash
+from sdcomplex.train import CONFIG_FILE as CONFIG_FILE  # the run directories' config file
 
-CONFIG_FILE = "config.json"
 EXPERIMENT_FILE = "experiment.json"
 STAGES_DIR = "stages"
 

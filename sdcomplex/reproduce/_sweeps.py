@@ -35,7 +35,6 @@ from sdcomplex.reproduce._models import (
     kernel,
     logits_fn,
     model_inputs,
-    softmax,
     trajectory,
 )
 from sdcomplex.reproduce._results import write_csv, write_json
@@ -107,11 +106,11 @@ def run_complexity(ctx: Context) -> dict[str, Any]:
 
     for tau in spec.temperatures:
         meta = {"targets": "teacher_final", "temperature": tau, **teacher_row(final)}
-        target_sets.append((meta, softmax(logits[final]["x"], tau)))
+        target_sets.append((meta, tg.soft_targets(logits[final]["x"], tau).values))
     for epoch in epochs:
         for tau in spec.trajectory_temperatures:
             meta = {"targets": "teacher_checkpoint", "temperature": tau, **teacher_row(epoch)}
-            target_sets.append((meta, softmax(logits[epoch]["x"], tau)))
+            target_sets.append((meta, tg.soft_targets(logits[epoch]["x"], tau).values))
 
     student_model = build_model(config.student, num_classes)
     seed = spec.student_seed
