@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from sdcomplex._checks import as_real_array
+from sdcomplex.complexity._full_kernel import flatten_full_kernel
 
 
 def kernel_alignment(k1: Any, k2: Any) -> float:
@@ -64,7 +65,7 @@ def target_alignment(kernel: Any, targets: Any) -> float:
         n, _, c, _ = k.shape
         if y.shape != (n, c):
             raise ValueError(f"targets must have shape {(n, c)} for this kernel, got {y.shape}")
-        k = k.transpose(0, 2, 1, 3).reshape(n * c, n * c)
+        k = flatten_full_kernel(k)
         y = y.reshape(-1, 1)
     elif k.ndim != 2 or k.shape[0] != k.shape[1]:
         raise ValueError(f"kernel must be (n, n) or (n, n, C, C), got {k.shape}")

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from sdcomplex._checks import as_real, as_real_array, check_real_dtype
+from sdcomplex.complexity._full_kernel import flatten_full_kernel
 from sdcomplex.complexity._psd import check_psd_mode, machine_epsilon, project_psd
 from sdcomplex.complexity._solve import Factorization, as_symmetric_matrix, factorize
 
@@ -199,8 +200,7 @@ def factorize_kernel(kernel: Any, *, ridge: float = 0.0, psd: str = "error") -> 
     else:
         if k.shape[0] != k.shape[1] or k.shape[2] != k.shape[3]:
             raise ValueError(f"a full kernel must have shape (n, n, C, C), got {k.shape}")
-        n, _, c, _ = k.shape
-        mats, num_outputs = [k.transpose(0, 2, 1, 3).reshape(n * c, n * c)], c
+        mats, num_outputs = [flatten_full_kernel(k)], k.shape[2]
     if not mats:
         raise ValueError(f"kernel is empty (shape {k.shape})")
     names = [f"kernel (logit {i})" for i in range(len(mats))] if form == "diag" else ["kernel"]
