@@ -68,12 +68,9 @@ def panel_c1(ax: Axes, rows: list[dict[str, Any]]) -> None:
     ax.plot([], [], "k--", linewidth=1, label="true labels")
     ax.plot([], [], "k:", linewidth=1, label="random labels")
     log_axis(ax, "x", base=2)
-    log_axis(ax)
-    ax.set_xlabel("temperature τ of the final teacher's soft targets")
-    ax.set_ylabel(ADJ)
-    ax.set_title("C1: complexity vs temperature")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3, which="both")
+    _complexity_axes(
+        ax, "temperature τ of the final teacher's soft targets", "C1: complexity vs temperature"
+    )
 
 
 def panel_c2(ax: Axes, rows: list[dict[str, Any]], kernel: str | None = None) -> None:
@@ -104,10 +101,17 @@ def panel_c2(ax: Axes, rows: list[dict[str, Any]], kernel: str | None = None) ->
         ref = next(r for r in plain if r["kernel"] == k and r["targets"] == "labels")
         ax.axhline(ref["adjusted"], color=color, linestyle=":", linewidth=1)
     ax.plot([], [], "k:", linewidth=1, label="true labels")
+    _complexity_axes(
+        ax, "teacher checkpoint (epoch)", "C2: complexity along the teacher's training"
+    )
+
+
+def _complexity_axes(ax: Axes, xlabel: str, title: str) -> None:
+    """A log adjusted-complexity y axis, labels, title, legend and grid of the C1/C2 panels."""
     log_axis(ax)
-    ax.set_xlabel("teacher checkpoint (epoch)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ADJ)
-    ax.set_title("C2: complexity along the teacher's training")
+    ax.set_title(title)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
 
