@@ -13,7 +13,9 @@ configuration runs once per round, in the same order, so that slow periods hit a
 
 and once, at the smallest size, the generic engine (``implementation="jacobian"``: vmapped
 per-example reverse-mode gradients, one logit at a time, and their contraction). Kernels of the
-``jax`` variant are compared with the zoo's. Only public sdcomplex tools are used.
+``jax`` variant are compared with the zoo's. Each timed call records its wall time and the
+process's CPU time (less sensitive to other jobs on a shared machine). Only public sdcomplex
+tools are used.
 
     python benchmarks/ntk_any_model.py --rounds 2 --out /tmp/ntk_any_model.json
 """
@@ -128,10 +130,11 @@ def variant(model: str, kind: str):
 # --- timing -----------------------------------------------------------------------------------
 
 
-def _timed(thunk) -> tuple[float, np.ndarray]:
-    start = time.perf_counter()
+def _timed(thunk) -> tuple[float, np.ndarray, float]:
+    """(wall seconds, result, CPU seconds of this process: robust to other jobs' load)."""
+    start, cpu = time.perf_counter(), time.process_time()
     out = thunk()
-    return time.perf_counter() - start, out
+    return time.perf_counter() - start, out, time.process_time() - cpu
 
 
 def main() -> None:
@@ -169,7 +172,7 @@ def main() -> None:
     for cfg in configs:  # first (compiling) call
         x = x_all[: cfg["n"]]
         plan = plan_ntk(cfg["fn"], cfg["params"], x)
-        first, kernel = _timed(lambda cfg=cfg, x=x: empirical_ntk(cfg["fn"], cfg["params"], x))
+        first, kernel, _ = _timed(lambda cfg=cfg, x=x: empirical_ntk(cfg["fn"], cfg["params"], x))
         kernels[(cfg["model"], cfg["variant"], cfg["n"])] = kernel
         cfg["record"] = {
             "model": cfg["model"],
@@ -180,14 +183,20 @@ def main() -> None:
             "num_parts": plan.num_parts,
             "first_s": first,
             "rounds_s": [],
+            "rounds_cpu_s": [],
         }
         print(f"{cfg['model']} {cfg['variant']} n={cfg['n']}: first {first:.2f} s", flush=True)
     for r in range(args.rounds):
         for cfg in configs:
             x = x_all[: cfg["n"]]
-            t, _ = _timed(lambda cfg=cfg, x=x: empirical_ntk(cfg["fn"], cfg["params"], x))
+            t, _, cpu = _timed(lambda cfg=cfg, x=x: empirical_ntk(cfg["fn"], cfg["params"], x))
             cfg["record"]["rounds_s"].append(t)
-            print(f"round {r}: {cfg['model']} {cfg['variant']} n={cfg['n']}: {t:.2f} s", flush=True)
+            cfg["record"]["rounds_cpu_s"].append(cpu)
+            print(
+                f"round {r}: {cfg['model']} {cfg['variant']} n={cfg['n']}: {t:.2f} s "
+                f"(CPU {cpu:.2f} s)",
+                flush=True,
+            )
     for cfg in configs:
         rec = cfg["record"]
         zoo = kernels.get((cfg["model"], "zoo", cfg["n"]))
@@ -200,7 +209,7 @@ def main() -> None:
         for model in args.models:
             fn, params = variant(model, "jax")
             x = x_all[:n]
-            t, k = _timed(
+            t, k, _ = _timed(
                 lambda fn=fn, params=params, x=x: empirical_ntk(
                     fn, params, x, implementation="jacobian"
                 )
