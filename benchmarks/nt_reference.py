@@ -1,9 +1,10 @@
 """neural-tangents 0.6.5 reference timings for benchmarks/ntk_engines.py (runs in its own venv).
 
 Runs inside the environment made by ``benchmarks/neural_tangents_env.sh`` (jax 0.4.38), never
-inside sdcomplex's. It re-implements LeNet-5xk and the CIFAR ResNet-20 (option-A shortcuts,
-inference-mode BatchNorm) in plain JAX, loads the very parameters, BatchNorm statistics and
-inputs that ntk_engines.py used (an .npz of flattened Flax variables), times
+inside sdcomplex's. It runs LeNet-5xk and the CIFAR ResNet-20 (option-A shortcuts,
+inference-mode BatchNorm) written in plain JAX (benchmarks/jax_models.py, at
+``Precision.HIGHEST``) on the very parameters, BatchNorm statistics and inputs that
+ntk_engines.py used (an .npz of flattened Flax variables), times
 ``nt.empirical_ntk_fn(f, trace_axes=(-1,), vmap_axes=0, implementation=...)`` (optionally
 under ``nt.batch``) and writes the kernel and the timings back. One configuration per process,
 so that a configuration that runs out of memory does not take the others with it.
@@ -26,68 +27,7 @@ import jax.numpy as jnp
 import neural_tangents as nt
 import numpy as np
 from jax import lax
-
-
-def _conv(x, kernel, strides=(1, 1), padding="VALID"):
-    return lax.conv_general_dilated(
-        x,
-        kernel,
-        strides,
-        padding,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        precision=lax.Precision.HIGHEST,
-    )
-
-
-def _dense(x, p):
-    return jnp.dot(x, p["kernel"], precision=lax.Precision.HIGHEST) + p["bias"]
-
-
-def _max_pool(x):
-    return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
-
-
-def lenet5(params, x):
-    """LeNet-5xk as sdcomplex.models.LeNet5 (VALID convolutions, biases everywhere)."""
-    x = _conv(x, params["conv1"]["kernel"]) + params["conv1"]["bias"]
-    x = _max_pool(jax.nn.relu(x))
-    x = _conv(x, params["conv2"]["kernel"]) + params["conv2"]["bias"]
-    x = _max_pool(jax.nn.relu(x))
-    x = x.reshape(x.shape[0], -1)
-    x = jax.nn.relu(_dense(x, params["fc1"]))
-    x = jax.nn.relu(_dense(x, params["fc2"]))
-    return _dense(x, params["logits"])
-
-
-def _batch_norm(x, p, stats, epsilon=1e-5):
-    return (x - stats["mean"]) * lax.rsqrt(stats["var"] + epsilon) * p["scale"] + p["bias"]
-
-
-def resnet(params, stats, x, blocks_per_stage=3, width=16):
-    """CIFAR ResNet-(6m+2) as sdcomplex.models.CifarResNet (option A, inference BatchNorm)."""
-    same = ((1, 1), (1, 1))
-    x = _conv(x, params["stem_conv"]["kernel"], padding=same)
-    x = jax.nn.relu(_batch_norm(x, params["stem_bn"], stats["stem_bn"]))
-    for stage in range(3):
-        for block in range(blocks_per_stage):
-            name = f"stage{stage + 1}_block{block + 1}"
-            p, s = params[name], stats[name]
-            features = width * 2**stage
-            stride = 2 if (stage > 0 and block == 0) else 1
-            y = _conv(x, p["conv1"]["kernel"], (stride, stride), same)
-            y = jax.nn.relu(_batch_norm(y, p["bn1"], s["bn1"]))
-            y = _conv(y, p["conv2"]["kernel"], padding=same)
-            y = _batch_norm(y, p["bn2"], s["bn2"])
-            shortcut = x
-            if stride != 1 or x.shape[-1] != features:
-                shortcut = x[:, ::stride, ::stride, :]
-                extra = features - x.shape[-1]
-                shortcut = jnp.pad(
-                    shortcut, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2))
-                )
-            x = jax.nn.relu(y + shortcut)
-    x = jnp.mean(x, axis=(1, 2))
-    return _dense(x, params["logits"])
+from jax_models import lenet5, resnet
 
 
 def _unflatten(arrays, prefix):
@@ -122,13 +62,16 @@ def main():
     arrays = dict(np.load(args.data))
     params = _unflatten(arrays, "params")
     x = jnp.asarray(arrays["x"])
+    highest = lax.Precision.HIGHEST
     if args.model == "lenet5":
-        apply_fn = lenet5
+
+        def apply_fn(p, inputs):
+            return lenet5(p, inputs, precision=highest)
     else:
         stats = _unflatten(arrays, "batch_stats")
 
         def apply_fn(p, inputs):
-            return resnet(p, stats, inputs)
+            return resnet(p, stats, inputs, precision=highest)
 
     kernel_fn = nt.empirical_ntk_fn(
         apply_fn,

@@ -13,7 +13,9 @@ configuration runs once per round, in the same order, so that slow periods hit a
 
 and once, at the smallest size, the generic engine (``implementation="jacobian"``: vmapped
 per-example reverse-mode gradients, one logit at a time, and their contraction). Kernels of the
-``jax`` variant are compared with the zoo's. Only public sdcomplex tools are used.
+``jax`` variant are compared with the zoo's. Each timed call records its wall time and the
+process's CPU time (less sensitive to other jobs on a shared machine). Only public sdcomplex
+tools are used.
 
     python benchmarks/ntk_any_model.py --rounds 2 --out /tmp/ntk_any_model.json
 """
@@ -32,69 +34,13 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
+from jax_models import lenet5, max_pool, resnet
 
 from sdcomplex.models import create_model, init_variables
 from sdcomplex.ntk import empirical_ntk, flax_ntk_fn, plan_ntk
 
 SHAPE = (32, 32, 3)
 NUM_CLASSES = 10
-
-
-# --- pure-JAX networks on the zoo's parameter trees --------------------------------------------
-
-
-def _conv(x, kernel, strides=(1, 1), padding="VALID"):
-    return lax.conv_general_dilated(
-        x, kernel, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
-
-
-def _dense(x, p):
-    return x @ p["kernel"] + p["bias"]
-
-
-def _max_pool(x):
-    return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
-
-
-def lenet5_jax(params, x):
-    """LeNet-5xk as sdcomplex.models.LeNet5 (VALID convolutions, biases everywhere)."""
-    x = _max_pool(jax.nn.relu(_conv(x, params["conv1"]["kernel"]) + params["conv1"]["bias"]))
-    x = _max_pool(jax.nn.relu(_conv(x, params["conv2"]["kernel"]) + params["conv2"]["bias"]))
-    x = x.reshape(x.shape[0], -1)
-    x = jax.nn.relu(_dense(x, params["fc1"]))
-    x = jax.nn.relu(_dense(x, params["fc2"]))
-    return _dense(x, params["logits"])
-
-
-def _batch_norm(x, p, stats, epsilon=1e-5):
-    return (x - stats["mean"]) * lax.rsqrt(stats["var"] + epsilon) * p["scale"] + p["bias"]
-
-
-def resnet20_jax(params, stats, x, blocks_per_stage=3, width=16):
-    """CIFAR ResNet-20 as sdcomplex.models.CifarResNet (option A, inference BatchNorm)."""
-    same = ((1, 1), (1, 1))
-    x = _conv(x, params["stem_conv"]["kernel"], padding=same)
-    x = jax.nn.relu(_batch_norm(x, params["stem_bn"], stats["stem_bn"]))
-    for stage in range(3):
-        for block in range(blocks_per_stage):
-            name = f"stage{stage + 1}_block{block + 1}"
-            p, s = params[name], stats[name]
-            features = width * 2**stage
-            stride = 2 if (stage > 0 and block == 0) else 1
-            y = _conv(x, p["conv1"]["kernel"], (stride, stride), same)
-            y = jax.nn.relu(_batch_norm(y, p["bn1"], s["bn1"]))
-            y = _batch_norm(_conv(y, p["conv2"]["kernel"], padding=same), p["bn2"], s["bn2"])
-            shortcut = x
-            if stride != 1 or x.shape[-1] != features:
-                extra = features - x.shape[-1]
-                shortcut = jnp.pad(
-                    x[:, ::stride, ::stride, :],
-                    ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)),
-                )
-            x = jax.nn.relu(y + shortcut)
-    return _dense(jnp.mean(x, axis=(1, 2)), params["logits"])
 
 
 # --- NNX and Equinox LeNet-5x8 ----------------------------------------------------------------
@@ -113,8 +59,8 @@ def lenet5_nnx(width: int = 8):
             self.logits = nnx.Linear(84 * k, NUM_CLASSES, rngs=rngs)
 
         def __call__(self, x):
-            x = _max_pool(jax.nn.relu(self.conv1(x)))
-            x = _max_pool(jax.nn.relu(self.conv2(x)))
+            x = max_pool(jax.nn.relu(self.conv1(x)))
+            x = max_pool(jax.nn.relu(self.conv2(x)))
             x = jax.nn.relu(self.fc1(x.reshape(x.shape[0], -1)))
             return self.logits(jax.nn.relu(self.fc2(x)))
 
@@ -169,11 +115,11 @@ def variant(model: str, kind: str):
     if kind == "jax":
         params = variables["params"]
         if model == "lenet5x8":
-            return lenet5_jax, params
+            return lenet5, params
         stats = variables["batch_stats"]
 
         def fn(p, x):
-            return resnet20_jax(p, stats, x)
+            return resnet(p, stats, x)
 
         return fn, params
     if model != "lenet5x8":
@@ -184,10 +130,11 @@ def variant(model: str, kind: str):
 # --- timing -----------------------------------------------------------------------------------
 
 
-def _timed(thunk) -> tuple[float, np.ndarray]:
-    start = time.perf_counter()
+def _timed(thunk) -> tuple[float, np.ndarray, float]:
+    """(wall seconds, result, CPU seconds of this process: robust to other jobs' load)."""
+    start, cpu = time.perf_counter(), time.process_time()
     out = thunk()
-    return time.perf_counter() - start, out
+    return time.perf_counter() - start, out, time.process_time() - cpu
 
 
 def main() -> None:
@@ -225,7 +172,7 @@ def main() -> None:
     for cfg in configs:  # first (compiling) call
         x = x_all[: cfg["n"]]
         plan = plan_ntk(cfg["fn"], cfg["params"], x)
-        first, kernel = _timed(lambda cfg=cfg, x=x: empirical_ntk(cfg["fn"], cfg["params"], x))
+        first, kernel, _ = _timed(lambda cfg=cfg, x=x: empirical_ntk(cfg["fn"], cfg["params"], x))
         kernels[(cfg["model"], cfg["variant"], cfg["n"])] = kernel
         cfg["record"] = {
             "model": cfg["model"],
@@ -236,14 +183,20 @@ def main() -> None:
             "num_parts": plan.num_parts,
             "first_s": first,
             "rounds_s": [],
+            "rounds_cpu_s": [],
         }
         print(f"{cfg['model']} {cfg['variant']} n={cfg['n']}: first {first:.2f} s", flush=True)
     for r in range(args.rounds):
         for cfg in configs:
             x = x_all[: cfg["n"]]
-            t, _ = _timed(lambda cfg=cfg, x=x: empirical_ntk(cfg["fn"], cfg["params"], x))
+            t, _, cpu = _timed(lambda cfg=cfg, x=x: empirical_ntk(cfg["fn"], cfg["params"], x))
             cfg["record"]["rounds_s"].append(t)
-            print(f"round {r}: {cfg['model']} {cfg['variant']} n={cfg['n']}: {t:.2f} s", flush=True)
+            cfg["record"]["rounds_cpu_s"].append(cpu)
+            print(
+                f"round {r}: {cfg['model']} {cfg['variant']} n={cfg['n']}: {t:.2f} s "
+                f"(CPU {cpu:.2f} s)",
+                flush=True,
+            )
     for cfg in configs:
         rec = cfg["record"]
         zoo = kernels.get((cfg["model"], "zoo", cfg["n"]))
@@ -256,7 +209,7 @@ def main() -> None:
         for model in args.models:
             fn, params = variant(model, "jax")
             x = x_all[:n]
-            t, k = _timed(
+            t, k, _ = _timed(
                 lambda fn=fn, params=params, x=x: empirical_ntk(
                     fn, params, x, implementation="jacobian"
                 )

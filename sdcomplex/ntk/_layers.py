@@ -39,7 +39,6 @@ class LayerTap:
     Attributes:
       path: a name for the site (e.g. ``("dot_general", "12")``, the equation's index).
       kind: ``"dense"`` (a matrix multiply over the last axis) or ``"conv"``.
-      params: ``("kernel",)``: the weights this site accounts for.
       in_shape: the site's input for one example: (*positions, K) for ``"dense"``,
         (*spatial, C_in) for ``"conv"``.
       out_shape: the site's output for one example: (*positions, O) or (*spatial, C_out).
@@ -51,7 +50,6 @@ class LayerTap:
 
     path: Path
     kind: str
-    params: tuple[str, ...]
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
     method: str = "explicit"
@@ -88,8 +86,8 @@ class LayerTap:
 
     @property
     def outer_allowed(self) -> bool:
-        """Whether the input/cotangent-Gram form applies (weights trainable, no groups)."""
-        return "kernel" in self.params and self.groups == 1
+        """Whether the input/cotangent-Gram form applies (no feature groups)."""
+        return self.groups == 1
 
     def with_method(self, method: str) -> LayerTap:
         """A copy using ``method``."""
@@ -150,15 +148,13 @@ class Outer:
     Attributes:
       inputs: (b, S, K) layer inputs (patches for a convolution).
       cotangents: (m, b, S, O) output cotangents of the part's m logits.
-      bias: whether the (trainable) bias is folded in (only when S = 1).
     """
 
     inputs: jax.Array
     cotangents: jax.Array
-    bias: bool
 
 
-jax.tree_util.register_dataclass(Outer, data_fields=["inputs", "cotangents"], meta_fields=["bias"])
+jax.tree_util.register_dataclass(Outer, data_fields=["inputs", "cotangents"], meta_fields=[])
 
 
 def layer_features(
@@ -168,7 +164,7 @@ def layer_features(
 
     Args:
       tap: the layer.
-      recorded: (b, *in_shape) what `tapped_forward` recorded.
+      recorded: (b, *in_shape) the site's input, in canonical layout.
       cotangents: (m, b, *out_shape) output cotangents for the part's m logits.
 
     Returns:
@@ -179,29 +175,20 @@ def layer_features(
     """
     m, b = cotangents.shape[:2]
     s, k, o = tap.positions, tap.fan_in, tap.num_features
-    explicit: list[jax.Array] = []
     groups = tap.groups
     if tap.kind == "conv":
         a = conv_patches(tap, recorded)  # (b, S, G, K)
     else:
         a = recorded.reshape(b, s, 1, k)
     g = cotangents.reshape(m, b, s, groups, o // groups)
-    outer = None
     if tap.method == "outer":
-        fold_bias = "bias" in tap.params and s == 1
-        outer = Outer(a.reshape(b, s, k), g.reshape(m, b, s, o), fold_bias)
-    elif "kernel" in tap.params:
-        if groups == 1:
-            # One (K, S) @ (S, m O) product per example, in the batch-first layout XLA:CPU
-            # runs fastest (3x faster than the same einsum written straight into (K, m, O, b)
-            # for LeNet-5x8's second convolution), then transposed to the example-last layout.
-            gb = jnp.transpose(g[:, :, :, 0], (1, 2, 0, 3)).reshape(b, s, m * o)
-            per = jnp.matmul(jnp.swapaxes(a[:, :, 0], 1, 2), gb, precision=HIGHEST)
-            explicit.append(jnp.transpose(per.reshape(b, k, m, o), (1, 2, 3, 0)))
-        else:
-            grads = jnp.einsum("bsgk,mbsgo->gkmob", a, g, precision=HIGHEST)
-            explicit.append(grads.reshape(groups * k, m, o // groups, b))
-    if "bias" in tap.params and not (outer is not None and outer.bias):
-        bias = jnp.sum(cotangents.reshape(m, b, s, o), axis=2)
-        explicit.append(jnp.transpose(bias, (0, 2, 1))[None])
-    return explicit, outer
+        return [], Outer(a.reshape(b, s, k), g.reshape(m, b, s, o))
+    if groups == 1:
+        # One (K, S) @ (S, m O) product per example, in the batch-first layout XLA:CPU runs
+        # fastest (3x faster than the same einsum written straight into (K, m, O, b) for
+        # LeNet-5x8's second convolution), then transposed to the example-last layout.
+        gb = jnp.transpose(g[:, :, :, 0], (1, 2, 0, 3)).reshape(b, s, m * o)
+        per = jnp.matmul(jnp.swapaxes(a[:, :, 0], 1, 2), gb, precision=HIGHEST)
+        return [jnp.transpose(per.reshape(b, k, m, o), (1, 2, 3, 0))], None
+    grads = jnp.einsum("bsgk,mbsgo->gkmob", a, g, precision=HIGHEST)
+    return [grads.reshape(groups * k, m, o // groups, b)], None

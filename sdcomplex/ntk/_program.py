@@ -25,9 +25,11 @@ from typing import Any
 
 import jax
 import jax.extend.core as jex
+import jax.numpy as jnp
 import numpy as np
 
 from sdcomplex.ntk._engine import combine_callable, partition_callable
+from sdcomplex.ntk._window_max import is_disjoint_window_max, window_max
 
 INLINED_CALLS = ("jit", "pjit", "closed_call", "core_call", "remat", "remat2", "checkpoint")
 """Primitives whose nested jaxpr is evaluated as is (inlined)."""
@@ -249,7 +251,14 @@ def trace_program(fn: Callable[..., Any], leaves: Sequence[Any], treedef: Any, x
 
 
 def bind(eq: Equation, values: Sequence[Any]) -> list[Any]:
-    """Applies one equation to ``values``; always a list of outputs."""
+    """Applies one equation to ``values``; always a list of outputs.
+
+    Non-overlapping floating-point max pooling runs as `window_max` (same values and
+    derivatives, without XLA's select-and-scatter in the backward passes).
+    """
+    floating = bool(values) and jnp.issubdtype(jnp.result_type(values[0]), jnp.floating)
+    if floating and is_disjoint_window_max(eq.name, eq.params):
+        return [window_max(values[0], tuple(int(w) for w in eq.params["window_dimensions"]))]
     params = eq.primitive.get_bind_params(eq.params)
     subfuns: tuple[Any, ...] = ()
     if isinstance(params, tuple):  # (subfuns, params) in older JAX versions

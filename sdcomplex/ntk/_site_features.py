@@ -27,7 +27,8 @@ import jax.numpy as jnp
 
 from sdcomplex.ntk._layers import Outer, layer_features
 from sdcomplex.ntk._program import Equation, Program, bind, evaluate
-from sdcomplex.ntk._sites import Analysis, Site
+from sdcomplex.ntk._site_match import Site
+from sdcomplex.ntk._sites import Analysis
 
 
 def recorded_values(analysis: Analysis) -> list[int]:

@@ -13,15 +13,16 @@ one batched backward pass per logit. For a direct site:
   matrix multiply for all logits at once) and contracted by a matrix multiply ("explicit").
 
 For each site the planner picks the cheaper method by a floating-point-operation estimate
-(`specialize`), and ``"auto"`` compares the whole estimate with the other implementations'.
-Parameters used anywhere else get explicit per-example Jacobians, so the result is exact for
-every function whose examples do not interact (checked by a perturbation when planning).
+(`specialize`, `sdcomplex.ntk._structured_costs`), and ``"auto"`` compares the whole estimate
+with the other implementations'. Parameters used anywhere else get explicit per-example
+Jacobians, so the result is exact for every function whose examples do not interact (checked by
+a perturbation when planning).
 Flax linen models (`flax_ntk_fn`), Flax NNX and Equinox models written as ``fn(params, x)``
 and plain JAX functions all go through the same analysis.
 
 The Gram is summed over parts of ``logits_per_part`` logits (mean and diag kernels; all logits
 at once when that fits the memory budget, as it does for 10 classes); the full kernel uses one
-part. Every contraction runs at ``Precision.HIGHEST``.
+part. Every contraction runs at ``Precision.HIGHEST`` (`sdcomplex.ntk._structured_contract`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import numpy as np
 
 from sdcomplex.ntk._contract import HIGHEST
 from sdcomplex.ntk._engine import CostEstimate, OutputSpec, ProblemSize
-from sdcomplex.ntk._layers import LayerTap, Outer
+from sdcomplex.ntk._layers import Outer
 from sdcomplex.ntk._program import trace_program
 from sdcomplex.ntk._site_features import (
     as_explicit,
@@ -47,75 +48,28 @@ from sdcomplex.ntk._site_features import (
     operand_gradients,
     tap_features,
 )
+from sdcomplex.ntk._site_match import Site
 from sdcomplex.ntk._sites import (
     Analysis,
-    Site,
     UnsupportedStructure,
     all_fallback,
     analyse,
     check_independent,
 )
+from sdcomplex.ntk._structured_contract import (
+    batch_of,
+    contract_explicit,
+    contract_outer,
+    dtype_of,
+    num_logits,
+)
+from sdcomplex.ntk._structured_costs import Costs, method_of, operand_costs, tap_costs
 
 SMALL_FEATURES = 1 << 16
 """Explicit features with at most this many numbers per example are concatenated into one."""
 
 MIN_BLOCK = 128
 """Logits per part are reduced until a block of this many examples fits the memory budget."""
-
-
-@dataclasses.dataclass(frozen=True)
-class _Costs:
-    flops: float
-    stored: float  # numbers per example kept for the whole block (the features)
-    transient: float  # numbers per example alive only while the features are computed
-
-
-def _tap_costs(tap: LayerTap, size: ProblemSize, m: int, parts: int) -> tuple[_Costs, _Costs]:
-    """(explicit, outer) costs of a dense or convolution site (outer: inf where not allowed)."""
-    c = size.num_outputs
-    logits = parts * m  # cotangents computed, padding included
-    mult = c * c if size.outputs == "full" else c
-    pairs, n_feat = size.num_pairs, size.num_feature_examples
-    s, k, o, g = tap.positions, tap.fan_in, tap.num_features, tap.groups
-    weights = tap.kernel_size_params
-    patches = s * k * g if tap.kind == "conv" else 0
-    # Explicit: per-example gradients (2 S flops per weight and logit), then the contraction.
-    explicit = _Costs(
-        flops=n_feat * (2.0 * s * logits * weights + parts * patches)
-        + 2.0 * pairs * mult * weights,
-        stored=m * weights,
-        transient=patches,
-    )
-    outer_ok = tap.outer_allowed and (
-        s == 1 or (size.outputs != "full" and s <= StructuredNTK.max_outer_positions)
-    )
-    if not outer_ok:
-        return explicit, _Costs(math.inf, math.inf, math.inf)
-    grams = 2.0 * pairs * s * s * (parts * k + mult * o) + pairs * s * s * mult
-    outer = _Costs(
-        flops=n_feat * parts * patches + grams,
-        stored=s * k + m * s * o,
-        transient=patches,
-    )
-    return explicit, outer
-
-
-def _operand_costs(site: Site, size: ProblemSize, m: int, parts: int) -> _Costs:
-    """Per-example operand gradients of an elementwise or composite site, and their Gram."""
-    logits = parts * m
-    mult = size.num_outputs**2 if size.outputs == "full" else size.num_outputs
-    work = site.tap.positions * site.tap.kernel_size_params if site.tap else site.out_size
-    direct = site.leaf is not None
-    contraction = 2.0 * size.num_pairs * mult * site.operand_size if direct else 0.0
-    return _Costs(
-        flops=size.num_feature_examples * 2.0 * logits * work + contraction,
-        stored=m * site.operand_size,
-        transient=m * site.out_size,
-    )
-
-
-def _method_of(site: Site) -> str:
-    return site.tap.method if (site.tap is not None and site.leaf is not None) else "operand"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,9 +92,6 @@ class StructuredNTK:
     composite_size: int = 0
     fallback_size: int = 0
     logits_per_part: int | None = None
-
-    max_outer_positions = 4
-    """Largest S for which the outer form (memory b1*b2*S^2 per block pair) is considered."""
 
     def supports(self, fn: Callable[..., Any]) -> bool:
         return callable(fn)
@@ -206,7 +157,7 @@ class StructuredNTK:
         sites = []
         for site in self.analysis.sites:
             if site.tap is not None and site.leaf is not None:
-                explicit, outer = _tap_costs(site.tap, size, m, parts)
+                explicit, outer = tap_costs(site.tap, size, m, parts)
                 method = "outer" if outer.flops < explicit.flops else "explicit"
                 site = dataclasses.replace(site, tap=site.tap.with_method(method))
             sites.append(site)
@@ -222,11 +173,11 @@ class StructuredNTK:
     def num_parts(self, size: ProblemSize) -> int:
         return math.ceil(size.num_outputs / self._logits(size))
 
-    def _site_costs(self, site: Site, size: ProblemSize, m: int, parts: int) -> _Costs:
-        if _method_of(site) == "operand":
-            return _operand_costs(site, size, m, parts)
+    def _site_costs(self, site: Site, size: ProblemSize, m: int, parts: int) -> Costs:
+        if method_of(site) == "operand":
+            return operand_costs(site, size, m, parts)
         assert site.tap is not None
-        explicit, outer = _tap_costs(site.tap, size, m, parts)
+        explicit, outer = tap_costs(site.tap, size, m, parts)
         return outer if site.tap.method == "outer" else explicit
 
     def _bytes_per_example(self, size: ProblemSize, m: int) -> float:
@@ -309,7 +260,7 @@ class StructuredNTK:
             recorded, grads = forward_and_cotangents(program, analysis, leaves, x, cotangent)
             composite_sites, composite_grads = [], []
             for site in analysis.sites:
-                if _method_of(site) != "operand":
+                if method_of(site) != "operand":
                     e, o = tap_features(site, recorded, grads)
                     explicit.extend(e)
                     if o is not None:
@@ -350,11 +301,11 @@ class StructuredNTK:
             total = total + contract_explicit(e1, e2, outputs)
         for o1, o2 in zip(f1["outer"], f2["outer"], strict=True):
             total = total + contract_outer(o1, o2, outputs)
-        b1 = _batch(f1)
-        b2 = _batch(f2)
-        m = _num_logits(f1)
+        b1 = batch_of(f1)
+        b2 = batch_of(f2)
+        m = num_logits(f1)
         shape = {"mean": (b1, b2), "diag": (m, b1, b2), "full": (b1, b2, c, c)}[outputs]
-        gram = jnp.broadcast_to(jnp.asarray(total, _dtype(f1)), shape)
+        gram = jnp.broadcast_to(jnp.asarray(total, dtype_of(f1)), shape)
         if outputs == "mean":
             return gram / c
         if outputs == "diag":
@@ -376,58 +327,8 @@ class StructuredNTK:
             total = total + jnp.einsum("xcyi,xdyi->icd", e, e, precision=HIGHEST)
         for o in f["outer"]:
             a = o.inputs[:, 0]
-            aa = jnp.sum(a * a, axis=-1) + (1.0 if o.bias else 0.0)
+            aa = jnp.sum(a * a, axis=-1)
             g = o.cotangents[:, :, 0]
             total = total + aa[:, None, None] * jnp.einsum("cio,dio->icd", g, g, precision=HIGHEST)
-        b, c = _batch(f), spec.num_outputs
-        return jnp.broadcast_to(jnp.asarray(total, _dtype(f)), (b, c, c))
-
-
-def _batch(f: dict[str, Any]) -> int:
-    if f["explicit"]:
-        return int(f["explicit"][0].shape[-1])
-    return int(f["outer"][0].inputs.shape[0])
-
-
-def _num_logits(f: dict[str, Any]) -> int:
-    if f["explicit"]:
-        return int(f["explicit"][0].shape[1])
-    return int(f["outer"][0].cotangents.shape[0])
-
-
-def _dtype(f: dict[str, Any]) -> Any:
-    leaves = jax.tree.leaves(f)
-    return leaves[0].dtype
-
-
-def contract_explicit(e1: jax.Array, e2: jax.Array, outputs: str) -> jax.Array:
-    """Gram of explicit per-example gradients (p1, m, p2, b); mean is summed, not averaged."""
-    if outputs == "mean":
-        a = e1.reshape(-1, e1.shape[-1])
-        b = e2.reshape(-1, e2.shape[-1])
-        return jax.lax.dot_general(a, b, (((0,), (0,)), ((), ())), precision=HIGHEST)
-    if outputs == "diag":
-        return jnp.einsum("xcyi,xcyj->cij", e1, e2, precision=HIGHEST)
-    return jnp.einsum("xcyi,xdyj->ijcd", e1, e2, precision=HIGHEST)
-
-
-def contract_outer(o1: Outer, o2: Outer, outputs: str) -> jax.Array:
-    """Gram of a layer from its input and cotangent Grams (mean is summed, not averaged)."""
-    s = o1.inputs.shape[1]
-    if s == 1:
-        a1, a2 = o1.inputs[:, 0], o2.inputs[:, 0]
-        g1, g2 = o1.cotangents[:, :, 0], o2.cotangents[:, :, 0]
-        aa = jnp.matmul(a1, a2.T, precision=HIGHEST) + (1.0 if o1.bias else 0.0)
-        if outputs == "mean":
-            return aa * jnp.einsum("cio,cjo->ij", g1, g2, precision=HIGHEST)
-        if outputs == "diag":
-            return aa[None] * jnp.einsum("cio,cjo->cij", g1, g2, precision=HIGHEST)
-        return aa[:, :, None, None] * jnp.einsum("cio,djo->ijcd", g1, g2, precision=HIGHEST)
-    aa = jnp.einsum("isk,jtk->ijst", o1.inputs, o2.inputs, precision=HIGHEST)
-    if outputs == "mean":
-        gg = jnp.einsum("cisO,cjtO->ijst", o1.cotangents, o2.cotangents, precision=HIGHEST)
-        return jnp.sum(aa * gg, axis=(2, 3))
-    if outputs == "diag":
-        gg = jnp.einsum("cisO,cjtO->cijst", o1.cotangents, o2.cotangents, precision=HIGHEST)
-        return jnp.einsum("ijst,cijst->cij", aa, gg, precision=HIGHEST)
-    raise ValueError("the outer form with several positions is not used for the full kernel")
+        b, c = batch_of(f), spec.num_outputs
+        return jnp.broadcast_to(jnp.asarray(total, dtype_of(f)), (b, c, c))

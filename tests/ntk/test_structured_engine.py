@@ -89,7 +89,11 @@ def reference_kernel(fn, params, x1, x2, outputs):
         axis=2,
     )
     j1, j2 = j[: len(x1)], j[len(x1) :] if x2 is not None else j
-    full = np.einsum("icp,jdp->ijcd", j1, j2)
+    return reduce_full(np.einsum("icp,jdp->ijcd", j1, j2), outputs)
+
+
+def reduce_full(full, outputs):
+    """The mean or diag kernel from the full one (n1, n2, C, C)."""
     if outputs == "full":
         return full
     diag = np.moveaxis(np.diagonal(full, axis1=2, axis2=3), -1, 0)
@@ -176,18 +180,42 @@ def _layer_case(name):
     return module, random_variables(variables), shape
 
 
+@pytest.fixture(scope="module")
+def layer_case():
+    """(fn, params, x1, x2, full reference kernel of [x1; x2]) per layer case, built once.
+
+    One Jacobian per case serves every kernel form and both the x2 and the symmetric checks, and
+    the same ``fn`` object lets the forms share compiled programs.
+    """
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            module, variables, shape = _layer_case(name)
+            fn, params = flax_ntk_fn(module, variables)
+            x1, x2 = inputs(5, shape), inputs(3, shape, seed=2)
+            full = reference_kernel(fn, params, np.concatenate([x1, x2]), None, "full")
+            cache[name] = (fn, params, x1, x2, full)
+        return cache[name]
+
+    return get
+
+
 @pytest.mark.parametrize("outputs", ["mean", "full", "diag"])
 @pytest.mark.parametrize("case", ["dense_extra_axes", "conv", "batchnorm"])
-def test_layer_types_both_methods(case, outputs):
-    module, variables, shape = _layer_case(case)
-    fn, params = flax_ntk_fn(module, variables)
-    x1 = inputs(5, shape)
+def test_layer_types_both_methods(case, outputs, layer_case):
+    fn, params, x1, x2, full = layer_case(case)
+    n1 = len(x1)
     if outputs == "diag":  # symmetric and blocked
-        plan = check(fn, params, x1, None, outputs, methods=("explicit", "outer"), block_size=2)
+        reference = reduce_full(full[:n1, :n1], outputs)
+        methods = ("explicit", "outer")
+        plan = check(
+            fn, params, x1, None, outputs, methods=methods, block_size=2, reference=reference
+        )
     else:
-        x2 = inputs(3, shape, seed=2)
+        reference = reduce_full(full[:n1, n1:], outputs)
         methods = ("explicit",) if outputs == "full" else ("explicit", "outer")
-        plan = check(fn, params, x1, x2, outputs, methods=methods)
+        plan = check(fn, params, x1, x2, outputs, methods=methods, reference=reference)
     assert not plan.prepared.analysis.fallback
 
 
@@ -205,11 +233,11 @@ def test_layer_choices_are_recorded():
     assert all(t.method == "explicit" for t in taps if t.positions > 1)
 
 
-def test_shared_and_normalising_layers_are_exact():
+def test_shared_and_normalising_layers_are_exact(layer_case):
     """Circular padding, LayerNorm and a module called twice: composite leaves, exact."""
-    module, variables, shape = _layer_case("fallbacks")
-    fn, params = flax_ntk_fn(module, variables)
-    plan = check(fn, params, inputs(4, shape), inputs(3, shape, 2), "full")
+    fn, params, x1, x2, full = layer_case("fallbacks")
+    n1 = len(x1)
+    plan = check(fn, params, x1, x2, "full", reference=full[:n1, n1:])
     names = leaf_names(params)
     composite = {names[i][0] for i in plan.prepared.analysis.composite}
     assert composite == {"Dense_0"}  # the shared module's kernel and bias
@@ -261,10 +289,11 @@ def test_registry_models(name):
 
 
 def test_auto_picks_structured_when_cheaper():
+    # The paper's student on 16x16 images (same layers; its planning and tracing are faster).
     model = create_model("lenet5x8", num_classes=10)
-    variables = random_variables(abstract_variables(model, (32, 32, 3)))
+    variables = random_variables(abstract_variables(model, (16, 16, 3)))
     fn, params = flax_ntk_fn(model, variables)
-    plan = plan_ntk(fn, params, inputs(64, (32, 32, 3)))
+    plan = plan_ntk(fn, params, inputs(64, (16, 16, 3)))
     assert plan.implementation == "structured"
     assert plan.estimates["structured"][0] < plan.estimates["jacobian"][0] / 3
     assert plan.num_parts == 1 and plan.block_size == 64
