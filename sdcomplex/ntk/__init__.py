@@ -6,6 +6,7 @@ pluggable (`register_implementation`); ``"auto"`` picks the cheapest by a cost e
 `load_run_checkpoint`, `run_examples` and `run_ntk` give kernels of trained runs.
 """
 
+from sdcomplex.complexity._full_kernel import flatten_full_kernel, unflatten_full_kernel
 from sdcomplex.ntk._adapters import ntk_fn
 from sdcomplex.ntk._api import (
     DEFAULT_MEMORY_BUDGET,
@@ -13,9 +14,7 @@ from sdcomplex.ntk._api import (
     compute_with_plan,
     default_memory_budget,
     empirical_ntk,
-    flatten_full_kernel,
     plan_ntk,
-    unflatten_full_kernel,
 )
 from sdcomplex.ntk._complexity_matfree import (
     MatrixFreeComplexity,

@@ -24,17 +24,19 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from sdcomplex.data import Dataset, DatasetInfo, normalise_array
-from sdcomplex.models import create_model
+from sdcomplex.data import Dataset, DatasetInfo, input_statistics, normalise_array
+from sdcomplex.data import balanced_indices as balanced_indices  # the selection of kernels
+from sdcomplex.models import init_variables
 from sdcomplex.ntk._adapters import ParamFilter, ntk_fn
 from sdcomplex.ntk._api import empirical_ntk
 from sdcomplex.train import (
     CONFIG_FILE,
     RUN_FILE,
+    RunDirectory,
     TrainConfig,
+    batched_apply,
+    build_model,
     config_hash,
-    initial_variables,
-    list_checkpoints,
     load_checkpoint,
     load_config,
     load_run_data,
@@ -152,12 +154,11 @@ def load_run_checkpoint(
         >>> logits = run.model.apply(run.variables, x, train=False)  # doctest: +SKIP
     """
     path, config, info = _read_run(run_dir)
-    options = {k: v for k, v in config.model_options.items() if k != "num_classes"}
-    model = create_model(config.model, info.num_classes, **options)
+    model = build_model(config, info.num_classes)
     if epoch == "init":
-        variables = initial_variables(model, config.seed, tuple(info.input_shape))
+        variables = init_variables(model, config.seed, tuple(info.input_shape))
         return RunCheckpoint(path, 0, "init", config, config_hash(config), info, model, variables)
-    epochs = list_checkpoints(path) if (path / "checkpoints").is_dir() else []
+    epochs = RunDirectory(path).checkpoints()
     if epoch == "last":
         if not epochs:
             raise ValueError(f"{path} has no checkpoints")
@@ -169,38 +170,6 @@ def load_run_checkpoint(
     variables = load_checkpoint(path, epoch)
     chash = config_hash(config)
     return RunCheckpoint(path, epoch, "checkpoint", config, chash, info, model, variables)
-
-
-def balanced_indices(labels: Any, n_per_class: int, *, seed: int = 0) -> np.ndarray:
-    """Sorted indices of ``n_per_class`` examples of every class, chosen at random.
-
-    The selection of :func:`sdcomplex.data.balanced_subset`: for each class ``c`` in label
-    order one ``numpy.random.default_rng(seed)`` stream permutes that class's indices and the
-    first ``n_per_class`` are kept, so subsets with the same seed are nested.
-
-    Args:
-        labels: (n,) integer labels.
-        n_per_class: examples per class.
-        seed: seed of the selection.
-
-    Returns:
-        (C * n_per_class,) int64 indices, increasing.
-
-    Raises:
-        ValueError: ``n_per_class`` < 1, or a class with fewer examples.
-    """
-    y = np.asarray(labels)
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"labels must be a 1-D integer array, got shape {y.shape} {y.dtype}")
-    if isinstance(n_per_class, bool) or not isinstance(n_per_class, int) or n_per_class < 1:
-        raise ValueError(f"n_per_class must be a positive integer, got {n_per_class!r}")
-    counts = np.bincount(y)
-    if counts.min() < n_per_class:
-        c = int(counts.argmin())
-        raise ValueError(f"class {c} has only {counts[c]} examples, asked for {n_per_class}")
-    rng = np.random.default_rng(seed)
-    picks = [rng.permutation(np.flatnonzero(y == c))[:n_per_class] for c in range(len(counts))]
-    return np.sort(np.concatenate(picks)).astype(np.int64)
 
 
 class RunExamples(NamedTuple):
@@ -273,10 +242,8 @@ def run_examples(
 
 def run_inputs(run: RunCheckpoint, raw: Any) -> np.ndarray:
     """Raw inputs to the run's model inputs: float32, normalised as in its training."""
-    info = run.info
-    if not run.config.normalise:
-        info = info.replace(mean=(0.0,) * info.num_channels, std=(1.0,) * info.num_channels)
-    return normalise_array(np.asarray(raw), info)
+    mean, std = input_statistics(run.info, normalise=run.config.normalise)
+    return normalise_array(np.asarray(raw), run.info.replace(mean=mean, std=std))
 
 
 def run_logits(run: RunCheckpoint, raw: Any, *, batch_size: int = 1000) -> np.ndarray:
@@ -287,15 +254,8 @@ def run_logits(run: RunCheckpoint, raw: Any, *, batch_size: int = 1000) -> np.nd
     def apply(variables: Any, xb: jax.Array) -> jax.Array:
         return run.model.apply(variables, xb, train=False)  # type: ignore[return-value]
 
-    size = max(1, min(batch_size, len(x)))
-    out = []
-    for start in range(0, len(x), size):
-        xb = x[start : start + size]
-        pad = size - len(xb)
-        if pad:  # one compilation for every batch
-            xb = np.concatenate([xb, np.zeros((pad, *xb.shape[1:]), xb.dtype)])
-        out.append(np.asarray(apply(run.variables, xb), np.float32)[: size - pad])
-    return np.concatenate(out)
+    size = max(1, min(batch_size, len(x)))  # one compilation for every batch
+    return batched_apply(apply, run.variables, x, size).astype(np.float32)
 
 
 def run_ntk(

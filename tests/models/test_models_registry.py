@@ -145,9 +145,10 @@ def test_init_is_deterministic_and_key_dependent():
     a = init_variables(model, jax.random.PRNGKey(0), (4,))
     b = init_variables(model, jax.random.PRNGKey(0), (4,))
     c = init_variables(model, jax.random.PRNGKey(1), (4,))
-    seed = init_variables(model, 0, (4,))
+    seed = init_variables(model, 0, (4,))  # an int seed is the trainer's key(seed, impl="rbg")
+    rbg = init_variables(model, jax.random.key(0, impl="rbg"), (4,))
     assert sorted(a) == ["params"]
-    for x, y in [(a, b), (a, seed)]:
+    for x, y in [(a, b), (seed, rbg)]:
         jax.tree_util.tree_map(np.testing.assert_array_equal, x, y)
     assert not np.allclose(a["params"]["hidden1"]["kernel"], c["params"]["hidden1"]["kernel"])
     # input_shape excludes the batch axis and equals a direct model.init

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from reproduce_helpers import execute_notebook
 
 pytest_plugins = ["reproduce_helpers"]  # the shared tiny run and its fixtures
 
@@ -98,6 +97,8 @@ def test_notebook_runs_its_experiment_at_smoke_scale(notebook_run):
 def test_notebook_shows_a_finished_run(path, tiny_run, notebook_env, tmp_path):
     out_dir = tiny_run
     before = _files(out_dir)
+    from reproduce_helpers import execute_notebook  # the plugin pytest_plugins loads
+
     nb, text = execute_notebook(path, {**notebook_env, "SDCOMPLEX_RUN": str(out_dir)}, tmp_path)
     assert "0 stages run" in text  # every stage loaded, nothing trained again
     assert "| claim | reproduced? |" in text
