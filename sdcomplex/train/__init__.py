@@ -24,20 +24,17 @@ Example:
     [0, 1, 2, 3]
 """
 
-from sdcomplex.models import init_variables
 from sdcomplex.train._checkpoint import (
     DamagedCheckpointWarning,
     library_versions,
     list_checkpoints,
     load_checkpoint,
-    load_manifest,
     verify_checkpoint,
 )
 from sdcomplex.train._config import (
     OPTIMIZERS,
     SCHEDULES,
     TrainConfig,
-    config_differences,
     config_hash,
     load_config,
 )
@@ -45,13 +42,10 @@ from sdcomplex.train._divergence import TrainingDiverged
 from sdcomplex.train._ensemble import (
     BATCHINGS,
     EnsembleResult,
-    EnsembleStep,
-    make_ensemble_step,
-    traced_kd_loss,
     train_students,
 )
-from sdcomplex.train._inference import batched_apply, padded_batches
-from sdcomplex.train._integrity import DamagedFile, read_sealed_json, write_sealed_json
+from sdcomplex.train._inference import batched_apply
+from sdcomplex.train._integrity import DamagedFile
 from sdcomplex.train._loop import DiagnosticsFn, EpochInfo, SupervisionFn
 from sdcomplex.train._metrics import (
     METRICS_FILE,
@@ -70,7 +64,7 @@ from sdcomplex.train._rundir import (
     read_run_config,
     read_run_info,
 )
-from sdcomplex.train._setup import RunSetup, build_model, load_run_data, setup_run
+from sdcomplex.train._setup import build_model, load_run_data, setup_run
 from sdcomplex.train._step import (
     LossFn,
     SupervisionApply,
@@ -83,15 +77,9 @@ from sdcomplex.train._step import (
 )
 from sdcomplex.train._trainer import TrainResult, finished_result, train
 
-# The one initialisation (a run's epoch 0); this name is kept for the modules that still use it.
-initial_variables = init_variables
-
 __all__ = [
     "BATCHINGS",
     "EnsembleResult",
-    "EnsembleStep",
-    "make_ensemble_step",
-    "traced_kd_loss",
     "train_students",
     "CONFIG_FILE",
     "METRICS_FILE",
@@ -107,41 +95,34 @@ __all__ = [
     "DiagnosticsFn",
     "EpochInfo",
     "LossFn",
-    "RunSetup",
     "SupervisionApply",
     "SupervisionFn",
     "TrainConfig",
     "TrainResult",
     "TrainState",
     "TrainingDiverged",
-    "config_differences",
     "config_hash",
     "batched_apply",
     "build_model",
     "cross_entropy_loss",
     "finished_result",
     "init_train_state",
-    "initial_variables",
     "library_versions",
     "list_checkpoints",
     "load_checkpoint",
     "load_config",
-    "load_manifest",
     "load_run_data",
     "make_eval_step",
     "make_optimizer",
     "make_preprocess",
     "make_schedule",
     "make_train_step",
-    "padded_batches",
     "plot_learning_curves",
     "read_metrics",
     "read_run_config",
     "read_run_info",
-    "read_sealed_json",
     "setup_run",
     "strip_timing",
     "train",
     "verify_checkpoint",
-    "write_sealed_json",
 ]

@@ -22,11 +22,10 @@ from run_helpers import mlp_config
 
 from sdcomplex.data import EpochBatcher
 from sdcomplex.distill import kd_loss
-from sdcomplex.models import create_model
+from sdcomplex.models import create_model, init_variables
 from sdcomplex.train import (
     TrainingDiverged,
     init_train_state,
-    initial_variables,
     load_checkpoint,
     load_run_data,
     make_preprocess,
@@ -60,7 +59,7 @@ LOSS_RTOL = 1e-5
 def _teacher(seed):
     """A fixed random MLP teacher on digits (8x8x1 inputs, 10 classes) and its forward pass."""
     model = create_model("mlp", 10, hidden_sizes=(12,))
-    variables = initial_variables(model, seed, (8, 8, 1))
+    variables = init_variables(model, seed, (8, 8, 1))
 
     def apply(v, x):
         return model.apply(v, x, train=False)

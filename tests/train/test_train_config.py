@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from sdcomplex.train import TrainConfig, config_differences, config_hash, load_config
+from sdcomplex.train import TrainConfig, config_hash, load_config
+from sdcomplex.train._config import config_differences
 
 
 def test_defaults_are_the_paper_recipe():

@@ -11,10 +11,10 @@ from run_helpers import mlp_config
 
 from sdcomplex.cli import main
 from sdcomplex.data import EpochBatcher
+from sdcomplex.models import init_variables
 from sdcomplex.train import (
     TrainingDiverged,
     init_train_state,
-    initial_variables,
     list_checkpoints,
     load_checkpoint,
     make_optimizer,
@@ -47,7 +47,7 @@ def _first_non_finite_step(config):
         mean=info.mean, std=info.std, pixel_max=info.pixel_max, augment=False
     )
     step_fn = make_train_step(setup.model, optimizer, preprocess)
-    variables = initial_variables(setup.model, config.seed, info.input_shape)
+    variables = init_variables(setup.model, config.seed, info.input_shape)
     state, running = init_train_state(variables, optimizer), jax.numpy.zeros(3)
     data = (setup.dataset.x_train, setup.dataset.y_train)
     for epoch in range(1, config.epochs + 1):

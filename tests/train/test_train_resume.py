@@ -16,11 +16,11 @@ from sdcomplex.train import (
     TrainConfig,
     list_checkpoints,
     load_checkpoint,
-    load_manifest,
     read_metrics,
     strip_timing,
     train,
 )
+from sdcomplex.train._checkpoint import load_manifest
 
 # A small BatchNorm CNN on the embedded digits, with augmentation, a step schedule and many
 # steps per epoch (so that a signal sent after epoch 1 lands in the middle of epoch 2).

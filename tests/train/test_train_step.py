@@ -6,11 +6,10 @@ import numpy as np
 import optax
 import pytest
 
-from sdcomplex.models import create_model
+from sdcomplex.models import create_model, init_variables
 from sdcomplex.train import (
     cross_entropy_loss,
     init_train_state,
-    initial_variables,
     make_eval_step,
     make_preprocess,
     make_train_step,
@@ -27,7 +26,7 @@ def _apply(model):
 
 def _mlp():
     model = create_model("mlp", 3, hidden_sizes=(5,))
-    return model, initial_variables(model, 0, (4,))
+    return model, init_variables(model, 0, (4,))
 
 
 def test_sgd_step_equals_manual_gradient_step_and_running_sums():
@@ -62,7 +61,7 @@ def test_batchnorm_running_stats_updated_in_training_and_used_in_eval():
     model = create_model(
         "cnn", 2, channels=(3,), dense_width=None, batch_norm=True, bn_momentum=0.8
     )
-    variables = initial_variables(model, 1, (4, 4, 1))
+    variables = init_variables(model, 1, (4, 4, 1))
     tx = optax.sgd(0.0)  # parameters fixed: only the statistics move
     state = init_train_state(jax.tree.map(jnp.copy, variables), tx)
     x = (2.0 + 3.0 * RNG.normal(size=(8, 4, 4, 1))).astype(np.float32)
@@ -102,7 +101,7 @@ def test_batchnorm_running_stats_updated_in_training_and_used_in_eval():
 
 def test_supervision_apply_and_custom_loss_see_the_same_augmented_batch():
     model = create_model("cnn", 3, channels=(2,), dense_width=None)
-    variables = initial_variables(model, 0, (6, 6, 1))
+    variables = init_variables(model, 0, (6, 6, 1))
     tx = optax.sgd(0.1)
     preprocess = make_preprocess(mean=(0.5,), std=(0.25,), pixel_max=255.0, augment=True)
     raw = RNG.integers(0, 256, size=(4, 6, 6, 1)).astype(np.uint8)
@@ -157,9 +156,9 @@ def test_train_step_is_deterministic():
 @pytest.mark.parametrize("seed", [0, 1])
 def test_initial_variables_depend_only_on_seed(seed):
     model, _ = _mlp()
-    a = initial_variables(model, seed, (4,))
-    b = initial_variables(model, seed, (4,))
-    c = initial_variables(model, seed + 2, (4,))
+    a = init_variables(model, seed, (4,))
+    b = init_variables(model, seed, (4,))
+    c = init_variables(model, seed + 2, (4,))
     leaves = [jax.tree.leaves(v) for v in (a, b, c)]
     assert all(np.array_equal(u, v) for u, v in zip(leaves[0], leaves[1], strict=True))
     assert not all(np.array_equal(u, v) for u, v in zip(leaves[0], leaves[2], strict=True))
