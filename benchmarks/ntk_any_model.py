@@ -8,8 +8,9 @@ configuration runs once per round, in the same order, so that slow periods hit a
 * ``zoo``: the model zoo's Flax linen LeNet-5x8 / ResNet-20 through `flax_ntk_fn`;
 * ``jax``: the same architecture written as a pure JAX function of the zoo's very parameters
   (``lax.conv_general_dilated``, ``reduce_window`` max pooling, BatchNorm written out);
-* ``nnx``, ``equinox``: LeNet-5x8 as a Flax NNX module (``nnx.split`` / ``nnx.merge``) and as an
-  Equinox module (``eqx.partition`` / ``eqx.combine``, ``jax.vmap`` over examples);
+* ``nnx``, ``equinox``: the same architectures as a Flax NNX module and as an Equinox module
+  (``jax.vmap`` over examples), with their own initialisations (benchmarks/framework_models.py;
+  ResNet-20 through `sdcomplex.ntk.ntk_fn`, BatchNorm on its running statistics);
 
 and once, at the smallest size, the generic engine (``implementation="jacobian"``: vmapped
 per-example reverse-mode gradients, one logit at a time, and their contraction). Kernels of the
@@ -32,78 +33,15 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax_models import lenet5, max_pool, resnet
+from framework_models import lenet5_equinox, lenet5_nnx, resnet20_equinox, resnet20_nnx
+from jax_models import lenet5, resnet
 
 from sdcomplex.models import create_model, init_variables
 from sdcomplex.ntk import empirical_ntk, flax_ntk_fn, plan_ntk
 
 SHAPE = (32, 32, 3)
 NUM_CLASSES = 10
-
-
-# --- NNX and Equinox LeNet-5x8 ----------------------------------------------------------------
-
-
-def lenet5_nnx(width: int = 8):
-    from flax import nnx
-
-    class LeNet(nnx.Module):
-        def __init__(self, rngs):
-            k = width
-            self.conv1 = nnx.Conv(3, 6 * k, (5, 5), padding="VALID", rngs=rngs)
-            self.conv2 = nnx.Conv(6 * k, 16 * k, (5, 5), padding="VALID", rngs=rngs)
-            self.fc1 = nnx.Linear(16 * k * 25, 120 * k, rngs=rngs)
-            self.fc2 = nnx.Linear(120 * k, 84 * k, rngs=rngs)
-            self.logits = nnx.Linear(84 * k, NUM_CLASSES, rngs=rngs)
-
-        def __call__(self, x):
-            x = max_pool(jax.nn.relu(self.conv1(x)))
-            x = max_pool(jax.nn.relu(self.conv2(x)))
-            x = jax.nn.relu(self.fc1(x.reshape(x.shape[0], -1)))
-            return self.logits(jax.nn.relu(self.fc2(x)))
-
-    graphdef, params, rest = nnx.split(LeNet(nnx.Rngs(0)), nnx.Param, ...)
-
-    def fn(p, x):
-        return nnx.merge(graphdef, p, rest)(x)
-
-    return fn, params
-
-
-def lenet5_equinox(width: int = 8):
-    import equinox as eqx
-
-    k = width
-    keys = jax.random.split(jax.random.key(0), 5)
-
-    class LeNet(eqx.Module):
-        layers: tuple
-
-        def __call__(self, x):  # one example, (H, W, C) -> logits
-            conv1, conv2, fc1, fc2, out = self.layers
-            h = jnp.transpose(x, (2, 0, 1))
-            h = eqx.nn.MaxPool2d(2, 2)(jax.nn.relu(conv1(h)))
-            h = eqx.nn.MaxPool2d(2, 2)(jax.nn.relu(conv2(h)))
-            h = jax.nn.relu(fc1(h.reshape(-1)))
-            return out(jax.nn.relu(fc2(h)))
-
-    model = LeNet(
-        (
-            eqx.nn.Conv2d(3, 6 * k, 5, key=keys[0]),
-            eqx.nn.Conv2d(6 * k, 16 * k, 5, key=keys[1]),
-            eqx.nn.Linear(16 * k * 25, 120 * k, key=keys[2]),
-            eqx.nn.Linear(120 * k, 84 * k, key=keys[3]),
-            eqx.nn.Linear(84 * k, NUM_CLASSES, key=keys[4]),
-        )
-    )
-    params, static = eqx.partition(model, eqx.is_array)
-
-    def fn(p, x):
-        return jax.vmap(eqx.combine(p, static))(x)
-
-    return fn, params
 
 
 def variant(model: str, kind: str):
@@ -122,9 +60,13 @@ def variant(model: str, kind: str):
             return resnet(p, stats, x)
 
         return fn, params
-    if model != "lenet5x8":
-        raise ValueError(f"{kind} is written for LeNet-5x8 only")
-    return lenet5_nnx() if kind == "nnx" else lenet5_equinox()
+    builders = {
+        ("lenet5x8", "nnx"): lenet5_nnx,
+        ("lenet5x8", "equinox"): lenet5_equinox,
+        ("resnet20", "nnx"): resnet20_nnx,
+        ("resnet20", "equinox"): resnet20_equinox,
+    }
+    return builders[(model, kind)]()
 
 
 # --- timing -----------------------------------------------------------------------------------
@@ -154,8 +96,6 @@ def main() -> None:
     configs = []
     for model in args.models:
         for kind in args.variants:
-            if model != "lenet5x8" and kind in ("nnx", "equinox"):
-                continue
             fn, params = variant(model, kind)
             for n in args.sizes:
                 configs.append(
