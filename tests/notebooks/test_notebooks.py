@@ -14,8 +14,6 @@ import nbformat
 import pytest
 
 pytest_plugins = ["reproduce_helpers"]  # the shared tiny run and its fixtures
-# one worker computes the shared run once for all its users (pytest -n ... --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("shared_tiny_run")
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

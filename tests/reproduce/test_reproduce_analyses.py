@@ -16,8 +16,6 @@ from sdcomplex.reproduce._margin import bound_rows
 from sdcomplex.train import load_checkpoint, load_run_data
 
 pytest_plugins = ["reproduce_helpers"]  # the shared tiny run and its fixtures
-# one worker computes the shared run once for all its users (pytest -n ... --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("shared_tiny_run")
 
 
 def _explicit_mean_ntk(model, variables, x):

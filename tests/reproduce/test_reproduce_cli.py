@@ -3,13 +3,9 @@
 import json
 from pathlib import Path
 
-import pytest
-
 from sdcomplex.cli import main
 
 pytest_plugins = ["reproduce_helpers"]  # the shared tiny run and its fixtures
-# one worker computes the shared run once for all its users (pytest -n ... --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("shared_tiny_run")
 
 TINY = Path(__file__).resolve().parent / "tiny_experiment.py"
 

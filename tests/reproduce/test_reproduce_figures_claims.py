@@ -8,8 +8,6 @@ from sdcomplex.reproduce._claims import check_c1, check_c2, check_c3, check_c4, 
 from sdcomplex.reproduce._figures import save_figure
 
 pytest_plugins = ["reproduce_helpers"]  # the shared tiny run and its fixtures
-# one worker computes the shared run once for all its users (pytest -n ... --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("shared_tiny_run")
 
 FIGURES = ("c1_temperature", "c2_trajectory", "c3_accuracy", "c4_diagnostics", "c5_bound")
 

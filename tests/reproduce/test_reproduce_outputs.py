@@ -24,8 +24,6 @@ from sdcomplex.reproduce._outputs import (
 )
 
 pytest_plugins = ["reproduce_helpers"]  # the shared tiny run and its fixtures
-# one worker computes the shared run once for all its users (pytest -n ... --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("shared_tiny_run")
 
 
 def _digests(root: Path) -> dict[str, str]:

@@ -28,8 +28,6 @@ from sdcomplex.reproduce import (
 from sdcomplex.train import list_checkpoints, load_checkpoint
 
 pytest_plugins = ["reproduce_helpers"]  # the shared tiny run and its fixtures
-# one worker computes the shared run once for all its users (pytest -n ... --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("shared_tiny_run")
 
 
 def _files(root: Path) -> dict[str, int]:

@@ -10,8 +10,6 @@ from sdcomplex.reproduce import read_csv
 from sdcomplex.reproduce._results import mean_std, spearman
 
 pytest_plugins = ["reproduce_helpers"]  # the shared tiny run and its fixtures
-# one worker computes the shared run once for all its users (pytest -n ... --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("shared_tiny_run")
 
 
 def _metrics(path):
