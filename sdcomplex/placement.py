@@ -29,7 +29,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
 
-__all__ = ["DATA_AXIS", "Placement", "make_placement", "start_distributed"]
+__all__ = ["DATA_AXIS", "Placement", "as_placement", "make_placement", "start_distributed"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +147,63 @@ class Placement:
             "num_processes": self.num_processes,
         }
 
+    # --- rows of a full host copy, gathers and per-device programs (kernels, matrix-free) --------
+
+    def data_spec(self, ndim: int = 1, axis: int = 0) -> PartitionSpec:
+        """The partition spec of an ``ndim``-axis array whose axis ``axis`` is split over the
+        data axis (the others replicated); ``ndim=0`` gives the replicated spec ``P()``."""
+        if ndim == 0:
+            return PartitionSpec()
+        if not 0 <= axis < ndim:
+            raise ValueError(f"axis {axis} out of range for an array of {ndim} axes")
+        return PartitionSpec(*[self.axis if a == axis else None for a in range(ndim)])
+
+    def put_rows(self, full: Any, axis: int = 0) -> Any:
+        """Place a pytree of host arrays, the SAME full copy on every process, split along
+        ``axis`` over the mesh: each process materialises only the rows its devices hold.
+
+        Args:
+          full: pytree of arrays (numpy or jax) whose axis ``axis`` the device count divides.
+          axis: the split axis.
+
+        Returns:
+          The pytree of global ``jax.Array`` values with spec :meth:`data_spec`.
+
+        Raises:
+          ValueError: when the device count does not divide the split axis.
+        """
+
+        def put(leaf: Any) -> jax.Array:
+            host = np.asarray(leaf)
+            self.check_divides(int(host.shape[axis]), f"axis {axis} of size")
+            sharding = NamedSharding(self.mesh, self.data_spec(host.ndim, axis))
+            if not self.is_multi_process:
+                return jax.device_put(host, sharding)
+            return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+        return jax.tree_util.tree_map(put, full)
+
+    def gather(self, tree: Any) -> Any:
+        """The whole value of every (sharded or replicated) global array of ``tree`` as numpy, on
+        every process (``process_allgather`` across processes)."""
+        if not self.is_multi_process:
+            return jax.tree_util.tree_map(np.asarray, tree)
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(tree, tiled=True)
+
+    def shard_map(self, fn: Any, in_specs: Any, out_specs: Any) -> Any:
+        """``fn`` run once per device of the mesh on its local pieces (``jax.shard_map``); inside,
+        collectives name :attr:`axis` (``psum``, ``ppermute``, ``axis_index``).
+
+        Values are not checked for being varying or replicated over the axis (``check_vma``
+        off), so that functions written for one device (autodiff of a model on its local
+        examples) run unchanged; outputs with a replicated spec must be made equal with a
+        collective (``psum``)."""
+        return jax.shard_map(
+            fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False
+        )
+
 
 def make_placement(
     num_devices: int | None = None, devices: Sequence[Any] | None = None
@@ -231,4 +288,35 @@ def start_distributed(
         initialization_timeout=int(timeout_s),
         heartbeat_timeout_seconds=max(10, min(100, int(timeout_s))),
         shutdown_timeout_seconds=int(timeout_s),
+    )
+
+
+def as_placement(mesh: Any = None, what: str = "mesh") -> Placement:
+    """The placement a ``mesh=`` keyword names.
+
+    Args:
+      mesh: None (every device: :func:`make_placement`), a :class:`Placement`, or a
+        one-axis ``jax.sharding.Mesh`` (its axis becomes the data axis).
+      what: the keyword's name, for error messages.
+
+    Returns:
+      A :class:`Placement`.
+
+    Raises:
+      TypeError: for any other type.
+      ValueError: for a mesh with more than one axis.
+    """
+    if mesh is None:
+        return make_placement()
+    if isinstance(mesh, Placement):
+        return mesh
+    if isinstance(mesh, Mesh):
+        if len(mesh.axis_names) != 1:
+            raise ValueError(
+                f"{what} must have one axis (the data axis), got axes {tuple(mesh.axis_names)}"
+            )
+        return Placement(mesh=mesh, axis=str(mesh.axis_names[0]))
+    raise TypeError(
+        f"{what} must be None, a sdcomplex.placement.Placement or a jax.sharding.Mesh, "
+        f"got {type(mesh).__name__}"
     )

@@ -12,9 +12,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from sdcomplex._checks import as_int, as_real, check_finite
+from sdcomplex.ntk._assemble import Stages, assemble, pad_to_blocks
 from sdcomplex.ntk._engine import (
     OUTPUTS,
     NTKImplementation,
@@ -25,6 +25,8 @@ from sdcomplex.ntk._engine import (
     get_implementation,
     partition_callable,
 )
+from sdcomplex.ntk._sharded import ShardedBlocks, sharded_contract, sharded_features
+from sdcomplex.placement import Placement, as_placement
 
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3
 """Memory budget (2 GiB) when the device's memory cannot be read (see `default_memory_budget`)."""
@@ -278,31 +280,6 @@ def _contract(
     return impl.contract(combine_callable(dynamic, static), params, f1, f2, part, spec)
 
 
-def _pad_to_blocks(x: Any, block: int) -> tuple[jax.Array, int]:
-    """Pads the batch axis to a multiple of ``block`` (repeating the first example)."""
-    x = jnp.asarray(x)
-    n = x.shape[0]
-    pad = -n % block
-    if pad:
-        x = jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)], axis=0)
-    return x, n
-
-
-def _accumulate(out: np.ndarray, blk: np.ndarray, rows: slice, cols: slice, outputs: str) -> None:
-    if outputs == "diag":
-        out[:, rows, cols] += blk
-    else:
-        out[rows, cols] += blk
-
-
-def _mirror(blk: np.ndarray, outputs: str) -> np.ndarray:
-    if outputs == "mean":
-        return blk.T
-    if outputs == "diag":
-        return blk.transpose(0, 2, 1)
-    return blk.transpose(1, 0, 3, 2)
-
-
 def empirical_ntk(
     fn: Callable[..., Any],
     params: Any,
@@ -314,6 +291,7 @@ def empirical_ntk(
     block_size: int | None = None,
     memory_budget: float | None = None,
     progress: bool | None = None,
+    mesh: Any = None,
 ) -> np.ndarray:
     """Empirical neural tangent kernel Theta(x, x') = J(x) J(x')^T of ``fn`` at ``params``.
 
@@ -336,13 +314,23 @@ def empirical_ntk(
       memory_budget: bytes allowed for the features of the two blocks held at once; None for
         `default_memory_budget` (a quarter of the device's memory).
       progress: show a progress bar over blocks (None: only on a terminal, for > 4 blocks).
+      mesh: the devices the blocks are computed on: None for every device
+        (`sdcomplex.placement.make_placement`), a `sdcomplex.placement.Placement`, or a
+        one-axis ``jax.sharding.Mesh``. With one device this is the one-device computation.
+        With D > 1 devices a block holds D x ``block_size`` examples (``block_size`` and
+        ``memory_budget`` are per device), split over the devices: each computes the features
+        of its rows and contracts them with the column block passed round the devices, so
+        every device holds two blocks of features. With several processes every process must
+        pass the same full ``x1`` and ``x2``; each places only its devices' rows, and the
+        kernel is returned on every process. Equal to the one-device kernel to round-off.
 
     Returns:
       The kernel as a numpy array in the parameters' precision (float32 unless float64 is
       enabled), of the shape given by ``outputs``.
 
     Raises:
-      TypeError: ``block_size`` not an integer or the budget not a number.
+      TypeError: ``block_size`` not an integer, the budget not a number, or ``mesh`` not
+        None, a `Placement` or a ``jax.sharding.Mesh``.
       ValueError: unknown ``outputs`` or ``implementation``, bad ``block_size`` or budget,
         NaN or inf in ``params``, ``x1`` or ``x2`` (checked before any work), empty or
         mismatched inputs, or ``fn`` not returning (batch, C).
@@ -354,6 +342,7 @@ def empirical_ntk(
       >>> k.shape, float(k[0, 0]), float(k[0, 1])
       ((3, 3), 1.0, 0.0)
     """
+    as_placement(mesh)  # a wrong type is an error before any work
     plan = plan_ntk(
         fn,
         params,
@@ -364,7 +353,7 @@ def empirical_ntk(
         block_size=block_size,
         memory_budget=memory_budget,
     )
-    return compute_with_plan(plan, fn, params, x1, x2, progress=progress)
+    return compute_with_plan(plan, fn, params, x1, x2, progress=progress, mesh=mesh)
 
 
 def compute_with_plan(
@@ -375,57 +364,71 @@ def compute_with_plan(
     x2: Any = None,
     *,
     progress: bool | None = None,
+    mesh: Any = None,
 ) -> np.ndarray:
     """Runs a plan from `plan_ntk` (same ``fn``, ``params`` and inputs).
 
+    ``mesh`` as for `empirical_ntk`: with several devices ``plan.block_size`` is the block of
+    each device.
+
     Raises:
+      TypeError: ``mesh`` neither None, a `Placement` nor a ``jax.sharding.Mesh``.
       ValueError: NaN or inf in ``params``, ``x1`` or ``x2``.
     """
+    placement = as_placement(mesh)
     _check_inputs(x1, x2)
     check_values(params, ("x1", x1), ("x2", x2))
     if len(jax.eval_shape(fn, params, x1[:1]).shape) == 1:
         fn = _AsMatrix(fn)
     impl = plan.prepared if plan.prepared is not None else get_implementation(plan.implementation)
-    size, block, outputs = plan.size, plan.block_size, plan.size.outputs
+    spec = plan.size.spec
     dynamic, static = partition_callable(fn)
-    xa, n1 = _pad_to_blocks(x1, block)
-    xb, n2 = (xa, n1) if x2 is None else _pad_to_blocks(x2, block)
-    c = size.num_outputs
-    shape = {"mean": (n1, n2), "full": (n1, n2, c, c), "diag": (c, n1, n2)}[outputs]
-    dtype = np.dtype(jnp.result_type(*jax.tree.leaves(params)))
-    out = np.zeros(shape, dtype=dtype)
-    rows = range(0, xa.shape[0], block)
-    cols = range(0, xb.shape[0], block)
-    pairs = [(i, j) for i in rows for j in cols if x2 is not None or j >= i]
-    bar = tqdm(
-        total=len(pairs) * plan.num_parts,
-        desc=f"NTK {outputs} ({plan.implementation})",
-        unit="block",
-        disable=(len(pairs) * plan.num_parts <= 4 or None) if progress is None else not progress,
-        leave=False,
+    if placement.num_devices == 1:
+        block = plan.block_size
+
+        def local_feats(x: Any, part: jax.Array) -> Any:
+            return _features(impl, static, spec, dynamic, params, x, part)
+
+        def local_contract(f1: Any, f2: Any, part: jax.Array) -> jax.Array:
+            return _contract(impl, static, spec, dynamic, params, f1, f2, part)
+
+        stages = Stages(
+            block=block,
+            pad=lambda x: pad_to_blocks(x, block),
+            take=lambda xp, i: xp[i : i + block],
+            feats=local_feats,
+            contract=local_contract,
+            fetch=np.asarray,
+        )
+    else:
+        stages = _sharded_stages(plan, impl, static, spec, dynamic, params, placement)
+    return assemble(plan, params, x1, x2, stages, progress)
+
+
+def _sharded_stages(
+    plan: NTKPlan,
+    impl: NTKImplementation,
+    static: Any,
+    spec: OutputSpec,
+    dynamic: list[Any],
+    params: Any,
+    placement: Placement,
+) -> Stages:
+    """Blocks of D x the planned block, their rows split over the mesh (`_sharded`)."""
+    blocks = ShardedBlocks.plan(placement, plan.block_size, max(plan.size.n1, plan.size.n2))
+    dynamic, params = blocks.replicate((dynamic, params))
+
+    def feats(x: Any, part: jax.Array) -> Any:
+        return sharded_features(impl, static, spec, placement, dynamic, params, x, part)
+
+    def contract(f1: Any, f2: Any, part: jax.Array) -> jax.Array:
+        return sharded_contract(impl, static, spec, placement, dynamic, params, f1, f2, part)
+
+    return Stages(
+        block=blocks.block,
+        pad=blocks.pad,
+        take=blocks.rows,
+        feats=feats,
+        contract=contract,
+        fetch=blocks.fetch,
     )
-    spec = size.spec
-    with bar:
-        for part in range(plan.num_parts):
-            part_index = jnp.asarray(part, dtype=jnp.int32)
-
-            def feats(x: jax.Array, part_index: jax.Array = part_index) -> Any:
-                return _features(impl, static, spec, dynamic, params, x, part_index)
-
-            for i in rows:
-                f1 = feats(xa[i : i + block])
-                r = slice(i, min(i + block, n1))
-                for j in (j for (ii, j) in pairs if ii == i):
-                    f2 = f1 if (x2 is None and j == i) else feats(xb[j : j + block])
-                    blk = _contract(impl, static, spec, dynamic, params, f1, f2, part_index)
-                    blk = np.asarray(blk)
-                    cl = slice(j, min(j + block, n2))
-                    if outputs == "diag":
-                        blk = blk[:, : r.stop - r.start, : cl.stop - cl.start]
-                    else:
-                        blk = blk[: r.stop - r.start, : cl.stop - cl.start]
-                    _accumulate(out, blk, r, cl, outputs)
-                    if x2 is None and j != i:
-                        _accumulate(out, _mirror(blk, outputs), cl, r, outputs)
-                    bar.update()
-    return out
