@@ -175,6 +175,7 @@ class Placement:
 
         def put(leaf: Any) -> jax.Array:
             host = np.asarray(leaf)
+            host = host.astype(jax.dtypes.canonicalize_dtype(host.dtype), copy=False)
             self.check_divides(int(host.shape[axis]), f"axis {axis} of size")
             sharding = NamedSharding(self.mesh, self.data_spec(host.ndim, axis))
             if not self.is_multi_process:

@@ -172,6 +172,7 @@ def supervision_complexity_matfree(
     seed: int = 0,
     block_size: int | None = None,
     memory_budget: float = DEFAULT_MEMORY_BUDGET,
+    mesh: Any = None,
 ) -> MatrixFreeComplexity:
     """Supervision complexity s(Y) of targets under the empirical NTK, without forming the Gram.
 
@@ -197,12 +198,17 @@ def supervision_complexity_matfree(
       seed: seed of the probes.
       block_size: examples per vjp/jvp pass (default min(n, 256)).
       memory_budget: bytes for parameter-sized vectors held at once.
+      mesh: devices the examples are split over, as for `ntk_vector_product` (None: every
+        device). Each kernel-vector product sums J^T v over the devices' rows and computes
+        J u on each device's rows; CG itself runs on the host (on every process, with the
+        same iterates), so the iterates equal the one-device ones to round-off.
 
     Returns:
       A `MatrixFreeComplexity`.
 
     Raises:
-      TypeError: complex targets or offset, scalar arguments not numbers.
+      TypeError: complex targets or offset, scalar arguments not numbers, ``mesh`` of a
+        wrong type.
       ValueError: unknown form or preconditioner, bad tolerance, iteration count, ridge or
         sample count, targets or offset of the wrong shape or empty, NaN or inf in targets,
         offset, ``x`` or ``params`` (checked before any work), or negative curvature beyond
@@ -242,7 +248,7 @@ def supervision_complexity_matfree(
     if hasattr(targets, "values") and hasattr(targets, "describe"):
         metadata = targets.describe()
         targets = targets.values
-    op, fn = _operator(fn, params, x, outputs, block_size, memory_budget)
+    op, fn = _operator(fn, params, x, outputs, block_size, memory_budget, mesh)
     n, c = op.n, op.num_outputs
     y = _as_targets("targets", targets, n)
     if offset is not None:
@@ -256,7 +262,7 @@ def supervision_complexity_matfree(
     order = n * c if outputs == "full" else n
     blocks = None
     if preconditioner == "jacobi" or trace_samples == 0:
-        blocks = ntk_diagonal_blocks(fn, params, op.x, block_size=op.block)
+        blocks = ntk_diagonal_blocks(fn, params, op.x, block_size=op.device_block, mesh=mesh)
 
     def apply(v: np.ndarray) -> np.ndarray:
         return op.matvec(outputs, v) + shift * v

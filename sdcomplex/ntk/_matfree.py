@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -31,9 +32,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sdcomplex.ntk import _matfree_sharded as sharded
 from sdcomplex.ntk._api import DEFAULT_MEMORY_BUDGET, plan_ntk
 from sdcomplex.ntk._contract import HIGHEST
 from sdcomplex.ntk._engine import OutputSpec, combine_callable, partition_callable
+from sdcomplex.placement import Placement, as_placement
 
 FORMS = ("mean", "full", "diag")
 PRECONDITIONERS = ("jacobi", "none")
@@ -102,12 +105,57 @@ class _Operator:
     block: int
     num_outputs: int
     memory_budget: float
+    placement: Placement | None = None
 
     def __post_init__(self) -> None:
         self.dynamic, self.static = partition_callable(self.fn)
         self.n = int(self.x.shape[0])
         self.num_params = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(self.params))
         self.itemsize = max(jnp.result_type(leaf).itemsize for leaf in jax.tree.leaves(self.params))
+        if self.placement is not None and self.placement.num_devices == 1:
+            self.placement = None  # one device: the one-device programs, bit for bit
+        self.device_block = self.block
+        if self.placement is not None:
+            d_count = self.placement.num_devices
+            self.device_block = max(1, min(self.block, math.ceil(self.n / d_count)))
+            self.block = d_count * self.device_block
+            self.dynamic, self.params = self.placement.replicate((self.dynamic, self.params))
+
+    def _vjp(self, mode: str, xb: np.ndarray, vb: np.ndarray) -> Any:
+        if self.placement is None:
+            return _vjp_block(mode, self.static, self.dynamic, self.params, xb, vb)
+        put = self.placement.put_rows
+        return sharded.vjp_block(
+            mode, self.static, self.placement, self.dynamic, self.params, put(xb), put(vb)
+        )
+
+    def _jvp(self, mode: str, xb: np.ndarray, u: Any) -> np.ndarray:
+        if self.placement is None:
+            return np.asarray(_jvp_block(mode, self.static, self.dynamic, self.params, xb, u))
+        out = sharded.jvp_block(
+            mode,
+            self.static,
+            self.placement,
+            self.dynamic,
+            self.params,
+            self.placement.put_rows(xb),
+            u,
+        )
+        return np.asarray(self.placement.gather(out))
+
+    def _vjp_probes(self, xb: np.ndarray, zb: np.ndarray) -> Any:
+        if self.placement is None:
+            return _vjp_many(self.static, self.dynamic, self.params, xb, zb)
+        put = self.placement.put_rows
+        return sharded.vjp_many(
+            self.static, self.placement, self.dynamic, self.params, put(xb), put(zb, axis=1)
+        )
+
+    def fetch(self, value: Any) -> np.ndarray:
+        """A device value as numpy (on every process)."""
+        if self.placement is None:
+            return np.asarray(value)
+        return np.asarray(self.placement.gather(value))
 
     def _blocks(self) -> list[tuple[int, int]]:
         return [(i, min(i + self.block, self.n)) for i in range(0, self.n, self.block)]
@@ -127,7 +175,7 @@ class _Operator:
         for lo, hi in self._blocks():
             xb = self._padded(self.x, lo, hi)
             vb = self._padded(v, lo, hi, zeros=True)
-            u = _vjp_block(mode, self.static, self.dynamic, self.params, xb, vb)
+            u = self._vjp(mode, xb, vb)
             total = u if total is None else _add(total, u)
         return total
 
@@ -135,7 +183,7 @@ class _Operator:
         outs = []
         for lo, hi in self._blocks():
             xb = self._padded(self.x, lo, hi)
-            out = _jvp_block(mode, self.static, self.dynamic, self.params, xb, u)
+            out = self._jvp(mode, xb, u)
             outs.append(np.asarray(out, np.float64)[: hi - lo])
         return np.concatenate(outs, axis=0)
 
@@ -168,9 +216,9 @@ class _Operator:
                 xb = self._padded(self.x, lo, hi)
                 zb = np.zeros((q, self.block, self.num_outputs), dtype)
                 zb[:, : hi - lo] = z[:, lo:hi]
-                u = _vjp_many(self.static, self.dynamic, self.params, xb, zb)
+                u = self._vjp_probes(xb, zb)
                 total = u if total is None else _add(total, u)
-            draws.append(np.asarray(_squared_norms(total), np.float64))
+            draws.append(np.asarray(self.fetch(_squared_norms(total)), np.float64))
         return np.concatenate(draws)
 
 
@@ -190,6 +238,7 @@ def ntk_vector_product(
     outputs: str = "full",
     block_size: int | None = None,
     memory_budget: float = DEFAULT_MEMORY_BUDGET,
+    mesh: Any = None,
 ) -> np.ndarray:
     """NTK-vector product without forming the Gram: Theta v = J (J^T v).
 
@@ -203,9 +252,18 @@ def ntk_vector_product(
       outputs: ``"full"``, ``"diag"`` or ``"mean"``.
       block_size: examples per vjp/jvp pass (default min(n, 256)).
       memory_budget: bytes for the parameter-sized vectors held at once (mean kernel).
+      mesh: devices the examples are split over, as for `empirical_ntk` (None: every
+        device); with D > 1 devices a pass covers D x ``block_size`` examples, J^T v is
+        summed over the devices and J u computed on each device's rows. With several
+        processes every process passes the same full ``x`` and ``v`` and gets the product.
 
     Returns:
       float64 array of the shape of ``v``.
+
+    Raises:
+      TypeError: ``mesh`` neither None, a `Placement` nor a ``jax.sharding.Mesh``.
+      ValueError: unknown ``outputs``, empty ``x``, bad ``block_size`` or ``v`` of the wrong
+        shape.
 
     Example:
       >>> import jax.numpy as jnp, numpy as np
@@ -214,7 +272,7 @@ def ntk_vector_product(
       >>> ntk_vector_product(fn, jnp.ones((3, 2)), x, np.ones((3, 2))).tolist()
       [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]
     """
-    op, _ = _operator(fn, params, x, outputs, block_size, memory_budget)
+    op, _ = _operator(fn, params, x, outputs, block_size, memory_budget, mesh)
     v = np.asarray(v, np.float64)
     c = op.num_outputs
     if v.ndim != 2 or v.shape[0] != op.n or (outputs != "mean" and v.shape[1] != c):
@@ -230,7 +288,9 @@ def _operator(
     outputs: str,
     block_size: int | None,
     memory_budget: float,
+    mesh: Any = None,
 ) -> tuple[_Operator, Any]:
+    placement = as_placement(mesh)
     if outputs not in FORMS:
         raise ValueError(f"unknown outputs {outputs!r}; expected one of {', '.join(FORMS)}")
     if not hasattr(x, "shape") or len(x.shape) < 1 or x.shape[0] < 1:
@@ -249,7 +309,8 @@ def _operator(
         raise ValueError(f"fn must return logits of shape (batch, C); got {out.shape}")
     x = np.asarray(x)
     block = min(block_size or 256, x.shape[0])
-    return _Operator(fn, params, x, block, int(out.shape[1]), memory_budget), fn
+    num_outputs = int(out.shape[1])
+    return _Operator(fn, params, x, block, num_outputs, memory_budget, placement), fn
 
 
 # --- per-example diagonal blocks (Jacobi) --------------------------------------------------------
@@ -283,28 +344,36 @@ def ntk_diagonal_blocks(
     *,
     block_size: int | None = None,
     memory_budget: float = DEFAULT_MEMORY_BUDGET,
+    mesh: Any = None,
 ) -> np.ndarray:
     """Per-example C x C blocks Theta(x_i, x_i) of the full NTK, shape (n, C, C), float64.
 
     Where the planner picks the structured engine its features are used (cheap: no pairwise
-    contraction); otherwise one per-example Jacobian at a time.
+    contraction); otherwise one per-example Jacobian at a time. ``mesh`` as for
+    `ntk_vector_product`: each device computes the blocks of its rows.
     """
-    op, fn = _operator(fn, params, x, "full", block_size, memory_budget)
+    op, fn = _operator(fn, params, x, "full", block_size, memory_budget, mesh)
     c = op.num_outputs
     blocks = []
-    xb0 = op.x[: op.block]
+    xb0 = op.x[: op.device_block]
     plan = plan_ntk(
-        fn, params, xb0, outputs="full", block_size=op.block, memory_budget=memory_budget
+        fn, params, xb0, outputs="full", block_size=op.device_block, memory_budget=memory_budget
     )
-    if plan.implementation == "structured":
-        impl, spec = plan.prepared, OutputSpec("full", c)
-        for lo, hi in op._blocks():
-            xb = op._padded(op.x, lo, hi)
-            out = _structured_blocks(impl, op.static, spec, op.dynamic, params, xb)
-            blocks.append(np.asarray(out, np.float64)[: hi - lo])
-    else:
-        for lo, hi in op._blocks():
-            xb = op._padded(op.x, lo, hi)
-            out = _jacobian_blocks(op.static, op.dynamic, params, xb)
-            blocks.append(np.asarray(out, np.float64)[: hi - lo])
+    impl, spec = plan.prepared, OutputSpec("full", c)
+    structured = plan.implementation == "structured"
+    for lo, hi in op._blocks():
+        xb = op._padded(op.x, lo, hi)
+        if op.placement is not None:
+            xs, place = op.placement.put_rows(xb), op.placement
+            if structured:
+                out = sharded.structured_blocks(
+                    impl, op.static, spec, place, op.dynamic, op.params, xs
+                )
+            else:
+                out = sharded.jacobian_blocks(op.static, place, op.dynamic, op.params, xs)
+        elif structured:
+            out = _structured_blocks(impl, op.static, spec, op.dynamic, op.params, xb)
+        else:
+            out = _jacobian_blocks(op.static, op.dynamic, op.params, xb)
+        blocks.append(np.asarray(op.fetch(out), np.float64)[: hi - lo])
     return np.concatenate(blocks, axis=0)
