@@ -70,14 +70,19 @@ def compute_run_kernel(
     param_filter: str | None = None,
     implementation: str = "auto",
     progress: bool | None = None,
+    mesh: Any = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """The kernel of the run on the examples (as `run_ntk`) and its sidecar record."""
+    """The kernel of the run on the examples (as `run_ntk`) and its sidecar record.
+
+    ``mesh``: the devices the kernel is computed on, as for `empirical_ntk` (None: every
+    device); the kernel, hence the record's digest, is the same to round-off.
+    """
     request = kernel_request(run, examples, outputs=outputs, param_filter=param_filter)
     fn, params = ntk_fn(run.model, run.variables, param_filter=param_filter)
     x = run_inputs(run, examples.raw)
     plan = plan_ntk(fn, params, x, outputs=outputs, implementation=implementation)
     started = time.perf_counter()
-    kernel = compute_with_plan(plan, fn, params, x, progress=progress)
+    kernel = compute_with_plan(plan, fn, params, x, progress=progress, mesh=mesh)
     record = {
         **request,
         "labels": examples.labels,
@@ -163,12 +168,14 @@ def cached_run_kernel(
     outputs: str = "mean",
     param_filter: str | None = None,
     progress: bool | None = None,
+    mesh: Any = None,
 ) -> tuple[np.ndarray, dict[str, Any], Path | None, bool]:
     """The run's kernel from the cache (verified) or computed (and cached).
 
     The cache file is ``cache_dir/ntk-<request_key>.npz`` with its sidecar. A cached kernel is
     used only if its sidecar holds the same request and its SHA-256 matches; otherwise it is
-    computed again and the cache file replaced.
+    computed again (on the devices of ``mesh``, as for `compute_run_kernel`) and the cache file
+    replaced.
 
     Returns:
         ``(kernel, record, cache_file or None, reused)``.
@@ -184,7 +191,7 @@ def cached_run_kernel(
             except ValueError:
                 pass  # a damaged or foreign cache entry: computed again and replaced below
     kernel, record = compute_run_kernel(
-        run, examples, outputs=outputs, param_filter=param_filter, progress=progress
+        run, examples, outputs=outputs, param_filter=param_filter, progress=progress, mesh=mesh
     )
     if file is not None:
         save_kernel(file, kernel, record, overwrite=True)

@@ -266,17 +266,24 @@ def run_ntk(
     param_filter: ParamFilter = None,
     implementation: str = "auto",
     progress: bool | None = None,
+    mesh: Any = None,
 ) -> np.ndarray:
     """The empirical NTK of the run's model at its epoch on raw inputs (normalised first).
 
     ``empirical_ntk(*ntk_fn(run.model, run.variables, param_filter=...), run_inputs(run,
     raw), outputs=...)``: BatchNorm in inference mode; see `empirical_ntk` for ``outputs``,
-    ``implementation`` and ``progress``.
+    ``implementation``, ``progress`` and ``mesh`` (the devices it is computed on).
     """
     fn, params = ntk_fn(run.model, run.variables, param_filter=param_filter)
     x = run_inputs(run, raw)
     return empirical_ntk(
-        fn, params, x, outputs=outputs, implementation=implementation, progress=progress
+        fn,
+        params,
+        x,
+        outputs=outputs,
+        implementation=implementation,
+        progress=progress,
+        mesh=mesh,
     )
 
 
