@@ -375,7 +375,22 @@ def compute_with_plan(
       TypeError: ``mesh`` neither None, a `Placement` nor a ``jax.sharding.Mesh``.
       ValueError: NaN or inf in ``params``, ``x1`` or ``x2``.
     """
-    placement = as_placement(mesh)
+    return run_plan(plan, fn, params, x1, x2, progress=progress, placement=as_placement(mesh))
+
+
+def run_plan(
+    plan: NTKPlan,
+    fn: Callable[..., Any],
+    params: Any,
+    x1: Any,
+    x2: Any,
+    *,
+    progress: bool | None,
+    placement: Placement,
+    force_mesh: bool = False,
+) -> np.ndarray:
+    """`compute_with_plan` on ``placement``; ``force_mesh`` takes the mesh code path even on
+    one device (to measure its overhead: `benchmarks/ntk_sharded.py`)."""
     _check_inputs(x1, x2)
     check_values(params, ("x1", x1), ("x2", x2))
     if len(jax.eval_shape(fn, params, x1[:1]).shape) == 1:
@@ -383,7 +398,7 @@ def compute_with_plan(
     impl = plan.prepared if plan.prepared is not None else get_implementation(plan.implementation)
     spec = plan.size.spec
     dynamic, static = partition_callable(fn)
-    if placement.num_devices == 1:
+    if placement.num_devices == 1 and not force_mesh:
         block = plan.block_size
 
         def local_feats(x: Any, part: jax.Array) -> Any:

@@ -206,14 +206,17 @@ print(json.dumps(result))
 )
 
 
-@pytest.fixture(scope="module")
-def four_devices() -> dict:
-    return _run(_CHECKS, devices=4)
+@pytest.mark.slow
+def test_four_simulated_devices():
+    """One subprocess for every check (a JAX start and the compilations are the cost)."""
+    result = _run(_CHECKS, devices=4)
+    assert result["devices"] == 4
+    _check_kernels(result["kernels"])
+    _check_split(result["seen"])
+    _check_matrix_free(result)
 
 
-def test_kernels_on_four_devices_equal_one_device(four_devices):
-    assert four_devices["devices"] == 4
-    kernels = four_devices["kernels"]
+def _check_kernels(kernels: dict) -> None:
     assert len(kernels) == 3 * (3 + 1) + 3 * 2  # tanh: forms + one x1/x2; flax: sym + x1/x2
     for form in ("mean", "full", "diag"):
         assert sum(name.endswith(f"{form}/x1x2") for name in kernels) == 2
@@ -221,8 +224,7 @@ def test_kernels_on_four_devices_equal_one_device(four_devices):
     assert not worst, worst
 
 
-def test_features_and_blocks_are_split_over_the_devices(four_devices):
-    seen = four_devices["seen"]
+def _check_split(seen: dict) -> None:
     # Every feature leaf carries a leading device axis split over "data" on all four devices,
     # one device's block per shard; every Gram block is row-sharded over the four devices.
     assert seen["features"] == [["('data',)", 4]]
@@ -236,8 +238,8 @@ def test_features_and_blocks_are_split_over_the_devices(four_devices):
     assert all(n == 4 for _, n in seen["blocks"])
 
 
-def test_matrix_free_iterates_on_four_devices_equal_one_device(four_devices):
-    for form, r in four_devices["matfree"].items():
+def _check_matrix_free(result: dict) -> None:
+    for form, r in result["matfree"].items():
         assert r["iterations"][0] == r["iterations"][1], form
         assert r["calls"][0] == r["calls"][1] > 1, form
         # Blocking and summation order differ only: every product's input (the CG directions,
@@ -250,7 +252,7 @@ def test_matrix_free_iterates_on_four_devices_equal_one_device(four_devices):
         np.testing.assert_allclose(r["trace_exact"][1], r["trace_exact"][0], rtol=1e-12)
         assert r["residual"][1] <= 1e-6
         np.testing.assert_allclose(r["value"][1], r["exact"], rtol=1e-6)  # closed form
-    assert max(four_devices["product_err"]) <= 1e-9
+    assert max(result["product_err"]) <= 1e-9
 
 
 def test_mesh_keyword_validates():
