@@ -277,3 +277,79 @@ def test_one_device_mesh_is_the_one_device_kernel():
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("rows",))
     for given in (make_placement(num_devices=1), mesh):
         np.testing.assert_array_equal(empirical_ntk(fn, w, x, block_size=2, mesh=given), default)
+
+
+_TWO_PROCESS = (
+    """
+import json, sys
+import numpy as np, jax, jax.numpy as jnp
+jax.config.update("jax_enable_x64", True)
+from sdcomplex.placement import make_placement, start_distributed
+port, pid = sys.argv[1], int(sys.argv[2])
+start_distributed(f"127.0.0.1:{port}", 2, pid, timeout_s=60)
+"""
+    + _MODELS
+    + """
+from sdcomplex.ntk import empirical_ntk, supervision_complexity_matfree
+rng = np.random.default_rng(0)  # the same full inputs on both processes
+x1, x2, y = rng.normal(size=(10, 5)), rng.normal(size=(7, 5)), rng.normal(size=(10, 3))
+p = tanh_params(rng)
+mean = empirical_ntk(tanh_net, p, x1, outputs="mean", implementation="jacobian", block_size=2)
+full = empirical_ntk(tanh_net, p, x1, x2, outputs="full", implementation="structured",
+                     block_size=2)
+r = supervision_complexity_matfree(tanh_net, p, x1, y, outputs="mean", ridge=1.0, block_size=2,
+                                   trace_samples=0, tol=1e-8)
+exact = forms(closed_form(p, x1, x1))
+print(json.dumps({
+    "pid": pid, "devices": make_placement().num_devices,
+    "mean_err": float(np.max(np.abs(mean - exact["mean"])) / np.max(np.abs(exact["mean"]))),
+    "full_err": float(np.max(np.abs(full - closed_form(p, x1, x2))) / np.max(np.abs(full))),
+    "value": r.value, "exact": exact_complexity(exact, y, "mean", 10.0),
+    "trace": r.trace, "exact_trace": float(np.trace(exact["mean"])),
+    "digest": float(np.sum(mean * np.arange(mean.size).reshape(mean.shape))),
+}))
+jax.distributed.shutdown()
+"""
+)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_two_processes_on_loopback(tmp_path):
+    """Two processes of two devices each: every process gets the whole kernel and solve."""
+    script = tmp_path / "two.py"
+    script.write_text(_TWO_PROCESS)
+    port = str(_free_port())
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), port, str(pid)],
+            env=_env(2),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for pid in (0, 1)
+    ]
+    results = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=240)
+            assert proc.returncode == 0, err[-3000:]
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert [r["devices"] for r in results] == [4, 4]
+    assert results[0]["digest"] == results[1]["digest"]  # the same kernel on both processes
+    for r in results:
+        assert r["mean_err"] <= RTOL and r["full_err"] <= RTOL
+        np.testing.assert_allclose(r["value"], r["exact"], rtol=1e-7)
+        np.testing.assert_allclose(r["trace"], r["exact_trace"], rtol=1e-12)
