@@ -145,3 +145,59 @@ def test_two_processes_on_loopback(tmp_path):
     assert [r["rows"] for r in results] == [[0, 4], [4, 8]]
     assert all(r["n"] == 4 and r["procs"] == 2 for r in results)
     assert all(r["total"] == pytest.approx(expected) for r in results)
+
+
+def test_rows_of_a_full_host_copy_and_gather_in_process():
+    import jax
+    from jax.sharding import Mesh, PartitionSpec
+
+    from sdcomplex.placement import Placement, as_placement
+
+    placement = make_placement(num_devices=1)
+    x = np.arange(24.0, dtype=np.float64).reshape(2, 4, 3)
+    rows = placement.put_rows({"a": x, "b": x[0]}, axis=0)
+    assert rows["a"].dtype == np.float32  # canonicalised like every JAX array (no x64)
+    np.testing.assert_array_equal(placement.gather(rows)["a"], x.astype(np.float32))
+    cols = placement.put_rows(x, axis=1)
+    assert cols.sharding.spec == PartitionSpec(None, "data", None)
+    assert placement.data_spec(3, 2) == PartitionSpec(None, None, "data")
+    assert placement.data_spec(0) == PartitionSpec()
+    with pytest.raises(ValueError, match="axis 3 out of range"):
+        placement.data_spec(2, 3)
+    assert as_placement(placement) is placement
+    assert as_placement(None).num_devices == len(jax.devices())
+    mesh = Mesh(np.asarray(placement.devices), ("rows",))
+    assert as_placement(mesh) == Placement(mesh=mesh, axis="rows")
+    with pytest.raises(TypeError, match="kernel_mesh must be None"):
+        as_placement("cpu", what="kernel_mesh")
+    with pytest.raises(ValueError, match="one axis"):
+        as_placement(Mesh(np.asarray(placement.devices).reshape(1, 1), ("a", "b")))
+
+
+@pytest.mark.slow
+def test_rows_split_over_four_simulated_devices():
+    result = _run(
+        """
+        import json, numpy as np, jax, jax.numpy as jnp
+        from sdcomplex.placement import make_placement
+        p = make_placement()
+        x = np.arange(48.0, dtype=np.float32).reshape(3, 8, 2)
+        xs = p.put_rows(x, axis=1)
+        shards = sorted((s.index[1].start, s.data.shape) for s in xs.addressable_shards)
+        total = p.shard_map(lambda a: jax.lax.psum(jnp.sum(a), p.axis),
+                            in_specs=p.data_spec(3, 1), out_specs=p.data_spec(0))(xs)
+        try:
+            p.put_rows(x, axis=0)
+            err = ""
+        except ValueError as e:
+            err = str(e)
+        print(json.dumps({"shards": [[s, list(shape)] for s, shape in shards],
+                          "back": np.asarray(p.gather(xs)).tolist(), "total": float(total),
+                          "err": err}))
+        """,
+        devices=4,
+    )
+    assert result["shards"] == [[0, [3, 2, 2]], [2, [3, 2, 2]], [4, [3, 2, 2]], [6, [3, 2, 2]]]
+    np.testing.assert_array_equal(result["back"], np.arange(48.0).reshape(3, 8, 2))
+    assert result["total"] == float(np.arange(48.0).sum())
+    assert "axis 0 of size 3 is not divisible by the number of devices 4" in result["err"]
