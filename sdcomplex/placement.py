@@ -147,6 +147,36 @@ class Placement:
             "num_processes": self.num_processes,
         }
 
+    # --- data-parallel training (sdcomplex.train, sdcomplex.distill) ----------------------------
+
+    @property
+    def writes_files(self) -> bool:
+        """True in the process that writes a run's files (process 0; every one-process run)."""
+        return jax.process_index() == 0
+
+    def abstract_replicated(self, tree: Any) -> Any:
+        """``jax.ShapeDtypeStruct`` leaves of ``tree`` (arrays or structs) with the replicated
+        sharding: the target an Orbax checkpoint is restored into, on any device count."""
+        sharding = self.replicated()
+        return jax.tree_util.tree_map(
+            lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), tree
+        )
+
+    def replicate_key(self, key: jax.Array) -> jax.Array:
+        """A PRNG key replicated on the mesh; with several processes its raw ``uint32`` data
+        (wrap it again with ``jax.random.wrap_key_data`` inside the computation: the same key,
+        the same bits)."""
+        if not self.is_multi_process:
+            return jax.device_put(key, self.replicated())
+        return self.replicate(np.asarray(jax.random.key_data(key)))
+
+    def sync(self, name: str) -> None:
+        """Waits until every process reached this point (no-op with one process)."""
+        if self.is_multi_process:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(name)
+
 
 def make_placement(
     num_devices: int | None = None, devices: Sequence[Any] | None = None

@@ -303,7 +303,7 @@ class Diagnostics:
             intact = stored.shape == kernel.shape and np.array_equal(stored, kernel)
         except (OSError, ValueError, EOFError):
             intact = False
-        if not intact:
+        if not intact and jax.process_index() == 0:  # (process 0 writes a run's files)
             warnings.warn(
                 f"{path} was missing or damaged; rewritten from the student's initial variables",
                 stacklevel=2,
@@ -317,7 +317,8 @@ class Diagnostics:
         fn, params = flax_ntk_fn(self.student_model, info.variables)
         kernel = empirical_ntk(fn, params, data["x_probe"], outputs="mean", progress=False)
         if info.epoch == 0:
-            atomic_save_npy(run_dir / NTK_INIT_FILE, kernel, overwrite=True)
+            if jax.process_index() == 0:  # (process 0 writes a run's files)
+                atomic_save_npy(run_dir / NTK_INIT_FILE, kernel, overwrite=True)
             self._ntk_init = kernel
         elif self._ntk_init is None:
             self._ntk_init = self._initial_kernel(info, data["x_probe"], run_dir)
