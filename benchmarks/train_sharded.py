@@ -3,9 +3,10 @@
 "plain" is the trainer's loop as it was before data parallelism: NumPy batches, the step key
 and the state passed as they are to ``make_train_step(...)``. "sharded" is the loop of
 ``sdcomplex.train`` now: a one-device ``Placement`` (``make_placement(num_devices=1)``), each
-batch placed with ``put_batch``, the state and the step key replicated, the step compiled with
-``placement=`` (replicated outputs). Both train the same model from the same initialisation
-on the same batches (and end with the same parameters, bit for bit: checked). The rounds
+batch placed with ``put_step_batch`` (sharded over the data axis), the state replicated, the
+step compiled with ``placement=`` (replicated outputs). Both train the same model from the
+same initialisation on the same batches (and end with the same parameters, bit for bit:
+checked). The rounds
 alternate plain / sharded so that a busy machine slows both alike; the table gives the median
 seconds per epoch over rounds, the best, and the overhead of the median.
 
@@ -78,7 +79,7 @@ def _epoch(step, state, x, y, batcher, epoch, placement) -> tuple[Any, float]:
         if placement is None:
             xb, yb = local
         else:
-            xb, yb = placement.put_batch(local, global_size=size)
+            xb, yb = placement.put_step_batch(local, global_size=size)
             key = placement.replicate_key(key)
         state, running, loss = step(state, running, xb, yb, key, None)
         if previous is not None:
@@ -105,7 +106,7 @@ def main() -> None:
     }
     states = {}
     for name, (step, where) in paths.items():  # compile; epoch 1 from the same init
-        state = init_train_state(variables, tx)
+        state = init_train_state(jax.tree.map(jnp.copy, variables), tx)  # (donated)
         if where is not None:
             state = where.replicate(state)
         states[name], _ = _epoch(step, state, x, y, batcher, 1, where)

@@ -85,14 +85,16 @@ def _manager(directory: Path, prefix: str, *, keep: int | None = None, create: b
 
 
 def _restore_target(manager: Any, number: int, item: str) -> Any:
-    """The shapes and dtypes of a saved item, replicated on the default device: checkpoints
+    """The shapes and dtypes of a saved item on this process's first device: checkpoints
     written on any number of devices restore here (Orbax refuses a saved sharding whose devices
     do not exist)."""
+    import jax
+
     from sdcomplex.placement import make_placement
 
     tree = getattr(manager.item_metadata(number), item)
     tree = getattr(tree, "tree", tree)
-    return make_placement(num_devices=1).abstract_replicated(tree)
+    return make_placement(devices=jax.local_devices()[:1]).abstract_replicated(tree)
 
 
 def _orbax_restore(manager: Any, number: int, step_dir: Path, **items: Any) -> Any:

@@ -235,7 +235,7 @@ def evaluate(
     size = p.eval_batch_size
     rows = p.placement.local_rows(size)
     for (xb, yb), mask in padded_batches([x, y], size):
-        batch = p.placement.put_batch((xb[rows], yb[rows], mask[rows]), global_size=size)
+        batch = p.placement.put_step_batch((xb[rows], yb[rows], mask[rows]), global_size=size)
         batch_sums, batch_logits = p.eval_step(variables, *batch)
         sums = sums + batch_sums
         logits.append(batch_logits)
@@ -405,7 +405,7 @@ def train_epoch(
     ds = p.dataset
     batches = p.batcher.batches(epoch, ds.x_train, ds.y_train, start=start, rows=rows)
     for b, local in enumerate(batches, start=start):
-        xb, yb = placement.put_batch(local, global_size=size)
+        xb, yb = placement.put_step_batch(local, global_size=size)
         key = placement.replicate_key(p.batcher.step_key(epoch, b))
         state, running, loss = p.step_fn(state, running, xb, yb, key, supervision)
         if previous is not None:  # keep at most one step in flight

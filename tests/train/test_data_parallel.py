@@ -190,3 +190,85 @@ def test_placement_must_be_a_placement(tmp_path):
     with pytest.raises(TypeError, match="placement must be a Placement"):
         train(cfg, tmp_path / "c", quiet=True, placement=4)  # type: ignore[arg-type]
     assert not (tmp_path / "c").exists()
+
+
+_TWO_PROCESS = r"""
+import json, sys
+import jax, numpy as np
+from sdcomplex.placement import make_placement, start_distributed
+port, pid, run_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+start_distributed(f"127.0.0.1:{port}", 2, pid, timeout_s=60)
+from sdcomplex.train import TrainConfig, train
+cfg = TrainConfig.from_dict(json.loads(sys.argv[4]))
+placement = make_placement()
+result = train(cfg, run_dir, quiet=True, placement=placement)
+leaves = [np.asarray(x).tolist() for x in jax.tree.leaves(result.variables)]
+print(json.dumps({"pid": pid, "n": placement.num_devices, "rows": placement.local_rows(16).start,
+                  "status": result.status, "leaves": leaves}))
+jax.distributed.shutdown()
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_two_processes_train_as_one(tmp_path):
+    """2 processes x 2 CPU devices on 127.0.0.1 train 2 epochs into one run directory (process 0
+    writes the files, each process gathers only its rows of every batch) and end with the
+    parameters of a one-device run; the directory resumes on one device as finished."""
+    import jax
+    import numpy as np
+    from run_helpers import mlp_config
+
+    from sdcomplex.train import read_metrics, read_run_info, strip_timing, train
+
+    cfg = mlp_config(8, synthetic=(64, 24, 5, 3), batch_size=16, epochs=2, learning_rate=0.1)
+    script = tmp_path / "two.py"
+    script.write_text(_TWO_PROCESS)
+    port, run_dir = str(_free_port()), tmp_path / "mp"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), port, str(pid), str(run_dir), cfg.to_json()],
+            env=_env(2),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for pid in (0, 1)
+    ]
+    results = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=240)
+            assert proc.returncode == 0, err[-3000:]
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert [r["n"] for r in results] == [4, 4] and [r["rows"] for r in results] == [0, 8]
+    assert all(r["status"] == "completed" for r in results)
+    reference = train(cfg, tmp_path / "one", quiet=True)
+    ref = [np.asarray(x) for x in jax.tree.leaves(reference.variables)]
+    scale = max(float(np.max(np.abs(x))) for x in ref)
+    for r in results:
+        got = [np.asarray(x) for x in r["leaves"]]
+        assert max(float(np.max(np.abs(a - b))) for a, b in zip(got, ref, strict=True)) < (
+            1e-5 * scale
+        )
+    info = read_run_info(run_dir)
+    assert info["placement"]["num_devices"] == 4 and info["placement"]["num_processes"] == 2
+    ours = strip_timing(read_metrics(run_dir))
+    theirs = strip_timing(read_metrics(reference.run_dir))
+    assert [m["epoch"] for m in ours] == [0, 1, 2]  # one line per epoch: process 0 writes
+    for a, b in zip(ours, theirs, strict=True):
+        assert a["test_acc"] == b["test_acc"]
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+    again = train(cfg, run_dir, quiet=True)  # restored on one device: finished
+    assert again.status == "already_complete"
