@@ -34,6 +34,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from sdcomplex import targets as tg
@@ -202,6 +203,10 @@ class Diagnostics:
         out: dict[str, Any] = {"teacher_epoch": self.teacher_epoch(info.epoch)}
         if info.epoch not in self.epochs:
             return out
+        # The student's variables on this process's default device (uncommitted): the
+        # diagnostics run on one device whatever the placement training used.
+        local = jax.tree.map(lambda leaf: jnp.asarray(np.asarray(leaf)), info.variables)
+        info = info._replace(variables=local)
         data = self._arrays(info)
         out.update(self._fidelity(info, data))
         out.update(self._complexity(info, data, run_dir))

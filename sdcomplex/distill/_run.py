@@ -131,7 +131,7 @@ def distill(
         placement: the devices to train on (default: one device); data-parallel as in
             :func:`~sdcomplex.train.train`: the teacher's forward pass runs inside the
             student's step on the same shard of the global batch, its variables replicated.
-            The diagnostics run with the student's replicated variables on whole arrays.
+            The diagnostics run on one device (the default one of each process).
 
     Returns:
         The trainer's :class:`~sdcomplex.train.TrainResult`.
