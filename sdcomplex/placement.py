@@ -205,6 +205,48 @@ class Placement:
             fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False
         )
 
+    # --- data-parallel training (sdcomplex.train, sdcomplex.distill) ----------------------------
+
+    @property
+    def writes_files(self) -> bool:
+        """True in the process that writes a run's files (process 0; every one-process run)."""
+        return jax.process_index() == 0
+
+    def abstract_replicated(self, tree: Any) -> Any:
+        """``jax.ShapeDtypeStruct`` leaves of ``tree`` (arrays or structs) with the replicated
+        sharding: the target an Orbax checkpoint is restored into, on any device count."""
+        sharding = self.replicated()
+        return jax.tree_util.tree_map(
+            lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), tree
+        )
+
+    def replicate_key(self, key: jax.Array) -> jax.Array:
+        """A PRNG key for a computation on the mesh: with one process the key itself (an
+        uncommitted array, which the computation replicates without a transfer call of its
+        own), with several its raw ``uint32`` data replicated (wrap it again with
+        ``jax.random.wrap_key_data`` inside the computation: the same key, the same bits)."""
+        if not self.is_multi_process:
+            return key  # uncommitted: a computation on the mesh takes it as replicated
+        return self.replicate(np.asarray(jax.random.key_data(key)))
+
+    def put_step_batch(self, local: Any, global_size: int) -> Any:
+        """:meth:`put_batch` of a training step's batch (a pytree of NumPy arrays) with one
+        transfer call for all its leaves when one process holds the whole batch."""
+        if self.is_multi_process:
+            return self.put_batch(local, global_size=global_size)
+        leaves, treedef = jax.tree_util.tree_flatten(local)
+        for leaf in leaves:
+            self.check_divides(int(np.shape(leaf)[0]))
+        shardings = [self.batch_sharding(np.ndim(leaf)) for leaf in leaves]
+        return jax.tree_util.tree_unflatten(treedef, jax.device_put(leaves, shardings))
+
+    def sync(self, name: str) -> None:
+        """Waits until every process reached this point (no-op with one process)."""
+        if self.is_multi_process:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(name)
+
 
 def make_placement(
     num_devices: int | None = None, devices: Sequence[Any] | None = None

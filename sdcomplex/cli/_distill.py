@@ -15,6 +15,7 @@ from sdcomplex.cli._config_flags import (
     parse_set,
     split_pairs,
 )
+from sdcomplex.cli._devices import add_device_flags, placement_from_args
 from sdcomplex.cli._signals import report_stopped
 from sdcomplex.cli._train import PREFIX as STUDENT_PREFIX
 from sdcomplex.cli._train import add_train_flags
@@ -48,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_on_use(p, lambda: _add_flags(p))
     p.add_argument("--print-config", action="store_true", help="print the config and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    add_device_flags(p)
     p.set_defaults(run=run)
 
 
@@ -123,13 +125,14 @@ def resolve_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from sdcomplex.distill import distill
 
-    config = resolve_config(args)
     if args.print_config:
-        print(config.to_json(), end="")
+        print(resolve_config(args).to_json(), end="")
         return 0
+    placement = placement_from_args(args)  # (--distributed: before any other JAX call)
+    config = resolve_config(args)
     start = time.perf_counter()
     with one_line_warnings("distill"):
-        result = distill(config, args.out, quiet=args.quiet)
+        result = distill(config, args.out, quiet=args.quiet, placement=placement)
     last = result.metrics[-1] if result.metrics else {}
     parts = []
     if isinstance(last.get("test_acc"), float):

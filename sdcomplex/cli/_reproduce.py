@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from sdcomplex.cli._config_flags import add_on_use
+from sdcomplex.cli._devices import add_device_flags, placement_from_args
 from sdcomplex.cli._signals import signal_exit_status
 
 
@@ -49,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="MACHINE",
         help="after a complete run, store its measured time in experiments/runtimes.json",
     )
+    add_device_flags(p)
     p.set_defaults(run=run)
 
 
@@ -121,17 +123,23 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.experiment:
         raise ValueError("name an EXPERIMENT (see sdcomplex reproduce --list)")
+    if args.distributed:
+        raise ValueError(
+            "reproduce runs in one process (--devices N for several local devices); train "
+            "and distill runs across hosts with `sdcomplex train/distill --distributed`"
+        )
     config = load_experiment(args.experiment, args.scale, directory=args.experiments_dir)
     if args.print_config:
         print(config.to_json(), end="")
         return 0
+    placement = placement_from_args(args)
     name = Path(args.experiment).stem
     out = Path(args.out or Path("runs") / f"{name}-{args.scale}")
     print(f"sdcomplex reproduce {config.name} at scale {config.scale} -> {out}", flush=True)
     if not args.no_compilation_cache:
         enable_compilation_cache(args.compilation_cache)
     try:
-        report = run_experiment(config, out, quiet=args.quiet)
+        report = run_experiment(config, out, quiet=args.quiet, placement=placement)
     except Interrupted as err:
         print(f"sdcomplex reproduce: {err}", file=sys.stderr)
         return signal_exit_status(err.signum)

@@ -13,6 +13,7 @@ from sdcomplex.cli._config_flags import (
     parse_set,
     split_pairs,
 )
+from sdcomplex.cli._devices import add_device_flags, placement_from_args
 from sdcomplex.cli._signals import report_stopped
 from sdcomplex.cli._warnings import one_line_warnings
 
@@ -40,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_on_use(p, lambda: add_train_flags(p, subject=""))
     p.add_argument("--print-config", action="store_true", help="print the config and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    add_device_flags(p)
     p.set_defaults(run=run)
 
 
@@ -81,13 +83,14 @@ _parse_pairs = parse_pairs  # the name `sdcomplex.cli._ntk` imports
 def run(args: argparse.Namespace) -> int:
     from sdcomplex.train import train
 
-    config = resolve_config(args)
     if args.print_config:
-        print(config.to_json(), end="")
+        print(resolve_config(args).to_json(), end="")
         return 0
+    placement = placement_from_args(args)  # (--distributed: before any other JAX call)
+    config = resolve_config(args)
     start = time.perf_counter()
     with one_line_warnings("train"):
-        result = train(config, args.out, quiet=args.quiet)
+        result = train(config, args.out, quiet=args.quiet, placement=placement)
     last = result.metrics[-1] if result.metrics else {}
     acc = f"test accuracy {last['test_acc']:.4f}" if "test_acc" in last else ""
     if result.status == "already_complete":

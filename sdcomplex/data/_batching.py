@@ -83,7 +83,7 @@ class EpochBatcher:
             yield order[step * self.batch_size : (step + 1) * self.batch_size]
 
     def batches(
-        self, epoch: int, *arrays: np.ndarray, start: int = 0
+        self, epoch: int, *arrays: np.ndarray, start: int = 0, rows: slice | None = None
     ) -> Iterator[tuple[np.ndarray, ...]]:
         """Yield ``tuple(a[idx] for a in arrays)`` for each batch of the epoch.
 
@@ -91,11 +91,25 @@ class EpochBatcher:
             epoch: epoch number (>= 0).
             *arrays: arrays with ``num_examples`` rows (e.g. ``x_train, y_train``).
             start: first batch to yield (to resume mid-epoch).
+            rows: only these rows of every batch (``idx[rows]``), e.g. the rows of a global
+                batch that one process of a multi-process run holds
+                (:meth:`~sdcomplex.placement.Placement.local_rows`); only they are gathered.
+                The batches and their order are those of the whole batches.
+
+        Example:
+            >>> batcher = EpochBatcher(num_examples=8, batch_size=4, seed=0)
+            >>> x = np.arange(8)
+            >>> whole = [b for (b,) in batcher.batches(1, x)]
+            >>> halves = [b for (b,) in batcher.batches(1, x, rows=slice(2, 4))]
+            >>> all((h == w[2:4]).all() for h, w in zip(halves, whole))
+            True
         """
         for a in arrays:
             if len(a) != self.num_examples:
                 raise ValueError(f"array with {len(a)} rows, batcher has {self.num_examples}")
         for idx in self.batch_indices(epoch, start):
+            if rows is not None:
+                idx = idx[rows]
             yield tuple(a[idx] for a in arrays)
 
     def step_key(self, epoch: int, step: int) -> jax.Array:

@@ -34,6 +34,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from sdcomplex import targets as tg
@@ -202,6 +203,10 @@ class Diagnostics:
         out: dict[str, Any] = {"teacher_epoch": self.teacher_epoch(info.epoch)}
         if info.epoch not in self.epochs:
             return out
+        # The student's variables on this process's default device (uncommitted): the
+        # diagnostics run on one device whatever the placement training used.
+        local = jax.tree.map(lambda leaf: jnp.asarray(np.asarray(leaf)), info.variables)
+        info = info._replace(variables=local)
         data = self._arrays(info)
         out.update(self._fidelity(info, data))
         out.update(self._complexity(info, data, run_dir))
@@ -303,7 +308,7 @@ class Diagnostics:
             intact = stored.shape == kernel.shape and np.array_equal(stored, kernel)
         except (OSError, ValueError, EOFError):
             intact = False
-        if not intact:
+        if not intact and jax.process_index() == 0:  # (process 0 writes a run's files)
             warnings.warn(
                 f"{path} was missing or damaged; rewritten from the student's initial variables",
                 stacklevel=2,
@@ -317,7 +322,8 @@ class Diagnostics:
         fn, params = flax_ntk_fn(self.student_model, info.variables)
         kernel = empirical_ntk(fn, params, data["x_probe"], outputs="mean", progress=False)
         if info.epoch == 0:
-            atomic_save_npy(run_dir / NTK_INIT_FILE, kernel, overwrite=True)
+            if jax.process_index() == 0:  # (process 0 writes a run's files)
+                atomic_save_npy(run_dir / NTK_INIT_FILE, kernel, overwrite=True)
             self._ntk_init = kernel
         elif self._ntk_init is None:
             self._ntk_init = self._initial_kernel(info, data["x_probe"], run_dir)

@@ -40,6 +40,7 @@ from sdcomplex.distill._teacher import (
     teacher_input_map,
     verify_teacher_checkpoints,
 )
+from sdcomplex.placement import Placement, make_placement
 from sdcomplex.train import (
     ConfigKind,
     RunDirectory,
@@ -92,7 +93,13 @@ def _schedule(config: DistillConfig, teacher: TeacherRun | None) -> tuple[int, .
     return (chosen,) * epochs
 
 
-def distill(config: DistillConfig, run_dir: str | Path, *, quiet: bool = False) -> TrainResult:
+def distill(
+    config: DistillConfig,
+    run_dir: str | Path,
+    *,
+    quiet: bool = False,
+    placement: Placement | None = None,
+) -> TrainResult:
     """Trains (or resumes, or recognises as finished) the distillation run ``config``.
 
     Modes:
@@ -121,6 +128,10 @@ def distill(config: DistillConfig, run_dir: str | Path, *, quiet: bool = False) 
         run_dir: output directory: new or empty, or holding a run of the same config (resumed,
             or returned at once when complete).
         quiet: no progress bars and no per-epoch lines.
+        placement: the devices to train on (default: one device); data-parallel as in
+            :func:`~sdcomplex.train.train`: the teacher's forward pass runs inside the
+            student's step on the same shard of the global batch, its variables replicated.
+            The diagnostics run on one device (the default one of each process).
 
     Returns:
         The trainer's :class:`~sdcomplex.train.TrainResult`.
@@ -143,6 +154,11 @@ def distill(config: DistillConfig, run_dir: str | Path, *, quiet: bool = False) 
         raise TypeError(f"config must be a DistillConfig, got {type(config).__name__}")
     run_dir = Path(run_dir).resolve()  # Orbax needs absolute checkpoint paths
     student = config.student
+    if placement is None:
+        placement = make_placement(num_devices=1)
+    elif not isinstance(placement, Placement):
+        raise TypeError(f"placement must be a Placement, got {type(placement).__name__}")
+    placement.check_divides(student.batch_size, "batch_size")
     run = RunDirectory(run_dir)
     previous = _previous_run(run, config)
     if previous is not None and run.config_file.exists():
@@ -262,10 +278,11 @@ def distill(config: DistillConfig, run_dir: str | Path, *, quiet: bool = False) 
         },
         "versions": library_versions(),
     }
-    if previous is None:  # a new run: its directory, config.json and distill.json
+    if previous is None and placement.writes_files:  # a new run: config.json, distill.json
         if not run.verify(student):  # (raises for a directory holding anything else)
             run.create(student)
         run.write_metadata(to_jsonable(record), DISTILL_FILE)
+    placement.sync("distillation record")
     diagnostics = Diagnostics(
         config=config,
         student_model=student_model,
@@ -283,7 +300,14 @@ def distill(config: DistillConfig, run_dir: str | Path, *, quiet: bool = False) 
         ),
     )
     if config.mode == "none":
-        return train(student, run_dir, quiet=quiet, diagnostics_fn=diagnostics, setup=setup)
+        return train(
+            student,
+            run_dir,
+            quiet=quiet,
+            diagnostics_fn=diagnostics,
+            setup=setup,
+            placement=placement,
+        )
 
     assert cache is not None and schedule is not None
 
@@ -302,4 +326,5 @@ def distill(config: DistillConfig, run_dir: str | Path, *, quiet: bool = False) 
         supervision_fn=supervision_fn,
         diagnostics_fn=diagnostics,
         setup=setup,
+        placement=placement,
     )

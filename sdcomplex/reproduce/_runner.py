@@ -162,12 +162,12 @@ def _summary_text(summary: dict[str, Any]) -> str:
 
 
 def _run_stage(
-    config: ExperimentConfig, layout: Layout, stage: Stage, quiet: bool
+    config: ExperimentConfig, layout: Layout, stage: Stage, quiet: bool, placement: Any = None
 ) -> tuple[list[dict[str, Any]], dict[str, Any], float]:
     """Runs one stage: its recorded outputs, its summary and its time in seconds."""
     before = snapshot(layout.root)
     t0 = time.perf_counter()
-    summary = dict(stage.run(Context(config, layout, quiet, stage.key)) or {})
+    summary = dict(stage.run(Context(config, layout, quiet, stage.key, placement)) or {})
     seconds = time.perf_counter() - t0
     outputs = record_outputs(layout.root, before, owns=stage.owns, size_only=stage.size_only)
     return outputs, summary, seconds
@@ -180,6 +180,7 @@ def run_experiment(
     quiet: bool = False,
     stream: IO[str] | None = None,
     figures: bool = True,
+    placement: Any = None,
 ) -> RunReport:
     """Runs (or resumes, or recognises as done) every stage of an experiment into ``out``.
 
@@ -196,6 +197,9 @@ def run_experiment(
         stream: where the stage lines go (default ``sys.stdout``).
         figures: run the figures stage (PNG and PDF files); notebooks that draw their own
             figures inline pass False (the stage stays pending and runs on a later call).
+        placement: the devices the teacher and the students train on
+            (:func:`~sdcomplex.placement.make_placement`; default: one device). Not part of
+            the experiment's config: the stages' hashes do not depend on it.
 
     Returns:
         :class:`RunReport`.
@@ -206,6 +210,9 @@ def run_experiment(
         Interrupted: a training stage was stopped by a signal (its checkpoint is saved).
     """
     stream = stream if stream is not None else sys.stdout
+    if placement is not None:  # before any work: every training run's global batch
+        placement.check_divides(config.teacher.batch_size, "teacher batch_size")
+        placement.check_divides(config.student.batch_size, "student batch_size")
     stages = plan_stages(config)
     layout = prepare_out_dir(out, config)
     markers = {stage.key: read_marker(layout, stage.key) for stage in stages}  # errors first
@@ -232,7 +239,7 @@ def run_experiment(
             layout.marker(stage.key).unlink()
         elif not quiet:
             print(f"{prefix} ...", file=stream, flush=True)
-        outputs, summary, seconds = _run_stage(config, layout, stage, quiet)
+        outputs, summary, seconds = _run_stage(config, layout, stage, quiet, placement)
         atomic_write_json(
             layout.marker(stage.key),
             {

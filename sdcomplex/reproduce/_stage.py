@@ -78,6 +78,7 @@ class Context:
     layout: Layout
     quiet: bool
     stage_key: str = ""
+    placement: Any = None  # the devices the training stages use (None: one device)
 
     @contextlib.contextmanager
     def training_output(self):

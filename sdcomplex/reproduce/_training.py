@@ -76,7 +76,9 @@ def _accuracy_summary(metrics: list[dict[str, Any]]) -> dict[str, Any]:
 def run_teacher(ctx: Context) -> dict[str, Any]:
     """Trains (or resumes) the teacher into ``runs/teacher``."""
     with ctx.training_output():
-        result = train(ctx.config.teacher, ctx.layout.teacher, quiet=ctx.quiet)
+        result = train(
+            ctx.config.teacher, ctx.layout.teacher, quiet=ctx.quiet, placement=ctx.placement
+        )
     if result.status == "preempted":
         raise Interrupted(
             f"teacher stopped after epoch {result.epoch}; rerun to resume", result.signal
@@ -97,7 +99,7 @@ def make_student_runner(method: StudentMethod, seed: int):
             **distill_options(ctx.config, method),
         )
         with ctx.training_output():
-            result = distill(dcfg, run_dir, quiet=ctx.quiet)
+            result = distill(dcfg, run_dir, quiet=ctx.quiet, placement=ctx.placement)
         if result.status == "preempted":
             raise Interrupted(
                 f"student {method.key} seed {seed} stopped after epoch {result.epoch}; "

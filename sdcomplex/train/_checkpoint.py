@@ -73,7 +73,28 @@ def _manager(directory: Path, prefix: str, *, keep: int | None = None, create: b
     )
     # Orbax's array writers need absolute paths; a run directory may be given relative to the
     # working directory (``sdcomplex train --out runs/x``).
-    return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_names=_ITEMS)
+    path = Path(directory).absolute()
+    if create:
+        return ocp.CheckpointManager(path, options=options, item_names=_ITEMS)
+    handlers = {
+        "variables": ocp.StandardCheckpointHandler(),
+        "train": ocp.StandardCheckpointHandler(),
+        "manifest": ocp.JsonCheckpointHandler(),
+    }
+    return ocp.CheckpointManager(path, options=options, item_handlers=handlers)
+
+
+def _restore_target(manager: Any, number: int, item: str) -> Any:
+    """The shapes and dtypes of a saved item on this process's first device: checkpoints
+    written on any number of devices restore here (Orbax refuses a saved sharding whose devices
+    do not exist)."""
+    import jax
+
+    from sdcomplex.placement import make_placement
+
+    tree = getattr(manager.item_metadata(number), item)
+    tree = getattr(tree, "tree", tree)
+    return make_placement(devices=jax.local_devices()[:1]).abstract_replicated(tree)
 
 
 def _orbax_restore(manager: Any, number: int, step_dir: Path, **items: Any) -> Any:
@@ -101,10 +122,15 @@ class CheckpointStore:
     Args:
         run_dir: the run directory (created if needed).
         keep: keep only the latest ``keep`` epoch checkpoints (``None``: all).
+        placement: the run's :class:`~sdcomplex.placement.Placement`: with several processes
+            every one saves (Orbax's saves are collective) and process 0 writes the checksums.
     """
 
-    def __init__(self, run_dir: str | os.PathLike[str], keep: int | None = None) -> None:
+    def __init__(
+        self, run_dir: str | os.PathLike[str], keep: int | None = None, *, placement: Any = None
+    ) -> None:
         self.run_dir = Path(run_dir)
+        self.placement = placement
         self._managers = {
             "epoch": _manager(self.run_dir / CHECKPOINT_DIR, "epoch", keep=keep),
             "preempt": _manager(self.run_dir / PREEMPT_DIR, "step", keep=1),
@@ -139,9 +165,12 @@ class CheckpointStore:
             train=ocp.args.StandardSave(dict(train)),
             manifest=ocp.args.JsonSave({**manifest, "checksums": CHECKSUM_FILE}),
         )
-        manager.save(number, args=args, force=True)
+        manager.save(number, args=args, force=True)  # collective: every process saves
         manager.wait_until_finished()
-        write_checksums(self.step_dir(kind, number))
+        if self.placement is None or self.placement.writes_files:
+            write_checksums(self.step_dir(kind, number))
+        if self.placement is not None:
+            self.placement.sync(f"checksums {kind} {number}")
 
     def verify(self, kind: str, number: int) -> None:
         """Raises :class:`DamagedFile` unless the checkpoint's files match its checksums."""
@@ -259,7 +288,10 @@ def _restore_item(run_dir: str | os.PathLike[str], epoch: int, item: str | None)
         _verify(manager, epoch, step_dir)
         if item is None:
             return None
-        restore = ocp.args.JsonRestore() if item == "manifest" else ocp.args.StandardRestore()
+        if item == "manifest":
+            restore = ocp.args.JsonRestore()
+        else:
+            restore = ocp.args.StandardRestore(_restore_target(manager, epoch, item))
         return getattr(_orbax_restore(manager, epoch, step_dir, **{item: restore}), item)
     finally:
         manager.close()

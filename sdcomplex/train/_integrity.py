@@ -9,7 +9,8 @@ Two mechanisms cover every file a run directory holds:
   before it is read (:func:`verify_checksums`);
 * a **sealed JSON record** (``run.json``, ``distill.json``): the object's own sha256 (of its
   canonical JSON form without the :data:`SEAL_KEY` entry) stored in it
-  (:func:`sealed_json_text`), checked when it is read (:func:`read_sealed_json`).
+  (:func:`sealed_json_text`), checked when it is read (:func:`read_sealed_json`), which also
+  requires the text to be exactly the one written (a changed blank is damage too).
 
 A damaged file (one changed byte, a truncation, a missing file) is then reported as a
 :class:`DamagedFile` (a ``ValueError``, one line naming the file) instead of being used. Files
@@ -143,7 +144,8 @@ def read_sealed_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        record = json.loads(text)
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise DamagedFile(path, f"not valid JSON: {err}") from None
     if not isinstance(record, dict):
@@ -151,4 +153,6 @@ def read_sealed_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     seal = record.pop(SEAL_KEY, None)
     if seal is not None and seal != text_sha256(_canonical(record)):
         raise DamagedFile(path, "sha256 seal mismatch: changed after it was written")
+    if seal is not None and text != sealed_json_text(record):  # e.g. a changed blank
+        raise DamagedFile(path, "text differs from its sealed record: changed after it was written")
     return record

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from sdcomplex.data import Dataset, EpochBatcher
 from sdcomplex.models import abstract_variables, count_params, init_variables
+from sdcomplex.placement import Placement
 from sdcomplex.train._checkpoint import CheckpointStore
 from sdcomplex.train._config import TrainConfig, config_hash
 from sdcomplex.train._divergence import check_evaluated_losses, check_step_loss
@@ -103,6 +104,7 @@ class Prepared(NamedTuple):
     supervision_fn: SupervisionFn | None
     diagnostics_fn: DiagnosticsFn | None
     started: float
+    placement: Placement
 
 
 class Position(NamedTuple):
@@ -160,33 +162,47 @@ def prepare(
     supervision_fn: SupervisionFn | None,
     diagnostics_fn: DiagnosticsFn | None,
     started: float,
+    placement: Placement,
 ) -> Prepared:
     """Creates the run directory (``config.json``, ``run.json``) unless ``exists``, builds the
-    optimiser and the compiled steps, and opens the checkpoint store (close it when done)."""
+    optimiser and the compiled steps, and opens the checkpoint store (close it when done).
+
+    With a ``placement`` of several devices the steps are data-parallel (see
+    :func:`make_train_step`) and the evaluation batch is rounded up to a multiple of the
+    device count; with several processes only process 0 writes files."""
     dataset, model = setup.dataset, setup.model
     info = dataset.info
     batcher = EpochBatcher(info.n_train, config.batch_size, seed=config.seed, drop_last=True)
     steps_per_epoch = batcher.batches_per_epoch
-    if not exists:
-        run.create(config)
-    if not run.run_file.exists():  # (also after a kill between the two writes)
-        abstract = abstract_variables(model, info.input_shape)
-        run.write_run_info(
-            config,
-            dataset=info.to_dict(),
-            num_params=count_params(abstract["params"]),
-            steps_per_epoch=steps_per_epoch,
-        )
+    if placement.writes_files:
+        if not exists:
+            run.create(config)
+        if not run.run_file.exists():  # (also after a kill between the two writes)
+            abstract = abstract_variables(model, info.input_shape)
+            run.write_run_info(
+                config,
+                dataset=info.to_dict(),
+                num_params=count_params(abstract["params"]),
+                steps_per_epoch=steps_per_epoch,
+                placement=placement.describe(),
+            )
+    placement.sync("run directory")
     optimizer, schedule = make_optimizer(config, steps_per_epoch)
     preprocess, plain = run_preprocess(config, info)
     step_fn = make_train_step(
-        model, optimizer, preprocess, loss_fn=loss_fn, supervision_apply=supervision_apply
+        model,
+        optimizer,
+        preprocess,
+        loss_fn=loss_fn,
+        supervision_apply=supervision_apply,
+        placement=placement,
     )
     n_train_eval = info.n_train
     if config.eval_train_examples is not None:
         n_train_eval = min(config.eval_train_examples, info.n_train)
     eval_bs = min(config.eval_batch_size, max(n_train_eval, info.n_test))
-    store = CheckpointStore(run.path, keep=config.keep_checkpoints)
+    eval_bs = -(-eval_bs // placement.num_devices) * placement.num_devices  # padded rows
+    store = CheckpointStore(run.path, keep=config.keep_checkpoints, placement=placement)
     return Prepared(
         config,
         run.path,
@@ -198,12 +214,13 @@ def prepare(
         optimizer,
         schedule,
         step_fn,
-        make_eval_step(model, plain),
+        make_eval_step(model, plain, placement=placement),
         eval_bs,
         n_train_eval,
         supervision_fn,
         diagnostics_fn,
         started,
+        placement,
     )
 
 
@@ -211,11 +228,15 @@ def evaluate(
     p: Prepared, variables: Any, x: np.ndarray, y: np.ndarray
 ) -> tuple[float, float, np.ndarray]:
     """``(mean loss, accuracy, (n, C) float32 logits)`` of the model in inference mode on
-    ``(x, y)``: padded batches of ``p.eval_batch_size``, float32 sums accumulated in order."""
-    sums = jnp.zeros(2, jnp.float32)
+    ``(x, y)``: padded batches of ``p.eval_batch_size``, float32 sums accumulated in order;
+    each batch split over the placement's devices (each process gathers only its rows)."""
+    sums = p.placement.replicate(jnp.zeros(2, jnp.float32))
     logits = []
-    for (xb, yb), mask in padded_batches([x, y], p.eval_batch_size):
-        batch_sums, batch_logits = p.eval_step(variables, xb, yb, mask)
+    size = p.eval_batch_size
+    rows = p.placement.local_rows(size)
+    for (xb, yb), mask in padded_batches([x, y], size):
+        batch = p.placement.put_step_batch((xb[rows], yb[rows], mask[rows]), global_size=size)
+        batch_sums, batch_logits = p.eval_step(variables, *batch)
         sums = sums + batch_sums
         logits.append(batch_logits)
     total = np.asarray(sums, np.float64)
@@ -281,7 +302,9 @@ def evaluate_epoch(
         eval_time_s=now - t_eval,
         images_per_s=images / train_time if train_time > 0 else None,
     )
-    append_metrics(p.run_dir, record)
+    if p.placement.writes_files:
+        append_metrics(p.run_dir, record)
+    p.placement.sync(f"metrics {epoch}")
     return record
 
 
@@ -290,6 +313,7 @@ def save(p: Prepared, kind: str, state: TrainState, running: Any, completed: int
     preemption checkpoint), ``"preempt"`` at ``batch`` of the next epoch."""
     step = int(state.step)
     manifest = checkpoint_manifest(p.run_dir, kind, completed, batch, step, p.chash, p.config)
+    manifest["placement"] = p.placement.describe()
     number = completed if kind == "epoch" else step
     items = {"step": state.step, "opt_state": state.opt_state, "running": running}
     p.store.save(kind, number, state.variables, items, manifest)
@@ -297,24 +321,27 @@ def save(p: Prepared, kind: str, state: TrainState, running: Any, completed: int
         p.store.delete_preempt()
 
 
-def zero_sums() -> jax.Array:
-    """The running batch sums ``(loss, correct, count)`` at the start of an epoch."""
-    return jnp.zeros(3, jnp.float32)
+def zero_sums(placement: Placement | None = None) -> jax.Array:
+    """The running batch sums ``(loss, correct, count)`` at the start of an epoch (replicated
+    on the ``placement``'s devices when one is given)."""
+    sums = jnp.zeros(3, jnp.float32)
+    return sums if placement is None else placement.replicate(sums)
 
 
 def restore_or_init(p: Prepared) -> Position:
     """The newest intact checkpoint (metrics lines cut back to it), or a fresh run: the
     initialisation of the config's seed, evaluated and saved as epoch 0."""
-    info = p.dataset.info
+    info, placement = p.dataset.info, p.placement
     point = resume_point(p.store, p.run_dir, p.chash)
     if point is None:
-        keep_metrics_lines(p.run_dir, 0)
+        if placement.writes_files:
+            keep_metrics_lines(p.run_dir, 0)
         p.store.delete_preempt()
         variables = init_variables(p.model, p.config.seed, info.input_shape)
-        state = init_train_state(variables, p.optimizer)
+        state = placement.replicate(init_train_state(variables, p.optimizer))
         evaluate_epoch(p, state, 0, None, None, (0.0, 0))
-        save(p, "epoch", state, zero_sums(), 0, 0)
-        return Position(state, zero_sums(), 0, 0)
+        save(p, "epoch", state, zero_sums(placement), 0, 0)
+        return Position(state, zero_sums(placement), 0, 0)
     abstract = abstract_variables(p.model, info.input_shape)
     abstract_state = jax.eval_shape(lambda v: init_train_state(v, p.optimizer), abstract)
     abstract_train = {
@@ -323,7 +350,12 @@ def restore_or_init(p: Prepared) -> Position:
         "running": jax.ShapeDtypeStruct((3,), jnp.float32),
     }
     kind, number = point
-    variables, items, manifest = p.store.restore(kind, number, abstract, abstract_train)
+    variables, items, manifest = p.store.restore(  # on any device count: into this placement
+        kind,
+        number,
+        placement.abstract_replicated(abstract),
+        placement.abstract_replicated(abstract_train),
+    )
     state = TrainState(
         step=items["step"],
         params=variables["params"],
@@ -331,10 +363,13 @@ def restore_or_init(p: Prepared) -> Position:
         opt_state=items["opt_state"],
     )
     completed, batch = int(manifest["epoch"]), int(manifest["batch"])
-    if "metrics_sha256" in manifest:
+    if not placement.writes_files:
+        pass
+    elif "metrics_sha256" in manifest:
         keep_metrics_lines(p.run_dir, len(manifest["metrics_sha256"]))
     else:  # a checkpoint written before the metrics lines were recorded
         truncate_metrics(p.run_dir, completed)
+    placement.sync("restored")
     return Position(state, items["running"], completed, batch)
 
 
@@ -365,9 +400,13 @@ def train_epoch(
     t0 = time.perf_counter()
     images = 0
     previous: tuple[int, int, Any] | None = None  # (epoch, step, loss) in flight
-    batches = p.batcher.batches(epoch, p.dataset.x_train, p.dataset.y_train, start=start)
-    for b, (xb, yb) in enumerate(batches, start=start):
-        key = p.batcher.step_key(epoch, b)
+    placement, size = p.placement, p.batcher.batch_size
+    rows = placement.local_rows(size)  # this process's rows of every global batch
+    ds = p.dataset
+    batches = p.batcher.batches(epoch, ds.x_train, ds.y_train, start=start, rows=rows)
+    for b, local in enumerate(batches, start=start):
+        xb, yb = placement.put_step_batch(local, global_size=size)
+        key = placement.replicate_key(p.batcher.step_key(epoch, b))
         state, running, loss = p.step_fn(state, running, xb, yb, key, supervision)
         if previous is not None:  # keep at most one step in flight
             check(previous)  # waits for that step's loss (already due)

@@ -153,6 +153,7 @@ def make_train_step(
     loss_fn: LossFn | None = None,
     supervision_apply: SupervisionApply | None = None,
     jit: bool = True,
+    placement: Any = None,
 ):
     """The training step ``(state, running, raw_x, y, key, supervision) -> (state, running, loss)``.
 
@@ -170,6 +171,14 @@ def make_train_step(
         supervision_apply: ``(supervision, x (B, ...) float32) -> supervision_outputs``, e.g. a
             teacher's forward pass in inference mode; ``None`` passes ``supervision`` through.
         jit: return the ``jax.jit``-compiled step (state and running sums donated).
+        placement: a :class:`~sdcomplex.placement.Placement` for data-parallel steps: the
+            batch split over its data axis (:meth:`~sdcomplex.placement.Placement.put_batch`),
+            state, running sums and supervision replicated; the outputs are replicated. XLA
+            partitions the step: gradients, the loss and BatchNorm's batch statistics are
+            means over the global batch. ``None``: wherever the inputs are (one device).
+
+    ``key`` is a PRNG key or its raw ``uint32`` data (:func:`jax.random.key_data`, e.g.
+    :meth:`~sdcomplex.placement.Placement.replicate_key`), wrapped again inside the step.
 
     Returns:
         ``step(state, running, raw_x, y, key, supervision)`` returning the new
@@ -179,6 +188,8 @@ def make_train_step(
     loss_fn = cross_entropy_loss if loss_fn is None else loss_fn
 
     def step(state: TrainState, running: jax.Array, raw_x, y, key, supervision):
+        if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+            key = jax.random.wrap_key_data(key)
         x = preprocess(key, raw_x)
         if supervision_apply is not None:
             sup_out = jax.lax.stop_gradient(supervision_apply(supervision, x))
@@ -204,16 +215,23 @@ def make_train_step(
         new_state = TrainState(state.step + 1, params, batch_stats, opt_state)
         return new_state, running, loss
 
-    return jax.jit(step, donate_argnums=(0, 1)) if jit else step
+    if not jit:
+        return step
+    if placement is None:
+        return jax.jit(step, donate_argnums=(0, 1))
+    return jax.jit(step, donate_argnums=(0, 1), out_shardings=placement.replicated())
 
 
-def make_eval_step(model: nn.Module, preprocess: Preprocess, *, jit: bool = True):
+def make_eval_step(
+    model: nn.Module, preprocess: Preprocess, *, jit: bool = True, placement: Any = None
+):
     """Evaluation of one padded batch in inference mode.
 
     ``eval_step(variables, raw_x (B, ...), y (B,), mask (B,) bool) -> (sums, logits)``:
     ``sums`` float32 (2,) is the summed cross-entropy with the labels and the number of correct
     argmax predictions over the examples with ``mask`` True, ``logits`` (B, C) the model's
-    outputs (BatchNorm uses its running averages).
+    outputs (BatchNorm uses its running averages). With a ``placement`` the batch is split
+    over its data axis (``B`` a multiple of the device count) and both outputs are replicated.
     """
     zero_key = jax.random.key(0)
 
@@ -227,4 +245,8 @@ def make_eval_step(model: nn.Module, preprocess: Preprocess, *, jit: bool = True
         )
         return sums, logits
 
-    return jax.jit(eval_step) if jit else eval_step
+    if not jit:
+        return eval_step
+    if placement is None:
+        return jax.jit(eval_step)
+    return jax.jit(eval_step, out_shardings=placement.replicated())

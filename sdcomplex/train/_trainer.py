@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from tqdm.auto import tqdm
 
+from sdcomplex.placement import Placement, make_placement
 from sdcomplex.train._checkpoint import CheckpointStore, load_checkpoint
 from sdcomplex.train._config import TrainConfig
 from sdcomplex.train._integrity import DamagedFile
@@ -99,6 +100,7 @@ def train(
     supervision_fn: SupervisionFn | None = None,
     diagnostics_fn: DiagnosticsFn | None = None,
     setup: RunSetup | None = None,
+    placement: Placement | None = None,
 ) -> TrainResult:
     """Trains (or resumes, or recognises as finished) the run ``config`` in ``run_dir``.
 
@@ -134,6 +136,15 @@ def train(
             epoch 0 before training and after every epoch.
         setup: the data set and model of ``config`` (:func:`setup_run`) when the caller has
             loaded them already (default: loaded here).
+        placement: the devices to train on (:func:`~sdcomplex.placement.make_placement`;
+            default: one device, the default one). Data-parallel over its ``"data"`` axis:
+            every global batch of ``config.batch_size`` is split over the devices, the state
+            is replicated, gradients and BatchNorm's batch statistics are those of the global
+            batch, so any device count trains the same run up to float reordering (and one
+            device exactly as without a placement). The device count is not part of the
+            config: ``run.json`` and each checkpoint's manifest record it, and a run resumes
+            on any device count. With several processes (:func:`~sdcomplex.placement.
+            start_distributed`) every process calls ``train`` and process 0 writes the files.
 
     Returns:
         :class:`TrainResult`.
@@ -141,7 +152,8 @@ def train(
     Raises:
         ValueError: unknown model or data set, missing data, wrong number of classes, a run
             directory holding a different config or other files, a ``config.json`` edited
-            after the run started (all before any training or writing).
+            after the run started, a batch size the device count does not divide (all before
+            any training or writing).
         DamagedFile: a damaged ``run.json`` (a ``ValueError``).
         TrainingDiverged: a non-finite loss (a ``ValueError``; nothing of it is saved).
 
@@ -155,9 +167,14 @@ def train(
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     if setup is not None and not isinstance(setup, RunSetup):
         raise TypeError(f"setup must be a RunSetup (setup_run(config)), got {type(setup).__name__}")
+    if placement is None:
+        placement = make_placement(num_devices=1)
+    elif not isinstance(placement, Placement):
+        raise TypeError(f"placement must be a Placement, got {type(placement).__name__}")
     started = time.perf_counter()
     run_dir = Path(run_dir)
     check_names(config)
+    placement.check_divides(config.batch_size, "batch_size")
     done = finished_result(config, run_dir)
     if done is not None:
         return done
@@ -175,6 +192,7 @@ def train(
         supervision_fn=supervision_fn,
         diagnostics_fn=diagnostics_fn,
         started=started,
+        placement=placement,
     )
     try:
         status, position, signum = _epochs(p, restore_or_init(p), quiet=quiet)
@@ -197,12 +215,13 @@ def _epochs(p: Prepared, position: Position, *, quiet: bool) -> tuple[str, Posit
         with StopRequest() as stop:
             for epoch in range(position.completed + 1, config.epochs + 1):
                 supervision = p.supervision_fn(epoch) if p.supervision_fn is not None else None
-                done = train_epoch(p, position, epoch, supervision, stop, quiet=quiet)
+                placed = None if supervision is None else p.placement.replicate(supervision)
+                done = train_epoch(p, position, epoch, placed, stop, quiet=quiet)
                 if done.preempted:
                     return "preempted", position._replace(state=done.state), stop.signum
                 times = (done.seconds, done.images)
                 record = evaluate_epoch(p, done.state, epoch, done.running, supervision, times)
-                position = Position(done.state, zero_sums(), epoch, 0)
+                position = Position(done.state, zero_sums(p.placement), epoch, 0)
                 saved = epoch % config.checkpoint_every == 0 or epoch == config.epochs
                 if saved:
                     save(p, "epoch", position.state, position.running, epoch, 0)

@@ -1,0 +1,274 @@
+"""Data-parallel training and distillation on four simulated CPU devices against one device.
+
+One subprocess (the device count is fixed when JAX starts) trains a tiny MLP on synthetic data
+and a tiny BatchNorm CNN with crop augmentation on a digits subset, on four devices and on one,
+distils a student offline and online from the CNN on both, continues checkpoints written on
+four devices on one and vice versa, and tries a batch four devices do not divide. The parent
+checks: parameters within 1e-5 relative and the same metrics to float tolerance (the same
+global batches, augmentation and BatchNorm statistics of the global batch), resumption on the
+same device count bit for bit, the device count recorded in ``run.json``, and the error
+naming both numbers before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+_SCRIPT = r"""
+import json, shutil, sys
+from pathlib import Path
+import jax, jax.numpy as jnp, numpy as np
+from sdcomplex.distill import DistillConfig, distill
+from sdcomplex.placement import make_placement
+from sdcomplex.train import TrainConfig, read_metrics, read_run_info, strip_timing, train
+from sdcomplex.train._step import run_preprocess
+from sdcomplex.train._setup import setup_run
+
+root = Path(sys.argv[1])
+four, one = make_placement(), make_placement(num_devices=1)
+assert four.num_devices == 4
+MLP = TrainConfig(model="mlp", model_options={"hidden_sizes": [8]}, dataset="synthetic",
+                  data_options={"n_train": 64, "n_test": 24, "dim": 5, "num_classes": 3},
+                  augment=False, epochs=2, batch_size=16, learning_rate=0.1)
+CNN = TrainConfig(model="cnn", model_options={"channels": [4], "dense_width": None,
+                  "batch_norm": True}, dataset="digits", n_per_class=8, n_test_per_class=4,
+                  epochs=2, batch_size=16, learning_rate=0.05, eval_batch_size=30)
+
+def leaves(variables):
+    return [np.asarray(x, np.float64) for x in jax.tree.leaves(variables)]
+
+def rel(a, b):  # largest difference relative to the largest parameter (a bias that a
+    # BatchNorm follows has no gradient but float noise: no per-leaf scale)
+    pairs = list(zip(leaves(a), leaves(b), strict=True))
+    scale = max(float(np.max(np.abs(y))) for _, y in pairs)
+    return max(float(np.max(np.abs(x - y))) for x, y in pairs) / scale
+
+def metrics_gap(d1, d2):
+    m1, m2 = strip_timing(read_metrics(d1)), strip_timing(read_metrics(d2))
+    assert [sorted(m) for m in m1] == [sorted(m) for m in m2]
+    gap = 0.0
+    for a, b in zip(m1, m2, strict=True):
+        for k, v in a.items():
+            if isinstance(v, float):
+                gap = max(gap, abs(v - b[k]) / max(abs(b[k]), 1e-12))
+            elif v != b[k]:
+                gap = float("inf")
+    return gap
+
+def same_bits(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(leaves(a), leaves(b), strict=True))
+
+out = {}
+runs = {}
+for name, cfg in (("mlp", MLP), ("cnn", CNN)):
+    for tag, placement in (("4", four), ("1", one)):
+        runs[name + tag] = train(cfg, root / f"{name}{tag}", quiet=True, placement=placement)
+    out[name] = {"rel": rel(runs[name + "4"].variables, runs[name + "1"].variables),
+                 "metrics": metrics_gap(root / f"{name}4", root / f"{name}1"),
+                 "recorded": [read_run_info(root / f"{name}{t}")["placement"]["num_devices"]
+                              for t in "41"]}
+
+# The augmented, normalised batch of a step: the same bits on 4 devices as on 1.
+setup = setup_run(CNN)
+pre, _ = run_preprocess(CNN, setup.dataset.info)
+raw = setup.dataset.x_train[:16]
+key = jax.random.fold_in(jax.random.key(3), 5)
+aug = [np.asarray(jax.jit(pre)(p.replicate_key(key), p.put_batch(raw))) for p in (four, one)]
+out["augment_equal"] = bool(np.array_equal(aug[0], aug[1]))
+out["augment_changes"] = bool(not np.array_equal(aug[1], np.asarray(jax.jit(pre)(
+    jax.random.key(4), raw))))
+
+# Offline and online KD from the CNN teacher (trained on one device), on 4 and on 1 device.
+student = MLP.replace(dataset="digits", data_options={}, n_per_class=8, n_test_per_class=4,
+                      eval_batch_size=30)
+for mode in ("offline", "online"):
+    dcfg = DistillConfig(student=student, teacher_dir=str(root / "cnn1"), mode=mode,
+                         diagnostics_every=0)
+    res = {t: distill(dcfg, root / f"{mode}{t}", quiet=True, placement=p)
+           for t, p in (("4", four), ("1", one))}
+    out[mode] = {"rel": rel(res["4"].variables, res["1"].variables),
+                 "metrics": metrics_gap(root / f"{mode}4", root / f"{mode}1")}
+
+# A checkpoint of epoch 1 written on 4 devices continued on 1, and vice versa; and on the same
+# device count (bit for bit).
+for src, dst, placement in (("4", "1", one), ("1", "4", four), ("4", "4", four)):
+    run_dir = root / f"cont{src}{dst}"
+    shutil.copytree(root / f"cnn{src}", run_dir)
+    shutil.rmtree(run_dir / "checkpoints" / "epoch_2")
+    resumed = train(CNN, run_dir, quiet=True, placement=placement)
+    ref = runs["cnn" + dst]
+    out[f"cont{src}{dst}"] = {"status": resumed.status, "rel": rel(resumed.variables,
+                              ref.variables), "bits": same_bits(resumed.variables, ref.variables),
+                              "metrics": metrics_gap(run_dir, root / f"cnn{dst}")}
+
+try:
+    train(MLP.replace(batch_size=18), root / "odd", quiet=True, placement=four)
+    out["odd"] = "no error"
+except ValueError as err:
+    out["odd"] = str(err)
+out["odd_written"] = (root / "odd").exists()
+print(json.dumps(out))
+"""
+
+
+def _env(devices: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return env
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dp")
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_SCRIPT), str(root)],
+        env=_env(4),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mlp", "cnn", "offline", "online"])
+def test_four_devices_train_as_one(results, name):
+    """The same global batches: parameters within 1e-5 relative, metrics to float tolerance."""
+    assert results[name]["rel"] < 1e-5
+    assert results[name]["metrics"] < 1e-4
+
+
+@pytest.mark.slow
+def test_run_records_the_device_count(results):
+    assert results["mlp"]["recorded"] == [4, 1]
+    assert results["cnn"]["recorded"] == [4, 1]
+
+
+@pytest.mark.slow
+def test_augmentation_is_the_same_on_four_devices(results):
+    assert results["augment_equal"]
+    assert results["augment_changes"]  # (the crops depend on the key: the check has teeth)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pair", ["cont41", "cont14", "cont44"])
+def test_checkpoints_continue_on_another_device_count(results, pair):
+    """Epoch 1 written on one device count, epochs 2 trained on another: the run of the
+    other device count (bit for bit when the count is the same)."""
+    got = results[pair]
+    assert got["status"] == "completed"
+    assert got["rel"] < 1e-5 and got["metrics"] < 1e-4
+    if pair == "cont44":
+        assert got["bits"] and got["metrics"] == 0.0
+
+
+@pytest.mark.slow
+def test_indivisible_batch_is_refused_before_work(results):
+    assert "batch_size 18 is not divisible by the number of devices 4" in results["odd"]
+    assert not results["odd_written"]
+
+
+def test_placement_must_be_a_placement(tmp_path):
+    from run_helpers import mlp_config
+
+    from sdcomplex.train import train
+
+    cfg = mlp_config(4, synthetic=(24, 8, 3, 2), batch_size=8, epochs=1)
+    with pytest.raises(TypeError, match="placement must be a Placement"):
+        train(cfg, tmp_path / "c", quiet=True, placement=4)  # type: ignore[arg-type]
+    assert not (tmp_path / "c").exists()
+
+
+_TWO_PROCESS = r"""
+import json, sys
+import jax, numpy as np
+from sdcomplex.placement import make_placement, start_distributed
+port, pid, run_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+start_distributed(f"127.0.0.1:{port}", 2, pid, timeout_s=60)
+from sdcomplex.train import TrainConfig, train
+cfg = TrainConfig.from_dict(json.loads(sys.argv[4]))
+placement = make_placement()
+result = train(cfg, run_dir, quiet=True, placement=placement)
+leaves = [np.asarray(x).tolist() for x in jax.tree.leaves(result.variables)]
+print(json.dumps({"pid": pid, "n": placement.num_devices, "rows": placement.local_rows(16).start,
+                  "status": result.status, "leaves": leaves}))
+jax.distributed.shutdown()
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_two_processes_train_as_one(tmp_path):
+    """2 processes x 2 CPU devices on 127.0.0.1 train 2 epochs into one run directory (process 0
+    writes the files, each process gathers only its rows of every batch) and end with the
+    parameters of a one-device run; the directory resumes on one device as finished."""
+    import jax
+    import numpy as np
+    from run_helpers import mlp_config
+
+    from sdcomplex.train import read_metrics, read_run_info, strip_timing, train
+
+    cfg = mlp_config(8, synthetic=(64, 24, 5, 3), batch_size=16, epochs=2, learning_rate=0.1)
+    script = tmp_path / "two.py"
+    script.write_text(_TWO_PROCESS)
+    port, run_dir = str(_free_port()), tmp_path / "mp"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), port, str(pid), str(run_dir), cfg.to_json()],
+            env=_env(2),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for pid in (0, 1)
+    ]
+    results = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=240)
+            assert proc.returncode == 0, err[-3000:]
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert [r["n"] for r in results] == [4, 4] and [r["rows"] for r in results] == [0, 8]
+    assert all(r["status"] == "completed" for r in results)
+    reference = train(cfg, tmp_path / "one", quiet=True)
+    ref = [np.asarray(x) for x in jax.tree.leaves(reference.variables)]
+    scale = max(float(np.max(np.abs(x))) for x in ref)
+    for r in results:
+        got = [np.asarray(x) for x in r["leaves"]]
+        assert max(float(np.max(np.abs(a - b))) for a, b in zip(got, ref, strict=True)) < (
+            1e-5 * scale
+        )
+    info = read_run_info(run_dir)
+    assert info["placement"]["num_devices"] == 4 and info["placement"]["num_processes"] == 2
+    ours = strip_timing(read_metrics(run_dir))
+    theirs = strip_timing(read_metrics(reference.run_dir))
+    assert [m["epoch"] for m in ours] == [0, 1, 2]  # one line per epoch: process 0 writes
+    for a, b in zip(ours, theirs, strict=True):
+        assert a["test_acc"] == b["test_acc"]
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+    again = train(cfg, run_dir, quiet=True)  # restored on one device: finished
+    assert again.status == "already_complete"
