@@ -319,8 +319,9 @@ def empirical_ntk(
         one-axis ``jax.sharding.Mesh``. With one device this is the one-device computation.
         With D > 1 devices a block holds D x ``block_size`` examples (``block_size`` and
         ``memory_budget`` are per device), split over the devices: each computes the features
-        of its rows and contracts them with the column block passed round the devices, so
-        every device holds two blocks of features. With several processes every process must
+        of its rows and contracts them with the column block passed round the devices in
+        pieces of ``block_size`` examples (at most four such feature blocks per device during
+        the contraction, see `sdcomplex.ntk._sharded`). With several processes every process must
         pass the same full ``x1`` and ``x2``; each places only its devices' rows, and the
         kernel is returned on every process. Equal to the one-device kernel to round-off.
 
