@@ -231,9 +231,13 @@ class Placement:
 
     def put_step_batch(self, local: Any, global_size: int) -> Any:
         """:meth:`put_batch` of a training step's batch (a pytree of NumPy arrays) with one
-        transfer call for all its leaves when one process holds the whole batch."""
+        transfer call for all its leaves when one process holds the whole batch, and none on a
+        one-device mesh (the arrays as they are: the step's own transfer of its NumPy
+        arguments puts them on its one device, which costs no extra dispatch)."""
         if self.is_multi_process:
             return self.put_batch(local, global_size=global_size)
+        if self.num_devices == 1:
+            return local
         leaves, treedef = jax.tree_util.tree_flatten(local)
         for leaf in leaves:
             self.check_divides(int(np.shape(leaf)[0]))

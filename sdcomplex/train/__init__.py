@@ -11,6 +11,12 @@ carries checksums of its files and every read verifies them; a resumed run falls
 newest intact checkpoint (:class:`DamagedCheckpointWarning`), and other damaged files are a
 :class:`DamagedFile` error naming them.
 
+``train(..., placement=make_placement())`` trains data-parallel on every device of a
+:class:`~sdcomplex.placement.Placement`: each global batch split over the devices, the state
+replicated, the same run (up to float reordering) on any device count, which is not part of
+the config; checkpoints restore on any device count. (:func:`train_students`, the ensemble
+trainer, runs on one device.)
+
 Distillation plugs in through :func:`train`'s ``loss_fn`` (student logits, labels, supervision
 outputs -> scalar), ``supervision_apply`` (computed inside the jitted step, e.g. a teacher's
 forward pass), ``supervision_fn`` (epoch -> supervision pytree, e.g. a teacher checkpoint from
