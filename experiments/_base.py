@@ -109,12 +109,14 @@ def cifar10_pair() -> tuple[TrainConfig, TrainConfig]:
     4-8): ResNet-20 trains at 24-32 images/s and evaluates at about 100-300 images/s; a LeNet-5
     online-KD student (the teacher runs inside its step) trains at about 96 images/s; the
     first epoch of every run adds 20-60 s of compilation. Hence: 1,500 images x 10 epochs for
-    the teacher (about 8 minutes idle), train accuracy measured on 500 of the training images
-    (``eval_train_examples``) to keep the per-epoch evaluation short, the LeNet-5 at width 1
-    (width 8, the paper's, multiplies the students' NTK and training costs; the students'
-    steps are dominated by the teacher's forward pass either way). The student's learning rate
-    is 0.05, not 0.1: in a benchmark run (benchmarks/README.md, "Distillation overhead") a
-    LeNet-5x8 at 0.1 collapsed to one class under online KD from an early teacher checkpoint.
+    the teacher (estimated from those rates at about 8 minutes idle; it took 18.7 minutes in the
+    README's run, under a load average of about 12), train accuracy measured on 500 of the
+    training images (``eval_train_examples``) to keep the per-epoch evaluation short, the LeNet-5
+    at width 1 (width 8, the paper's, multiplies the students' NTK and training costs; the
+    students' steps are dominated by the teacher's forward pass either way). The student's
+    learning rate is 0.05, not 0.1: in a benchmark run (benchmarks/README.md, "Distillation
+    overhead") a LeNet-5x8 at 0.1 collapsed to one class under online KD from an early teacher
+    checkpoint.
     """
     common = {
         "dataset": "cifar10_jpeg",

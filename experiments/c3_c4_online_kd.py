@@ -23,8 +23,9 @@ IMAGES_METHODS = (
 """The methods at the images scale: no KD and offline/online KD at tau = 4 only. Each KD student
 runs the ResNet-20 teacher inside its training step; tau = 1 would add four such students (two
 methods x two seeds), estimated from the measured rates (``_base.cifar10_pair``) at about 12
-minutes on an idle 2-core CPU, past the scale's budget, so C3 and C4 are checked at tau = 4
-only here."""
+minutes on an idle 2-core CPU (in the README's run each KD student took 4.3-5.0 minutes under a
+load average of about 12), past the scale's budget, so C3 and C4 are checked at tau = 4 only
+here."""
 
 
 def distillation_spec(scale: str) -> DistillationSpec:
