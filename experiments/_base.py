@@ -111,7 +111,9 @@ def cifar10_pair() -> tuple[TrainConfig, TrainConfig]:
     first epoch of every run adds 20-60 s of compilation. Hence: 1,500 images x 10 epochs for
     the teacher (estimated from those rates at about 8 minutes idle; it took 18.7 minutes in the
     README's run, under a load average of about 12), train accuracy measured on 500 of the
-    training images (``eval_train_examples``) to keep the per-epoch evaluation short, the LeNet-5
+    training images (``eval_train_examples``) to keep the per-epoch evaluation short (found
+    after the run: these are the first 500 of the class-sorted subset, classes 0-3 only, so the
+    logged per-epoch train accuracy is not representative; no analysis uses it), the LeNet-5
     at width 1 (width 8, the paper's, multiplies the students' NTK and training costs; the
     students' steps are dominated by the teacher's forward pass either way). The student's
     learning rate is 0.05, not 0.1: in a benchmark run (benchmarks/README.md, "Distillation
