@@ -11,6 +11,10 @@ Scales:
 * ``quick``: the full MNIST-1D (4,000 / 1,000 signals of length 40, embedded: no download) with a
   real capacity gap: a 1-D CNN teacher (about 93 % test accuracy) and a one-hidden-layer MLP
   student with 32 units (about 55 % without KD). Minutes on a 2-core CPU.
+* ``images``: real images on a 2-core CPU within an hour: a class-balanced subset of the shared
+  CIFAR-10 (``cifar10_jpeg``), a ResNet-20 teacher and LeNet-5 students with the paper's recipe
+  (SGD with momentum, cosine schedule, crops and flips), few epochs (:func:`cifar10_pair`, which
+  gives every size and the measurements that chose it).
 * ``paper``: PAPER.md section 5: CIFAR-100, ResNet-56 teacher and LeNet-5x8 student, SGD with
   momentum 0.9, batch 128, learning rate 0.1 with cosine decay, weight decay 5e-4, random crops
   (4-pixel padding) and flips, 200 epochs, a teacher checkpoint every epoch. Needs the official
@@ -89,3 +93,61 @@ def paper_pair() -> tuple[TrainConfig, TrainConfig]:
         model="lenet5x8", **{**common, "checkpoint_every": 10}, keep_checkpoints=2
     )
     return teacher, student
+
+
+def cifar10_pair() -> tuple[TrainConfig, TrainConfig]:
+    """(teacher, student) at the images scale: ResNet-20 -> LeNet-5 on a CIFAR-10 subset.
+
+    The paper's recipe (PAPER.md section 5: SGD with momentum 0.9, batch 128, cosine schedule,
+    weight decay 5e-4, 4-pixel crops and flips) on a class-balanced subset of the shared
+    CIFAR-10 (``cifar10_jpeg``): 1,500 training images (150 per class) and 1,000 test images
+    (100 per class), 10 epochs, a teacher checkpoint every epoch, the student LeNet-5 at width 1.
+
+    The sizes were chosen from timings before any result of this scale was seen, so that
+    ``reproduce all --scale images`` fits in about 45 minutes on an idle 2-core CPU and under 90
+    minutes on the shared 2-core development VM. Measured there (jax 0.10.2 CPU, load average
+    4-8): ResNet-20 trains at 24-32 images/s and evaluates at about 100-300 images/s; a LeNet-5
+    online-KD student (the teacher runs inside its step) trains at about 96 images/s; the
+    first epoch of every run adds 20-60 s of compilation. Hence: 1,500 images x 10 epochs for
+    the teacher (estimated from those rates at about 8 minutes idle; it took 18.7 minutes in the
+    README's run, under a load average of about 12), train accuracy measured on 500 of the
+    training images (``eval_train_examples``) to keep the per-epoch evaluation short (found
+    after the run: these are the first 500 of the class-sorted subset, classes 0-3 only, so the
+    logged per-epoch train accuracy is not representative; no analysis uses it), the LeNet-5
+    at width 1 (width 8, the paper's, multiplies the students' NTK and training costs; the
+    students' steps are dominated by the teacher's forward pass either way). The student's
+    learning rate is 0.05, not 0.1: in a benchmark run (benchmarks/README.md, "Distillation
+    overhead") a LeNet-5x8 at 0.1 collapsed to one class under online KD from an early teacher
+    checkpoint.
+    """
+    common = {
+        "dataset": "cifar10_jpeg",
+        "n_per_class": 150,
+        "n_test_per_class": 100,
+        "augment": True,
+        "crop_padding": 4,
+        "flip": True,
+        "batch_size": 128,
+        "optimizer": "sgd",
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "schedule": "cosine",
+        "epochs": 10,
+        "eval_batch_size": 1000,
+        "eval_train_examples": 500,
+    }
+    teacher = TrainConfig(model="resnet20", learning_rate=0.1, checkpoint_every=1, **common)
+    # students keep only their two latest checkpoints (the analyses need only the final one)
+    student = TrainConfig(
+        model="lenet5", learning_rate=0.05, checkpoint_every=5, keep_checkpoints=2, **common
+    )
+    return teacher, student
+
+
+def scale_pair(scale: str) -> tuple[TrainConfig, TrainConfig]:
+    """The (teacher, student) of any scale: MNIST-1D (smoke, quick), CIFAR-10 (images), paper."""
+    if scale == "paper":
+        return paper_pair()
+    if scale == "images":
+        return cifar10_pair()
+    return mnist1d_pair(scale)

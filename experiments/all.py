@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sdcomplex.reproduce import ExperimentConfig
 
-from ._base import mnist1d_pair, paper_pair
+from ._base import scale_pair
 from .c1_c2_complexity import complexity_spec
 from .c3_c4_online_kd import distillation_spec
 from .c5_margin_bound import bound_spec
@@ -18,7 +18,7 @@ DESCRIPTION = "every claim (C1-C5) with one teacher: sweeps, accuracy table, dia
 
 
 def get_config(scale: str) -> ExperimentConfig:
-    teacher, student = paper_pair() if scale == "paper" else mnist1d_pair(scale)
+    teacher, student = scale_pair(scale)
     return ExperimentConfig(
         name="all",
         scale=scale,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sdcomplex.reproduce import ComplexitySpec, ExperimentConfig
 
-from ._base import mnist1d_pair, paper_pair
+from ._base import scale_pair
 
 DESCRIPTION = "complexity of soft targets vs temperature (C1) and vs teacher checkpoint (C2)"
 
@@ -33,6 +33,15 @@ def complexity_spec(scale: str, trained: tuple[str, ...] = ("none",)) -> Complex
             trajectory_temperatures=(1.0, 4.0),
             trained_students=trained,
         )
+    if scale == "images":
+        # n = 500 training images (50 per class): the student's NTK (mean form, 500 x 500)
+        # at init and after training; every one of the 10 teacher checkpoints at tau = 1 and 4
+        return ComplexitySpec(
+            n_per_class=50,
+            temperatures=(0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
+            trajectory_temperatures=(1.0, 4.0),
+            trained_students=trained,
+        )
     # paper: n = 1,000 CIFAR-100 images (10 per class); every 10th teacher checkpoint
     return ComplexitySpec(
         n_per_class=10,
@@ -44,7 +53,7 @@ def complexity_spec(scale: str, trained: tuple[str, ...] = ("none",)) -> Complex
 
 
 def get_config(scale: str) -> ExperimentConfig:
-    teacher, student = paper_pair() if scale == "paper" else mnist1d_pair(scale)
+    teacher, student = scale_pair(scale)
     return ExperimentConfig(
         name="c1_c2_complexity",
         scale=scale,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sdcomplex.reproduce import BoundSpec, ExperimentConfig
 
-from ._base import mnist1d_pair, paper_pair
+from ._base import scale_pair
 
 DESCRIPTION = "margin bound terms vs measured test error of a kernel student (C5)"
 
@@ -29,6 +29,14 @@ def bound_spec(scale: str) -> BoundSpec:
             temperatures=(1.0, 2.0, 4.0, 8.0),
             gammas=(0.05, 0.1, 0.2, 0.4, 0.8),
         )
+    if scale == "images":
+        # CIFAR-10 classes 0-4 (airplane, automobile, bird, cat, deer) vs 5-9, n = 500 training
+        # images (250 per binary class), the whole 1,000-image test subset, every checkpoint
+        return BoundSpec(
+            n_per_class=250,
+            temperatures=(1.0, 2.0, 4.0, 8.0),
+            gammas=(0.05, 0.1, 0.2, 0.4, 0.8),
+        )
     # paper: CIFAR-100 classes 0-49 vs 50-99, n = 2,000, the whole test split, every 10th
     # teacher checkpoint
     return BoundSpec(
@@ -40,7 +48,7 @@ def bound_spec(scale: str) -> BoundSpec:
 
 
 def get_config(scale: str) -> ExperimentConfig:
-    teacher, student = paper_pair() if scale == "paper" else mnist1d_pair(scale)
+    teacher, student = scale_pair(scale)
     return ExperimentConfig(
         name="c5_margin_bound",
         scale=scale,

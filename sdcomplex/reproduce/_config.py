@@ -28,8 +28,9 @@ from sdcomplex.distill._config import DistillSettings
 from sdcomplex.train import TrainConfig
 from sdcomplex.train._config import DATA_FIELDS
 
-SCALES = ("smoke", "quick", "paper")
-"""The scales every experiment defines: seconds (tests, CI), minutes on a laptop, the paper."""
+SCALES = ("smoke", "quick", "images", "paper")
+"""The scales every experiment defines: seconds (tests, CI), minutes on a laptop, real images
+(CIFAR-10) within an hour on a 2-core CPU, the paper."""
 
 _POSITIVE = Real(low=0.0, low_open=True)
 _SORTED_POSITIVE = Tuple(_POSITIVE, nonempty=True, sort_unique=True)
@@ -223,7 +224,7 @@ class ExperimentConfig(Config):
 
     Attributes:
         name: experiment name (the config file's stem), e.g. ``"c3_c4_online_kd"``.
-        scale: ``"smoke"``, ``"quick"`` or ``"paper"``.
+        scale: ``"smoke"``, ``"quick"``, ``"images"`` or ``"paper"``.
         description: one line for ``sdcomplex reproduce --list``.
         claims: the claims of PAPER.md section 4 the experiment addresses, e.g. ``("C3",)``.
         teacher: the teacher's training config (a checkpoint every epoch for online KD).
