@@ -11,6 +11,7 @@ import numpy as np
 
 from sdcomplex import targets as tg
 from sdcomplex._io import atomic_write_json, load_arrays
+from sdcomplex.cli._devices import add_device_flags
 from sdcomplex.cli._ntk import (
     add_example_flags,
     complexity_kernel,
@@ -81,6 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--cache", metavar="DIR", help="kernel cache directory (default: that of --json)"
     )
     run_flags.add_argument("--no-cache", action="store_true", help="never read or write a cache")
+    add_device_flags(p)
     p.set_defaults(run=run)
 
 

@@ -6,6 +6,9 @@ uses every local device; ``--devices N`` the first ``N``. ``--distributed`` star
 per host (:func:`~sdcomplex.placement.start_distributed`, before any other JAX call): with
 ``--coordinator HOST:PORT --num-processes N --process-id I``, or without them JAX's detection
 of the cluster (SLURM, Open MPI, TPU pods); the mesh then spans every process's devices.
+``--cpu-devices N`` runs on ``N`` simulated CPU devices (JAX's ``jax_num_cpu_devices``), so
+that the multi-device path can be tried on a laptop: the devices share its cores and are no
+faster than one.
 """
 
 from __future__ import annotations
@@ -32,6 +35,13 @@ def add_device_flags(p: argparse.ArgumentParser) -> None:
         help="one process per host: with --coordinator, --num-processes, --process-id, or "
         "without them JAX's cluster detection (SLURM, Open MPI, TPU)",
     )
+    g.add_argument(
+        "--cpu-devices",
+        type=int,
+        metavar="N",
+        help="run on N simulated CPU devices (to try the multi-device path on one machine; "
+        "they share its cores)",
+    )
     g.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
     g.add_argument("--num-processes", type=int, metavar="N", help="processes in the run")
     g.add_argument("--process-id", type=int, metavar="I", help="this process's index")
@@ -47,6 +57,8 @@ def placement_from_args(args: argparse.Namespace) -> Any:
     """
     from sdcomplex.placement import make_placement, start_distributed
 
+    if getattr(args, "cpu_devices", None) is not None:
+        simulate_cpu_devices(args.cpu_devices)
     given = [f"--{name.replace('_', '-')}" for name in _PROCESS_FLAGS if getattr(args, name)]
     if given and not args.distributed:
         raise ValueError(f"{', '.join(given)} need --distributed")
@@ -68,3 +80,20 @@ def placement_from_args(args: argparse.Namespace) -> Any:
         return make_placement(num_devices=args.devices)
     except ValueError as err:
         raise ValueError(f"--devices: {err}") from None
+
+
+def simulate_cpu_devices(count: int) -> None:
+    """Makes JAX run on ``count`` simulated CPU devices (before any JAX computation).
+
+    Raises:
+        ValueError: ``count`` below 1, or JAX's devices already initialised in this process.
+    """
+    import jax
+
+    if count < 1:
+        raise ValueError(f"--cpu-devices must be at least 1, got {count}")
+    try:
+        jax.config.update("jax_platforms", "cpu")
+        jax.config.update("jax_num_cpu_devices", int(count))
+    except RuntimeError as err:  # JAX refuses once its backends exist
+        raise ValueError(f"--cpu-devices: {err}") from None

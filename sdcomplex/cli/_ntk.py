@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from sdcomplex.cli._devices import add_device_flags, placement_from_args
 from sdcomplex.cli._train import _parse_pairs
 
 OUTPUT_FORMS = ("mean", "full", "diag")
@@ -61,6 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_example_flags(p)
     p.add_argument("--out", required=True, metavar="K.npz", help="kernel file (.npz)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    add_device_flags(p)
     p.set_defaults(run=run)
 
 
@@ -104,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     for file in (out, sidecar_path(out)):
         if file.exists() and not args.force:
             raise FileExistsError(f"{file} exists; pass --force to overwrite it")
+    placement = placement_from_args(args)  # (--distributed: before any other JAX call)
     checkpoint = open_run(args.spec)
     examples = load_examples(args, checkpoint)
     kernel, record = compute_run_kernel(
@@ -112,7 +115,10 @@ def run(args: argparse.Namespace) -> int:
         outputs=args.outputs,
         param_filter=args.param_filter,
         progress=False if args.quiet else None,
+        mesh=placement,
     )
+    if not placement.writes_files:  # every process holds the kernel; process 0 writes it
+        return 0
     save_kernel(out, kernel, record, overwrite=args.force)
     print(
         f"{checkpoint.spec}: {args.outputs} kernel {tuple(kernel.shape)} {kernel.dtype} of "
@@ -196,6 +202,12 @@ def complexity_kernel(args: argparse.Namespace):
     """
     from sdcomplex.ntk import cached_run_kernel
 
+    placement = placement_from_args(args)  # (--distributed: before any other JAX call)
+    if placement.is_multi_process and not args.no_cache:
+        raise ValueError(
+            "complexity --run --distributed needs --no-cache (the kernel cache is read and "
+            "written by one process)"
+        )
     checkpoint = open_run(args.run_spec)
     examples = load_examples(args, checkpoint)
     cache = args.cache
@@ -210,5 +222,6 @@ def complexity_kernel(args: argparse.Namespace):
         outputs=args.outputs,
         param_filter=args.param_filter,
         progress=False if args.quiet else None,
+        mesh=placement,
     )
     return kernel, record, checkpoint, examples, file, reused

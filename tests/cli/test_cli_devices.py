@@ -102,3 +102,54 @@ def test_four_devices_batch_division_and_run_record(tmp_path):
     assert two["num_devices"] == 2 and every["num_devices"] == 4
     assert every["platform"] == "cpu" and every["num_processes"] == 1
     assert every["device_kinds"] == two["device_kinds"] and len(every["device_kinds"]) == 1
+
+
+def test_cpu_devices_flag_errors_are_one_line(tmp_path, capsys):
+    import jax
+
+    jax.devices()  # this process's devices exist: simulated ones can no longer be asked for
+    code = main([*TRAIN, "--out", str(tmp_path / "a"), "--cpu-devices", "0"])
+    assert code == 2
+    assert "--cpu-devices must be at least 1, got 0" in _one_line(capsys.readouterr().err)
+    code = main([*TRAIN, "--out", str(tmp_path / "b"), "--cpu-devices", "2"])
+    assert code == 2
+    assert _one_line(capsys.readouterr().err).startswith("sdcomplex train: error: --cpu-devices")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def _cli(args: list[str]) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    env.pop("XLA_FLAGS", None)
+    return subprocess.run(
+        [sys.executable, "-m", "sdcomplex", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_cpu_devices_flag_trains_and_computes_the_kernel_on_four_devices(tmp_path):
+    import numpy as np
+
+    from sdcomplex.train import read_run_info
+
+    run = tmp_path / "run"
+    done = _cli([*TRAIN, "--out", str(run), "--batch-size", "16", "--cpu-devices", "4"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert read_run_info(run)["placement"]["num_devices"] == 4
+    four = _cli(["ntk", str(run), "--out", str(tmp_path / "k4.npz"), "--cpu-devices", "4",
+                 "--n-per-class", "6", "--quiet"])  # fmt: skip
+    assert four.returncode == 0, four.stderr[-2000:]
+    one = main(["ntk", str(run), "--out", str(tmp_path / "k1.npz"), "--devices", "1",
+                "--n-per-class", "6", "--quiet"])  # fmt: skip
+    assert one == 0
+    k4 = np.load(tmp_path / "k4.npz")["kernel"]
+    k1 = np.load(tmp_path / "k1.npz")["kernel"]
+    assert k4.shape == k1.shape and k1.shape[0] >= 12
+    np.testing.assert_allclose(k4, k1, rtol=1e-5, atol=1e-6 * float(np.abs(k1).max()))
