@@ -89,3 +89,11 @@ def paper_pair() -> tuple[TrainConfig, TrainConfig]:
         model="lenet5x8", **{**common, "checkpoint_every": 10}, keep_checkpoints=2
     )
     return teacher, student
+
+
+def step_teacher(teacher: TrainConfig, milestones: tuple[int, ...]) -> TrainConfig:
+    """A teacher recipe of the C3 study: ``teacher`` with its learning rate kept constant and
+    multiplied by ``lr_decay_factor`` (0.1) after each of ``milestones`` (a step schedule)
+    instead of its own schedule; everything else (model, data, optimiser, epochs, a checkpoint
+    every epoch) unchanged."""
+    return teacher.replace(schedule="step", lr_milestones=milestones)
