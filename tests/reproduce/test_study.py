@@ -268,3 +268,12 @@ def test_the_study_reports_verdicts_c2_curves_and_a_figure(study_run):
     assert (out / "figures" / "study.png").stat().st_size > 10_000
     groups = [read_json(p) for p in sorted((out / "runs" / "study").glob("*/*.json"))]
     assert len(groups) == 6 and all(g["compilations"] == 1 for g in groups)
+
+
+def test_a_runtime_is_current_only_for_the_config_it_was_measured_for():
+    from sdcomplex.reproduce._runtimes import is_current
+
+    config = _experiment()
+    assert is_current({"seconds": 1.0, "config_hash": config.hash()}, config)
+    assert not is_current({"seconds": 1.0, "config_hash": "0" * 16}, config)
+    assert not is_current(None, config)
