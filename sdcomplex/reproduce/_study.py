@@ -15,7 +15,10 @@
 * ``study/complexity``: the C2 curve of each recipe: adjusted complexity sqrt(s(Y) tr K) / n of
   each checkpoint's soft targets (every study temperature) and of the labels, w.r.t. the
   initial NTK (seed ``ntk_seed``) of every capacity the recipe teaches, on a class-balanced
-  training subset; ``results/study_c2.csv``.
+  training subset; ``results/study_c2.csv``. A kernel of rank below n (a linear student has
+  at most as many as its parameters) is projected onto the PSD cone (its round-off removed,
+  ``psd_removed``) and solved with the pseudo-inverse: its complexity is that of the targets'
+  part in the kernel's range (``rank`` < ``n`` in the row).
 
 The analysis (paired intervals, verdicts, tables) is :mod:`._study_analysis`.
 """
@@ -65,6 +68,8 @@ C2_COLUMNS = (
     "trace",
     "n",
     "jitter",
+    "rank",
+    "psd_removed",
 )
 
 
@@ -340,7 +345,10 @@ def run_study_complexity(ctx: Context) -> dict[str, Any]:
                     outputs=spec.kernel_outputs,
                     implementation=spec.ntk_implementation,
                 )
-                factorized[capacity.name] = factorize_kernel(k)
+                # a small student's NTK may be singular on n examples (a linear model's has rank
+                # <= its parameter count): its float32 round-off is projected away, and the
+                # eigh solve then uses the pseudo-inverse (the row's ``rank`` says so)
+                factorized[capacity.name] = factorize_kernel(k, psd="project")
             fk = factorized[capacity.name]
             target_sets: list[tuple[dict[str, Any], np.ndarray]] = [({"targets": "labels"}, labels)]
             for epoch in epochs:
@@ -367,6 +375,8 @@ def run_study_complexity(ctx: Context) -> dict[str, Any]:
                         "trace": r.trace,
                         "n": r.n,
                         "jitter": r.jitter,
+                        "rank": r.rank,
+                        "psd_removed": r.psd_removed,
                     }
                 )
     write_csv(ctx.layout.results / "study_c2.csv", rows, C2_COLUMNS)
