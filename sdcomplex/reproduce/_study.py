@@ -250,6 +250,48 @@ def make_teacher_runner(recipe: TeacherRecipe):
     return run_recipe_teacher
 
 
+def capacity_groups(
+    spec: StudySpec, capacity: StudentCapacity
+) -> list[tuple[str, TeacherRecipe | None]]:
+    """The (mode, recipe) groups of students of one capacity: no KD, then offline and online KD
+    from each recipe that teaches it."""
+    groups: list[tuple[str, TeacherRecipe | None]] = [("none", None)]
+    groups += [
+        (mode, r) for r in spec.recipes if capacity in spec.capacities_of(r) for mode in KD_MODES
+    ]
+    return groups
+
+
+def _group_stage(
+    config: Any,
+    capacity: StudentCapacity,
+    mode: str,
+    recipe: TeacherRecipe | None,
+    hashes: dict[str, str],
+    version: int,
+) -> Stage:
+    spec: StudySpec = config.study
+    seeds, temps = members(spec, mode)
+    payload = {
+        "version": version,
+        "student": capacity.student(config.student).to_dict(),
+        "seeds": seeds,
+        "temperatures": temps,
+        "mode": mode,
+        "teacher": None if recipe is None else hashes[recipe.name],
+        "alpha": spec.alpha,
+        "stride": spec.stride,
+        "batching": spec.batching,
+    }
+    where = "no KD" if recipe is None else f"{mode} KD from the {recipe.name} teacher"
+    return Stage(
+        group_key(capacity, mode, recipe),
+        f"study students {capacity.name}, {where} ({len(seeds)} together)",
+        payload,
+        make_group_runner(capacity, mode, recipe),
+    )
+
+
 def study_stages(config: Any, version: int) -> list[Stage]:
     """The study's training and C2 stages, in order (the analysis stage is added by the plan).
 
@@ -271,40 +313,11 @@ def study_stages(config: Any, version: int) -> list[Stage]:
                     **_run_dir(recipe_teacher_dir(layout, recipe)),
                 )
             )
-    options = {"alpha": spec.alpha, "stride": spec.stride, "batching": spec.batching}
     for capacity in spec.capacities:
-        student = capacity.student(config.student)
-        groups: list[tuple[str, TeacherRecipe | None]] = [("none", None)]
-        groups += [
-            (mode, r)
-            for r in spec.recipes
-            if capacity in spec.capacities_of(r)
-            for mode in KD_MODES
+        stages += [
+            _group_stage(config, capacity, mode, recipe, hashes, version)
+            for mode, recipe in capacity_groups(spec, capacity)
         ]
-        for mode, teacher_recipe in groups:
-            seeds, temps = members(spec, mode)
-            payload = {
-                "version": version,
-                "student": student.to_dict(),
-                "seeds": seeds,
-                "temperatures": temps,
-                "mode": mode,
-                "teacher": None if teacher_recipe is None else hashes[teacher_recipe.name],
-                **options,
-            }
-            where = (
-                "no KD"
-                if teacher_recipe is None
-                else f"{mode} KD from the {teacher_recipe.name} teacher"
-            )
-            stages.append(
-                Stage(
-                    group_key(capacity, mode, teacher_recipe),
-                    f"study students {capacity.name}, {where} ({len(seeds)} together)",
-                    payload,
-                    make_group_runner(capacity, mode, teacher_recipe),
-                )
-            )
     stages.append(
         Stage(
             "study/complexity",
@@ -314,6 +327,36 @@ def study_stages(config: Any, version: int) -> list[Stage]:
         )
     )
     return stages
+
+
+def _initial_kernel(config: Any, capacity: StudentCapacity, x: np.ndarray, subset: Any) -> Any:
+    """The factorised initial NTK (seed ``ntk_seed``) of a capacity's student on ``x``."""
+    spec = config.study
+    model = build_model(capacity.student(config.student), subset.info.num_classes)
+    variables = initial_student(model, spec.ntk_seed, subset.info.input_shape)
+    k = kernel(
+        model, variables, x, outputs=spec.kernel_outputs, implementation=spec.ntk_implementation
+    )
+    # a small student's NTK may be singular on n examples (a linear model's has rank <= its
+    # parameter count): its float32 round-off is projected away, and the eigh solve then uses
+    # the pseudo-inverse (the row's ``rank`` says so)
+    return factorize_kernel(k, psd="project")
+
+
+def _complexity_row(meta: dict[str, Any], r: Any) -> dict[str, Any]:
+    return {
+        "temperature": None,
+        "teacher_epoch": None,
+        "teacher_test_acc": None,
+        **meta,
+        "adjusted": r.adjusted,
+        "value": r.value,
+        "trace": r.trace,
+        "n": r.n,
+        "jitter": r.jitter,
+        "rank": r.rank,
+        "psd_removed": r.psd_removed,
+    }
 
 
 def run_study_complexity(ctx: Context) -> dict[str, Any]:
@@ -333,51 +376,22 @@ def run_study_complexity(ctx: Context) -> dict[str, Any]:
         teacher_model = build_model(recipe_teacher(config, recipe), num_classes)
         logits = checkpoint_logits(run_dir, teacher_model, epochs, {"x": x})
         test_acc = {m["epoch"]: m["test_acc"] for m in read_metrics(run_dir)}
+        target_sets: list[tuple[dict[str, Any], np.ndarray]] = [({"targets": "labels"}, labels)]
+        for epoch in epochs:
+            for tau in spec.temperatures:
+                meta = {
+                    "targets": "teacher_checkpoint",
+                    "temperature": tau,
+                    "teacher_epoch": epoch,
+                    "teacher_test_acc": test_acc.get(epoch),
+                }
+                target_sets.append((meta, tg.soft_targets(logits[epoch]["x"], tau).values))
         for capacity in spec.capacities_of(recipe):
             if capacity.name not in factorized:
-                student = capacity.student(config.student)
-                model = build_model(student, num_classes)
-                variables = initial_student(model, spec.ntk_seed, subset.info.input_shape)
-                k = kernel(
-                    model,
-                    variables,
-                    x,
-                    outputs=spec.kernel_outputs,
-                    implementation=spec.ntk_implementation,
-                )
-                # a small student's NTK may be singular on n examples (a linear model's has rank
-                # <= its parameter count): its float32 round-off is projected away, and the
-                # eigh solve then uses the pseudo-inverse (the row's ``rank`` says so)
-                factorized[capacity.name] = factorize_kernel(k, psd="project")
-            fk = factorized[capacity.name]
-            target_sets: list[tuple[dict[str, Any], np.ndarray]] = [({"targets": "labels"}, labels)]
-            for epoch in epochs:
-                for tau in spec.temperatures:
-                    meta = {
-                        "targets": "teacher_checkpoint",
-                        "temperature": tau,
-                        "teacher_epoch": epoch,
-                        "teacher_test_acc": test_acc.get(epoch),
-                    }
-                    target_sets.append((meta, tg.soft_targets(logits[epoch]["x"], tau).values))
+                factorized[capacity.name] = _initial_kernel(config, capacity, x, subset)
+            where = {"recipe": recipe.name, "capacity": capacity.name}
             for meta, values in target_sets:
-                r = fk.complexity(values)
-                rows.append(
-                    {
-                        "recipe": recipe.name,
-                        "capacity": capacity.name,
-                        "temperature": None,
-                        "teacher_epoch": None,
-                        "teacher_test_acc": None,
-                        **meta,
-                        "adjusted": r.adjusted,
-                        "value": r.value,
-                        "trace": r.trace,
-                        "n": r.n,
-                        "jitter": r.jitter,
-                        "rank": r.rank,
-                        "psd_removed": r.psd_removed,
-                    }
-                )
+                r = factorized[capacity.name].complexity(values)
+                rows.append(_complexity_row({**where, **meta}, r))
     write_csv(ctx.layout.results / "study_c2.csv", rows, C2_COLUMNS)
     return {"rows": len(rows), "text": f"{len(rows)} complexities, n = {len(labels)}"}

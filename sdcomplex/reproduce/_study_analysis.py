@@ -26,7 +26,7 @@ from sdcomplex.reproduce._results import markdown_table, read_csv, read_json, sp
 from sdcomplex.reproduce._results import write_json as write_result
 from sdcomplex.reproduce._stage import Context, Layout
 from sdcomplex.reproduce._study import (
-    KD_MODES,
+    capacity_groups,
     group_file,
     group_key,
     recipe_teacher_dir,
@@ -96,10 +96,7 @@ def study_runs(config: Any, layout: Layout) -> list[dict[str, Any]]:
     rows = []
     for capacity in spec.capacities:
         params = _params(config, capacity)
-        groups = [("none", None)] + [
-            (m, r) for r in spec.recipes if capacity in spec.capacities_of(r) for m in KD_MODES
-        ]
-        for mode, recipe in groups:
+        for mode, recipe in capacity_groups(spec, capacity):
             data = read_json(group_file(layout, group_key(capacity, mode, recipe)))
             for member in data["members"]:
                 rows.append(
