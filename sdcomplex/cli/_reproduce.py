@@ -68,12 +68,13 @@ def _add_scale(p: argparse.ArgumentParser) -> None:
 
 def _list(directory: str | None) -> int:
     from sdcomplex.reproduce import SCALES, available_experiments, load_experiment
-    from sdcomplex.reproduce._runtimes import format_runtime, read_runtimes
+    from sdcomplex.reproduce._runtimes import format_runtime, is_current, read_runtimes
 
     runtimes = read_runtimes(directory)
     found = available_experiments(directory)
     print(f"experiments in {next(iter(found.values())).parent}:" if found else "no experiments")
     machines = set()
+    older = False
     for name in found:
         config = load_experiment(name, "quick", directory=directory)
         print(f"\n{name}  [{', '.join(config.claims)}]  {config.description}")
@@ -82,13 +83,23 @@ def _list(directory: str | None) -> int:
             entry = runtimes.get(name, {}).get(scale)
             if entry:
                 machines.add(entry["machine"])
-            trained = cfg.distillation is not None or cfg.complexity is not None
+            trained = any(x is not None for x in (cfg.distillation, cfg.complexity, cfg.study))
             student = f"{cfg.student.epochs} ep" if trained else "kernel at init, not trained"
+            if cfg.study is not None:
+                student += (
+                    f"; study: {len(cfg.study.capacities)} capacities, "
+                    f"{len(cfg.study.recipes)} teacher recipes, {len(cfg.study.seeds)} seeds"
+                )
             what = (
                 f"teacher {cfg.teacher.model} ({cfg.teacher.epochs} ep), student "
                 f"{cfg.student.model} ({student}) on {cfg.student.dataset}"
             )
-            print(f"  {scale:<6} {format_runtime(entry):>13}   {what}")
+            stale = entry and not is_current(entry, cfg)
+            older = older or bool(stale)
+            shown = format_runtime(entry) + ("*" if stale else " ")
+            print(f"  {scale:<6} {shown:>14}   {what}")
+    if older:
+        print("\n* measured for an earlier version of that experiment's config")
     if machines:
         print(
             "\nrun times: wall-clock seconds of all stages of a complete run (JIT compilation "

@@ -14,11 +14,13 @@ Example:
     >>> sorted(p.name for p in (report.out / "tables").iterdir())  # doctest: +SKIP
     ['accuracy.md', 'claims.md', 'diagnostics.md']
 
-What a researcher calls: the configs (:class:`ExperimentConfig` and its specs,
+What a researcher calls: the configs (:class:`ExperimentConfig` and its specs, the C3 study's
+:class:`StudySpec` with :class:`StudentCapacity` and :class:`TeacherRecipe`,
 :func:`load_experiment`, :func:`available_experiments`), the runner (:func:`run_experiment`,
 :func:`plan_stages`, :func:`read_status`), the results (:func:`read_csv`, :func:`read_json`
 on ``DIR/results``) and the figures, each whole (:func:`figure_c1` ... :func:`figure_c5`,
-:func:`write_figures`). The analyses, the panels and the claim rules are private modules.
+:func:`figure_study`, :func:`write_figures`). The analyses, the panels and the claim rules
+are private modules.
 
 Command line: ``sdcomplex reproduce EXPERIMENT --scale quick --out DIR`` and
 ``sdcomplex reproduce --list``.
@@ -53,6 +55,8 @@ from sdcomplex.reproduce._runner import (
     run_experiment,
 )
 from sdcomplex.reproduce._stage import Interrupted, Layout, Stage
+from sdcomplex.reproduce._study_config import StudentCapacity, StudySpec, TeacherRecipe
+from sdcomplex.reproduce._study_panels import figure_study
 
 __all__ = [
     "PAPER_METHODS",
@@ -65,7 +69,10 @@ __all__ = [
     "Layout",
     "RunReport",
     "Stage",
+    "StudentCapacity",
     "StudentMethod",
+    "StudySpec",
+    "TeacherRecipe",
     "available_experiments",
     "enable_compilation_cache",
     "experiment_hash",
@@ -74,6 +81,7 @@ __all__ = [
     "figure_c3",
     "figure_c4",
     "figure_c5",
+    "figure_study",
     "load_experiment",
     "plan_stages",
     "prepare_out_dir",

@@ -12,13 +12,20 @@ from pathlib import Path
 from typing import Any
 
 from sdcomplex._io import atomic_write_text
-from sdcomplex.reproduce._results import markdown_table, read_csv, spearman, write_json
+from sdcomplex.reproduce._results import (
+    markdown_table,
+    read_csv,
+    read_json,
+    spearman,
+    write_json,
+)
 from sdcomplex.reproduce._stage import Context
 
 STATEMENTS = {
     "C1": "complexity of soft targets decreases as the temperature grows",
     "C2": "complexity grows along the teacher's training; labels are the most complex",
     "C3": "online KD beats offline KD at the same temperature",
+    "C3 study": "online KD beats offline KD: over student capacities and teacher recipes",
     "C4": "online KD: higher train fidelity; NTK adapts (complexity lower w.r.t. final NTK)",
     "C5": "margin-bound terms computed and compared with the kernel student's test error",
 }
@@ -197,6 +204,22 @@ def check_c5(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def check_c3_study(study: dict[str, Any]) -> dict[str, Any]:
+    """The C3 study's summary: the settings where its stated rule (``study["rule"]``, fixed in
+    the config) says C3 holds, fails or is undecided; ``yes`` when it holds in every setting,
+    ``no`` when in none, ``partly`` otherwise."""
+    from sdcomplex.reproduce._study_analysis import summary_text
+
+    summary = study["summary"]
+    total = sum(len(v) for v in summary.values())
+    holds = len(summary.get("holds", []))
+    return {
+        "verdict": "n/a" if not total else _verdict([True] * holds + [False] * (total - holds)),
+        "rule": f"per setting, {study['rule'].removeprefix('per (recipe, capacity, τ): ')}",
+        "evidence": summary_text(summary),
+    }
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
@@ -216,6 +239,10 @@ def run_claims(ctx: Context) -> dict[str, Any]:
         entries["C4"] = check_c4(read_csv(res / "diagnostics_summary.csv"), methods)
     if config.bound is not None:
         entries["C5"] = check_c5(read_csv(res / "bound.csv"))
+    study_table = ""
+    if config.study is not None:
+        entries["C3 study"] = check_c3_study(read_json(res / "study.json"))
+        study_table = "\n" + (Path(ctx.layout.tables) / "study.md").read_text(encoding="utf-8")
     claims = [
         {"claim": c, "statement": STATEMENTS[c], **entries[c]} for c in STATEMENTS if c in entries
     ]
@@ -229,5 +256,6 @@ def run_claims(ctx: Context) -> dict[str, Any]:
         align="lll",
     )
     table += "\nRules: " + " ".join(f"{c['claim']}: {c['rule']}." for c in claims) + "\n"
+    table += study_table
     atomic_write_text(Path(ctx.layout.tables) / "claims.md", table, overwrite=True)
     return {"text": ", ".join(f"{c['claim']} {c['verdict']}" for c in claims)}

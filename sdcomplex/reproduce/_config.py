@@ -9,7 +9,10 @@ An :class:`ExperimentConfig` names a teacher and a student (two
 * :class:`DistillationSpec` (claims C3 and C4): students trained without KD, with offline KD and
   with online KD at several temperatures, over several seeds, with per-epoch diagnostics;
 * :class:`BoundSpec` (claim C5): the margin bound of a kernel student on a binary task across
-  teacher checkpoints and temperatures.
+  teacher checkpoints and temperatures;
+
+and optionally a :class:`~sdcomplex.reproduce.StudySpec` (claim C3 as a study over student
+capacities and teacher recipes, with paired confidence intervals and stated verdict rules).
 
 Configs round-trip through JSON (:meth:`ExperimentConfig.to_dict` / ``from_dict``) and are
 identified by :func:`experiment_hash`; the runner records both with the results.
@@ -25,6 +28,7 @@ from sdcomplex._config_base import Config, config_hash, json_hash, option
 from sdcomplex._config_kinds import Bool, Choice, Int, Nested, Optional, Real, Text, Tuple
 from sdcomplex.distill import MODES, DistillConfig
 from sdcomplex.distill._config import DistillSettings
+from sdcomplex.reproduce._study_config import StudySpec
 from sdcomplex.train import TrainConfig
 from sdcomplex.train._config import DATA_FIELDS
 
@@ -232,6 +236,9 @@ class ExperimentConfig(Config):
         complexity: C1/C2 sweeps, or None.
         distillation: C3/C4 students, or None.
         bound: C5 margin bound, or None.
+        study: the C3 study (capacities x teacher recipes, paired intervals), or None; left
+            out of the JSON form (and so of the hash) when None, so configs without a study keep
+            the hashes they had before the field existed.
         notes: free text recorded with the results (e.g. what the scale leaves out).
     """
 
@@ -247,11 +254,20 @@ class ExperimentConfig(Config):
     distillation: DistillationSpec | None = option(Optional(Nested(DistillationSpec)), None)
     bound: BoundSpec | None = option(Optional(Nested(BoundSpec)), None)
     notes: str = option(Text(nonempty=False), "")
+    study: StudySpec | None = option(Optional(Nested(StudySpec)), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary (see :meth:`Config.to_dict`), without ``study`` when it is
+        None."""
+        out = super().to_dict()
+        if out.get("study") is None:
+            out.pop("study", None)
+        return out
 
     def validate(self) -> None:
         """One analysis at least; teacher and student on the same data; a teacher whose
         checkpoints the analyses can replay; trained students that are methods."""
-        if self.complexity is None and self.distillation is None and self.bound is None:
+        if all(getattr(self, a) is None for a in ("complexity", "distillation", "bound", "study")):
             raise ValueError(f"experiment {self.name} configures no analysis")
         diffs = [f for f in DATA_FIELDS if getattr(self.teacher, f) != getattr(self.student, f)]
         if diffs:
@@ -265,6 +281,8 @@ class ExperimentConfig(Config):
                 raise ValueError("online KD replays every teacher epoch: set checkpoint_every=1")
         if self.teacher.keep_checkpoints is not None:
             raise ValueError("the teacher must keep every checkpoint (keep_checkpoints=None)")
+        if self.study is not None:
+            self._validate_study(self.study)
         if self.complexity is not None:
             known = {"none"} | (
                 {m.key for m in self.distillation.methods} if self.distillation else set()
@@ -274,6 +292,23 @@ class ExperimentConfig(Config):
                 raise ValueError(
                     f"ComplexitySpec.trained_students {unknown} are not methods of the "
                     f"distillation spec ({sorted(known)})"
+                )
+
+    def _validate_study(self, study: StudySpec) -> None:
+        for recipe in study.recipes:
+            teacher = recipe.teacher
+            if teacher is None:
+                teacher = self.teacher
+            diffs = [f for f in DATA_FIELDS if getattr(teacher, f) != getattr(self.student, f)]
+            if diffs:
+                raise ValueError(
+                    f"study recipe {recipe.name}: its teacher must train on the student's data; "
+                    f"they differ in {diffs}"
+                )
+            if teacher.checkpoint_every != 1 or teacher.keep_checkpoints is not None:
+                raise ValueError(
+                    f"study recipe {recipe.name}: online KD replays every teacher epoch: set "
+                    "checkpoint_every=1 and keep_checkpoints=None"
                 )
 
 

@@ -1,7 +1,8 @@
 """Figures of the claims, from the result files: one PNG (200 dpi) and one PDF each.
 
 ``figures/c1_temperature``, ``c2_trajectory``, ``c3_accuracy``, ``c4_diagnostics``,
-``c5_bound`` (those the experiment measures) and ``overview``, a multi-panel summary. Each
+``c5_bound``, ``study`` (the C3 study: :func:`figure_study`; those the experiment
+measures) and ``overview``, a multi-panel summary. Each
 figure function takes the rows of a result file (read with
 :func:`sdcomplex.reproduce.read_csv`) and returns the figure :func:`write_figures` saves, so a
 notebook shows the same figures. Figures are built with :class:`matplotlib.figure.Figure` (no
@@ -30,6 +31,7 @@ from sdcomplex.reproduce._panels import (
     panel_c5,
 )
 from sdcomplex.reproduce._results import read_csv
+from sdcomplex.reproduce._study_panels import figure_study, panel_study_gains
 
 DPI = 200
 
@@ -196,6 +198,10 @@ def write_figures(out: str | os.PathLike[str]) -> list[Path]:
         rows5 = read_csv(res / "bound.csv")
         written += save_figure(figure_c5(rows5), figs / "c5_bound")
         panels += [("c5", lambda ax, rows=rows5: panel_c5(ax, rows))]
+    if (res / "study_gains.csv").is_file():
+        gains = read_csv(res / "study_gains.csv")
+        written += save_figure(figure_study(gains, read_csv(res / "study_c2.csv")), figs / "study")
+        panels += [("study", lambda ax, g=gains: panel_study_gains(ax, g))]
     if panels:
         cols = 3 if len(panels) > 4 else min(len(panels), 2) or 1
         nrows = -(-len(panels) // cols)

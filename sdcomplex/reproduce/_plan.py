@@ -11,6 +11,8 @@ from sdcomplex.reproduce._config import ExperimentConfig, experiment_hash
 from sdcomplex.reproduce._figures import write_figures
 from sdcomplex.reproduce._margin import run_bound
 from sdcomplex.reproduce._stage import Context, Layout, Stage
+from sdcomplex.reproduce._study import study_stages
+from sdcomplex.reproduce._study_analysis import run_study
 from sdcomplex.reproduce._sweeps import run_complexity
 from sdcomplex.reproduce._tables import run_c3_table, run_c4_diagnostics
 from sdcomplex.reproduce._training import (
@@ -45,7 +47,9 @@ def plan_stages(config: ExperimentConfig) -> list[Stage]:
     2. ``student/<method>/seed<k>``: each student (:func:`sdcomplex.distill.distill`).
     3. ``complexity`` (C1/C2), ``bound`` (C5), ``accuracy`` (C3), ``diagnostics`` (C4), as
        configured.
-    4. ``claims``: verdicts from the numbers; ``figures``: every figure and the overview.
+    4. with a study: its recipes' teachers, its student groups, their C2 curves and ``study``
+       (paired gains and verdicts; :mod:`._study`, :mod:`._study_analysis`).
+    5. ``claims``: verdicts from the numbers; ``figures``: every figure and the overview.
 
     Every stage's payload holds what its results depend on: the teacher's config hash for all
     later stages, each student's config, and the spec of each analysis.
@@ -114,6 +118,16 @@ def plan_stages(config: ExperimentConfig) -> list[Stage]:
                 "C4 diagnostics over training",
                 analysis("distillation", config.distillation),
                 run_c4_diagnostics,
+            )
+        )
+    if config.study is not None:
+        stages += study_stages(config, ANALYSIS_VERSION)
+        stages.append(
+            Stage(
+                "study",
+                "C3 study: paired gains, intervals and verdicts",
+                {"version": ANALYSIS_VERSION, "study": config.study.to_dict()},
+                run_study,
             )
         )
     whole = {"version": ANALYSIS_VERSION, "experiment": experiment_hash(config)}

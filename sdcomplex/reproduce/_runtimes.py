@@ -77,3 +77,12 @@ def format_runtime(entry: dict[str, Any] | None) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def is_current(entry: dict[str, Any] | None, config: Any) -> bool:
+    """Whether a runtimes entry was measured for this config (its recorded config hash is the
+    config's; an entry without a hash counts as current)."""
+    if not entry:
+        return False
+    recorded = entry.get("config_hash")
+    return recorded is None or recorded == config.hash()
