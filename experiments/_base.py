@@ -157,6 +157,7 @@ def scale_pair(scale: str) -> tuple[TrainConfig, TrainConfig]:
         return cifar10_pair()
     return mnist1d_pair(scale)
 
+
 def step_teacher(teacher: TrainConfig, milestones: tuple[int, ...]) -> TrainConfig:
     """A teacher recipe of the C3 study: ``teacher`` with its learning rate kept constant and
     multiplied by ``lr_decay_factor`` (0.1) after each of ``milestones`` (a step schedule)
