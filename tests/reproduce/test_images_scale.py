@@ -31,7 +31,8 @@ SIBLING_HASHES = {
     ("c5_margin_bound", "paper"): "1a78bb9edfd98462",
 }
 """The hashes of every experiment at the other scales, computed from the experiment files as
-they were before the images scale existed."""
+they were before the images scale existed (``all`` at smoke and quick: without the C3 study, which
+joined it later)."""
 
 
 def test_images_lies_between_quick_and_paper():
@@ -71,4 +72,7 @@ def test_images_all_has_every_claim_and_its_stages():
 
 @pytest.mark.parametrize(("name", "scale"), sorted(SIBLING_HASHES))
 def test_other_scales_are_unchanged(name, scale):
-    assert load_experiment(name, scale).hash() == SIBLING_HASHES[(name, scale)]
+    config = load_experiment(name, scale)
+    if getattr(config, "study", None) is not None:
+        config = config.replace(study=None)
+    assert config.hash() == SIBLING_HASHES[(name, scale)]
