@@ -4,8 +4,8 @@ The README's main command runs its quick scale (MNIST-1D, CNN teacher, MLP stude
 complexity sweep also uses the final NTK of the offline- and online-KD students (tau = 4),
 which the C3/C4 students provide. At the smoke and quick scales it also runs the C3 study of
 ``c3_study`` (student capacities x teacher recipes, paired intervals, verdict rules stated
-there), whose cosine recipe is this teacher; at the paper scale the study is left out (None):
-it multiplies the paper's students by the capacities and recipes (run ``c3_study`` for it).
+there), whose cosine recipe is this teacher; at the images and paper scales the study is left
+out (None): it multiplies those students by the capacities and recipes (run ``c3_study``).
 """
 
 from __future__ import annotations
@@ -33,5 +33,5 @@ def get_config(scale: str) -> ExperimentConfig:
         complexity=complexity_spec(scale, trained=("none", "offline_t4", "online_t4")),
         distillation=distillation_spec(scale),
         bound=bound_spec(scale),
-        study=None if scale == "paper" else study_spec(scale),
+        study=study_spec(scale) if scale in ("smoke", "quick") else None,
     )

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from sdcomplex.reproduce import ExperimentConfig, StudentCapacity, StudySpec, TeacherRecipe
 
-from ._base import mnist1d_pair, paper_pair, step_teacher
+from ._base import scale_pair, step_teacher
 
 DESCRIPTION = "C3 as a study: paired online - offline gains over capacities and teacher recipes"
 
@@ -54,7 +54,7 @@ STEP_REASON = (
 
 def study_spec(scale: str) -> StudySpec:
     """The study at a scale (the experiment's teacher is the ``cosine`` recipe)."""
-    teacher, _ = paper_pair() if scale == "paper" else mnist1d_pair(scale)
+    teacher, _ = scale_pair(scale)
     if scale == "smoke":
         capacities = (
             StudentCapacity("linear", {"hidden_sizes": []}),
@@ -84,16 +84,20 @@ def study_spec(scale: str) -> StudySpec:
             ),
         )
         return StudySpec(capacities=capacities, recipes=recipes, seeds=(0, 1, 2, 3, 4))
-    capacities = tuple(StudentCapacity(f"lenet5x{k}", model=f"lenet5x{k}") for k in (1, 2, 4, 8))
+    # images and paper (defined, not run by the project): LeNet-5 widths; the step recipe's rate
+    # drops after 1/2 and 3/4 of the teacher's epochs (100 and 150 of the paper's 200)
+    widths = (1, 2, 4) if scale == "images" else (1, 2, 4, 8)
+    capacities = tuple(StudentCapacity(f"lenet5x{k}", model=f"lenet5x{k}") for k in widths)
+    milestones = (teacher.epochs // 2, 3 * teacher.epochs // 4)
     recipes = (
         TeacherRecipe("cosine", COSINE_REASON),
-        TeacherRecipe("step", STEP_REASON, teacher=step_teacher(teacher, (100, 150))),
+        TeacherRecipe("step", STEP_REASON, teacher=step_teacher(teacher, milestones)),
     )
     return StudySpec(capacities=capacities, recipes=recipes, seeds=(0, 1, 2, 3, 4))
 
 
 def get_config(scale: str) -> ExperimentConfig:
-    teacher, student = paper_pair() if scale == "paper" else mnist1d_pair(scale)
+    teacher, student = scale_pair(scale)
     return ExperimentConfig(
         name="c3_study",
         scale=scale,
