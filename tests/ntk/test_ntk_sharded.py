@@ -10,46 +10,17 @@ and the matrix-free solve (every CG iterate) and trace on four devices against o
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from device_helpers import run_on_devices, run_processes
 
 from sdcomplex.ntk import empirical_ntk, ntk_vector_product, supervision_complexity_matfree
 from sdcomplex.placement import make_placement
 
-ROOT = Path(__file__).resolve().parents[2]
-
 RTOL = 1e-6
 """Relative tolerance (of the largest entry) between mesh and one-device kernels, in float64."""
-
-
-def _env(devices: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    return env
-
-
-def _run(code: str, devices: int, timeout: float = 300.0) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=_env(devices),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 _MODELS = """
@@ -209,7 +180,7 @@ print(json.dumps(result))
 @pytest.mark.slow
 def test_four_simulated_devices():
     """One subprocess for every check (a JAX start and the compilations are the cost)."""
-    result = _run(_CHECKS, devices=4)
+    result = run_on_devices(_CHECKS, 4)
     assert result["devices"] == 4
     _check_kernels(result["kernels"])
     _check_split(result["seen"])
@@ -313,40 +284,10 @@ jax.distributed.shutdown()
 )
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_two_processes_on_loopback(tmp_path):
     """Two processes of two devices each: every process gets the whole kernel and solve."""
-    script = tmp_path / "two.py"
-    script.write_text(_TWO_PROCESS)
-    port = str(_free_port())
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), port, str(pid)],
-            env=_env(2),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for pid in (0, 1)
-    ]
-    results = []
-    try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=240)
-            assert proc.returncode == 0, err[-3000:]
-            results.append(json.loads(out.strip().splitlines()[-1]))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
+    results = run_processes(_TWO_PROCESS, tmp_path)
     assert [r["devices"] for r in results] == [4, 4]
     assert results[0]["digest"] == results[1]["digest"]  # the same kernel on both processes
     for r in results:

@@ -3,41 +3,11 @@ initialises) and in a real two-process run with a coordinator on 127.0.0.1."""
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import numpy as np
 import pytest
+from device_helpers import run_on_devices, run_processes
 
 from sdcomplex.placement import make_placement
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _env(devices: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    return env
-
-
-def _run(code: str, devices: int, timeout: float = 120.0) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=_env(devices),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_one_device_placement_in_process():
@@ -62,7 +32,7 @@ def test_errors_name_the_numbers():
 
 
 def test_four_simulated_devices():
-    result = _run(
+    result = run_on_devices(
         """
         import json, numpy as np, jax, jax.numpy as jnp
         from sdcomplex.placement import make_placement
@@ -93,12 +63,6 @@ def test_four_simulated_devices():
     assert result["describe"]["num_devices"] == 4 and result["describe"]["platform"] == "cpu"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 _TWO_PROCESS = """
 import json, sys, numpy as np, jax, jax.numpy as jnp
 from sdcomplex.placement import make_placement, start_distributed
@@ -118,29 +82,7 @@ jax.distributed.shutdown()
 
 @pytest.mark.slow
 def test_two_processes_on_loopback(tmp_path):
-    script = tmp_path / "two.py"
-    script.write_text(_TWO_PROCESS)
-    port = str(_free_port())
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), port, str(pid)],
-            env=_env(2),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for pid in (0, 1)
-    ]
-    results = []
-    try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=120)
-            assert proc.returncode == 0, err[-2000:]
-            results.append(json.loads(out.strip().splitlines()[-1]))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
+    results = run_processes(_TWO_PROCESS, tmp_path, timeout=120)
     expected = float(np.arange(24.0).reshape(8, 3).sum() * 2.0)
     assert [r["rows"] for r in results] == [[0, 4], [4, 8]]
     assert all(r["n"] == 4 and r["procs"] == 2 for r in results)
@@ -176,7 +118,7 @@ def test_rows_of_a_full_host_copy_and_gather_in_process():
 
 @pytest.mark.slow
 def test_rows_split_over_four_simulated_devices():
-    result = _run(
+    result = run_on_devices(
         """
         import json, numpy as np, jax, jax.numpy as jnp
         from sdcomplex.placement import make_placement

@@ -12,16 +12,10 @@ naming both numbers before anything is written.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from device_helpers import run_on_devices, run_processes
 
 _SCRIPT = r"""
 import json, shutil, sys
@@ -120,25 +114,8 @@ print(json.dumps(out))
 """
 
 
-def _env(devices: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    return env
-
-
 def _four_device_results(root: Path) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_SCRIPT), str(root)],
-        env=_env(4),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_on_devices(_SCRIPT, 4, str(root), timeout=600)
 
 
 @pytest.mark.slow
@@ -195,14 +172,6 @@ jax.distributed.shutdown()
 """
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_two_processes_train_as_one(tmp_path):
     """2 processes x 2 CPU devices on 127.0.0.1 train 2 epochs into one run directory (process 0
@@ -215,29 +184,8 @@ def test_two_processes_train_as_one(tmp_path):
     from sdcomplex.train import read_metrics, read_run_info, strip_timing, train
 
     cfg = mlp_config(8, synthetic=(64, 24, 5, 3), batch_size=16, epochs=2, learning_rate=0.1)
-    script = tmp_path / "two.py"
-    script.write_text(_TWO_PROCESS)
-    port, run_dir = str(_free_port()), tmp_path / "mp"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), port, str(pid), str(run_dir), cfg.to_json()],
-            env=_env(2),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for pid in (0, 1)
-    ]
-    results = []
-    try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=240)
-            assert proc.returncode == 0, err[-3000:]
-            results.append(json.loads(out.strip().splitlines()[-1]))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
+    run_dir = tmp_path / "mp"
+    results = run_processes(_TWO_PROCESS, tmp_path, str(run_dir), cfg.to_json())
     assert [r["n"] for r in results] == [4, 4] and [r["rows"] for r in results] == [0, 8]
     assert all(r["status"] == "completed" for r in results)
     reference = train(cfg, tmp_path / "one", quiet=True)
