@@ -153,6 +153,30 @@ C5 = [
     ),
 ]
 
+C3_STUDY = [
+    new_markdown_cell(
+        "## C3 as a study: when does online KD help?\n\n"
+        "Students of several capacities, over seeds, without KD and with offline and online KD "
+        "at each temperature, from one or more teacher recipes. Per (recipe, capacity, τ): the "
+        "paired gain online − offline (same seed) with its Student-t confidence interval, and "
+        "the verdict of the rule fixed in the config before the run: C3 holds when the whole "
+        "interval lies above 0, fails when it lies below 0, and is undecided otherwise. The "
+        "recipes table puts each teacher's C2 curve (its checkpoints' adjusted complexity "
+        "w.r.t. the student's initial NTK) beside the online KD gain it gives."
+    ),
+    new_code_cell('display(Markdown((OUT / "tables" / "study.md").read_text()))'),
+    new_markdown_cell(
+        "Left: the gain against the capacity gap (teacher accuracy minus the student's no-KD "
+        "accuracy); middle: each recipe's teacher accuracy per epoch; right: the recipes' C2 "
+        "curves."
+    ),
+    new_code_cell(
+        "from sdcomplex.reproduce import figure_study\n\n"
+        'figure_study(read_csv(OUT / "results" / "study_gains.csv"), '
+        'read_csv(OUT / "results" / "study_c2.csv"))'
+    ),
+]
+
 NOTEBOOKS = {
     "all": (
         "All claims C1–C5 with one teacher",
@@ -173,6 +197,13 @@ NOTEBOOKS = {
         "Students trained with no KD, offline KD (τ = 1, 4) and online KD (τ = 1, 4) over "
         "several seeds, with per-epoch diagnostics.",
         C3_C4,
+    ),
+    "c3_study": (
+        "C3 as a study: paired online − offline gains over capacities and teacher recipes",
+        "Students of several capacities trained together per group (one compiled step over "
+        "their seeds and temperatures), from the experiment's teacher and a second teacher "
+        "recipe, with verdict rules stated in the config.",
+        C3_STUDY,
     ),
     "c5_margin_bound": (
         "C5: the margin bound against the measured test error",

@@ -3,6 +3,7 @@ distillation run, and one tiny study run end to end (shared by the checks of thi
 
 import io
 import math
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -23,6 +24,8 @@ from sdcomplex.reproduce import (
 from sdcomplex.reproduce._study import members, train_group
 from sdcomplex.reproduce._study_analysis import paired_interval, summarize, summary_text
 from sdcomplex.train import TrainConfig, load_checkpoint
+
+pytest_plugins = ["reproduce_helpers"]  # notebook_env and execute_notebook
 
 DATA = {"dataset": "mnist1d", "n_per_class": 10, "n_test_per_class": 10, "augment": False}
 COMMON = {**DATA, "batch_size": 25, "epochs": 3, "learning_rate": 0.05, "eval_batch_size": 100}
@@ -277,3 +280,16 @@ def test_a_runtime_is_current_only_for_the_config_it_was_measured_for():
     assert is_current({"seconds": 1.0, "config_hash": config.hash()}, config)
     assert not is_current({"seconds": 1.0, "config_hash": "0" * 16}, config)
     assert not is_current(None, config)
+
+
+@pytest.mark.slow
+def test_the_study_notebook_shows_the_finished_study(study_run, notebook_env, tmp_path):
+    from reproduce_helpers import execute_notebook
+
+    _, out = study_run
+    notebook = Path(__file__).resolve().parents[2] / "notebooks" / "c3_study.ipynb"
+    nb, text = execute_notebook(notebook, {**notebook_env, "SDCOMPLEX_RUN": str(out)}, tmp_path)
+    assert "0 stages run" in text  # every stage loaded, nothing trained again
+    assert "online − offline [95 % CI]" in text and "| claim | reproduced? |" in text
+    figure = next(c for c in nb.cells if "figure_study(" in c.source)
+    assert any("image/png" in o.get("data", {}) for o in figure.outputs)
