@@ -293,3 +293,24 @@ def test_the_study_notebook_shows_the_finished_study(study_run, notebook_env, tm
     assert "online − offline [95 % CI]" in text and "| claim | reproduced? |" in text
     figure = next(c for c in nb.cells if "figure_study(" in c.source)
     assert any("image/png" in o.get("data", {}) for o in figure.outputs)
+
+
+@pytest.mark.slow
+def test_the_c3_study_experiment_runs_at_the_smoke_scale(tmp_path):
+    """The experiment file's own smoke config, end to end: every stage, a verdict for every
+    (recipe, capacity, temperature) setting it names, and the summary of those verdicts."""
+    config = load_experiment("c3_study", "smoke")
+    out = tmp_path / "run"
+    report = run_experiment(config, out, quiet=True, stream=io.StringIO())
+    assert report.ran == tuple(s.key for s in plan_stages(config))
+    gains = read_csv(out / "results" / "study_gains.csv")
+    study = config.study
+    expected = {
+        (recipe.name, capacity.name, tau)
+        for recipe in study.recipes
+        for capacity in study.capacities_of(recipe)
+        for tau in study.temperatures
+    }
+    assert {(r["recipe"], r["capacity"], r["temperature"]) for r in gains} == expected
+    assert all(r["seeds"] == len(study.seeds) for r in gains)
+    assert read_json(out / "results" / "study.json")["summary"] == summarize(gains)
