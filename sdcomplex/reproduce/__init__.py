@@ -1,11 +1,12 @@
 """Reproductions of the paper's claims C1-C5 (PAPER.md section 4) as resumable experiments.
 
 An experiment is a config file ``experiments/<name>.py`` (``get_config(scale)`` returning an
-:class:`ExperimentConfig`) at one of three scales: ``smoke`` (seconds, for tests and CI),
-``quick`` (minutes on a 2-core CPU, real data, a real capacity gap) and ``paper`` (PAPER.md
-section 5, for a GPU). :func:`run_experiment` runs its stages (teacher, students in each mode and
-seed, complexity sweeps, the margin bound, tables, claims, figures) into an output directory,
-skipping stages whose results exist and resuming interrupted training.
+:class:`ExperimentConfig`) at one of four scales: ``smoke`` (seconds, for tests and CI),
+``quick`` (minutes on a 2-core CPU, real data, a real capacity gap), ``images`` (CIFAR-10 images
+within an hour on a 2-core CPU) and ``paper`` (PAPER.md section 5, for a GPU).
+:func:`run_experiment` runs its stages (teacher, students in each mode and seed, complexity
+sweeps, the margin bound, tables, claims, figures) into an output directory, skipping stages
+whose results exist and resuming interrupted training.
 
 Example:
     >>> from sdcomplex.reproduce import load_experiment, run_experiment
