@@ -12,7 +12,7 @@ Fields of every line:
 * timing fields (:data:`TIMING_FIELDS`): ``time`` (Unix time), ``elapsed_s`` (seconds since
   this process started the run), ``epoch_time_s`` (training seconds of the epoch in this
   process), ``eval_time_s``, ``images_per_s`` (training images per second);
-* whatever the diagnostics hook returns for that epoch;
+* whatever the supervision's diagnostics return for that epoch;
 * ``non_finite`` (only on lines that need it): the names of the values that were NaN or
   infinite and are stored as ``null``, so that every line is strict JSON (RFC 8259 has no NaN).
   The trainer never writes a non-finite loss (a diverged run stops, see
