@@ -1,11 +1,6 @@
-"""What a student learns from: one :class:`Supervision` handed to the trainer.
-
-Plain training minimises the cross-entropy with the labels. Knowledge distillation changes
-four things, and a :class:`Supervision` holds exactly those four: the loss, the teacher's
-forward pass inside the jitted step, the teacher's variables of each epoch and the extra
-metrics of each epoch (fidelity, complexity, ...). :func:`~sdcomplex.train.train` and
-:func:`~sdcomplex.train.train_students` take one; :func:`sdcomplex.distill.distill` builds
-one from its config.
+"""What a student learns from: the :class:`Supervision` that :func:`~sdcomplex.train.train` and
+:func:`~sdcomplex.train.train_students` take (the one seam of knowledge distillation:
+:func:`sdcomplex.distill.distill` builds one), and the :class:`EpochInfo` its diagnostics see.
 """
 
 from __future__ import annotations
