@@ -45,7 +45,7 @@ from sdcomplex.train._step import (
     make_train_step,
     run_preprocess,
 )
-from sdcomplex.train._supervision import Supervision, cross_entropy_loss
+from sdcomplex.train._supervision import Supervision, cross_entropy_loss, resolve_supervision
 
 BATCHINGS = ("vmap", "unroll")
 
@@ -230,8 +230,8 @@ def _check_members(
 
 
 def _check_supervision(supervision: Any, temperatures: tuple[float, ...] | None) -> None:
-    if supervision is not None and not isinstance(supervision, Supervision):
-        raise TypeError(f"supervision must be a Supervision, got {type(supervision).__name__}")
+    if supervision is not None:
+        resolve_supervision(supervision)  # (a TypeError for anything but a Supervision)
     if (supervision is None) != (temperatures is None):
         raise ValueError("KD needs a supervision (the teacher) and one temperature per member")
     if supervision is not None and (
@@ -348,7 +348,7 @@ def train_students(
         evaluate,
         states,
         schedule,
-        Supervision() if supervision is None else supervision,
+        resolve_supervision(supervision),
         n_eval,
     )
 

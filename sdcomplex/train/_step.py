@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from sdcomplex.data import augment_batch, input_statistics, normalise
-from sdcomplex.train._supervision import Supervision
+from sdcomplex.train._supervision import Supervision, resolve_supervision
 
 Preprocess = Callable[[jax.Array, jax.Array], jax.Array]
 """``preprocess(key, raw_batch) -> float32 model inputs`` (augmentation and normalisation)."""
@@ -161,8 +161,11 @@ def make_train_step(
         supervision's variables of this step) returning the new
         :class:`TrainState`, the new running sums ``running + [B * loss, correct, B]``
         (float32 ``(3,)``) and the batch loss (float32 scalar).
+
+    Raises:
+        TypeError: a ``supervision`` that is not a :class:`~sdcomplex.train.Supervision`.
     """
-    supervision = Supervision() if supervision is None else supervision
+    supervision = resolve_supervision(supervision)
 
     def step(state: TrainState, running: jax.Array, raw_x, y, key, sup_vars):
         if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):

@@ -137,3 +137,16 @@ class Supervision:
         into them."""
         outputs = variables if self.apply is None else self.apply(variables, x)
         return jax.lax.stop_gradient(outputs)
+
+
+def resolve_supervision(supervision: Any) -> Supervision:
+    """``supervision`` itself, or plain training (``Supervision()``) for ``None``.
+
+    Raises:
+        TypeError: anything else.
+    """
+    if supervision is None:
+        return Supervision()
+    if not isinstance(supervision, Supervision):
+        raise TypeError(f"supervision must be a Supervision, got {type(supervision).__name__}")
+    return supervision

@@ -34,7 +34,7 @@ from sdcomplex.train._loop import (
 from sdcomplex.train._metrics import check_metrics_lines, read_metrics
 from sdcomplex.train._rundir import RunDirectory
 from sdcomplex.train._setup import RunSetup, check_names, setup_run
-from sdcomplex.train._supervision import Supervision
+from sdcomplex.train._supervision import Supervision, resolve_supervision
 
 
 class TrainResult(NamedTuple):
@@ -154,10 +154,7 @@ def train(
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-    if supervision is None:
-        supervision = Supervision()
-    elif not isinstance(supervision, Supervision):
-        raise TypeError(f"supervision must be a Supervision, got {type(supervision).__name__}")
+    supervision = resolve_supervision(supervision)
     if setup is not None and not isinstance(setup, RunSetup):
         raise TypeError(f"setup must be a RunSetup (setup_run(config)), got {type(setup).__name__}")
     if placement is None:

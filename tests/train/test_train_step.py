@@ -137,6 +137,8 @@ def test_supervision_apply_and_loss_see_the_same_augmented_batch():
     _, _, l2 = step2(state, jnp.zeros(3), raw, y, key, jnp.float32(2))
     ce = cross_entropy_loss(logits, y)
     np.testing.assert_allclose(l2, 2 * ce, rtol=1e-5)
+    with pytest.raises(TypeError, match="supervision must be a Supervision, got function"):
+        make_train_step(model, tx, preprocess, supervision=weighted)  # type: ignore[arg-type]
 
 
 def test_train_step_is_deterministic():
