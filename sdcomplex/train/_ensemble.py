@@ -35,6 +35,7 @@ from sdcomplex.models import init_variables
 from sdcomplex.train._config import TrainConfig
 from sdcomplex.train._divergence import TrainingDiverged, check_evaluated_losses
 from sdcomplex.train._inference import padded_batches
+from sdcomplex.train._metrics import epoch_fields
 from sdcomplex.train._optim import make_optimizer
 from sdcomplex.train._setup import setup_run
 from sdcomplex.train._step import (
@@ -410,19 +411,9 @@ def _epochs(
                 global_step=step,
                 learning_rate=config.learning_rate,
             )
-            metrics[m].append(
-                {
-                    "epoch": epoch,
-                    "step": step,
-                    "train_loss": float(train[0][m]),
-                    "train_acc": float(train[1][m]),
-                    "test_loss": float(test[0][m]),
-                    "test_acc": float(test[1][m]),
-                    "batch_loss": None if sums is None else float(sums[m, 0] / sums[m, 2]),
-                    "batch_acc": None if sums is None else float(sums[m, 1] / sums[m, 2]),
-                    "lr": schedule.numpy(max(step - 1, 0)),
-                }
-            )
+            mine = (train[0][m], train[1][m]), (test[0][m], test[1][m])
+            member_sums = None if sums is None else sums[m]
+            metrics[m].append(epoch_fields(epoch, step, *mine, member_sums, schedule))
         times[1] += time.perf_counter() - t0
 
     record(0, None)

@@ -29,7 +29,12 @@ from sdcomplex.train._checkpoint import CheckpointStore
 from sdcomplex.train._config import TrainConfig, config_hash
 from sdcomplex.train._divergence import check_evaluated_losses, check_step_loss
 from sdcomplex.train._inference import padded_batches
-from sdcomplex.train._metrics import append_metrics, keep_metrics_lines, truncate_metrics
+from sdcomplex.train._metrics import (
+    append_metrics,
+    epoch_fields,
+    keep_metrics_lines,
+    truncate_metrics,
+)
 from sdcomplex.train._optim import make_optimizer
 from sdcomplex.train._resume import checkpoint_manifest, resume_point
 from sdcomplex.train._rundir import RunDirectory
@@ -226,18 +231,8 @@ def evaluate_epoch(
         learning_rate=p.config.learning_rate,
     )
     sums = np.asarray(running, np.float64) if running is not None else None
-    counted = sums is not None and sums[2]
-    record: dict[str, Any] = {
-        "epoch": epoch,
-        "step": step,
-        "train_loss": train_loss,
-        "train_acc": train_acc,
-        "test_loss": test_loss,
-        "test_acc": test_acc,
-        "batch_loss": float(sums[0] / sums[2]) if counted else None,  # type: ignore[index]
-        "batch_acc": float(sums[1] / sums[2]) if counted else None,  # type: ignore[index]
-        "lr": p.schedule.numpy(max(step - 1, 0)),
-    }
+    train, test = (train_loss, train_acc), (test_loss, test_acc)
+    record = epoch_fields(epoch, step, train, test, sums, p.schedule)
     if p.supervision.diagnostics is not None:
         info = EpochInfo(
             epoch, step, variables, sup_vars, p.model, ds, p.config, p.run_dir,
