@@ -120,7 +120,8 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class Diagnostics:
-    """The trainer's ``diagnostics_fn`` of a distillation run (see the module docstring).
+    """The :attr:`~sdcomplex.train.Supervision.diagnostics` of a distillation run (see the
+    module docstring).
 
     On the first diagnostic epoch (0) it saves the student's initial NTK on the probe to
     ``ntk_init.npy`` (atomic), recomputed when a run is resumed (and the file rewritten if it

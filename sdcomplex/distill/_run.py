@@ -1,23 +1,26 @@
 """``distill(config, run_dir)``: a student trained with no KD, offline KD or online KD.
 
-Built on :func:`sdcomplex.train.train`: the teacher's variables are the trainer's per-epoch
-``supervision`` (a jit argument, so switching checkpoints never recompiles), the teacher's
-forward pass is its ``supervision_apply`` (inside the student's jitted step, on the same
-augmented batch), the KD loss its ``loss_fn`` and :class:`~sdcomplex.distill._diagnostics.
-Diagnostics` its ``diagnostics_fn``. Resumption after a kill is the trainer's, and exact.
+:func:`distill` reads top-down: check the config (a finished run returns at once), open the
+teacher, load the data, pick the teacher's checkpoints (``teacher_schedule``), draw the probe
+and fidelity subsets (:func:`_subsets`), write ``distill.json`` (:func:`_record`), and hand the
+trainer its data and one :class:`~sdcomplex.train.Supervision` (:func:`_supervision`): the KD
+loss, the teacher's forward pass inside the student's jitted step (on the same augmented
+batch), the teacher checkpoint of each epoch (a jit argument: switching never recompiles) and
+the :class:`~sdcomplex.distill.Diagnostics`. Resumption after a kill is the trainer's, and exact.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import numpy as np
 
 from sdcomplex._io import to_jsonable
-from sdcomplex.data import input_statistics
+from sdcomplex.data import Dataset, input_statistics
 from sdcomplex.distill._config import (
     DistillConfig,
     distill_config_differences,
@@ -30,20 +33,20 @@ from sdcomplex.distill._diagnostics import (
     probe_indices,
 )
 from sdcomplex.distill._loss import kd_loss
-from sdcomplex.distill._schedule import online_schedule
 from sdcomplex.distill._teacher import (
     CheckpointCache,
+    ScheduledTeacher,
     TeacherRun,
-    check_teacher_fits,
     make_teacher_apply,
     open_teacher,
     teacher_input_map,
-    verify_teacher_checkpoints,
+    teacher_schedule,
 )
 from sdcomplex.placement import Placement, make_placement
 from sdcomplex.train import (
     ConfigKind,
     RunDirectory,
+    Supervision,
     TrainResult,
     finished_result,
     library_versions,
@@ -51,6 +54,9 @@ from sdcomplex.train import (
     setup_run,
     train,
 )
+
+if TYPE_CHECKING:
+    from sdcomplex.train._setup import RunSetup
 
 DISTILL_FILE = "distill.json"
 """The sealed record of a distillation run (its config, teacher, schedule, loss, probe)."""
@@ -64,6 +70,15 @@ DISTILL_RUN = ConfigKind(
 """The config kind of a distillation run, recorded in its ``distill.json``."""
 
 
+class _Subsets(NamedTuple):
+    """The fixed examples the diagnostics use (sorted indices): the probe of the NTK and the
+    complexities (training set), and the fidelity subsets of the training and the test set."""
+
+    probe: np.ndarray
+    fidelity_train: np.ndarray
+    fidelity_test: np.ndarray
+
+
 def _previous_run(run: RunDirectory, config: DistillConfig) -> dict[str, Any] | None:
     """The ``distill.json`` of a run directory holding this config (None for a new run)."""
     record = run.verify_record(DISTILL_FILE, config, DISTILL_RUN)
@@ -75,22 +90,179 @@ def _previous_run(run: RunDirectory, config: DistillConfig) -> dict[str, Any] | 
     return record
 
 
-def _schedule(config: DistillConfig, teacher: TeacherRun | None) -> tuple[int, ...] | None:
-    epochs = config.student.epochs
-    if config.mode == "none":
+def _open_teacher(config: DistillConfig, previous: dict[str, Any] | None) -> TeacherRun | None:
+    """The teacher run (None without one), refused if it changed since this run started."""
+    if config.teacher_dir is None:
         return None
-    assert teacher is not None
-    if config.mode == "online":
-        return online_schedule(
-            epochs, teacher.final_epoch, teacher.checkpoints, stride=config.stride
-        )
-    chosen = teacher.final_epoch if config.teacher_epoch is None else config.teacher_epoch
-    if chosen not in teacher.checkpoints:
+    teacher = open_teacher(config.teacher_dir)
+    recorded = (previous or {}).get("teacher") or {}
+    if recorded and recorded.get("config_hash") != teacher.config_hash:
         raise ValueError(
-            f"teacher {teacher.run_dir} has no checkpoint for epoch {chosen}; checkpoints: "
-            f"{list(teacher.checkpoints)}"
+            f"teacher run {teacher.run_dir} has changed since this distillation run started "
+            f"(config {recorded.get('config_hash')} -> {teacher.config_hash}); not resuming"
         )
-    return (chosen,) * epochs
+    return teacher
+
+
+def _fidelity_subset(
+    labels: np.ndarray, size: int | None, num_classes: int, seed: tuple[int, int]
+) -> np.ndarray:
+    """All indices of a split, or ``size`` class-balanced random ones when it has more."""
+    if size is None or size >= len(labels):
+        return np.arange(len(labels))
+    return probe_indices(labels, size, num_classes, seed)
+
+
+def _subsets(config: DistillConfig, dataset: Dataset) -> _Subsets:
+    """The probe (``probe_size`` class-balanced random training examples) and the fidelity
+    subsets (``fidelity_examples`` of each split, seeds derived from ``probe_seed``).
+
+    Raises:
+        ValueError: a probe larger than the training set (when there are diagnostics).
+    """
+    info = dataset.info
+    if config.diagnostics_every and config.probe_size > info.n_train:
+        raise ValueError(
+            f"probe_size {config.probe_size} exceeds the {info.n_train} training examples"
+        )
+    size, seed, classes = config.fidelity_examples, config.probe_seed, info.num_classes
+    return _Subsets(
+        probe_indices(dataset.y_train, min(config.probe_size, info.n_train), classes, seed),
+        _fidelity_subset(dataset.y_train, size, classes, (seed, 1)),
+        _fidelity_subset(dataset.y_test, size, classes, (seed, 2)),
+    )
+
+
+def _diagnostics_record(
+    config: DistillConfig, teacher: TeacherRun | None, subsets: _Subsets, dataset: Dataset
+) -> dict[str, Any]:
+    info, (probe, train, test) = dataset.info, subsets
+    soft = {"kind": "soft", "temperature": config.temperature}
+    return {
+        "epochs": list(diagnostic_epochs(config.student.epochs, config.diagnostics_every)),
+        "probe": {
+            "split": "train",
+            "size": len(probe),
+            "seed": config.probe_seed,
+            "class_counts": np.bincount(dataset.y_train[probe], minlength=info.num_classes),
+            "indices": probe,
+        },
+        "ntk": {
+            "outputs": "mean",
+            "mode": "inference (BatchNorm running statistics)",
+            "init_file": NTK_INIT_FILE,
+        },
+        "complexity": "adjusted: sqrt(s(Y) tr K) / n, float64 solves, no ridge",
+        "targets": {
+            "labels": {"kind": "one_hot", "centered": False},
+            "random_labels": {
+                "kind": "random_labels",
+                "seed": config.random_labels_seed,
+                "centered": False,
+            },
+            "teacher_final": None
+            if teacher is None
+            else {**soft, "checkpoint": teacher.final_epoch},
+            "current": {"kind": "one_hot", "centered": False}
+            if config.mode == "none"
+            else {**soft, "checkpoint": "teacher_epoch"},
+        },
+        "fidelity": {
+            "examples": config.fidelity_examples,
+            "subsets": "class-balanced, random (seed probe_seed)",
+            "train_indices": train if len(train) < info.n_train else "all",
+            "test_indices": test if len(test) < info.n_test else "all",
+        },
+    }
+
+
+def _record(
+    config: DistillConfig,
+    teacher: TeacherRun | None,
+    schedule: tuple[int, ...] | None,
+    subsets: _Subsets,
+    dataset: Dataset,
+) -> dict[str, Any]:
+    """The contents of ``distill.json``: the config and its hash, the teacher and how its
+    inputs are made, the schedule, the loss, and what the diagnostics compute on."""
+    teacher_inputs = None
+    if teacher is not None:
+        mapped = teacher_input_map(teacher, config.student, dataset.info) is not None
+        teacher_inputs = "student inputs renormalised" if mapped else "student inputs"
+    return {
+        "config": config.to_dict(),
+        "config_hash": distill_config_hash(config),
+        "created": time.time(),
+        "mode": config.mode,
+        "teacher": None if teacher is None else teacher.describe(),
+        "teacher_inputs": teacher_inputs,
+        "schedule": None if schedule is None else list(schedule),
+        "loss": {"kind": "cross_entropy", "targets": "one-hot labels"}
+        if config.mode == "none"
+        else {
+            "kind": "kd",
+            "formula": "(1 - alpha) tau^2 KL(softmax(z_t/tau) || softmax(z_s/tau)) "
+            "+ alpha CE(softmax(z_s), y)",
+            "temperature": config.temperature,
+            "alpha": config.alpha,
+        },
+        "diagnostics": _diagnostics_record(config, teacher, subsets, dataset),
+        "versions": library_versions(),
+    }
+
+
+def _kd_objective(
+    student_logits: jax.Array,
+    labels: jax.Array,
+    teacher_logits: jax.Array,
+    *,
+    temperature: float,
+    alpha: float,
+) -> jax.Array:
+    """:func:`kd_loss` in the argument order of :attr:`~sdcomplex.train.Supervision.loss`."""
+    return kd_loss(student_logits, teacher_logits, labels, temperature=temperature, alpha=alpha)
+
+
+def _supervision(
+    config: DistillConfig,
+    setup: RunSetup,
+    teacher: TeacherRun | None,
+    schedule: tuple[int, ...] | None,
+    subsets: _Subsets,
+) -> Supervision:
+    """The trainer's supervision of a distillation run: the KD loss against the teacher
+    checkpoint of each epoch (mode none: the cross-entropy with the labels) and the
+    run's :class:`~sdcomplex.distill.Diagnostics`."""
+    student, info = config.student, setup.dataset.info
+    teacher_apply = cache = None
+    if teacher is not None:
+        teacher_apply = make_teacher_apply(teacher.model, teacher_input_map(teacher, student, info))
+        cache = CheckpointCache(teacher.run_dir)  # one checkpoint in memory for both uses
+    mean, std = input_statistics(info, normalise=student.normalise)
+    plain = make_preprocess(mean=mean, std=std, pixel_max=info.pixel_max, augment=False)
+    diagnostics = Diagnostics(
+        config=config,
+        student_model=setup.model,
+        student_preprocess=functools.partial(plain, jax.random.key(0)),
+        input_info=info.replace(mean=mean, std=std),
+        teacher=teacher,
+        teacher_apply=teacher_apply,
+        cache=cache,
+        schedule=schedule,
+        probe=subsets.probe,
+        fidelity_train=subsets.fidelity_train,
+        fidelity_test=subsets.fidelity_test,
+        batch_size=min(student.eval_batch_size, max(len(s) for s in subsets)),
+    )
+    if config.mode == "none":
+        return Supervision(diagnostics=diagnostics)
+    assert cache is not None and schedule is not None
+    return Supervision(
+        loss=functools.partial(_kd_objective, temperature=config.temperature, alpha=config.alpha),
+        apply=teacher_apply,
+        variables=ScheduledTeacher(cache, schedule),
+        diagnostics=diagnostics,
+    )
 
 
 def distill(
@@ -165,166 +337,22 @@ def distill(
         done = finished_result(student, run_dir)  # None if unfinished or damaged
         if done is not None:
             return done
-    teacher = open_teacher(config.teacher_dir) if config.teacher_dir is not None else None
-    if teacher is not None:
-        recorded = (previous or {}).get("teacher") or {}
-        if recorded and recorded.get("config_hash") != teacher.config_hash:
-            raise ValueError(
-                f"teacher run {teacher.run_dir} has changed since this distillation run started "
-                f"(config {recorded.get('config_hash')} -> {teacher.config_hash}); not resuming"
-            )
+    teacher = _open_teacher(config, previous)
     setup = setup_run(student)  # loads the data; raises before anything is written
-    info = setup.dataset.info
-    if teacher is not None:
-        check_teacher_fits(teacher, student, info)
-    schedule = _schedule(config, teacher)
-    if teacher is not None:  # every checkpoint this run will read, before anything is written
-        verify_teacher_checkpoints(teacher, (*(schedule or ()), teacher.final_epoch))
-    if config.diagnostics_every and config.probe_size > info.n_train:
-        raise ValueError(
-            f"probe_size {config.probe_size} exceeds the {info.n_train} training examples"
-        )
-    y_train = setup.dataset.y_train
-    probe = probe_indices(
-        y_train,
-        min(config.probe_size, info.n_train),
-        info.num_classes,
-        config.probe_seed,
-    )
-    y_test = setup.dataset.y_test
-    fidelity_train = np.arange(info.n_train)
-    fidelity_test = np.arange(info.n_test)
-    if config.fidelity_examples is not None:
-        size = config.fidelity_examples
-        if size < info.n_train:
-            fidelity_train = probe_indices(y_train, size, info.num_classes, (config.probe_seed, 1))
-        if size < info.n_test:
-            fidelity_test = probe_indices(y_test, size, info.num_classes, (config.probe_seed, 2))
-    probe_counts = np.bincount(y_train[probe], minlength=info.num_classes)
-    student_model = setup.model
-
-    mean, std = input_statistics(info, normalise=student.normalise)
-    plain = make_preprocess(mean=mean, std=std, pixel_max=info.pixel_max, augment=False)
-    zero_key = jax.random.key(0)
-
-    def student_inputs(raw: jax.Array) -> jax.Array:
-        return plain(zero_key, raw)
-
-    input_map = None
-    teacher_apply = None
-    cache = None
-    if teacher is not None:
-        input_map = teacher_input_map(teacher, student, info)
-        teacher_apply = make_teacher_apply(teacher.model, input_map)
-        cache = CheckpointCache(teacher.run_dir)
-
-    tau, alpha = config.temperature, config.alpha
-    record = {
-        "config": config.to_dict(),
-        "config_hash": distill_config_hash(config),
-        "created": time.time(),
-        "mode": config.mode,
-        "teacher": None if teacher is None else teacher.describe(),
-        "teacher_inputs": None
-        if teacher is None
-        else ("student inputs" if input_map is None else "student inputs renormalised"),
-        "schedule": None if schedule is None else list(schedule),
-        "loss": (
-            {"kind": "cross_entropy", "targets": "one-hot labels"}
-            if config.mode == "none"
-            else {
-                "kind": "kd",
-                "formula": "(1 - alpha) tau^2 KL(softmax(z_t/tau) || softmax(z_s/tau)) "
-                "+ alpha CE(softmax(z_s), y)",
-                "temperature": tau,
-                "alpha": alpha,
-            }
-        ),
-        "diagnostics": {
-            "epochs": list(diagnostic_epochs(student.epochs, config.diagnostics_every)),
-            "probe": {
-                "split": "train",
-                "size": len(probe),
-                "seed": config.probe_seed,
-                "class_counts": probe_counts,
-                "indices": probe,
-            },
-            "ntk": {
-                "outputs": "mean",
-                "mode": "inference (BatchNorm running statistics)",
-                "init_file": NTK_INIT_FILE,
-            },
-            "complexity": "adjusted: sqrt(s(Y) tr K) / n, float64 solves, no ridge",
-            "targets": {
-                "labels": {"kind": "one_hot", "centered": False},
-                "random_labels": {
-                    "kind": "random_labels",
-                    "seed": config.random_labels_seed,
-                    "centered": False,
-                },
-                "teacher_final": None
-                if teacher is None
-                else {"kind": "soft", "temperature": tau, "checkpoint": teacher.final_epoch},
-                "current": {"kind": "one_hot", "centered": False}
-                if config.mode == "none"
-                else {"kind": "soft", "temperature": tau, "checkpoint": "teacher_epoch"},
-            },
-            "fidelity": {
-                "examples": config.fidelity_examples,
-                "subsets": "class-balanced, random (seed probe_seed)",
-                "train_indices": fidelity_train if len(fidelity_train) < info.n_train else "all",
-                "test_indices": fidelity_test if len(fidelity_test) < info.n_test else "all",
-            },
-        },
-        "versions": library_versions(),
-    }
+    dataset, schedule = setup.dataset, None
+    if teacher is not None:  # checked to fit; every checkpoint the run reads verified
+        schedule = teacher_schedule(
+            teacher, student, dataset.info, config.mode, stride=config.stride,
+            teacher_epoch=config.teacher_epoch,
+        )  # fmt: skip
+    subsets = _subsets(config, dataset)
     if previous is None and placement.writes_files:  # a new run: config.json, distill.json
         if not run.verify(student):  # (raises for a directory holding anything else)
             run.create(student)
+        record = _record(config, teacher, schedule, subsets, dataset)
         run.write_metadata(to_jsonable(record), DISTILL_FILE)
     placement.sync("distillation record")
-    diagnostics = Diagnostics(
-        config=config,
-        student_model=student_model,
-        student_preprocess=student_inputs,
-        input_info=info.replace(mean=mean, std=std),
-        teacher=teacher,
-        teacher_apply=teacher_apply,
-        cache=cache,
-        schedule=schedule,
-        probe=probe,
-        fidelity_train=fidelity_train,
-        fidelity_test=fidelity_test,
-        batch_size=min(
-            student.eval_batch_size, max(len(fidelity_train), len(fidelity_test), len(probe))
-        ),
-    )
-    if config.mode == "none":
-        return train(
-            student,
-            run_dir,
-            quiet=quiet,
-            diagnostics_fn=diagnostics,
-            setup=setup,
-            placement=placement,
-        )
-
-    assert cache is not None and schedule is not None
-
-    def supervision_fn(epoch: int) -> Any:
-        return cache.get(schedule[epoch - 1])
-
-    def loss_fn(student_logits: jax.Array, labels: jax.Array, teacher_logits: jax.Array):
-        return kd_loss(student_logits, teacher_logits, labels, temperature=tau, alpha=alpha)
-
+    supervision = _supervision(config, setup, teacher, schedule, subsets)
     return train(
-        student,
-        run_dir,
-        quiet=quiet,
-        loss_fn=loss_fn,
-        supervision_apply=teacher_apply,
-        supervision_fn=supervision_fn,
-        diagnostics_fn=diagnostics,
-        setup=setup,
-        placement=placement,
+        student, run_dir, supervision=supervision, setup=setup, placement=placement, quiet=quiet
     )

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sdcomplex.data import DatasetInfo, input_statistics
+from sdcomplex.distill._schedule import online_schedule
 from sdcomplex.train import (
     CONFIG_FILE,
     RUN_FILE,
@@ -143,6 +144,42 @@ def check_teacher_fits(teacher: TeacherRun, student: TrainConfig, info: DatasetI
         )
 
 
+def teacher_schedule(
+    teacher: TeacherRun,
+    student: TrainConfig,
+    info: DatasetInfo,
+    mode: str,
+    *,
+    stride: int = 1,
+    teacher_epoch: int | None = None,
+) -> tuple[int, ...] | None:
+    """The teacher checkpoint of each student epoch: None (mode ``"none"``), ``teacher_epoch``
+    (default the final one) every epoch (``"offline"``) or :func:`~sdcomplex.distill.
+    online_schedule` (``"online"``), once the teacher is checked to fit the student's data and
+    every checkpoint the student reads (the final one too, for diagnostics) to be intact.
+
+    Raises:
+        ValueError: a teacher that does not fit (:func:`check_teacher_fits`), a missing
+            checkpoint; :class:`~sdcomplex.train.DamagedFile`: a damaged one.
+    """
+    check_teacher_fits(teacher, student, info)
+    schedule = None
+    if mode == "online":
+        schedule = online_schedule(
+            student.epochs, teacher.final_epoch, teacher.checkpoints, stride=stride
+        )
+    elif mode == "offline":
+        chosen = teacher.final_epoch if teacher_epoch is None else teacher_epoch
+        if chosen not in teacher.checkpoints:
+            raise ValueError(
+                f"teacher {teacher.run_dir} has no checkpoint for epoch {chosen}; checkpoints: "
+                f"{list(teacher.checkpoints)}"
+            )
+        schedule = (chosen,) * student.epochs
+    verify_teacher_checkpoints(teacher, (*(schedule or ()), teacher.final_epoch))
+    return schedule
+
+
 def _stats(config: TrainConfig, info: DatasetInfo) -> tuple[np.ndarray, np.ndarray]:
     mean, std = input_statistics(info, normalise=config.normalise)
     return np.asarray(mean, np.float32), np.asarray(std, np.float32)
@@ -174,8 +211,8 @@ def make_teacher_apply(
 ) -> Callable[[Any, jax.Array], jax.Array]:
     """``(teacher_variables, student_inputs) -> teacher logits`` in inference mode (traceable).
 
-    Used as the trainer's ``supervision_apply``: the variables are a jit argument, so switching
-    checkpoints does not recompile.
+    Used as the trainer's :attr:`~sdcomplex.train.Supervision.apply`: the variables are a jit
+    argument, so switching checkpoints does not recompile.
     """
 
     def teacher_apply(variables: Any, x: jax.Array) -> jax.Array:
@@ -221,3 +258,23 @@ class CheckpointCache:
             self.epoch = epoch
             self.loads += 1
         return self._variables
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduledTeacher:
+    """``epoch -> teacher variables``: student epoch ``e`` (1-based) learns from the teacher
+    checkpoint ``schedule[e - 1]``, read through ``cache`` (the trainer's
+    :attr:`~sdcomplex.train.Supervision.variables` in a KD run: a deterministic function of the
+    epoch, so a resumed run replays the same checkpoints).
+
+    Attributes:
+        cache: the :class:`CheckpointCache` of the teacher run.
+        schedule: the teacher epoch of each student epoch (:func:`teacher_schedule`).
+    """
+
+    cache: CheckpointCache
+    schedule: tuple[int, ...]
+
+    def __call__(self, epoch: int) -> Any:
+        """The variables of the teacher checkpoint that supervises student epoch ``epoch``."""
+        return self.cache.get(self.schedule[epoch - 1])

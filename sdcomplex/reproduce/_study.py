@@ -46,6 +46,7 @@ from sdcomplex.reproduce._stage import Context, Interrupted, Layout, Stage
 from sdcomplex.reproduce._study_config import StudentCapacity, StudySpec, TeacherRecipe
 from sdcomplex.train import (
     EnsembleResult,
+    Supervision,
     TrainConfig,
     config_hash,
     load_run_data,
@@ -114,16 +115,6 @@ def members(spec: StudySpec, mode: str) -> tuple[list[int], list[float] | None]:
     return seeds, temps
 
 
-def kd_schedule(teacher: Any, mode: str, epochs: int, stride: int) -> tuple[int, ...]:
-    """The teacher checkpoint of each student epoch: the final one (offline) or
-    :func:`sdcomplex.distill.online_schedule` (online), as :func:`sdcomplex.distill.distill`."""
-    from sdcomplex.distill import online_schedule
-
-    if mode == "online":
-        return online_schedule(epochs, teacher.final_epoch, teacher.checkpoints, stride=stride)
-    return (teacher.final_epoch,) * epochs
-
-
 def train_group(
     student: TrainConfig,
     spec: StudySpec,
@@ -144,11 +135,11 @@ def train_group(
     """
     from sdcomplex.distill._teacher import (
         CheckpointCache,
-        check_teacher_fits,
+        ScheduledTeacher,
         make_teacher_apply,
         open_teacher,
         teacher_input_map,
-        verify_teacher_checkpoints,
+        teacher_schedule,
     )
 
     seeds, temps = members(spec, mode)
@@ -158,18 +149,16 @@ def train_group(
         raise ValueError(f"mode {mode!r} needs a teacher directory")
     teacher = open_teacher(teacher_dir)
     info = load_run_data(student).info
-    check_teacher_fits(teacher, student, info)
-    schedule = kd_schedule(teacher, mode, student.epochs, spec.stride)
-    verify_teacher_checkpoints(teacher, (*schedule, teacher.final_epoch))
+    schedule = teacher_schedule(teacher, student, info, mode, stride=spec.stride)
+    assert schedule is not None  # (a KD mode)
     apply = make_teacher_apply(teacher.model, teacher_input_map(teacher, student, info))
-    cache = CheckpointCache(teacher.run_dir)
+    variables = ScheduledTeacher(CheckpointCache(teacher.run_dir), schedule)
     result = train_students(
         student,
         seeds,
+        supervision=Supervision(apply=apply, variables=variables),
         temperatures=temps,
         alpha=spec.alpha,
-        supervision_apply=apply,
-        supervision_fn=lambda epoch: cache.get(schedule[epoch - 1]),
         batching=spec.batching,
     )
     return result, schedule

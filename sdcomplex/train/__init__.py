@@ -17,10 +17,10 @@ replicated, the same run (up to float reordering) on any device count, which is 
 the config; checkpoints restore on any device count. (:func:`train_students`, the ensemble
 trainer, runs on one device.)
 
-Distillation plugs in through :func:`train`'s ``loss_fn`` (student logits, labels, supervision
-outputs -> scalar), ``supervision_apply`` (computed inside the jitted step, e.g. a teacher's
-forward pass), ``supervision_fn`` (epoch -> supervision pytree, e.g. a teacher checkpoint from
-:func:`load_checkpoint`) and ``diagnostics_fn`` (extra per-epoch metrics).
+Distillation plugs in through one :class:`Supervision` given to :func:`train`: its ``loss``
+(student logits, labels, outputs -> scalar), ``apply`` (the outputs, computed inside the jitted
+step, e.g. a teacher's forward pass), ``variables`` (epoch -> pytree, e.g. a teacher checkpoint
+from :func:`load_checkpoint`) and ``diagnostics`` (extra per-epoch metrics).
 
 Example:
     >>> from sdcomplex.train import TrainConfig, train, load_checkpoint, list_checkpoints
@@ -52,7 +52,6 @@ from sdcomplex.train._ensemble import (
 )
 from sdcomplex.train._inference import batched_apply
 from sdcomplex.train._integrity import DamagedFile
-from sdcomplex.train._loop import DiagnosticsFn, EpochInfo, SupervisionFn
 from sdcomplex.train._metrics import (
     METRICS_FILE,
     TIMING_FIELDS,
@@ -72,15 +71,13 @@ from sdcomplex.train._rundir import (
 )
 from sdcomplex.train._setup import build_model, load_run_data, setup_run
 from sdcomplex.train._step import (
-    LossFn,
-    SupervisionApply,
     TrainState,
-    cross_entropy_loss,
     init_train_state,
     make_eval_step,
     make_preprocess,
     make_train_step,
 )
+from sdcomplex.train._supervision import EpochInfo, Supervision, cross_entropy_loss
 from sdcomplex.train._trainer import TrainResult, finished_result, train
 
 __all__ = [
@@ -98,11 +95,8 @@ __all__ = [
     "RunDirectory",
     "DamagedCheckpointWarning",
     "DamagedFile",
-    "DiagnosticsFn",
     "EpochInfo",
-    "LossFn",
-    "SupervisionApply",
-    "SupervisionFn",
+    "Supervision",
     "TrainConfig",
     "TrainResult",
     "TrainState",

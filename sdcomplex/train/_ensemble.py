@@ -9,9 +9,10 @@ optimiser state its own; so each member follows the trajectory of its own
 :func:`~sdcomplex.train.train` run (equal up to the float summation order of the batched
 kernels, measured in ``tests/train/test_ensemble.py``).
 
-Distillation: the supervision (e.g. a teacher's variables, ``supervision_fn(epoch)``) is shared
-by all members at a given epoch (``in_axes=None``); the KD temperature is a per-member vmapped
-scalar, so that students at ``tau = 1`` and ``tau = 4`` train in the same compiled step. One
+Distillation: the supervision's variables (e.g. a teacher checkpoint,
+:attr:`~sdcomplex.train.Supervision.variables` of the epoch) are shared by all members at a
+given epoch (``in_axes=None``); the KD temperature is a per-member vmapped scalar, so that
+students at ``tau = 1`` and ``tau = 4`` train in the same compiled step. One
 compilation serves every seed and temperature of an architecture and mode.
 """
 
@@ -34,19 +35,18 @@ from sdcomplex.models import init_variables
 from sdcomplex.train._config import TrainConfig
 from sdcomplex.train._divergence import TrainingDiverged, check_evaluated_losses
 from sdcomplex.train._inference import padded_batches
-from sdcomplex.train._loop import SupervisionFn
+from sdcomplex.train._metrics import epoch_fields
 from sdcomplex.train._optim import make_optimizer
 from sdcomplex.train._setup import setup_run
 from sdcomplex.train._step import (
     Preprocess,
-    SupervisionApply,
     TrainState,
-    cross_entropy_loss,
     init_train_state,
     make_eval_step,
     make_train_step,
     run_preprocess,
 )
+from sdcomplex.train._supervision import Supervision, cross_entropy_loss, resolve_supervision
 
 BATCHINGS = ("vmap", "unroll")
 
@@ -55,11 +55,12 @@ class EnsembleStep(NamedTuple):
     """A vmapped, jitted training step and the number of times it was traced.
 
     Attributes:
-        step: ``step(states, running, raw_x, y, keys, supervision, temperatures) -> (states,
+        step: ``step(states, running, raw_x, y, keys, sup_vars, temperatures) -> (states,
             running, losses)``: ``states`` a :class:`TrainState` with a leading member axis
             ``S`` on every leaf, ``running`` float32 ``(S, 3)``, ``raw_x`` ``(S, B, ...)``,
-            ``y`` int32 ``(S, B)``, ``keys`` ``(S,)`` PRNG keys, ``supervision`` shared by all
-            members (not batched), ``temperatures`` float32 ``(S,)`` (ignored without KD);
+            ``y`` int32 ``(S, B)``, ``keys`` ``(S,)`` PRNG keys, ``sup_vars`` the supervision's
+            variables, shared by all members (not batched), ``temperatures`` float32 ``(S,)``
+            (ignored without KD);
             returns the new states, running sums and float32 ``(S,)`` batch losses.
         traces: ``traces()`` is the number of times ``step`` was traced (one per compilation:
             ``jax.jit`` traces a function once per new input signature).
@@ -119,30 +120,43 @@ def traced_kd_loss(
     return jnp.mean(kd_loss_terms(student_logits, teacher_logits, labels, temperature, alpha))
 
 
+def _member_supervision(supervision: Supervision | None, alpha: float) -> Supervision:
+    """The solo step's supervision of a member whose supervision variables are ``(teacher,
+    temperature)``: :func:`traced_kd_loss` against the teacher's logits at that temperature
+    (without ``supervision``: the cross-entropy with the labels, the temperature unused)."""
+    if supervision is None:
+        return Supervision()
+    apply = supervision.apply or (lambda teacher, x: teacher)
+    return Supervision(
+        loss=lambda logits, labels, out: traced_kd_loss(logits, out[0], labels, out[1], alpha),
+        apply=lambda sup, x: (apply(sup[0], x), sup[1]),
+    )
+
+
 def make_ensemble_step(
     model: nn.Module,
     optimizer: optax.GradientTransformation,
     preprocess: Preprocess,
     *,
-    kd: bool = False,
+    supervision: Supervision | None = None,
     alpha: float = 0.0,
-    supervision_apply: SupervisionApply | None = None,
     batching: str = "vmap",
 ) -> EnsembleStep:
     """The trainer's step (:func:`~sdcomplex.train.make_train_step`) vmapped over members.
 
-    ``jax.jit(jax.vmap(step, in_axes=(0, 0, 0, 0, 0, None, 0)))`` with the states and running
-    sums donated. Without ``kd`` the loss is the cross-entropy with the labels; with ``kd`` it
-    is :func:`traced_kd_loss` of the student logits against ``supervision_apply(supervision,
-    x)`` (or ``supervision`` itself) at the member's temperature.
+    ``jax.jit(jax.vmap(step, in_axes=(0, 0, 0, 0, 0, (None, 0))))`` over the solo step, whose
+    supervision variables are ``(shared variables, the member's temperature)``, with the states
+    and running sums donated. Without ``supervision`` the loss is the cross-entropy with the
+    labels; with one it is :func:`traced_kd_loss` of the student logits against
+    ``supervision.apply(variables, x)`` (or the shared ``variables`` themselves) at the
+    member's temperature.
 
     Args:
         model: the students' Flax module.
         optimizer: their optax transformation (one state per member).
         preprocess: see :func:`~sdcomplex.train.make_preprocess`.
-        kd: distillation loss instead of the cross-entropy.
+        supervision: the teacher (only its ``apply`` is used here); ``None``: no KD.
         alpha: weight of the label cross-entropy in the KD loss.
-        supervision_apply: ``(supervision, x) -> teacher logits``, as for the trainer.
         batching: ``"vmap"`` (batched kernels over the member axis) or ``"unroll"`` (the
             solo step written out once per member inside the one jitted program: one dispatch
             for all members, each member's arithmetic that of its solo run).
@@ -153,34 +167,18 @@ def make_ensemble_step(
     if batching not in BATCHINGS:
         raise ValueError(f"batching must be one of {list(BATCHINGS)}, got {batching!r}")
     count = [0]
+    solo = _member_supervision(supervision, alpha)
+    single = make_train_step(model, optimizer, preprocess, supervision=solo, jit=False)
 
-    def loss_fn(logits: jax.Array, labels: jax.Array, sup: Any) -> jax.Array:
-        outputs, temperature = sup
-        if not kd:
-            return cross_entropy_loss(logits, labels)
-        return traced_kd_loss(logits, outputs, labels, temperature, alpha)
-
-    def apply(sup: Any, x: jax.Array) -> Any:
-        supervision, temperature = sup
-        outputs = supervision if supervision_apply is None else supervision_apply(supervision, x)
-        return outputs, temperature
-
-    single = make_train_step(
-        model, optimizer, preprocess, loss_fn=loss_fn, supervision_apply=apply, jit=False
-    )
-
-    def member(state, running, raw_x, y, key, supervision, temperature):
-        return single(state, running, raw_x, y, key, (supervision, temperature))
-
-    def step(states, running, raw_x, y, keys, supervision, temperatures):
+    def step(states, running, raw_x, y, keys, sup_vars, temperatures):
         count[0] += 1  # runs at trace time only
         if batching == "vmap":
-            batched = jax.vmap(member, in_axes=(0, 0, 0, 0, 0, None, 0))
-            return batched(states, running, raw_x, y, keys, supervision, temperatures)
+            batched = jax.vmap(single, in_axes=(0, 0, 0, 0, 0, (None, 0)))
+            return batched(states, running, raw_x, y, keys, (sup_vars, temperatures))
         outs = []
         for m in range(y.shape[0]):  # one copy of the solo step per member, in one program
             mine = jax.tree.map(lambda leaf, m=m: leaf[m], (states, running, raw_x, y, keys))
-            outs.append(member(*mine[:5], supervision, temperatures[m]))
+            outs.append(single(*mine[:5], (sup_vars, temperatures[m])))
         return jax.tree.map(lambda *leaves: jnp.stack(leaves), *outs)
 
     return EnsembleStep(jax.jit(step, donate_argnums=(0, 1)), lambda: count[0])
@@ -232,6 +230,22 @@ def _check_members(
     return tuple(int(s) for s in seeds), tuple(float(t) for t in temperatures)
 
 
+def _check_supervision(supervision: Any, temperatures: tuple[float, ...] | None) -> None:
+    if supervision is not None:
+        resolve_supervision(supervision)  # (a TypeError for anything but a Supervision)
+    if (supervision is None) != (temperatures is None):
+        raise ValueError("KD needs a supervision (the teacher) and one temperature per member")
+    if supervision is not None and (
+        supervision.variables is None
+        or supervision.loss is not cross_entropy_loss
+        or supervision.diagnostics is not None
+    ):
+        raise ValueError(
+            "the supervision of train_students needs variables (epoch -> the teacher's) and "
+            "no loss or diagnostics of its own (each member's loss is KD at its temperature)"
+        )
+
+
 def _stack(trees: Sequence[Any]) -> Any:
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
 
@@ -263,10 +277,9 @@ def train_students(
     config: TrainConfig,
     seeds: Sequence[int],
     *,
+    supervision: Supervision | None = None,
     temperatures: Sequence[float] | None = None,
     alpha: float = 0.0,
-    supervision_apply: SupervisionApply | None = None,
-    supervision_fn: SupervisionFn | None = None,
     batching: str = "vmap",
 ) -> EnsembleResult:
     """Trains ``len(seeds)`` students ``config.replace(seed=s)`` together, in memory.
@@ -279,23 +292,25 @@ def train_students(
     Args:
         config: the students' config (model, data, optimiser, schedule, epochs).
         seeds: member ``m``'s seed; a seed may repeat with another temperature.
-        temperatures: ``None``: cross-entropy with the labels (no KD); otherwise member ``m``'s
-            KD temperature (one per seed), with the loss of :func:`traced_kd_loss` against the
-            teacher logits ``supervision_apply(supervision_fn(epoch), x)``.
+        supervision: the teacher of KD, as for the trainer (:class:`~sdcomplex.train.
+            Supervision`) but without its own ``loss`` or ``diagnostics``: its ``variables``
+            (``epoch (1-based) -> pytree``, required) are shared by all members in that epoch
+            (offline KD: always the same teacher; online KD: the schedule's checkpoint), its
+            ``apply`` gives the teacher logits. ``None``: the cross-entropy with the labels
+            (no KD).
+        temperatures: member ``m``'s KD temperature (one per seed, given exactly when there
+            is a ``supervision``): its loss is :func:`traced_kd_loss` against the teacher
+            logits ``apply(variables(epoch), x)``.
         alpha: weight of the label cross-entropy in the KD loss.
-        supervision_apply: ``(supervision, x) -> teacher logits``, as for the trainer (e.g.
-            :func:`sdcomplex.distill` teacher's forward pass); ``None``: the supervision is
-            the logits.
-        supervision_fn: ``epoch (1-based) -> supervision`` shared by all members in that
-            epoch (offline KD: always the same teacher; online KD: the schedule's checkpoint).
         batching: ``"vmap"`` or ``"unroll"``, see :func:`make_ensemble_step`.
 
     Returns:
         :class:`EnsembleResult`.
 
     Raises:
-        ValueError: bad seeds or temperatures, KD without ``supervision_fn``, every error of
-            :func:`~sdcomplex.train.setup_run`;
+        ValueError: bad seeds or temperatures, temperatures without a supervision or the
+            other way round, a supervision without ``variables`` or with its own ``loss`` or
+            ``diagnostics``, every error of :func:`~sdcomplex.train.setup_run`;
             :class:`~sdcomplex.train.TrainingDiverged` when a member's loss is not finite.
 
     Example:
@@ -305,10 +320,9 @@ def train_students(
         [0.93, 0.94, 0.92]
     """
     seeds, temps = _check_members(config, seeds, temperatures, alpha)
+    _check_supervision(supervision, temps)
     if batching not in BATCHINGS:
         raise ValueError(f"batching must be one of {list(BATCHINGS)}, got {batching!r}")
-    if temps is not None and supervision_fn is None:
-        raise ValueError("KD (temperatures given) needs supervision_fn (epoch -> teacher)")
     setup = setup_run(config)
     dataset, model = setup.dataset, setup.model
     info = dataset.info
@@ -317,13 +331,7 @@ def train_students(
     optimizer, schedule = make_optimizer(config, spe)
     preprocess, plain = run_preprocess(config, info)
     ens = make_ensemble_step(
-        model,
-        optimizer,
-        preprocess,
-        kd=temps is not None,
-        alpha=float(alpha),
-        supervision_apply=supervision_apply,
-        batching=batching,
+        model, optimizer, preprocess, supervision=supervision, alpha=float(alpha), batching=batching
     )
     n_eval = info.n_train
     if config.eval_train_examples is not None:
@@ -341,7 +349,7 @@ def train_students(
         evaluate,
         states,
         schedule,
-        supervision_fn,
+        resolve_supervision(supervision),
         n_eval,
     )
 
@@ -375,7 +383,7 @@ def _epochs(
     evaluate: Callable,
     states: TrainState,
     schedule: Any,
-    supervision_fn: SupervisionFn | None,
+    supervision: Supervision,
     n_eval: int,
 ) -> EnsembleResult:
     size, spe = len(seeds), batchers[0].batches_per_epoch
@@ -403,24 +411,14 @@ def _epochs(
                 global_step=step,
                 learning_rate=config.learning_rate,
             )
-            metrics[m].append(
-                {
-                    "epoch": epoch,
-                    "step": step,
-                    "train_loss": float(train[0][m]),
-                    "train_acc": float(train[1][m]),
-                    "test_loss": float(test[0][m]),
-                    "test_acc": float(test[1][m]),
-                    "batch_loss": None if sums is None else float(sums[m, 0] / sums[m, 2]),
-                    "batch_acc": None if sums is None else float(sums[m, 1] / sums[m, 2]),
-                    "lr": schedule.numpy(max(step - 1, 0)),
-                }
-            )
+            mine = (train[0][m], train[1][m]), (test[0][m], test[1][m])
+            member_sums = None if sums is None else sums[m]
+            metrics[m].append(epoch_fields(epoch, step, *mine, member_sums, schedule))
         times[1] += time.perf_counter() - t0
 
     record(0, None)
     for epoch in range(1, config.epochs + 1):
-        supervision = supervision_fn(epoch) if supervision_fn is not None else None
+        sup_vars = supervision.epoch_variables(epoch)
         t0 = time.perf_counter()
         keys = epoch_keys(epoch)
         orders = np.stack([b.permutation(epoch) for b in batchers])
@@ -428,7 +426,7 @@ def _epochs(
         for s in range(spe):
             idx = orders[:, s * config.batch_size : (s + 1) * config.batch_size]
             states, running, _ = ens.step(
-                states, running, x_train[idx], y_train[idx], keys[s], supervision, tau
+                states, running, x_train[idx], y_train[idx], keys[s], sup_vars, tau
             )
         jax.block_until_ready(states)
         times[0] += time.perf_counter() - t0

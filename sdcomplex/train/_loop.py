@@ -1,7 +1,7 @@
 """The pieces of a training run, in the order :func:`~sdcomplex.train.train` uses them.
 
 :func:`prepare` builds everything that does not change during a run (:class:`Prepared`: the
-data, the model, the optimiser, the compiled steps, the checkpoint store, the hooks);
+data, the model, the optimiser, the compiled steps, the checkpoint store, the supervision);
 :func:`restore_or_init` gives the state a run starts from (its newest intact checkpoint, or the
 initialisation, evaluated and saved as epoch 0); :func:`train_epoch` runs the steps of one epoch;
 :func:`evaluate_epoch` evaluates the state and appends the epoch's metrics line; :func:`save`
@@ -13,7 +13,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -30,59 +29,29 @@ from sdcomplex.train._checkpoint import CheckpointStore
 from sdcomplex.train._config import TrainConfig, config_hash
 from sdcomplex.train._divergence import check_evaluated_losses, check_step_loss
 from sdcomplex.train._inference import padded_batches
-from sdcomplex.train._metrics import append_metrics, keep_metrics_lines, truncate_metrics
+from sdcomplex.train._metrics import (
+    append_metrics,
+    epoch_fields,
+    keep_metrics_lines,
+    truncate_metrics,
+)
 from sdcomplex.train._optim import make_optimizer
 from sdcomplex.train._resume import checkpoint_manifest, resume_point
 from sdcomplex.train._rundir import RunDirectory
 from sdcomplex.train._setup import RunSetup
 from sdcomplex.train._step import (
-    LossFn,
-    SupervisionApply,
     TrainState,
     init_train_state,
     make_eval_step,
     make_train_step,
     run_preprocess,
 )
+from sdcomplex.train._supervision import EpochInfo, Supervision
 
 _STANDARD_FIELDS = frozenset(
     "epoch step train_loss train_acc test_loss test_acc batch_loss batch_acc lr time "
     "elapsed_s epoch_time_s eval_time_s images_per_s".split()
 )
-
-
-class EpochInfo(NamedTuple):
-    """What the diagnostics hook sees after each evaluated epoch (and at epoch 0).
-
-    Attributes:
-        epoch: epochs trained so far (0 = initialisation).
-        step: optimiser updates so far.
-        variables: the model's variables ``{'params', 'batch_stats'}`` after the epoch.
-        supervision: what ``supervision_fn(epoch)`` returned for this epoch (``None`` at 0).
-        model: the Flax module.
-        dataset: the run's data set (raw arrays and metadata).
-        config: the run's config.
-        run_dir: the run directory.
-        train_logits: (n_eval, C) float32 outputs of the model (inference mode, no
-            augmentation) on the first ``n_eval`` training examples, the ones the epoch's
-            train metrics are computed on.
-        test_logits: (n_test, C) float32 outputs on the test set.
-    """
-
-    epoch: int
-    step: int
-    variables: dict[str, Any]
-    supervision: Any
-    model: nn.Module
-    dataset: Dataset
-    config: TrainConfig
-    run_dir: Path
-    train_logits: np.ndarray | None = None
-    test_logits: np.ndarray | None = None
-
-
-SupervisionFn = Callable[[int], Any]
-DiagnosticsFn = Callable[[EpochInfo], Mapping[str, Any]]
 
 
 class Prepared(NamedTuple):
@@ -101,8 +70,7 @@ class Prepared(NamedTuple):
     eval_step: Any
     eval_batch_size: int
     n_train_eval: int
-    supervision_fn: SupervisionFn | None
-    diagnostics_fn: DiagnosticsFn | None
+    supervision: Supervision
     started: float
     placement: Placement
 
@@ -155,12 +123,9 @@ def prepare(
     config: TrainConfig,
     run: RunDirectory,
     setup: RunSetup,
+    supervision: Supervision,
     *,
     exists: bool,
-    loss_fn: LossFn | None,
-    supervision_apply: SupervisionApply | None,
-    supervision_fn: SupervisionFn | None,
-    diagnostics_fn: DiagnosticsFn | None,
     started: float,
     placement: Placement,
 ) -> Prepared:
@@ -190,12 +155,7 @@ def prepare(
     optimizer, schedule = make_optimizer(config, steps_per_epoch)
     preprocess, plain = run_preprocess(config, info)
     step_fn = make_train_step(
-        model,
-        optimizer,
-        preprocess,
-        loss_fn=loss_fn,
-        supervision_apply=supervision_apply,
-        placement=placement,
+        model, optimizer, preprocess, supervision=supervision, placement=placement
     )
     n_train_eval = info.n_train
     if config.eval_train_examples is not None:
@@ -217,8 +177,7 @@ def prepare(
         make_eval_step(model, plain, placement=placement),
         eval_bs,
         n_train_eval,
-        supervision_fn,
-        diagnostics_fn,
+        supervision,
         started,
         placement,
     )
@@ -249,14 +208,15 @@ def evaluate_epoch(
     state: TrainState,
     epoch: int,
     running: Any,
-    supervision: Any,
+    sup_vars: Any,
     times: tuple[float, int],
 ) -> dict[str, Any]:
-    """Evaluates the state on the training examples and the test set, adds the diagnostics
-    hook's fields, appends the epoch's metrics line and returns it.
+    """Evaluates the state on the training examples and the test set, adds the supervision's
+    diagnostics, appends the epoch's metrics line and returns it (``sup_vars``: the
+    supervision's variables of the epoch).
 
     Raises:
-        TrainingDiverged: a non-finite loss; ValueError: the hook returned reserved names.
+        TrainingDiverged: a non-finite loss; ValueError: the diagnostics returned reserved names.
     """
     t_eval = time.perf_counter()
     ds, n = p.dataset, p.n_train_eval
@@ -271,27 +231,17 @@ def evaluate_epoch(
         learning_rate=p.config.learning_rate,
     )
     sums = np.asarray(running, np.float64) if running is not None else None
-    counted = sums is not None and sums[2]
-    record: dict[str, Any] = {
-        "epoch": epoch,
-        "step": step,
-        "train_loss": train_loss,
-        "train_acc": train_acc,
-        "test_loss": test_loss,
-        "test_acc": test_acc,
-        "batch_loss": float(sums[0] / sums[2]) if counted else None,  # type: ignore[index]
-        "batch_acc": float(sums[1] / sums[2]) if counted else None,  # type: ignore[index]
-        "lr": p.schedule.numpy(max(step - 1, 0)),
-    }
-    if p.diagnostics_fn is not None:
+    train, test = (train_loss, train_acc), (test_loss, test_acc)
+    record = epoch_fields(epoch, step, train, test, sums, p.schedule)
+    if p.supervision.diagnostics is not None:
         info = EpochInfo(
-            epoch, step, variables, supervision, p.model, ds, p.config, p.run_dir,
+            epoch, step, variables, sup_vars, p.model, ds, p.config, p.run_dir,
             train_logits, test_logits,
         )  # fmt: skip
-        extra = dict(p.diagnostics_fn(info))
+        extra = dict(p.supervision.diagnostics(info))
         clash = sorted(set(extra) & _STANDARD_FIELDS)
         if clash:
-            raise ValueError(f"diagnostics_fn returned reserved metric names {clash}")
+            raise ValueError(f"Supervision.diagnostics returned reserved metric names {clash}")
         record.update(extra)
     train_time, images = times
     now = time.perf_counter()
@@ -377,7 +327,7 @@ def train_epoch(
     p: Prepared,
     position: Position,
     epoch: int,
-    supervision: Any,
+    sup_vars: Any,
     stop: StopRequest,
     *,
     quiet: bool,
@@ -407,7 +357,7 @@ def train_epoch(
     for b, local in enumerate(batches, start=start):
         xb, yb = placement.put_step_batch(local, global_size=size)
         key = placement.replicate_key(p.batcher.step_key(epoch, b))
-        state, running, loss = p.step_fn(state, running, xb, yb, key, supervision)
+        state, running, loss = p.step_fn(state, running, xb, yb, key, sup_vars)
         if previous is not None:  # keep at most one step in flight
             check(previous)  # waits for that step's loss (already due)
         previous = (epoch, b + 1, loss)

@@ -12,7 +12,7 @@ Fields of every line:
 * timing fields (:data:`TIMING_FIELDS`): ``time`` (Unix time), ``elapsed_s`` (seconds since
   this process started the run), ``epoch_time_s`` (training seconds of the epoch in this
   process), ``eval_time_s``, ``images_per_s`` (training images per second);
-* whatever the diagnostics hook returns for that epoch;
+* whatever the supervision's diagnostics return for that epoch;
 * ``non_finite`` (only on lines that need it): the names of the values that were NaN or
   infinite and are stored as ``null``, so that every line is strict JSON (RFC 8259 has no NaN).
   The trainer never writes a non-finite loss (a diverged run stops, see
@@ -37,6 +37,29 @@ from sdcomplex.train._integrity import DamagedFile
 METRICS_FILE = "metrics.jsonl"
 TIMING_FIELDS = ("time", "elapsed_s", "epoch_time_s", "eval_time_s", "images_per_s")
 """Fields of a metrics line that measure time and so differ between otherwise equal runs."""
+
+
+def epoch_fields(
+    epoch: int, step: int, train: Any, test: Any, sums: Any, schedule: Any
+) -> dict[str, Any]:
+    """The trainer's own fields of an epoch's metrics line (timings and diagnostics follow).
+
+    ``train`` and ``test`` are ``(mean loss, accuracy)``; ``sums`` the float64 running
+    ``(summed loss, correct, count)`` of the epoch's steps (``None`` or a zero count: no batch
+    fields); ``schedule`` the learning-rate schedule (the rate of the last step).
+    """
+    counted = sums is not None and sums[2]
+    return {
+        "epoch": epoch,
+        "step": step,
+        "train_loss": float(train[0]),
+        "train_acc": float(train[1]),
+        "test_loss": float(test[0]),
+        "test_acc": float(test[1]),
+        "batch_loss": float(sums[0] / sums[2]) if counted else None,
+        "batch_acc": float(sums[1] / sums[2]) if counted else None,
+        "lr": schedule.numpy(max(step - 1, 0)),
+    }
 
 
 def _metrics_path(run_dir_or_file: str | os.PathLike[str]) -> Path:

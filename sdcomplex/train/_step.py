@@ -1,8 +1,8 @@
 """The jitted training step and evaluation: pure functions of the state and the batch.
 
-The step takes an optional *supervision* pytree (a jit argument, e.g. a teacher's variables) and
-a pluggable loss ``loss_fn(student_logits, labels, supervision_outputs) -> scalar``; knowledge
-distillation plugs in here without changing the trainer.
+The step takes an optional *supervision* pytree (a jit argument, e.g. a teacher's variables)
+and computes its loss as a :class:`~sdcomplex.train.Supervision` says; knowledge distillation
+plugs in here without changing the trainer.
 """
 
 from __future__ import annotations
@@ -16,12 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from sdcomplex.data import augment_batch, input_statistics, normalise
-
-LossFn = Callable[[jax.Array, jax.Array, Any], jax.Array]
-"""``loss_fn(student_logits (B, C) float32, labels (B,) int32, supervision_outputs) -> scalar``."""
-
-SupervisionApply = Callable[[Any, jax.Array], Any]
-"""``supervision_apply(supervision, inputs (B, ...) float32) -> supervision_outputs``."""
+from sdcomplex.train._supervision import Supervision, resolve_supervision
 
 Preprocess = Callable[[jax.Array, jax.Array], jax.Array]
 """``preprocess(key, raw_batch) -> float32 model inputs`` (augmentation and normalisation)."""
@@ -69,23 +64,6 @@ def init_train_state(variables: Mapping[str, Any], optimizer: optax.GradientTran
         batch_stats=variables.get("batch_stats", {}),
         opt_state=optimizer.init(params),
     )
-
-
-def cross_entropy_loss(logits: jax.Array, labels: jax.Array, supervision_outputs: Any = None):
-    """Mean softmax cross-entropy with integer labels (the default ``loss_fn``).
-
-    ``-(1/B) sum_i log softmax(z_i)[y_i]``; ``supervision_outputs`` is ignored.
-
-    Args:
-        logits: ``(B, C)`` float.
-        labels: ``(B,)`` int.
-        supervision_outputs: unused.
-
-    Returns:
-        float32 scalar.
-    """
-    del supervision_outputs
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
 def make_preprocess(
@@ -150,26 +128,24 @@ def make_train_step(
     optimizer: optax.GradientTransformation,
     preprocess: Preprocess,
     *,
-    loss_fn: LossFn | None = None,
-    supervision_apply: SupervisionApply | None = None,
+    supervision: Supervision | None = None,
     jit: bool = True,
     placement: Any = None,
 ):
-    """The training step ``(state, running, raw_x, y, key, supervision) -> (state, running, loss)``.
+    """The training step ``(state, running, raw_x, y, key, sup_vars) -> (state, running, loss)``.
 
-    One update: ``x = preprocess(key, raw_x)``; ``out = supervision_apply(supervision, x)``
-    (or ``supervision`` itself when no ``supervision_apply`` is given; no gradient flows into
-    it); ``loss = loss_fn(model(params, x, train=True), y, out)``; BatchNorm normalises with the
+    One update: ``x = preprocess(key, raw_x)``; ``out = supervision.outputs(sup_vars, x)`` (no
+    gradient flows into it); ``loss = supervision.loss(model(params, x, train=True), y,
+    out)``; BatchNorm normalises with the
     batch statistics and its running averages are updated; the optimiser applies the gradient.
 
     Args:
         model: the Flax module (``train=True`` mode, ``batch_stats`` mutable).
         optimizer: the optax transformation.
         preprocess: see :func:`make_preprocess`.
-        loss_fn: ``(student_logits (B, C), labels (B,), supervision_outputs) -> scalar``
-            (default :func:`cross_entropy_loss`).
-        supervision_apply: ``(supervision, x (B, ...) float32) -> supervision_outputs``, e.g. a
-            teacher's forward pass in inference mode; ``None`` passes ``supervision`` through.
+        supervision: the :class:`~sdcomplex.train.Supervision` whose ``loss`` and ``apply``
+            the step uses (its ``variables`` and ``diagnostics`` are the trainer's; default:
+            the cross-entropy with the labels).
         jit: return the ``jax.jit``-compiled step (state and running sums donated).
         placement: a :class:`~sdcomplex.placement.Placement` for data-parallel steps: the
             batch split over its data axis (:meth:`~sdcomplex.placement.Placement.put_batch`),
@@ -181,27 +157,28 @@ def make_train_step(
     :meth:`~sdcomplex.placement.Placement.replicate_key`), wrapped again inside the step.
 
     Returns:
-        ``step(state, running, raw_x, y, key, supervision)`` returning the new
+        ``step(state, running, raw_x, y, key, sup_vars)`` (``sup_vars``, a jit argument: the
+        supervision's variables of this step) returning the new
         :class:`TrainState`, the new running sums ``running + [B * loss, correct, B]``
         (float32 ``(3,)``) and the batch loss (float32 scalar).
-    """
-    loss_fn = cross_entropy_loss if loss_fn is None else loss_fn
 
-    def step(state: TrainState, running: jax.Array, raw_x, y, key, supervision):
+    Raises:
+        TypeError: a ``supervision`` that is not a :class:`~sdcomplex.train.Supervision`.
+    """
+    supervision = resolve_supervision(supervision)
+
+    def step(state: TrainState, running: jax.Array, raw_x, y, key, sup_vars):
         if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
             key = jax.random.wrap_key_data(key)
         x = preprocess(key, raw_x)
-        if supervision_apply is not None:
-            sup_out = jax.lax.stop_gradient(supervision_apply(supervision, x))
-        else:
-            sup_out = jax.lax.stop_gradient(supervision)
+        sup_out = supervision.outputs(sup_vars, x)
 
         def objective(params):
             variables = {"params": params, "batch_stats": state.batch_stats}
             if not state.batch_stats:
                 variables = {"params": params}
             logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
-            loss = loss_fn(logits, y, sup_out)
+            loss = supervision.loss(logits, y, sup_out)
             return loss, (logits, updates.get("batch_stats", state.batch_stats))
 
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(

@@ -21,11 +21,9 @@ from sdcomplex.train._checkpoint import CheckpointStore, load_checkpoint
 from sdcomplex.train._config import TrainConfig
 from sdcomplex.train._integrity import DamagedFile
 from sdcomplex.train._loop import (
-    DiagnosticsFn,
     Position,
     Prepared,
     StopRequest,
-    SupervisionFn,
     evaluate_epoch,
     prepare,
     restore_or_init,
@@ -36,7 +34,7 @@ from sdcomplex.train._loop import (
 from sdcomplex.train._metrics import check_metrics_lines, read_metrics
 from sdcomplex.train._rundir import RunDirectory
 from sdcomplex.train._setup import RunSetup, check_names, setup_run
-from sdcomplex.train._step import LossFn, SupervisionApply
+from sdcomplex.train._supervision import Supervision, resolve_supervision
 
 
 class TrainResult(NamedTuple):
@@ -94,13 +92,10 @@ def train(
     config: TrainConfig,
     run_dir: str | Path,
     *,
-    quiet: bool = False,
-    loss_fn: LossFn | None = None,
-    supervision_apply: SupervisionApply | None = None,
-    supervision_fn: SupervisionFn | None = None,
-    diagnostics_fn: DiagnosticsFn | None = None,
+    supervision: Supervision | None = None,
     setup: RunSetup | None = None,
     placement: Placement | None = None,
+    quiet: bool = False,
 ) -> TrainResult:
     """Trains (or resumes, or recognises as finished) the run ``config`` in ``run_dir``.
 
@@ -123,17 +118,10 @@ def train(
         config: the run's hyperparameters.
         run_dir: output directory: new or empty (a new run), or holding a run with the same
             config (resumed, or returned at once when complete).
-        quiet: no progress bars and no per-epoch lines.
-        loss_fn: training objective ``(student_logits, labels, supervision_outputs) ->
-            scalar`` (default: cross-entropy with the labels). Evaluation always reports the
+        supervision: what the student learns from (:class:`Supervision`: its loss, the
+            forward pass inside the step, the variables of each epoch, extra metrics of each
+            epoch), e.g. a teacher built by :func:`sdcomplex.distill.distill`. Default: the
             cross-entropy with the labels.
-        supervision_apply: ``(supervision, x) -> supervision_outputs`` computed inside the
-            jitted step on the augmented, normalised batch, e.g. a teacher's forward pass.
-        supervision_fn: ``epoch -> supervision`` pytree used for the steps of that epoch
-            (1-based), e.g. the teacher checkpoint online distillation replays; it must be a
-            deterministic function of the epoch for resumption to be exact.
-        diagnostics_fn: ``EpochInfo -> dict`` merged into each epoch's metrics line, called at
-            epoch 0 before training and after every epoch.
         setup: the data set and model of ``config`` (:func:`setup_run`) when the caller has
             loaded them already (default: loaded here).
         placement: the devices to train on (:func:`~sdcomplex.placement.make_placement`;
@@ -145,6 +133,7 @@ def train(
             config: ``run.json`` and each checkpoint's manifest record it, and a run resumes
             on any device count. With several processes (:func:`~sdcomplex.placement.
             start_distributed`) every process calls ``train`` and process 0 writes the files.
+        quiet: no progress bars and no per-epoch lines.
 
     Returns:
         :class:`TrainResult`.
@@ -165,6 +154,7 @@ def train(
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    supervision = resolve_supervision(supervision)
     if setup is not None and not isinstance(setup, RunSetup):
         raise TypeError(f"setup must be a RunSetup (setup_run(config)), got {type(setup).__name__}")
     if placement is None:
@@ -183,16 +173,7 @@ def train(
     if setup is None:
         setup = setup_run(config)  # loads the data; every error is raised before writing
     p = prepare(
-        config,
-        run,
-        setup,
-        exists=exists,
-        loss_fn=loss_fn,
-        supervision_apply=supervision_apply,
-        supervision_fn=supervision_fn,
-        diagnostics_fn=diagnostics_fn,
-        started=started,
-        placement=placement,
+        config, run, setup, supervision, exists=exists, started=started, placement=placement
     )
     try:
         status, position, signum = _epochs(p, restore_or_init(p), quiet=quiet)
@@ -214,13 +195,13 @@ def _epochs(p: Prepared, position: Position, *, quiet: bool) -> tuple[str, Posit
     try:
         with StopRequest() as stop:
             for epoch in range(position.completed + 1, config.epochs + 1):
-                supervision = p.supervision_fn(epoch) if p.supervision_fn is not None else None
-                placed = None if supervision is None else p.placement.replicate(supervision)
+                sup_vars = p.supervision.epoch_variables(epoch)
+                placed = None if sup_vars is None else p.placement.replicate(sup_vars)
                 done = train_epoch(p, position, epoch, placed, stop, quiet=quiet)
                 if done.preempted:
                     return "preempted", position._replace(state=done.state), stop.signum
                 times = (done.seconds, done.images)
-                record = evaluate_epoch(p, done.state, epoch, done.running, supervision, times)
+                record = evaluate_epoch(p, done.state, epoch, done.running, sup_vars, times)
                 position = Position(done.state, zero_sums(p.placement), epoch, 0)
                 saved = epoch % config.checkpoint_every == 0 or epoch == config.epochs
                 if saved:

@@ -11,6 +11,7 @@ difference of at most PARAM_RTOL per parameter array, losses to LOSS_RTOL and ac
 example (a logit at a decision boundary may flip under a rounding-level change).
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -24,6 +25,7 @@ from sdcomplex.data import EpochBatcher
 from sdcomplex.distill import kd_loss
 from sdcomplex.models import create_model, init_variables
 from sdcomplex.train import (
+    Supervision,
     TrainingDiverged,
     init_train_state,
     load_checkpoint,
@@ -139,9 +141,8 @@ def test_step_traces_once_for_any_seeds_temperatures_and_supervision():
     teacher = create_model("mlp", 3, hidden_sizes=(6,))
     tx = optax.sgd(0.1, momentum=0.9)
     plain = make_preprocess(mean=(0.0,), std=(1.0,), pixel_max=1.0, augment=False)
-    ens = make_ensemble_step(
-        model, tx, plain, kd=True, supervision_apply=lambda v, x: teacher.apply(v, x)
-    )
+    supervision = Supervision(apply=lambda v, x: teacher.apply(v, x))
+    ens = make_ensemble_step(model, tx, plain, supervision=supervision)
     rng = np.random.default_rng(2)
     x0 = jnp.zeros((1, 5))
     init = jax.jit(lambda key: model.init(key, x0))
@@ -201,13 +202,8 @@ def test_each_member_equals_the_solo_trainer(tmp_path, augment, batching):
 def test_kd_members_at_two_temperatures_equal_the_solo_trainer(tmp_path):
     teacher, teacher_apply = _teacher(7)
     seeds, temps = [0, 0, 1], [1.0, 4.0, 4.0]
-    together = train_students(
-        CONFIG,
-        seeds,
-        temperatures=temps,
-        supervision_apply=teacher_apply,
-        supervision_fn=lambda epoch: teacher,
-    )
+    supervision = Supervision(apply=teacher_apply, variables=lambda epoch: teacher)
+    together = train_students(CONFIG, seeds, supervision=supervision, temperatures=temps)
     assert together.compilations == 1
     for m, (seed, tau) in enumerate(zip(seeds, temps, strict=True)):
         run_dir = tmp_path / f"seed{seed}_tau{tau:g}"
@@ -215,14 +211,8 @@ def test_kd_members_at_two_temperatures_equal_the_solo_trainer(tmp_path):
         def loss_fn(logits, labels, teacher_logits, tau=tau):
             return kd_loss(logits, teacher_logits, labels, temperature=tau)
 
-        solo = train(
-            CONFIG.replace(seed=seed),
-            run_dir,
-            quiet=True,
-            loss_fn=loss_fn,
-            supervision_apply=teacher_apply,
-            supervision_fn=lambda epoch: teacher,
-        )
+        solo_supervision = dataclasses.replace(supervision, loss=loss_fn)
+        solo = train(CONFIG.replace(seed=seed), run_dir, quiet=True, supervision=solo_supervision)
         variables = load_checkpoint(run_dir, CONFIG.epochs)
         _assert_same_member(together.variables[m], together.metrics[m], variables, solo.metrics)
     # the temperature matters: same seed, tau 1 vs 4
@@ -237,29 +227,24 @@ def test_online_supervision_switches_per_epoch_without_recompiling():
     apply = teachers[0][1]
     seen = []
 
-    def supervision_fn(epoch):
+    def variables(epoch):
         seen.append(epoch)
         return teachers[epoch - 1][0]
 
-    together = train_students(
-        CONFIG,
-        [0, 1],
-        temperatures=[4.0, 4.0],
-        supervision_apply=apply,
-        supervision_fn=supervision_fn,
-    )
+    online = Supervision(apply=apply, variables=variables)
+    together = train_students(CONFIG, [0, 1], supervision=online, temperatures=[4.0, 4.0])
     assert seen == [1, 2] and together.compilations == 1
-    fixed = train_students(
-        CONFIG,
-        [0],
-        temperatures=[4.0],
-        supervision_apply=apply,
-        supervision_fn=lambda epoch: teachers[0][0],
-    )
+    offline = Supervision(apply=apply, variables=lambda epoch: teachers[0][0])
+    fixed = train_students(CONFIG, [0], supervision=offline, temperatures=[4.0])
     # epoch 1 had the same teacher, epoch 2 another one
     _assert_same_metrics(together.metrics[0][:2], fixed.metrics[0][:2])
     a, b = together.metrics[0][2]["train_loss"], fixed.metrics[0][2]["train_loss"]
     assert abs(a - b) > LOSS_RTOL * abs(b)
+
+
+TEACHER = Supervision(variables=lambda epoch: None)
+WITH_LOSS = dataclasses.replace(TEACHER, loss=kd_loss)
+WITH_DIAG = dataclasses.replace(TEACHER, diagnostics=lambda info: {})
 
 
 @pytest.mark.parametrize(
@@ -271,8 +256,12 @@ def test_online_supervision_switches_per_epoch_without_recompiling():
         ({"seeds": [0, 1], "temperatures": [1.0]}, "one temperature per member"),
         ({"seeds": [0], "temperatures": [0.0]}, "finite number > 0"),
         ({"seeds": [0], "temperatures": [1.0], "alpha": 1.5}, r"alpha must lie in \[0, 1\]"),
-        ({"seeds": [0], "temperatures": [1.0]}, "needs supervision_fn"),
+        ({"seeds": [0], "temperatures": [1.0]}, "KD needs a supervision"),
         ({"seeds": [0], "batching": "pmap"}, "batching must be one of"),
+        ({"seeds": [0], "supervision": TEACHER}, "KD needs a supervision .* one temperature"),
+        ({"seeds": [0], "temperatures": [1.0], "supervision": Supervision()}, "needs variables"),
+        ({"seeds": [0], "temperatures": [1.0], "supervision": WITH_LOSS}, "no loss or diagn"),
+        ({"seeds": [0], "temperatures": [1.0], "supervision": WITH_DIAG}, "no loss or diagn"),
     ],
 )
 def test_bad_members_are_rejected(kwargs, message):
@@ -293,3 +282,5 @@ def test_config_must_be_a_train_config():
         train_students(CONFIG.to_dict(), [0])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="temperatures must be a sequence"):
         train_students(CONFIG, [0], temperatures=4.0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="supervision must be a Supervision"):
+        train_students(CONFIG, [0], supervision=int, temperatures=[1.0])  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ from sdcomplex.cli import main
 from sdcomplex.train import (
     DamagedCheckpointWarning,
     DamagedFile,
+    Supervision,
     TrainConfig,
     config_hash,
     list_checkpoints,
@@ -49,7 +50,8 @@ def runs(tmp_path_factory):
         if epoch == 3:
             os.kill(os.getpid(), signal.SIGTERM)  # handled by the trainer: save and return
 
-    stopped = train(CONFIG, root / "stopped", quiet=True, supervision_fn=stop_in_epoch_3)
+    stop = Supervision(variables=stop_in_epoch_3)  # asked for at the start of each epoch
+    stopped = train(CONFIG, root / "stopped", quiet=True, supervision=stop)
     assert stopped.status == "preempted" and stopped.signal == signal.SIGTERM
     assert list_checkpoints(root / "stopped") == [0, 1, 2]
     assert [p.name for p in (root / "stopped" / "preempt").iterdir()] == [f"step_{2 * STEPS + 1}"]

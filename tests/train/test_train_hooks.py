@@ -1,5 +1,5 @@
-"""Distillation hooks (supervision per epoch, pluggable loss, diagnostics), checkpoint policy,
-loading by epoch, metrics fields, and the learning-curve plot."""
+"""The supervision seam (variables per epoch, in-step outputs, pluggable loss, diagnostics),
+checkpoint policy, loading by epoch, metrics fields, and the learning-curve plot."""
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +12,7 @@ from sdcomplex.models import create_model
 from sdcomplex.train import (
     TIMING_FIELDS,
     EpochInfo,
+    Supervision,
     cross_entropy_loss,
     list_checkpoints,
     load_checkpoint,
@@ -39,18 +40,18 @@ def hooked_run(tmp_path_factory):
     w = jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)
     calls = {"supervision": [], "diagnostics": []}
 
-    def supervision_fn(epoch):
+    def variables(epoch):
         calls["supervision"].append(epoch)
         return {"w": w, "scale": jnp.float32(epoch)}
 
-    def supervision_apply(sup, x):
+    def apply(sup, x):
         return x @ sup["w"] * sup["scale"]  # teacher logits
 
-    def loss_fn(logits, labels, teacher_logits):
+    def loss(logits, labels, teacher_logits):
         kl = optax.kl_divergence(jax.nn.log_softmax(logits), jax.nn.softmax(teacher_logits))
         return kl.mean() + 0.0 * cross_entropy_loss(logits, labels)
 
-    def diagnostics_fn(info):
+    def diagnostics(info):
         assert isinstance(info, EpochInfo)
         calls["diagnostics"].append(info.epoch)
         x = (info.dataset.x_test - info.dataset.info.mean[0]) / info.dataset.info.std[0]
@@ -61,15 +62,8 @@ def hooked_run(tmp_path_factory):
             "scale_seen": None if info.supervision is None else float(info.supervision["scale"]),
         }
 
-    result = train(
-        TINY,
-        run_dir,
-        quiet=True,
-        loss_fn=loss_fn,
-        supervision_apply=supervision_apply,
-        supervision_fn=supervision_fn,
-        diagnostics_fn=diagnostics_fn,
-    )
+    supervision = Supervision(loss=loss, apply=apply, variables=variables, diagnostics=diagnostics)
+    result = train(TINY, run_dir, quiet=True, supervision=supervision)
     return run_dir, result, calls
 
 
@@ -138,7 +132,28 @@ def test_checkpoints_by_epoch_and_keep_policy(hooked_run, tmp_path):
 
 def test_reserved_diagnostic_names_are_refused(tmp_path):
     with pytest.raises(ValueError, match="reserved metric names"):
-        train(TINY, tmp_path / "run", quiet=True, diagnostics_fn=lambda info: {"test_acc": 1})
+        supervision = Supervision(diagnostics=lambda info: {"test_acc": 1})
+        train(TINY, tmp_path / "run", quiet=True, supervision=supervision)
+
+
+def test_supervision_defaults_and_field_types(tmp_path):
+    plain = Supervision()
+    assert plain.loss is cross_entropy_loss and plain.epoch_variables(3) is None
+    # without apply the variables are the outputs, and no gradient flows into them
+    v = jnp.arange(3.0)
+    assert np.array_equal(plain.outputs(v, None), v)
+    assert np.array_equal(jax.grad(lambda v: jnp.sum(plain.outputs(v, None) ** 2))(v), [0, 0, 0])
+    with_apply = Supervision(apply=lambda w, x: x * w)
+    assert np.array_equal(with_apply.outputs(v, 2.0), 2 * v)
+    assert np.array_equal(jax.grad(lambda v: jnp.sum(with_apply.outputs(v, 2.0)))(v), [0, 0, 0])
+    for field in ("loss", "apply", "variables", "diagnostics"):
+        with pytest.raises(TypeError, match=f"Supervision.{field} must be a function, got int"):
+            Supervision(**{field: 3})
+    with pytest.raises(TypeError, match="Supervision.loss must be a function, got NoneType"):
+        Supervision(loss=None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="supervision must be a Supervision, got function"):
+        train(TINY, tmp_path / "run", supervision=lambda epoch: None)  # type: ignore[arg-type]
+    assert not (tmp_path / "run").exists()
 
 
 def test_plot_learning_curves(hooked_run, tmp_path):

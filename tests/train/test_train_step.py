@@ -8,6 +8,7 @@ import pytest
 
 from sdcomplex.models import create_model, init_variables
 from sdcomplex.train import (
+    Supervision,
     cross_entropy_loss,
     init_train_state,
     make_eval_step,
@@ -99,7 +100,7 @@ def test_batchnorm_running_stats_updated_in_training_and_used_in_eval():
     assert int(sums[1]) == int(np.sum(np.argmax(logits[:5], -1) == 0))
 
 
-def test_supervision_apply_and_custom_loss_see_the_same_augmented_batch():
+def test_supervision_apply_and_loss_see_the_same_augmented_batch():
     model = create_model("cnn", 3, channels=(2,), dense_width=None)
     variables = init_variables(model, 0, (6, 6, 1))
     tx = optax.sgd(0.1)
@@ -115,7 +116,8 @@ def test_supervision_apply_and_custom_loss_see_the_same_augmented_batch():
     def loss_fn(logits, labels, targets):
         return jnp.mean((logits - targets) ** 2) + 0.0 * cross_entropy_loss(logits, labels)
 
-    step = make_train_step(model, tx, preprocess, loss_fn=loss_fn, supervision_apply=teacher_apply)
+    supervision = Supervision(loss=loss_fn, apply=teacher_apply)
+    step = make_train_step(model, tx, preprocess, supervision=supervision)
     state = init_train_state(jax.tree.map(jnp.copy, variables), tx)
     _, _, loss = step(state, jnp.zeros(3), raw, y, key, teacher)
     x = preprocess(key, raw)
@@ -126,15 +128,17 @@ def test_supervision_apply_and_custom_loss_see_the_same_augmented_batch():
     assert np.array_equal(preprocess(key, raw), x)
     assert not np.array_equal(preprocess(jax.random.key(4), raw), x)
 
-    # without supervision_apply the supervision pytree reaches the loss as it is
+    # without apply the supervision's variables reach the loss as they are
     def weighted(logits, labels, weight):
         return weight * cross_entropy_loss(logits, labels)
 
-    step2 = make_train_step(model, tx, preprocess, loss_fn=weighted)
+    step2 = make_train_step(model, tx, preprocess, supervision=Supervision(loss=weighted))
     state = init_train_state(jax.tree.map(jnp.copy, variables), tx)
     _, _, l2 = step2(state, jnp.zeros(3), raw, y, key, jnp.float32(2))
     ce = cross_entropy_loss(logits, y)
     np.testing.assert_allclose(l2, 2 * ce, rtol=1e-5)
+    with pytest.raises(TypeError, match="supervision must be a Supervision, got function"):
+        make_train_step(model, tx, preprocess, supervision=weighted)  # type: ignore[arg-type]
 
 
 def test_train_step_is_deterministic():
