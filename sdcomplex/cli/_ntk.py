@@ -8,8 +8,7 @@ from typing import Any
 
 from sdcomplex.cli._devices import add_device_flags, placement_from_args
 from sdcomplex.cli._train import _parse_pairs
-
-OUTPUT_FORMS = ("mean", "full", "diag")
+from sdcomplex.complexity._complexity import OUTPUTS
 
 
 def add_example_flags(p: argparse.ArgumentParser) -> None:
@@ -34,7 +33,7 @@ def add_example_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subset-seed", type=int, default=0, help="seed of that subset (default 0)")
     p.add_argument(
         "--outputs",
-        choices=OUTPUT_FORMS,
+        choices=OUTPUTS,
         default="mean",
         help="mean (n, n), full (n, n, C, C) or diag (C, n, n) (default mean)",
     )

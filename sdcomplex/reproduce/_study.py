@@ -335,7 +335,7 @@ def _initial_kernel(config: Any, capacity: StudentCapacity, x: np.ndarray, subse
     model = build_model(capacity.student(config.student), subset.info.num_classes)
     variables = initial_student(model, spec.ntk_seed, subset.info.input_shape)
     k = kernel(
-        model, variables, x, outputs=spec.kernel_outputs, implementation=spec.ntk_implementation
+        model, variables, x, outputs=spec.ntk_outputs, implementation=spec.ntk_implementation
     )
     # a small student's NTK may be singular on n examples (a linear model's has rank <= its
     # parameter count): its float32 round-off is projected away, and the eigh solve then uses

@@ -88,7 +88,7 @@ def test_invalid_configs(changes, error, match):
         (DistillationSpec, {"alpha": 2.0}, r"\[0, 1\]"),
         (DistillationSpec, {"probe_size": 0}, "probe_size"),
         (ComplexitySpec, {"temperatures": ()}, "empty"),
-        (ComplexitySpec, {"kernel_outputs": "trace"}, "mean, diag or full"),
+        (ComplexitySpec, {"ntk_outputs": "trace"}, "mean, full or diag"),
         (ComplexitySpec, {"n_per_class": 0}, "n_per_class"),
         (BoundSpec, {"delta": 1.0}, r"\(0, 1\)"),
         (BoundSpec, {"gammas": (0.1, -1.0)}, "> 0"),
