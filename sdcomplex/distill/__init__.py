@@ -14,8 +14,6 @@ Example:
 from sdcomplex.distill._config import (
     MODES,
     DistillConfig,
-    distill_config_differences,
-    distill_config_hash,
     load_config,
 )
 from sdcomplex.distill._diagnostics import (
@@ -50,8 +48,6 @@ __all__ = [
     "check_teacher_fits",
     "diagnostic_epochs",
     "distill",
-    "distill_config_differences",
-    "distill_config_hash",
     "kd_loss",
     "kd_loss_per_example",
     "load_config",

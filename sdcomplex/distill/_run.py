@@ -18,11 +18,7 @@ import numpy as np
 
 from sdcomplex._io import to_jsonable
 from sdcomplex.data import input_statistics
-from sdcomplex.distill._config import (
-    DistillConfig,
-    distill_config_differences,
-    distill_config_hash,
-)
+from sdcomplex.distill._config import DistillConfig
 from sdcomplex.distill._diagnostics import (
     NTK_INIT_FILE,
     Diagnostics,
@@ -54,19 +50,13 @@ from sdcomplex.train import (
 
 DISTILL_FILE = "distill.json"
 """The sealed record of a distillation run (its config, teacher, schedule, loss, probe)."""
-DISTILL_RUN = ConfigKind(
-    "distillation run",
-    "distillation record",
-    DistillConfig.from_dict,
-    distill_config_hash,
-    distill_config_differences,
-)
+DISTILL_RUN = ConfigKind("distillation run", "distillation record", DistillConfig, DISTILL_FILE)
 """The config kind of a distillation run, recorded in its ``distill.json``."""
 
 
 def _previous_run(run: RunDirectory, config: DistillConfig) -> dict[str, Any] | None:
     """The ``distill.json`` of a run directory holding this config (None for a new run)."""
-    record = run.verify_record(DISTILL_FILE, config, DISTILL_RUN)
+    record = run.verify_record(config, DISTILL_RUN)
     if record is None and run.checkpoints():
         raise ValueError(
             f"{run.path} holds a training run that is not a distillation run (no {DISTILL_FILE}); "
@@ -221,7 +211,7 @@ def distill(
     tau, alpha = config.temperature, config.alpha
     record = {
         "config": config.to_dict(),
-        "config_hash": distill_config_hash(config),
+        "config_hash": config.hash(),
         "created": time.time(),
         "mode": config.mode,
         "teacher": None if teacher is None else teacher.describe(),

@@ -25,7 +25,6 @@ from sdcomplex.train import (
     RunDirectory,
     TrainConfig,
     build_model,
-    config_hash,
     load_checkpoint,
     verify_checkpoint,
 )
@@ -97,7 +96,7 @@ def open_teacher(teacher_dir: str | Path) -> TeacherRun:
             f"(checkpoints: {list(checkpoints)}); finish it with `sdcomplex train` first"
         )
     model = build_model(config, info.num_classes)
-    return TeacherRun(path, config, config_hash(config), info, model, checkpoints)
+    return TeacherRun(path, config, config.hash(), info, model, checkpoints)
 
 
 def verify_teacher_checkpoints(teacher: TeacherRun, epochs: Iterable[int]) -> None:

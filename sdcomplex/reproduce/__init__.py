@@ -35,7 +35,6 @@ from sdcomplex.reproduce._config import (
     DistillationSpec,
     ExperimentConfig,
     StudentMethod,
-    experiment_hash,
 )
 from sdcomplex.reproduce._figures import (
     figure_c1,
@@ -76,7 +75,6 @@ __all__ = [
     "TeacherRecipe",
     "available_experiments",
     "enable_compilation_cache",
-    "experiment_hash",
     "figure_c1",
     "figure_c2",
     "figure_c3",

@@ -15,16 +15,15 @@ and optionally a :class:`~sdcomplex.reproduce.StudySpec` (claim C3 as a study ov
 capacities and teacher recipes, with paired confidence intervals and stated verdict rules).
 
 Configs round-trip through JSON (:meth:`ExperimentConfig.to_dict` / ``from_dict``) and are
-identified by :func:`experiment_hash`; the runner records both with the results.
+identified by :meth:`~ExperimentConfig.hash`; the runner records both with the results.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sdcomplex._config_base import Config, config_hash, json_hash, option
+from sdcomplex._config_base import Config, json_hash, option
 from sdcomplex._config_kinds import Bool, Choice, Int, Nested, Optional, Real, Text, Tuple
 from sdcomplex.complexity._complexity import OUTPUTS
 from sdcomplex.distill import MODES, DistillConfig
@@ -313,12 +312,6 @@ class ExperimentConfig(Config):
                     f"study recipe {recipe.name}: online KD replays every teacher epoch: set "
                     "checkpoint_every=1 and keep_checkpoints=None"
                 )
-
-
-def experiment_hash(config: ExperimentConfig | Mapping[str, Any]) -> str:
-    """16 hex digits of the SHA-256 of the config's canonical JSON form
-    (:meth:`ExperimentConfig.hash`; a dict of its fields hashes alike)."""
-    return config_hash(config)
 
 
 def stage_hash(payload: Any) -> str:

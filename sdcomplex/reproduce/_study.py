@@ -47,7 +47,6 @@ from sdcomplex.reproduce._study_config import StudentCapacity, StudySpec, Teache
 from sdcomplex.train import (
     EnsembleResult,
     TrainConfig,
-    config_hash,
     load_run_data,
     read_metrics,
     train,
@@ -301,7 +300,7 @@ def study_stages(config: Any, version: int) -> list[Stage]:
     spec: StudySpec = config.study
     layout = Layout(Path())
     stages: list[Stage] = []
-    hashes = {r.name: config_hash(recipe_teacher(config, r)) for r in spec.recipes}
+    hashes = {r.name: recipe_teacher(config, r).hash() for r in spec.recipes}
     for recipe in spec.recipes:
         if recipe.teacher is not None:
             stages.append(

@@ -41,7 +41,6 @@ from sdcomplex.train._config import (
     OPTIMIZERS,
     SCHEDULES,
     TrainConfig,
-    config_hash,
     load_config,
 )
 from sdcomplex.train._divergence import TrainingDiverged
@@ -67,8 +66,6 @@ from sdcomplex.train._rundir import (
     TRAIN_RUN,
     ConfigKind,
     RunDirectory,
-    read_run_config,
-    read_run_info,
 )
 from sdcomplex.train._setup import build_model, load_run_data, setup_run
 from sdcomplex.train._step import (
@@ -107,7 +104,6 @@ __all__ = [
     "TrainResult",
     "TrainState",
     "TrainingDiverged",
-    "config_hash",
     "batched_apply",
     "build_model",
     "cross_entropy_loss",
@@ -125,8 +121,6 @@ __all__ = [
     "make_train_step",
     "plot_learning_curves",
     "read_metrics",
-    "read_run_config",
-    "read_run_info",
     "setup_run",
     "strip_timing",
     "train",

@@ -390,7 +390,7 @@ CASES: dict[str, tuple[list[str], str]] = {
     "reproduce status without out": (["reproduce", "--status"], "--out"),
     "reproduce status foreign": (
         ["reproduce", "--status", "--out", "{d}/foreign"],
-        "not an output directory",
+        "not an sdcomplex experiment directory",
     ),
     "reproduce foreign out": (
         [
@@ -402,7 +402,7 @@ CASES: dict[str, tuple[list[str], str]] = {
             "{d}/foreign",
             "--no-compilation-cache",
         ],
-        "not an output",
+        "not an sdcomplex experiment directory",
     ),
     "reproduce garbage marker": (
         ["reproduce", "--status", "--out", "{d}/garbage_marker"],
@@ -422,7 +422,7 @@ CASES: dict[str, tuple[list[str], str]] = {
     ),
     "reproduce garbage experiment file": (
         ["reproduce", "--status", "--out", "{d}/garbage_meta"],
-        "experiment.json, line 1",
+        "experiment.json is damaged (not valid JSON",
     ),
     "reproduce other scale": (
         [

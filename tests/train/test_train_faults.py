@@ -23,7 +23,6 @@ from sdcomplex.train import (
     DamagedCheckpointWarning,
     DamagedFile,
     TrainConfig,
-    config_hash,
     list_checkpoints,
     load_checkpoint,
     read_metrics,
@@ -98,7 +97,7 @@ def test_every_checkpoint_file_kind_damaged_is_detected_and_skipped(runs):
         store = CheckpointStore(run_dir)
         try:
             with pytest.warns(DamagedCheckpointWarning, match="not used") as caught:
-                point = resume_point(store, run_dir, config_hash(CONFIG))
+                point = resume_point(store, run_dir, CONFIG.hash())
         finally:
             store.close()
         case = f"{mode} {kind}"
