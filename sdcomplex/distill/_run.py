@@ -38,15 +38,15 @@ from sdcomplex.distill._teacher import (
 )
 from sdcomplex.placement import Placement, make_placement
 from sdcomplex.train import (
-    ConfigKind,
     RunDirectory,
     TrainResult,
-    finished_result,
-    library_versions,
     make_preprocess,
     setup_run,
     train,
 )
+from sdcomplex.train._checkpoint import library_versions
+from sdcomplex.train._rundir import ConfigKind
+from sdcomplex.train._trainer import finished_result
 
 DISTILL_FILE = "distill.json"
 """The sealed record of a distillation run (its config, teacher, schedule, loss, probe)."""
@@ -111,7 +111,7 @@ def distill(
     hash, the teacher, the schedule, the loss, the probe indices and the targets the
     diagnostics use) and ``ntk_init.npy`` (the student's initial NTK on the probe). Each
     metrics line also holds ``teacher_epoch`` and, on diagnostic epochs, the keys of
-    :data:`~sdcomplex.distill.DIAGNOSTIC_KEYS` (see :mod:`sdcomplex.distill._diagnostics`).
+    ``DIAGNOSTIC_KEYS`` of :mod:`sdcomplex.distill._diagnostics`.
 
     Args:
         config: the distillation config.

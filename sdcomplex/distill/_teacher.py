@@ -19,8 +19,6 @@ import numpy as np
 
 from sdcomplex.data import DatasetInfo, input_statistics
 from sdcomplex.train import (
-    CONFIG_FILE,
-    RUN_FILE,
     DamagedFile,
     RunDirectory,
     TrainConfig,
@@ -28,6 +26,7 @@ from sdcomplex.train import (
     load_checkpoint,
     verify_checkpoint,
 )
+from sdcomplex.train._rundir import CONFIG_FILE, RUN_FILE
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

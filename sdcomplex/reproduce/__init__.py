@@ -50,7 +50,6 @@ from sdcomplex.reproduce._results import read_csv, read_json
 from sdcomplex.reproduce._runner import (
     RunReport,
     enable_compilation_cache,
-    prepare_out_dir,
     read_status,
     run_experiment,
 )
@@ -83,7 +82,6 @@ __all__ = [
     "figure_study",
     "load_experiment",
     "plan_stages",
-    "prepare_out_dir",
     "read_csv",
     "read_json",
     "read_status",

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from sdcomplex.reproduce._config import ExperimentConfig, stage_hash
-from sdcomplex.train import CONFIG_FILE as CONFIG_FILE  # the run directories' config file
-from sdcomplex.train import ConfigKind
+from sdcomplex.train._rundir import CONFIG_FILE as CONFIG_FILE  # the run directories' config file
+from sdcomplex.train._rundir import ConfigKind
 
 EXPERIMENT_FILE = "experiment.json"
 EXPERIMENT = ConfigKind("experiment", "experiment record", ExperimentConfig, EXPERIMENT_FILE)

@@ -32,7 +32,6 @@ Example:
 
 from sdcomplex.train._checkpoint import (
     DamagedCheckpointWarning,
-    library_versions,
     list_checkpoints,
     load_checkpoint,
     verify_checkpoint,
@@ -52,21 +51,10 @@ from sdcomplex.train._ensemble import (
 from sdcomplex.train._inference import batched_apply
 from sdcomplex.train._integrity import DamagedFile
 from sdcomplex.train._loop import DiagnosticsFn, EpochInfo, SupervisionFn
-from sdcomplex.train._metrics import (
-    METRICS_FILE,
-    TIMING_FIELDS,
-    read_metrics,
-    strip_timing,
-)
+from sdcomplex.train._metrics import read_metrics
 from sdcomplex.train._optim import make_optimizer, make_schedule
 from sdcomplex.train._plot import plot_learning_curves
-from sdcomplex.train._rundir import (
-    CONFIG_FILE,
-    RUN_FILE,
-    TRAIN_RUN,
-    ConfigKind,
-    RunDirectory,
-)
+from sdcomplex.train._rundir import RunDirectory
 from sdcomplex.train._setup import build_model, load_run_data, setup_run
 from sdcomplex.train._step import (
     LossFn,
@@ -78,20 +66,14 @@ from sdcomplex.train._step import (
     make_preprocess,
     make_train_step,
 )
-from sdcomplex.train._trainer import TrainResult, finished_result, train
+from sdcomplex.train._trainer import TrainResult, train
 
 __all__ = [
     "BATCHINGS",
     "EnsembleResult",
     "train_students",
-    "CONFIG_FILE",
-    "METRICS_FILE",
     "OPTIMIZERS",
-    "RUN_FILE",
     "SCHEDULES",
-    "TIMING_FIELDS",
-    "TRAIN_RUN",
-    "ConfigKind",
     "RunDirectory",
     "DamagedCheckpointWarning",
     "DamagedFile",
@@ -107,9 +89,7 @@ __all__ = [
     "batched_apply",
     "build_model",
     "cross_entropy_loss",
-    "finished_result",
     "init_train_state",
-    "library_versions",
     "list_checkpoints",
     "load_checkpoint",
     "load_config",
@@ -122,7 +102,6 @@ __all__ = [
     "plot_learning_curves",
     "read_metrics",
     "setup_run",
-    "strip_timing",
     "train",
     "verify_checkpoint",
 ]

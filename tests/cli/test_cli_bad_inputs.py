@@ -115,7 +115,8 @@ def _workspace(d: Path) -> None:
 
 
 def _reproduce_dir(d: Path, name: str, marker: str | None = None, meta: str | None = None) -> Path:
-    from sdcomplex.reproduce import load_experiment, prepare_out_dir
+    from sdcomplex.reproduce import load_experiment
+    from sdcomplex.reproduce._runner import prepare_out_dir
 
     out = d / name
     prepare_out_dir(out, load_experiment(str(TINY), "smoke"))

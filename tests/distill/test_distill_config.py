@@ -6,12 +6,8 @@ import numpy as np
 import pytest
 from distill_helpers import STUDENT
 
-from sdcomplex.distill import (
-    DistillConfig,
-    diagnostic_epochs,
-    load_config,
-    probe_indices,
-)
+from sdcomplex.distill import DistillConfig, load_config
+from sdcomplex.distill._diagnostics import diagnostic_epochs, probe_indices
 from sdcomplex.train import TrainConfig
 
 CONFIG = DistillConfig(student=STUDENT, mode="offline", teacher_dir="runs/t", teacher_epoch=3)

@@ -8,8 +8,10 @@ import time
 import pytest
 
 from sdcomplex._io import atomic_write_json
-from sdcomplex.reproduce import prepare_out_dir, read_status
-from sdcomplex.train import DamagedFile, RunDirectory, library_versions
+from sdcomplex.reproduce import read_status
+from sdcomplex.reproduce._runner import prepare_out_dir
+from sdcomplex.train import DamagedFile, RunDirectory
+from sdcomplex.train._checkpoint import library_versions
 
 pytest_plugins = ["reproduce_helpers"]  # tiny_config
 

@@ -21,10 +21,10 @@ from sdcomplex.reproduce import (
     Layout,
     Stage,
     plan_stages,
-    prepare_out_dir,
     read_status,
     run_experiment,
 )
+from sdcomplex.reproduce._runner import prepare_out_dir
 from sdcomplex.train import list_checkpoints, load_checkpoint
 
 pytest_plugins = ["reproduce_helpers"]  # the shared tiny run and its fixtures

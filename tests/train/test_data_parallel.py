@@ -181,7 +181,8 @@ def test_two_processes_train_as_one(tmp_path):
     import numpy as np
     from run_helpers import mlp_config
 
-    from sdcomplex.train import RunDirectory, read_metrics, strip_timing, train
+    from sdcomplex.train import RunDirectory, read_metrics, train
+    from sdcomplex.train._metrics import strip_timing
 
     cfg = mlp_config(8, synthetic=(64, 24, 5, 3), batch_size=16, epochs=2, learning_rate=0.1)
     run_dir = tmp_path / "mp"

@@ -26,10 +26,10 @@ from sdcomplex.train import (
     list_checkpoints,
     load_checkpoint,
     read_metrics,
-    strip_timing,
     train,
 )
 from sdcomplex.train._checkpoint import CheckpointStore
+from sdcomplex.train._metrics import strip_timing
 from sdcomplex.train._resume import resume_point
 
 CONFIG = mlp_config(8, synthetic=(64, 16, 4, 3), batch_size=16, epochs=3, learning_rate=0.05)

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from sdcomplex.train import CONFIG_FILE, RUN_FILE, TRAIN_RUN, DamagedFile, RunDirectory, TrainConfig
+from sdcomplex.train import DamagedFile, RunDirectory, TrainConfig
+from sdcomplex.train._rundir import CONFIG_FILE, RUN_FILE, TRAIN_RUN
 
 CONFIG = TrainConfig(
     model="mlp", dataset="synthetic", augment=False, epochs=2, batch_size=8, learning_rate=0.1
