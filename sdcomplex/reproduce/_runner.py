@@ -46,7 +46,7 @@ from sdcomplex.reproduce._outputs import (
     stage_problem,
 )
 from sdcomplex.reproduce._plan import plan_stages
-from sdcomplex.reproduce._stage import EXPERIMENT, EXPERIMENT_FILE, Context, Layout, Stage
+from sdcomplex.reproduce._stage import EXPERIMENT, Context, Layout, Stage
 from sdcomplex.train import RunDirectory
 
 
@@ -75,7 +75,7 @@ def prepare_out_dir(out: str | os.PathLike[str], config: ExperimentConfig) -> La
     run = RunDirectory(root)
     if not run.verify(config, EXPERIMENT):
         run.create(config)
-    if not (root / EXPERIMENT_FILE).exists():  # (also after a kill between the two writes)
+    if not (root / EXPERIMENT.record_file).exists():  # (also after a kill between the writes)
         run.write_record(config, EXPERIMENT, name=config.name, scale=config.scale)
     return Layout(root)
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from sdcomplex.reproduce._config import ExperimentConfig, stage_hash
-from sdcomplex.train._rundir import CONFIG_FILE as CONFIG_FILE  # the run directories' config file
 from sdcomplex.train._rundir import ConfigKind
 
 EXPERIMENT_FILE = "experiment.json"

@@ -108,12 +108,12 @@ class RunDirectory:
 
     # --- create, verify or refuse --------------------------------------------------------------
 
-    def is_empty(self, *, leftover_of: str = CONFIG_FILE) -> bool:
+    def is_empty(self) -> bool:
         """True if the directory does not exist or holds nothing but temporary files of a
-        write of ``leftover_of`` killed before its rename."""
+        write of ``config.json`` killed before its rename."""
         if not self.path.exists():
             return True
-        leftover = f".{leftover_of}."
+        leftover = f".{CONFIG_FILE}."
         return self.path.is_dir() and all(p.name.startswith(leftover) for p in self.path.iterdir())
 
     def refuse_different(self, old: Config, new: Config, kind: ConfigKind) -> None:

@@ -23,7 +23,8 @@ from pathlib import Path
 import jax, jax.numpy as jnp, numpy as np
 from sdcomplex.distill import DistillConfig, distill
 from sdcomplex.placement import make_placement
-from sdcomplex.train import RunDirectory, TrainConfig, read_metrics, strip_timing, train
+from sdcomplex.train import RunDirectory, TrainConfig, read_metrics, train
+from sdcomplex.train._metrics import strip_timing
 from sdcomplex.train._step import run_preprocess
 from sdcomplex.train._setup import setup_run
 
