@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
             }
         )
         results.append({"name": name, **res.to_dict()})
-    print(f"{header}: form {factorized.form}, n = {factorized.n}, ridge = {args.ridge}")
+    print(f"{header}: outputs {factorized.outputs}, n = {factorized.n}, ridge = {args.ridge}")
     print(format_table(rows, COLUMNS))
     if args.json:
         atomic_write_json(args.json, {**described, "results": results}, overwrite=True)

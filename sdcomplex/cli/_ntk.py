@@ -8,8 +8,7 @@ from typing import Any
 
 from sdcomplex.cli._devices import add_device_flags, placement_from_args
 from sdcomplex.cli._train import _parse_pairs
-
-OUTPUT_FORMS = ("mean", "full", "diag")
+from sdcomplex.complexity._complexity import OUTPUTS
 
 
 def add_example_flags(p: argparse.ArgumentParser) -> None:
@@ -34,7 +33,7 @@ def add_example_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subset-seed", type=int, default=0, help="seed of that subset (default 0)")
     p.add_argument(
         "--outputs",
-        choices=OUTPUT_FORMS,
+        choices=OUTPUTS,
         default="mean",
         help="mean (n, n), full (n, n, C, C) or diag (C, n, n) (default mean)",
     )
@@ -90,15 +89,16 @@ def load_examples(args: argparse.Namespace, run_checkpoint):
 
 def open_run(spec: str):
     """The `RunCheckpoint` of ``RUN[@EPOCH|@init]``."""
-    from sdcomplex.ntk import load_run_checkpoint, parse_run_spec
+    from sdcomplex.ntk import load_run_checkpoint
+    from sdcomplex.ntk._runs import parse_run_spec
 
     run_dir, epoch = parse_run_spec(spec)
     return load_run_checkpoint(run_dir, epoch)
 
 
 def run(args: argparse.Namespace) -> int:
-    from sdcomplex.ntk import compute_run_kernel, save_kernel
-    from sdcomplex.ntk._kernel_files import sidecar_path
+    from sdcomplex.ntk import save_kernel
+    from sdcomplex.ntk._kernel_files import compute_run_kernel, sidecar_path
 
     out = Path(args.out)
     if out.suffix != ".npz":
@@ -180,7 +180,8 @@ def run_target_set(spec: str, parsed: tuple[str, Any], checkpoint, examples):
     examples (normalised as the teacher was trained).
     """
     from sdcomplex import targets as tg
-    from sdcomplex.ntk import run_logits, teacher_fits
+    from sdcomplex.ntk import run_logits
+    from sdcomplex.ntk._runs import teacher_fits
 
     kind, value = parsed
     num_classes = checkpoint.info.num_classes
@@ -200,7 +201,7 @@ def complexity_kernel(args: argparse.Namespace):
     The cache directory is ``--cache`` or, by default, the directory of ``--json`` (none
     without ``--json``; ``--no-cache`` disables it).
     """
-    from sdcomplex.ntk import cached_run_kernel
+    from sdcomplex.ntk._kernel_files import cached_run_kernel
 
     placement = placement_from_args(args)  # (--distributed: before any other JAX call)
     if placement.is_multi_process and not args.no_cache:

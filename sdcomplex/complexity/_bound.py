@@ -120,10 +120,10 @@ def margin_bound(
     delta = as_real("delta", delta, low=0.0, high=1.0, low_open=True, high_open=True)
     union_over_norm = bool(union_over_norm)
     if isinstance(kernel, FactorizedKernel):
-        if kernel.form != "mean" or kernel.ridge:
+        if kernel.outputs != "mean" or kernel.ridge:
             raise ValueError(
                 "the margin bound needs a factorised (n, n) kernel without ridge, got a "
-                f"{kernel.form} kernel with ridge {kernel.ridge}"
+                f"{kernel.outputs} kernel with ridge {kernel.ridge}"
             )
         factorized = kernel
     else:

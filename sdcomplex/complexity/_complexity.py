@@ -13,7 +13,9 @@ from sdcomplex.complexity._full_kernel import flatten_full_kernel
 from sdcomplex.complexity._psd import check_psd_mode, machine_epsilon, project_psd
 from sdcomplex.complexity._solve import Factorization, as_symmetric_matrix, factorize
 
-FORMS = ("mean", "full", "diag")
+OUTPUTS = ("mean", "full", "diag")
+"""The forms of a kernel, as every function of the library names them (``outputs``): mean
+(n, n), full (n, n, C, C) and diag (C, n, n)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +30,7 @@ class ComplexityResult:
         sum_c tr Theta_cc), before ridge and jitter.
       n: number of examples.
       num_outputs: number of target columns C.
-      form: ``"mean"``, ``"full"`` or ``"diag"``, from the kernel's shape.
+      outputs: the kernel's form, ``"mean"``, ``"full"`` or ``"diag"``, from its shape.
       ridge: lambda of s_lambda (K + lambda * n * I); 0 for interpolation.
       jitter: absolute jitter added to the diagonal for numerical definiteness (the largest over
         the per-logit kernels of a diag kernel); not part of the definition, reported so it can be
@@ -49,7 +51,7 @@ class ComplexityResult:
     trace: float
     n: int
     num_outputs: int
-    form: str
+    outputs: str
     ridge: float
     jitter: float
     condition_number: float
@@ -65,7 +67,7 @@ class ComplexityResult:
         return dataclasses.asdict(self)
 
 
-def _kernel_form(kernel: np.ndarray) -> str:
+def _kernel_outputs(kernel: np.ndarray) -> str:
     if kernel.ndim == 2:
         return "mean"
     if kernel.ndim == 3:
@@ -85,7 +87,7 @@ class FactorizedKernel:
     Build it with `factorize_kernel`. Attributes mirror `ComplexityResult`.
     """
 
-    form: str
+    outputs: str
     n: int
     num_outputs: int | None
     trace: float
@@ -133,12 +135,12 @@ class FactorizedKernel:
         c = y.shape[1]
         if self.num_outputs is not None and c != self.num_outputs:
             raise ValueError(
-                f"targets have {c} columns but the {self.form} kernel has "
+                f"targets have {c} columns but the {self.outputs} kernel has "
                 f"{self.num_outputs} outputs"
             )
-        if self.form == "mean":
+        if self.outputs == "mean":
             value = float(np.sum(self.factors[0].quadratic_forms(y)))
-        elif self.form == "full":
+        elif self.outputs == "full":
             value = float(self.factors[0].quadratic_forms(y.reshape(-1, 1))[0])
         else:
             value = float(
@@ -151,7 +153,7 @@ class FactorizedKernel:
             trace=self.trace,
             n=self.n,
             num_outputs=c,
-            form=self.form,
+            outputs=self.outputs,
             ridge=self.ridge,
             jitter=max(f.jitter for f in self.factors),
             condition_number=max(f.condition_number for f in self.factors),
@@ -190,10 +192,10 @@ def factorize_kernel(kernel: Any, *, ridge: float = 0.0, psd: str = "error") -> 
     k = np.asarray(kernel)
     check_real_dtype("kernel", k.dtype)
     eps = machine_epsilon(k.dtype)
-    form = _kernel_form(k)
-    if form == "mean":
+    outputs = _kernel_outputs(k)
+    if outputs == "mean":
         mats, num_outputs = [k], None
-    elif form == "diag":
+    elif outputs == "diag":
         if k.shape[1] != k.shape[2]:
             raise ValueError(f"per-logit kernels must be (C, n, n), got {k.shape}")
         mats, num_outputs = list(k), k.shape[0]
@@ -203,20 +205,20 @@ def factorize_kernel(kernel: Any, *, ridge: float = 0.0, psd: str = "error") -> 
         mats, num_outputs = [flatten_full_kernel(k)], k.shape[2]
     if not mats:
         raise ValueError(f"kernel is empty (shape {k.shape})")
-    names = [f"kernel (logit {i})" for i in range(len(mats))] if form == "diag" else ["kernel"]
+    names = [f"kernel (logit {i})" for i in range(len(mats))] if outputs == "diag" else ["kernel"]
     mats = [as_symmetric_matrix(name, m) for name, m in zip(names, mats, strict=True)]
     removed = 0.0
     if psd == "project":
         projections = [project_psd(name, m) for name, m in zip(names, mats, strict=True)]
         mats = [p.matrix for p in projections]
         removed = max(p.removed for p in projections)
-    n = k.shape[1] if form == "diag" else k.shape[0]
+    n = k.shape[1] if outputs == "diag" else k.shape[0]
     trace = float(sum(np.trace(m) for m in mats))
     factors = tuple(
         factorize(m, shift=ridge * n, eps=eps, name=name)
         for name, m in zip(names, mats, strict=True)
     )
-    return FactorizedKernel(form, n, num_outputs, trace, ridge, factors, psd, removed)
+    return FactorizedKernel(outputs, n, num_outputs, trace, ridge, factors, psd, removed)
 
 
 def supervision_complexity(

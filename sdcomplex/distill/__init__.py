@@ -14,19 +14,11 @@ Example:
 from sdcomplex.distill._config import (
     MODES,
     DistillConfig,
-    distill_config_differences,
-    distill_config_hash,
     load_config,
 )
-from sdcomplex.distill._diagnostics import (
-    DIAGNOSTIC_KEYS,
-    NTK_INIT_FILE,
-    Diagnostics,
-    diagnostic_epochs,
-    probe_indices,
-)
-from sdcomplex.distill._loss import check_kd_arguments, kd_loss, kd_loss_per_example
-from sdcomplex.distill._run import DISTILL_FILE, distill
+from sdcomplex.distill._diagnostics import Diagnostics
+from sdcomplex.distill._loss import kd_loss, kd_loss_per_example
+from sdcomplex.distill._run import distill
 from sdcomplex.distill._schedule import online_schedule, trajectory_epochs
 from sdcomplex.distill._teacher import (
     CheckpointCache,
@@ -38,27 +30,19 @@ from sdcomplex.distill._teacher import (
 )
 
 __all__ = [
-    "DIAGNOSTIC_KEYS",
-    "DISTILL_FILE",
     "MODES",
-    "NTK_INIT_FILE",
     "CheckpointCache",
     "Diagnostics",
     "DistillConfig",
     "TeacherRun",
-    "check_kd_arguments",
     "check_teacher_fits",
-    "diagnostic_epochs",
     "distill",
-    "distill_config_differences",
-    "distill_config_hash",
     "kd_loss",
     "kd_loss_per_example",
     "load_config",
     "make_teacher_apply",
     "online_schedule",
     "open_teacher",
-    "probe_indices",
     "teacher_input_map",
     "trajectory_epochs",
 ]

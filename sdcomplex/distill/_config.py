@@ -1,7 +1,7 @@
 """Distillation configuration as code: the student's :class:`TrainConfig` plus how it is taught.
 
 A :class:`DistillConfig` is serialised to JSON (``distill.json`` in the run directory, with its
-hash) and identified by :func:`distill_config_hash`; a run directory is only ever resumed with
+hash) and identified by its :meth:`~DistillConfig.hash`; a run directory is only ever resumed with
 the same config.
 """
 
@@ -85,7 +85,7 @@ class DistillConfig(DistillSettings):
         ...                     augment=False), teacher_dir="runs/teacher", mode="offline")
         >>> DistillConfig.from_dict(cfg.to_dict()) == cfg
         True
-        >>> len(distill_config_hash(cfg))
+        >>> len(cfg.hash())
         16
     """
 
@@ -111,16 +111,6 @@ class DistillConfig(DistillSettings):
             raise ValueError(
                 f"teacher_epoch selects the checkpoint of offline KD; mode is {self.mode!r}"
             )
-
-
-def distill_config_hash(config: DistillConfig) -> str:
-    """Stable 16-hex-digit hash of a config: sha256 of its canonical JSON form."""
-    return config.hash()
-
-
-def distill_config_differences(old: DistillConfig, new: DistillConfig) -> list[str]:
-    """``"field: old -> new"`` for every differing field (``student.<field>`` for the student)."""
-    return old.differences(new)
 
 
 def read_config_data(path: str | os.PathLike[str]) -> DistillConfig | dict[str, Any]:

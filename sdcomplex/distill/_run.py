@@ -21,11 +21,7 @@ import numpy as np
 
 from sdcomplex._io import to_jsonable
 from sdcomplex.data import Dataset, input_statistics
-from sdcomplex.distill._config import (
-    DistillConfig,
-    distill_config_differences,
-    distill_config_hash,
-)
+from sdcomplex.distill._config import DistillConfig
 from sdcomplex.distill._diagnostics import (
     NTK_INIT_FILE,
     Diagnostics,
@@ -44,29 +40,23 @@ from sdcomplex.distill._teacher import (
 )
 from sdcomplex.placement import Placement, make_placement
 from sdcomplex.train import (
-    ConfigKind,
     RunDirectory,
     Supervision,
     TrainResult,
-    finished_result,
-    library_versions,
     make_preprocess,
     setup_run,
     train,
 )
+from sdcomplex.train._checkpoint import library_versions
+from sdcomplex.train._rundir import ConfigKind
+from sdcomplex.train._trainer import finished_result
 
 if TYPE_CHECKING:
     from sdcomplex.train._setup import RunSetup
 
 DISTILL_FILE = "distill.json"
 """The sealed record of a distillation run (its config, teacher, schedule, loss, probe)."""
-DISTILL_RUN = ConfigKind(
-    "distillation run",
-    "distillation record",
-    DistillConfig.from_dict,
-    distill_config_hash,
-    distill_config_differences,
-)
+DISTILL_RUN = ConfigKind("distillation run", "distillation record", DistillConfig, DISTILL_FILE)
 """The config kind of a distillation run, recorded in its ``distill.json``."""
 
 
@@ -81,7 +71,7 @@ class _Subsets(NamedTuple):
 
 def _previous_run(run: RunDirectory, config: DistillConfig) -> dict[str, Any] | None:
     """The ``distill.json`` of a run directory holding this config (None for a new run)."""
-    record = run.verify_record(DISTILL_FILE, config, DISTILL_RUN)
+    record = run.verify_record(config, DISTILL_RUN)
     if record is None and run.checkpoints():
         raise ValueError(
             f"{run.path} holds a training run that is not a distillation run (no {DISTILL_FILE}); "
@@ -191,7 +181,7 @@ def _record(
         teacher_inputs = "student inputs renormalised" if mapped else "student inputs"
     return {
         "config": config.to_dict(),
-        "config_hash": distill_config_hash(config),
+        "config_hash": config.hash(),
         "created": time.time(),
         "mode": config.mode,
         "teacher": None if teacher is None else teacher.describe(),
@@ -293,7 +283,7 @@ def distill(
     hash, the teacher, the schedule, the loss, the probe indices and the targets the
     diagnostics use) and ``ntk_init.npy`` (the student's initial NTK on the probe). Each
     metrics line also holds ``teacher_epoch`` and, on diagnostic epochs, the keys of
-    :data:`~sdcomplex.distill.DIAGNOSTIC_KEYS` (see :mod:`sdcomplex.distill._diagnostics`).
+    ``DIAGNOSTIC_KEYS`` of :mod:`sdcomplex.distill._diagnostics`.
 
     Args:
         config: the distillation config.

@@ -20,16 +20,14 @@ import numpy as np
 from sdcomplex.data import DatasetInfo, input_statistics
 from sdcomplex.distill._schedule import online_schedule
 from sdcomplex.train import (
-    CONFIG_FILE,
-    RUN_FILE,
     DamagedFile,
     RunDirectory,
     TrainConfig,
     build_model,
-    config_hash,
     load_checkpoint,
     verify_checkpoint,
 )
+from sdcomplex.train._rundir import CONFIG_FILE, RUN_FILE
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -98,7 +96,7 @@ def open_teacher(teacher_dir: str | Path) -> TeacherRun:
             f"(checkpoints: {list(checkpoints)}); finish it with `sdcomplex train` first"
         )
     model = build_model(config, info.num_classes)
-    return TeacherRun(path, config, config_hash(config), info, model, checkpoints)
+    return TeacherRun(path, config, config.hash(), info, model, checkpoints)
 
 
 def verify_teacher_checkpoints(teacher: TeacherRun, epochs: Iterable[int]) -> None:

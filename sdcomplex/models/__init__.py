@@ -40,7 +40,7 @@ Example:
 
 from sdcomplex.models._conv import patch_conv
 from sdcomplex.models._lenet import LeNet5
-from sdcomplex.models._mobilenet import MobileNetV3, make_divisible
+from sdcomplex.models._mobilenet import MobileNetV3
 from sdcomplex.models._registry import (
     ModelSpec,
     abstract_variables,
@@ -66,7 +66,6 @@ __all__ = [
     "count_params",
     "create_model",
     "init_variables",
-    "make_divisible",
     "model_spec",
     "patch_conv",
 ]

@@ -9,7 +9,6 @@ pluggable (`register_implementation`); ``"auto"`` picks the cheapest by a cost e
 from sdcomplex.complexity._full_kernel import flatten_full_kernel, unflatten_full_kernel
 from sdcomplex.ntk._adapters import ntk_fn
 from sdcomplex.ntk._api import (
-    DEFAULT_MEMORY_BUDGET,
     NTKPlan,
     compute_with_plan,
     default_memory_budget,
@@ -31,25 +30,17 @@ from sdcomplex.ntk._engine import (
 )
 from sdcomplex.ntk._flax import FlaxNTKFunction, flax_ntk_fn
 from sdcomplex.ntk._jacobian import JacobianContraction
-from sdcomplex.ntk._kernel_files import (
-    cached_run_kernel,
-    compute_run_kernel,
-    load_kernel,
-    save_kernel,
-)
+from sdcomplex.ntk._kernel_files import load_kernel, save_kernel
 from sdcomplex.ntk._matfree import ntk_diagonal_blocks, ntk_vector_product
 from sdcomplex.ntk._ntvp import NTKVectorProducts
 from sdcomplex.ntk._runs import (
     RunCheckpoint,
     RunExamples,
-    balanced_indices,
     load_run_checkpoint,
-    parse_run_spec,
     run_examples,
     run_inputs,
     run_logits,
     run_ntk,
-    teacher_fits,
 )
 from sdcomplex.ntk._structured import StructuredNTK
 
@@ -58,23 +49,16 @@ register_implementation(NTKVectorProducts(), overwrite=True)
 register_implementation(StructuredNTK(), overwrite=True)
 
 __all__ = [
-    "DEFAULT_MEMORY_BUDGET",
     "OUTPUTS",
     "CostEstimate",
     "FlaxNTKFunction",
-    "JacobianContraction",
     "MatrixFreeComplexity",
     "NTKImplementation",
     "NTKPlan",
-    "NTKVectorProducts",
     "ProblemSize",
     "RunCheckpoint",
     "RunExamples",
-    "StructuredNTK",
     "available_implementations",
-    "balanced_indices",
-    "cached_run_kernel",
-    "compute_run_kernel",
     "compute_with_plan",
     "default_memory_budget",
     "empirical_ntk",
@@ -86,7 +70,6 @@ __all__ = [
     "ntk_diagonal_blocks",
     "ntk_fn",
     "ntk_vector_product",
-    "parse_run_spec",
     "plan_ntk",
     "register_implementation",
     "run_examples",
@@ -95,6 +78,5 @@ __all__ = [
     "run_ntk",
     "save_kernel",
     "supervision_complexity_matfree",
-    "teacher_fits",
     "unflatten_full_kernel",
 ]

@@ -17,9 +17,10 @@ import jax
 import numpy as np
 
 from sdcomplex._checks import as_int, as_real, as_real_array
+from sdcomplex.complexity._complexity import OUTPUTS
 from sdcomplex.complexity._psd import machine_epsilon, psd_tolerance
 from sdcomplex.ntk._api import DEFAULT_MEMORY_BUDGET, check_values
-from sdcomplex.ntk._matfree import FORMS, PRECONDITIONERS, _operator, ntk_diagonal_blocks
+from sdcomplex.ntk._matfree import PRECONDITIONERS, _operator, ntk_diagonal_blocks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +40,7 @@ class MatrixFreeComplexity:
       relative_residual: final ||y - K alpha|| / ||y||, recomputed from a fresh product (largest
         over right-hand sides for the mean and diag forms).
       tol: the tolerance it met.
-      n, num_outputs, form, ridge: as in `ComplexityResult`.
+      n, num_outputs, outputs, ridge: as in `ComplexityResult`.
       preconditioner: ``"jacobi"`` or ``"none"``.
       residual: True when an offset f0 was subtracted.
       targets: description of the targets, when known.
@@ -57,7 +58,7 @@ class MatrixFreeComplexity:
     tol: float
     n: int
     num_outputs: int
-    form: str
+    outputs: str
     ridge: float
     preconditioner: str
     residual: bool = False
@@ -71,8 +72,8 @@ class MatrixFreeComplexity:
 class _Reducer:
     """Inner products per right-hand side: over everything (full) or per column."""
 
-    def __init__(self, form: str) -> None:
-        self.whole = form == "full"
+    def __init__(self, outputs: str) -> None:
+        self.whole = outputs == "full"
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         if self.whole:
@@ -209,7 +210,7 @@ def supervision_complexity_matfree(
     Raises:
       TypeError: complex targets or offset, scalar arguments not numbers, ``mesh`` of a
         wrong type.
-      ValueError: unknown form or preconditioner, bad tolerance, iteration count, ridge or
+      ValueError: unknown outputs or preconditioner, bad tolerance, iteration count, ridge or
         sample count, targets or offset of the wrong shape or empty, NaN or inf in targets,
         offset, ``x`` or ``params`` (checked before any work), or negative curvature beyond
         round-off (the PSD rule of `supervision_complexity`, with the Rayleigh quotient found).
@@ -223,8 +224,8 @@ def supervision_complexity_matfree(
       >>> round(r.value, 6), r.trace
       (6.0, 3.0)
     """
-    if outputs not in FORMS:
-        raise ValueError(f"unknown outputs {outputs!r}; expected one of {', '.join(FORMS)}")
+    if outputs not in OUTPUTS:
+        raise ValueError(f"unknown outputs {outputs!r}; expected one of {', '.join(OUTPUTS)}")
     if preconditioner not in PRECONDITIONERS:
         raise ValueError(
             f"unknown preconditioner {preconditioner!r}; expected one of "
@@ -315,7 +316,7 @@ def supervision_complexity_matfree(
         tol=float(tol),
         n=n,
         num_outputs=int(y.shape[1]),
-        form=outputs,
+        outputs=outputs,
         ridge=float(ridge),
         preconditioner=preconditioner,
         residual=offset is not None,
@@ -335,16 +336,16 @@ def _as_targets(name: str, values: Any, n: int, like: np.ndarray | None = None) 
 
 
 def _preconditioner(
-    name: str, form: str, blocks: np.ndarray | None, shift: float, c: int
+    name: str, outputs: str, blocks: np.ndarray | None, shift: float, c: int
 ) -> Callable[[np.ndarray], np.ndarray]:
     if name == "none":
         return lambda r: r
     assert blocks is not None
     diag = np.diagonal(blocks, axis1=1, axis2=2)  # (n, C): Theta_cc(x_i, x_i)
-    if form == "mean":
+    if outputs == "mean":
         inv = 1.0 / _positive(diag.mean(axis=1, keepdims=True) + shift)
         return lambda r: r * inv
-    if form == "diag":
+    if outputs == "diag":
         inv = 1.0 / _positive(diag + shift)
         return lambda r: r * inv
     # Full: block-Jacobi with the per-example C x C blocks (pseudo-inverse of tiny pivots).
@@ -355,13 +356,13 @@ def _preconditioner(
     return lambda r: np.einsum("icd,id->ic", inverse, r)
 
 
-def _largest_diagonal(blocks: np.ndarray, form: str) -> float | np.ndarray:
+def _largest_diagonal(blocks: np.ndarray, outputs: str) -> float | np.ndarray:
     """max_i K_ii of the kernel of each system (a lower bound on its lambda_max): (1, C) for the
     per-logit systems, a scalar for the mean and full kernels."""
     diag = np.diagonal(blocks, axis1=1, axis2=2)  # (n, C): Theta_cc(x_i, x_i)
-    if form == "diag":
+    if outputs == "diag":
         return np.max(diag, axis=0, keepdims=True)
-    return float(np.max(diag.mean(axis=1) if form == "mean" else diag))
+    return float(np.max(diag.mean(axis=1) if outputs == "mean" else diag))
 
 
 def _positive(d: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 import jax
 import numpy as np
 
-OUTPUTS = ("mean", "full", "diag")
+from sdcomplex.complexity._complexity import OUTPUTS as OUTPUTS  # the kernel forms
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,7 +24,7 @@ from sdcomplex._io import atomic_write_bytes, atomic_write_json, to_jsonable
 from sdcomplex.ntk._adapters import ntk_fn
 from sdcomplex.ntk._api import compute_with_plan, plan_ntk
 from sdcomplex.ntk._runs import RunCheckpoint, RunExamples, run_inputs
-from sdcomplex.train import library_versions
+from sdcomplex.train._checkpoint import library_versions
 
 KERNEL_KEY = "kernel"
 _REQUEST_KEYS = ("run", "data", "indices", "outputs", "param_filter")

@@ -14,7 +14,6 @@ and always normalised with the run's own training statistics (``run.json``), as 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -30,15 +29,11 @@ from sdcomplex.models import init_variables
 from sdcomplex.ntk._adapters import ParamFilter, ntk_fn
 from sdcomplex.ntk._api import empirical_ntk
 from sdcomplex.train import (
-    CONFIG_FILE,
-    RUN_FILE,
     RunDirectory,
     TrainConfig,
     batched_apply,
     build_model,
-    config_hash,
     load_checkpoint,
-    load_config,
     load_run_data,
 )
 
@@ -117,21 +112,6 @@ class RunCheckpoint:
         }
 
 
-def _read_run(run_dir: str | os.PathLike[str]) -> tuple[Path, TrainConfig, DatasetInfo]:
-    path = Path(run_dir).expanduser().resolve()  # Orbax needs absolute paths
-    if not path.is_dir():
-        raise ValueError(f"no such run directory: {path}")
-    for name in (CONFIG_FILE, RUN_FILE):
-        if not (path / name).is_file():
-            raise ValueError(f"{path} is not a training run directory (no {name})")
-    config = load_config(path / CONFIG_FILE)
-    try:
-        info = DatasetInfo.from_dict(json.loads((path / RUN_FILE).read_text("utf-8"))["dataset"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{path / RUN_FILE} has no valid data set description ({err})") from None
-    return path, config, info
-
-
 def load_run_checkpoint(
     run_dir: str | os.PathLike[str], epoch: int | str = "last"
 ) -> RunCheckpoint:
@@ -146,19 +126,27 @@ def load_run_checkpoint(
         The :class:`RunCheckpoint`.
 
     Raises:
-        ValueError: no such directory, not a run directory, no checkpoint of that epoch (the
-            message lists the epochs there are), or a bad epoch.
+        ValueError: no such directory, not a run directory, a ``config.json`` edited after
+            the run started or a damaged ``run.json`` (see ``RunDirectory.read_config``), no
+            checkpoint of that epoch (the message lists the epochs there are), or a bad epoch.
 
     Example:
         >>> run = load_run_checkpoint("runs/teacher", 12)  # doctest: +SKIP
         >>> logits = run.model.apply(run.variables, x, train=False)  # doctest: +SKIP
     """
-    path, config, info = _read_run(run_dir)
+    path = Path(run_dir).expanduser().resolve()  # Orbax needs absolute paths
+    run = RunDirectory(path)
+    if not path.is_dir():
+        raise ValueError(f"no such run directory: {path}")
+    for file in (run.config_file, run.run_file):
+        if not file.is_file():
+            raise ValueError(f"{path} is not a training run directory (no {file.name})")
+    config, info = run.read_config(), run.dataset_info()  # checked against run.json's seal
     model = build_model(config, info.num_classes)
     if epoch == "init":
         variables = init_variables(model, config.seed, tuple(info.input_shape))
-        return RunCheckpoint(path, 0, "init", config, config_hash(config), info, model, variables)
-    epochs = RunDirectory(path).checkpoints()
+        return RunCheckpoint(path, 0, "init", config, config.hash(), info, model, variables)
+    epochs = run.checkpoints()
     if epoch == "last":
         if not epochs:
             raise ValueError(f"{path} has no checkpoints")
@@ -168,7 +156,7 @@ def load_run_checkpoint(
     if epoch not in epochs:
         raise ValueError(f"{path} has no checkpoint of epoch {epoch}; checkpoints: {epochs}")
     variables = load_checkpoint(path, epoch)
-    chash = config_hash(config)
+    chash = config.hash()
     return RunCheckpoint(path, epoch, "checkpoint", config, chash, info, model, variables)
 
 

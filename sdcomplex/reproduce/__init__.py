@@ -35,7 +35,6 @@ from sdcomplex.reproduce._config import (
     DistillationSpec,
     ExperimentConfig,
     StudentMethod,
-    experiment_hash,
 )
 from sdcomplex.reproduce._figures import (
     figure_c1,
@@ -51,7 +50,6 @@ from sdcomplex.reproduce._results import read_csv, read_json
 from sdcomplex.reproduce._runner import (
     RunReport,
     enable_compilation_cache,
-    prepare_out_dir,
     read_status,
     run_experiment,
 )
@@ -76,7 +74,6 @@ __all__ = [
     "TeacherRecipe",
     "available_experiments",
     "enable_compilation_cache",
-    "experiment_hash",
     "figure_c1",
     "figure_c2",
     "figure_c3",
@@ -85,7 +82,6 @@ __all__ = [
     "figure_study",
     "load_experiment",
     "plan_stages",
-    "prepare_out_dir",
     "read_csv",
     "read_json",
     "read_status",

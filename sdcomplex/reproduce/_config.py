@@ -15,17 +15,17 @@ and optionally a :class:`~sdcomplex.reproduce.StudySpec` (claim C3 as a study ov
 capacities and teacher recipes, with paired confidence intervals and stated verdict rules).
 
 Configs round-trip through JSON (:meth:`ExperimentConfig.to_dict` / ``from_dict``) and are
-identified by :func:`experiment_hash`; the runner records both with the results.
+identified by :meth:`~ExperimentConfig.hash`; the runner records both with the results.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sdcomplex._config_base import Config, config_hash, json_hash, option
+from sdcomplex._config_base import Config, json_hash, option
 from sdcomplex._config_kinds import Bool, Choice, Int, Nested, Optional, Real, Text, Tuple
+from sdcomplex.complexity._complexity import OUTPUTS
 from sdcomplex.distill import MODES, DistillConfig
 from sdcomplex.distill._config import DistillSettings
 from sdcomplex.reproduce._study_config import StudySpec
@@ -150,8 +150,10 @@ class ComplexitySpec(Config):
     labels, the final teacher's soft targets softmax(z / tau) for each of ``temperatures``, and
     the soft targets of each teacher checkpoint at each of ``trajectory_temperatures``; none is
     centred. Their adjusted complexity sqrt(s(Y) tr K) / n is computed with respect to the
-    student's NTK (``kernel_outputs`` form, BatchNorm in inference mode) at initialisation and
+    student's NTK (form ``ntk_outputs``, BatchNorm in inference mode) at initialisation and
     at the end of training of the ``trained_students`` (seed ``student_seed`` of each method).
+    The keywords the spec passes on to :func:`sdcomplex.ntk.empirical_ntk` carry the prefix
+    ``ntk_``: ``ntk_outputs`` is its ``outputs``, ``ntk_implementation`` its ``implementation``.
 
     Attributes:
         n_per_class: training examples per class in the complexity subset (n = C * this).
@@ -163,10 +165,10 @@ class ComplexitySpec(Config):
             NTK is used; the student runs are shared with C3/C4 when both are configured.
         student_seed: seed of those students (and of the initial NTK).
         random_labels_seed: seed of the random labels.
-        kernel_outputs: ``"mean"`` (n x n, logit-averaged; PAPER.md's default), ``"diag"``
-            or ``"full"``.
+        ntk_outputs: the NTK's ``outputs``: ``"mean"`` (n x n, logit-averaged; PAPER.md's
+            default), ``"full"`` or ``"diag"``.
         residual: also report residual targets Y - f(theta_0, X) against the initial NTK.
-        ntk_implementation: :func:`sdcomplex.ntk.empirical_ntk` implementation (``"auto"``).
+        ntk_implementation: the NTK's ``implementation`` (``"auto"``).
     """
 
     n_per_class: int = option(Int(minimum=1), 100)
@@ -177,7 +179,7 @@ class ComplexitySpec(Config):
     trained_students: tuple[str, ...] = option(Tuple(Text()), ("none",))
     student_seed: int = option(Int(minimum=0), 0)
     random_labels_seed: int = option(Int(minimum=0), 0)
-    kernel_outputs: str = option(Choice(("mean", "diag", "full")), "mean")
+    ntk_outputs: str = option(Choice(OUTPUTS), "mean")
     residual: bool = option(Bool(), True)
     ntk_implementation: str = option(Text(), "auto")
 
@@ -310,12 +312,6 @@ class ExperimentConfig(Config):
                     f"study recipe {recipe.name}: online KD replays every teacher epoch: set "
                     "checkpoint_every=1 and keep_checkpoints=None"
                 )
-
-
-def experiment_hash(config: ExperimentConfig | Mapping[str, Any]) -> str:
-    """16 hex digits of the SHA-256 of the config's canonical JSON form
-    (:meth:`ExperimentConfig.hash`; a dict of its fields hashes alike)."""
-    return config_hash(config)
 
 
 def stage_hash(payload: Any) -> str:

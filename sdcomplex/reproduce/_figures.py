@@ -214,12 +214,11 @@ def write_figures(out: str | os.PathLike[str]) -> list[Path]:
 
 
 def _title(root: Path) -> str:
-    meta_file = root / "experiment.json"
-    if not meta_file.is_file():
+    config_file = root / "config.json"
+    if not config_file.is_file():
         return "sdcomplex reproduction"
-    meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    cfg = json.loads((root / "config.json").read_text(encoding="utf-8"))
+    cfg = json.loads(config_file.read_text(encoding="utf-8"))
     return (
-        f"{meta['name']} ({meta['scale']} scale): teacher {cfg['teacher']['model']}, student "
+        f"{cfg['name']} ({cfg['scale']} scale): teacher {cfg['teacher']['model']}, student "
         f"{cfg['student']['model']} on {cfg['student']['dataset']}"
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sdcomplex.reproduce._claims import run_claims
-from sdcomplex.reproduce._config import ExperimentConfig, experiment_hash
+from sdcomplex.reproduce._config import ExperimentConfig
 from sdcomplex.reproduce._figures import write_figures
 from sdcomplex.reproduce._margin import run_bound
 from sdcomplex.reproduce._stage import Context, Layout, Stage
@@ -22,7 +22,6 @@ from sdcomplex.reproduce._training import (
     student_config,
     student_runs,
 )
-from sdcomplex.train import config_hash
 from sdcomplex.train._checkpoint import CHECKPOINT_DIR, PREEMPT_DIR
 
 ANALYSIS_VERSION = 1
@@ -54,7 +53,7 @@ def plan_stages(config: ExperimentConfig) -> list[Stage]:
     Every stage's payload holds what its results depend on: the teacher's config hash for all
     later stages, each student's config, and the spec of each analysis.
     """
-    teacher_hash = config_hash(config.teacher)
+    teacher_hash = config.teacher.hash()
     relative = Layout(Path())
     teacher = Stage(
         "teacher",
@@ -130,7 +129,7 @@ def plan_stages(config: ExperimentConfig) -> list[Stage]:
                 run_study,
             )
         )
-    whole = {"version": ANALYSIS_VERSION, "experiment": experiment_hash(config)}
+    whole = {"version": ANALYSIS_VERSION, "experiment": config.hash()}
     stages.append(Stage("claims", "claims check", whole, run_claims))
     stages.append(Stage("figures", "figures (PNG + PDF) and overview", whole, _run_figures))
     return stages

@@ -3,7 +3,7 @@
 Layout of an output directory ``DIR``::
 
     DIR/config.json            the experiment's full config (every hyperparameter)
-    DIR/experiment.json        name, scale, config hash, library versions
+    DIR/experiment.json        its sealed record: the config and its hash, name, scale, versions
     DIR/stages/<stage>.json    one marker per finished stage: its input hash, seconds, summary,
                                its outputs (path, size, SHA-256) and its earlier stages' digest
     DIR/runs/teacher/          the teacher's run (sdcomplex.train: checkpoints every epoch)
@@ -35,8 +35,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from sdcomplex._io import atomic_write_json, atomic_write_text, read_json_object
-from sdcomplex.reproduce._config import ExperimentConfig, experiment_hash
+from sdcomplex._io import atomic_write_json
+from sdcomplex.reproduce._config import ExperimentConfig
 from sdcomplex.reproduce._outputs import (
     Upstream,
     read_marker_file,
@@ -46,8 +46,8 @@ from sdcomplex.reproduce._outputs import (
     stage_problem,
 )
 from sdcomplex.reproduce._plan import plan_stages
-from sdcomplex.reproduce._stage import CONFIG_FILE, EXPERIMENT_FILE, Context, Layout, Stage
-from sdcomplex.train import library_versions
+from sdcomplex.reproduce._stage import EXPERIMENT, Context, Layout, Stage
+from sdcomplex.train import RunDirectory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,57 +60,23 @@ class RunReport:
     seconds: float
 
 
-def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return out
-
-
 def prepare_out_dir(out: str | os.PathLike[str], config: ExperimentConfig) -> Layout:
-    """Creates ``out`` for ``config``, or checks that it already holds the same config.
+    """Creates ``out`` for ``config``, or checks that it already holds the same config: the
+    run directory protocol (:class:`~sdcomplex.train.RunDirectory`) of the :data:`EXPERIMENT`
+    kind, ``config.json`` and its sealed record ``experiment.json``.
 
     Raises:
-        ValueError: ``out`` holds another experiment or config (the message lists the first
-            differences), or is a non-empty directory that is not an output directory.
+        ValueError: ``out`` holds another config (the message lists the first differences), an
+            edited ``config.json`` or a damaged ``experiment.json``, or is a non-empty
+            directory that is not an output directory.
     """
     # absolute: Orbax (the training stages' checkpoints) refuses relative paths
     root = Path(out).expanduser().resolve()
-    chash = experiment_hash(config)
-    meta_file = root / EXPERIMENT_FILE
-    if meta_file.is_file():
-        meta = read_json_object(meta_file, "experiment file")
-        if meta.get("config_hash") != chash:
-            old_cfg = read_json_object(root / CONFIG_FILE, "config file")
-            diffs = _differences(old_cfg, config.to_dict())
-            raise ValueError(
-                f"{root} holds results of a different config ({meta.get('name')} at scale "
-                f"{meta.get('scale')}, hash {meta.get('config_hash')}, not {chash}); use another "
-                f"--out directory. Differences: {'; '.join(diffs[:5]) or 'none listed'}"
-                + (f" (+{len(diffs) - 5} more)" if len(diffs) > 5 else "")
-            )
-        return Layout(root)
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise ValueError(
-            f"{root} exists and is not an output directory of sdcomplex reproduce; "
-            "choose a new or empty --out directory"
-        )
-    root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(root / CONFIG_FILE, config.to_json(), overwrite=True)
-    atomic_write_json(
-        root / EXPERIMENT_FILE,
-        {
-            "name": config.name,
-            "scale": config.scale,
-            "config_hash": chash,
-            "created": time.time(),
-            "versions": library_versions(),
-        },
-    )
+    run = RunDirectory(root)
+    if not run.verify(config, EXPERIMENT):
+        run.create(config)
+    if not (root / EXPERIMENT.record_file).exists():  # (also after a kill between the writes)
+        run.write_record(config, EXPERIMENT, name=config.name, scale=config.scale)
     return Layout(root)
 
 
@@ -275,10 +241,7 @@ def read_status(out: str | os.PathLike[str]) -> dict[str, Any]:
             unreadable (the message names the file).
     """
     root = Path(out).expanduser().resolve()
-    if not (root / EXPERIMENT_FILE).is_file():
-        raise ValueError(f"{root} is not an output directory of sdcomplex reproduce")
-    meta = read_json_object(root / EXPERIMENT_FILE, "experiment file")
-    config = ExperimentConfig.from_dict(read_json_object(root / CONFIG_FILE, "config file"))
+    config = RunDirectory(root).read_config(EXPERIMENT)  # checked against experiment.json
     layout = Layout(root)
     done, pending, seconds, problems = [], [], 0.0, {}
     upstream = Upstream()
@@ -296,9 +259,9 @@ def read_status(out: str | os.PathLike[str]) -> dict[str, Any]:
             if marker is not None:
                 problems[stage.key] = problem
     return {
-        "name": meta.get("name"),
-        "scale": meta.get("scale"),
-        "config_hash": meta.get("config_hash"),
+        "name": config.name,
+        "scale": config.scale,
+        "config_hash": config.hash(),
         "done": done,
         "pending": pending,
         "problems": problems,

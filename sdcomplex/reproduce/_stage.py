@@ -16,9 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from sdcomplex.reproduce._config import ExperimentConfig, stage_hash
-from sdcomplex.train import CONFIG_FILE as CONFIG_FILE  # the run directories' config file
+from sdcomplex.train._rundir import ConfigKind
 
 EXPERIMENT_FILE = "experiment.json"
+EXPERIMENT = ConfigKind("experiment", "experiment record", ExperimentConfig, EXPERIMENT_FILE)
+"""The config kind of an output directory: its :class:`~sdcomplex.reproduce.ExperimentConfig`
+in ``config.json``, its hash, name and scale in the sealed ``experiment.json`` (one written before
+seals existed is read as it is)."""
 STAGES_DIR = "stages"
 
 

@@ -48,7 +48,6 @@ from sdcomplex.train import (
     EnsembleResult,
     Supervision,
     TrainConfig,
-    config_hash,
     load_run_data,
     read_metrics,
     train,
@@ -290,7 +289,7 @@ def study_stages(config: Any, version: int) -> list[Stage]:
     spec: StudySpec = config.study
     layout = Layout(Path())
     stages: list[Stage] = []
-    hashes = {r.name: config_hash(recipe_teacher(config, r)) for r in spec.recipes}
+    hashes = {r.name: recipe_teacher(config, r).hash() for r in spec.recipes}
     for recipe in spec.recipes:
         if recipe.teacher is not None:
             stages.append(
@@ -324,7 +323,7 @@ def _initial_kernel(config: Any, capacity: StudentCapacity, x: np.ndarray, subse
     model = build_model(capacity.student(config.student), subset.info.num_classes)
     variables = initial_student(model, spec.ntk_seed, subset.info.input_shape)
     k = kernel(
-        model, variables, x, outputs=spec.kernel_outputs, implementation=spec.ntk_implementation
+        model, variables, x, outputs=spec.ntk_outputs, implementation=spec.ntk_implementation
     )
     # a small student's NTK may be singular on n examples (a linear model's has rank <= its
     # parameter count): its float32 round-off is projected away, and the eigh solve then uses

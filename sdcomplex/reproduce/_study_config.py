@@ -22,6 +22,7 @@ from typing import Any
 
 from sdcomplex._config_base import Config, option
 from sdcomplex._config_kinds import Choice, Int, Nested, Optional, Options, Real, Text, Tuple
+from sdcomplex.complexity._complexity import OUTPUTS
 from sdcomplex.train import TrainConfig
 from sdcomplex.train._ensemble import BATCHINGS
 
@@ -100,8 +101,10 @@ class StudySpec(Config):
         n_per_class: training examples per class of the C2 curves' subset.
         subset_seed: seed of that subset.
         ntk_seed: initialisation seed of the student NTK of the C2 curves.
-        kernel_outputs: the NTK form of the C2 curves (``"mean"``, ``"diag"``, ``"full"``).
-        ntk_implementation: :func:`sdcomplex.ntk.empirical_ntk` implementation.
+        ntk_outputs: the form of the NTK of the C2 curves (``"mean"``, ``"full"``,
+            ``"diag"``): :func:`sdcomplex.ntk.empirical_ntk`'s ``outputs``.
+        ntk_implementation: its ``implementation`` (the NTK keywords the spec passes on carry
+            the prefix ``ntk_``).
     """
 
     capacities: tuple[StudentCapacity, ...] = option(Tuple(Nested(StudentCapacity), nonempty=True))
@@ -119,7 +122,7 @@ class StudySpec(Config):
     n_per_class: int = option(Int(minimum=1), 100)
     subset_seed: int = option(Int(minimum=0), 0)
     ntk_seed: int = option(Int(minimum=0), 0)
-    kernel_outputs: str = option(Choice(("mean", "diag", "full")), "mean")
+    ntk_outputs: str = option(Choice(OUTPUTS), "mean")
     ntk_implementation: str = option(Text(), "auto")
 
     def validate(self) -> None:

@@ -135,7 +135,7 @@ def run_complexity(ctx: Context) -> dict[str, Any]:
             student_model,
             variables,
             x,
-            outputs=spec.kernel_outputs,
+            outputs=spec.ntk_outputs,
             implementation=spec.ntk_implementation,
         )
         factorized = factorize_kernel(k)
@@ -144,7 +144,7 @@ def run_complexity(ctx: Context) -> dict[str, Any]:
             "label": label,
             "run": run,
             "epoch": epoch,
-            "outputs": spec.kernel_outputs,
+            "outputs": spec.ntk_outputs,
             "trace": factorized.trace,
             "n": n,
         }
@@ -184,7 +184,7 @@ def run_complexity(ctx: Context) -> dict[str, Any]:
             "description": (
                 "adjusted supervision complexity sqrt(s(Y) tr K) / n of labels, random labels "
                 "and teacher soft targets softmax(z / tau) (not centred) w.r.t. the student's "
-                f"{spec.kernel_outputs} NTK"
+                f"{spec.ntk_outputs} NTK"
             ),
             "n": n,
             "num_classes": num_classes,

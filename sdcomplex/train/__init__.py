@@ -32,7 +32,6 @@ Example:
 
 from sdcomplex.train._checkpoint import (
     DamagedCheckpointWarning,
-    library_versions,
     list_checkpoints,
     load_checkpoint,
     verify_checkpoint,
@@ -41,7 +40,6 @@ from sdcomplex.train._config import (
     OPTIMIZERS,
     SCHEDULES,
     TrainConfig,
-    config_hash,
     load_config,
 )
 from sdcomplex.train._divergence import TrainingDiverged
@@ -52,23 +50,10 @@ from sdcomplex.train._ensemble import (
 )
 from sdcomplex.train._inference import batched_apply
 from sdcomplex.train._integrity import DamagedFile
-from sdcomplex.train._metrics import (
-    METRICS_FILE,
-    TIMING_FIELDS,
-    read_metrics,
-    strip_timing,
-)
+from sdcomplex.train._metrics import read_metrics
 from sdcomplex.train._optim import make_optimizer, make_schedule
 from sdcomplex.train._plot import plot_learning_curves
-from sdcomplex.train._rundir import (
-    CONFIG_FILE,
-    RUN_FILE,
-    TRAIN_RUN,
-    ConfigKind,
-    RunDirectory,
-    read_run_config,
-    read_run_info,
-)
+from sdcomplex.train._rundir import RunDirectory
 from sdcomplex.train._setup import build_model, load_run_data, setup_run
 from sdcomplex.train._step import (
     TrainState,
@@ -78,20 +63,14 @@ from sdcomplex.train._step import (
     make_train_step,
 )
 from sdcomplex.train._supervision import EpochInfo, Supervision, cross_entropy_loss
-from sdcomplex.train._trainer import TrainResult, finished_result, train
+from sdcomplex.train._trainer import TrainResult, train
 
 __all__ = [
     "BATCHINGS",
     "EnsembleResult",
     "train_students",
-    "CONFIG_FILE",
-    "METRICS_FILE",
     "OPTIMIZERS",
-    "RUN_FILE",
     "SCHEDULES",
-    "TIMING_FIELDS",
-    "TRAIN_RUN",
-    "ConfigKind",
     "RunDirectory",
     "DamagedCheckpointWarning",
     "DamagedFile",
@@ -101,13 +80,10 @@ __all__ = [
     "TrainResult",
     "TrainState",
     "TrainingDiverged",
-    "config_hash",
     "batched_apply",
     "build_model",
     "cross_entropy_loss",
-    "finished_result",
     "init_train_state",
-    "library_versions",
     "list_checkpoints",
     "load_checkpoint",
     "load_config",
@@ -119,10 +95,7 @@ __all__ = [
     "make_train_step",
     "plot_learning_curves",
     "read_metrics",
-    "read_run_config",
-    "read_run_info",
     "setup_run",
-    "strip_timing",
     "train",
     "verify_checkpoint",
 ]

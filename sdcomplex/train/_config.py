@@ -8,8 +8,8 @@ config is built from :func:`~sdcomplex.data.augmentation_defaults` (crop padding
 ``image_size / 8``: 4 pixels for 32-pixel CIFAR images, 1 for the 8-pixel digits; flips only
 for data sets whose classes are mirror-invariant; no augmentation of non-image data), so the
 recorded config always holds the values the run uses. A config is serialised to JSON
-(``config.json`` in the run directory) and identified by :func:`config_hash`, a hash of its
-canonical JSON form, which every checkpoint manifest records.
+(``config.json`` in the run directory) and identified by its :meth:`~TrainConfig.hash`, a hash
+of its canonical JSON form, which every checkpoint manifest records.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class TrainConfig(Config):
         >>> cfg = TrainConfig(model="mlp", dataset="digits", epochs=3, augment=False)
         >>> TrainConfig.from_dict(cfg.to_dict()) == cfg
         True
-        >>> len(config_hash(cfg))
+        >>> len(cfg.hash())
         16
     """
 
@@ -193,20 +193,6 @@ def _resolve_augmentation(config: TrainConfig) -> None:
         defaults = AugmentationDefaults(image_size=None, mirror_invariant=False)
     for name in resolved:
         object.__setattr__(config, name, getattr(defaults, name))
-
-
-def config_hash(config: TrainConfig) -> str:
-    """Stable 16-hex-digit hash of a config: sha256 of its canonical JSON form.
-
-    Equal configs (including ``1`` vs ``1.0`` for float fields and lists vs tuples) hash
-    equally on every platform and Python version (:meth:`TrainConfig.hash`).
-    """
-    return config.hash()
-
-
-def config_differences(old: TrainConfig, new: TrainConfig) -> list[str]:
-    """``"field: old -> new"`` for every field that differs (empty if equal)."""
-    return old.differences(new)
 
 
 def load_config(path: str | os.PathLike[str], cls: type[TrainConfig] = TrainConfig) -> TrainConfig:

@@ -26,7 +26,7 @@ from sdcomplex.data import Dataset, EpochBatcher
 from sdcomplex.models import abstract_variables, count_params, init_variables
 from sdcomplex.placement import Placement
 from sdcomplex.train._checkpoint import CheckpointStore
-from sdcomplex.train._config import TrainConfig, config_hash
+from sdcomplex.train._config import TrainConfig
 from sdcomplex.train._divergence import check_evaluated_losses, check_step_loss
 from sdcomplex.train._inference import padded_batches
 from sdcomplex.train._metrics import (
@@ -144,7 +144,7 @@ def prepare(
             run.create(config)
         if not run.run_file.exists():  # (also after a kill between the two writes)
             abstract = abstract_variables(model, info.input_shape)
-            run.write_run_info(
+            run.write_record(
                 config,
                 dataset=info.to_dict(),
                 num_params=count_params(abstract["params"]),
@@ -166,7 +166,7 @@ def prepare(
     return Prepared(
         config,
         run.path,
-        config_hash(config),
+        config.hash(),
         store,
         dataset,
         model,

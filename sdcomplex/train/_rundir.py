@@ -1,37 +1,38 @@
 """The run directory: one type for every command that writes a directory of results.
 
-A run directory holds the resolved config (``config.json``), sealed metadata records
-(``run.json`` of a training run, ``distill.json`` of a distillation run; see
-:mod:`sdcomplex.train._integrity`), the metrics lines (``metrics.jsonl``) and the checkpoints
-(``checkpoints/``). :class:`RunDirectory` is the protocol they all follow:
+A run directory holds a resolved config (``config.json``), sealed metadata records (``run.json``
+of a training run, ``distill.json`` of a distillation run, ``experiment.json`` of an output
+directory of ``sdcomplex reproduce``; see :mod:`sdcomplex.train._integrity`), and, for a training
+run, the metrics lines (``metrics.jsonl``) and the checkpoints (``checkpoints/``).
+:class:`RunDirectory` is the protocol they all follow, for every :class:`ConfigKind`:
 
 * **create, or verify, or refuse**: a new or empty directory is created for a config; one
-  that holds a run of the same config (same hash) is reused (resumed); one that holds another
-  config is refused, naming the differences, and anything else is refused, before anything is
-  written (:meth:`RunDirectory.verify`, :meth:`RunDirectory.verify_record`);
+  that holds the same config (same hash) is reused (resumed); one that holds another config is
+  refused, naming the differences, and anything else is refused, before anything is written
+  (:meth:`RunDirectory.verify`, :meth:`RunDirectory.verify_record`);
 * **metadata**: sealed JSON records, written once, atomically, and checked when read
-  (:meth:`RunDirectory.read_metadata`, :meth:`RunDirectory.write_metadata`);
+  (:meth:`RunDirectory.write_record`, :meth:`RunDirectory.read_metadata`); records written
+  before seals existed are read as they are;
 * **contents**: the metrics lines and the epochs that have a checkpoint.
 
-``run.json`` records the config's hash and the config itself, so a ``config.json`` edited after
-training is refused, naming what changed, before anything is restored from checkpoints written
-with the original config.
+A kind's record holds the config's hash and the config itself, so a ``config.json`` edited
+after the run started is refused, naming what changed, before anything is restored from
+checkpoints written with the original config (:meth:`RunDirectory.read_config`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from sdcomplex._config_base import Config
 from sdcomplex._io import atomic_write_text
 from sdcomplex.data import DatasetInfo
 from sdcomplex.train._checkpoint import CHECKPOINT_DIR, library_versions, list_checkpoints
-from sdcomplex.train._config import TrainConfig, config_differences, config_hash
+from sdcomplex.train._config import TrainConfig
 from sdcomplex.train._integrity import DamagedFile, read_sealed_json, write_sealed_json
 from sdcomplex.train._metrics import METRICS_FILE, read_metrics
 
@@ -43,28 +44,37 @@ _FILES = {
     "metrics_file": METRICS_FILE,
     "checkpoint_dir": CHECKPOINT_DIR,
 }
+_LISTED = 5
+"""The differences a refusal lists (the rest are counted)."""
 
 
 class ConfigKind(NamedTuple):
-    """How a run directory reads and compares one kind of config.
+    """One kind of config a directory holds: its name in messages and the record of its hash.
+
+    Configs are compared through the config base (:class:`~sdcomplex._config_base.Config`):
+    the same kind and the same :meth:`~sdcomplex._config_base.Config.hash` is the same config,
+    and a refusal lists :meth:`~sdcomplex._config_base.Config.differences`.
 
     Attributes:
         noun: what a directory of this config holds, in messages (``"run"``).
-        record: what its metadata record is called, in messages (``"run record"``).
-        from_dict: ``dict -> config`` (raises ``ValueError``/``TypeError`` when invalid).
-        hash: ``config -> str``, equal for equal configs.
-        differences: ``(old, new) -> ["field: old -> new", ...]``.
+        record: what its record is called, in messages (``"run record"``).
+        config_class: the config class (read with its ``from_dict``).
+        record_file: the sealed record that holds the config's hash (``"run.json"``).
     """
 
     noun: str
     record: str
-    from_dict: Callable[[Any], Any]
-    hash: Callable[[Any], str]
-    differences: Callable[[Any, Any], list[str]]
+    config_class: type[Config]
+    record_file: str
 
 
-TRAIN_RUN = ConfigKind("run", "run record", TrainConfig.from_dict, config_hash, config_differences)
-"""The config kind of a training run (:class:`~sdcomplex.train.TrainConfig`)."""
+TRAIN_RUN = ConfigKind("run", "run record", TrainConfig, RUN_FILE)
+"""The config kind of a training run (:class:`~sdcomplex.train.TrainConfig`; ``config.json``,
+its hash in ``run.json``)."""
+
+
+def _article(noun: str) -> str:
+    return "an" if noun[:1] in "aeiou" else "a"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,64 +108,68 @@ class RunDirectory:
 
     # --- create, verify or refuse --------------------------------------------------------------
 
-    def is_empty(self, *, leftover_of: str = CONFIG_FILE) -> bool:
+    def is_empty(self) -> bool:
         """True if the directory does not exist or holds nothing but temporary files of a
-        write of ``leftover_of`` killed before its rename."""
+        write of ``config.json`` killed before its rename."""
         if not self.path.exists():
             return True
-        leftover = f".{leftover_of}."
+        leftover = f".{CONFIG_FILE}."
         return self.path.is_dir() and all(p.name.startswith(leftover) for p in self.path.iterdir())
 
-    def refuse_different(self, old: Any, new: Any, kind: ConfigKind) -> None:
+    def refuse_different(self, old: Config, new: Config, kind: ConfigKind) -> None:
         """Raises the refusal of a directory holding ``old`` when ``new`` is asked for, unless
         both have the same hash.
 
         Raises:
-            ValueError: ``"<dir> holds a <noun> with a different config (<differences>); ..."``.
+            ValueError: ``"<dir> holds a <noun> with a different config (<differences>); ..."``
+                (the first five differences, then how many more).
         """
-        if kind.hash(old) != kind.hash(new):
-            diff = "; ".join(kind.differences(old, new))
+        if old.hash() != new.hash():
+            lines = old.differences(new)
+            more = f"; and {len(lines) - _LISTED} more" if len(lines) > _LISTED else ""
             raise ValueError(
-                f"{self.path} holds a {kind.noun} with a different config ({diff}); use another "
-                "output directory (nothing was changed)"
+                f"{self.path} holds {_article(kind.noun)} {kind.noun} with a different config "
+                f"({'; '.join(lines[:_LISTED])}{more}); use another output directory (nothing "
+                "was changed)"
             )
 
-    def verify(self, config: TrainConfig) -> bool:
-        """True if the directory holds a run of the same config; False if it is new or empty;
-        raises if it holds anything else.
+    def verify(self, config: Config, kind: ConfigKind = TRAIN_RUN) -> bool:
+        """True if the directory holds ``config`` (in ``config.json``, checked against the hash
+        of the kind's record); False if it is new or empty; raises if it holds anything else.
 
         Raises:
             ValueError: a different config (the differences are listed), an edited or damaged
-                ``config.json`` / ``run.json``, or a non-empty directory that is not a run.
+                ``config.json`` or record, or a non-empty directory that is not of this kind.
         """
         if self.config_file.exists():
-            self.refuse_different(self.read_config(type(config)), config, TRAIN_RUN)
+            self.refuse_different(self.read_config(kind), config, kind)
             return True
         if not self.is_empty():
             raise ValueError(
-                f"{self.path} exists and is not an sdcomplex run directory (no {CONFIG_FILE}); "
-                "choose a new or empty output directory (nothing was changed)"
+                f"{self.path} exists and is not an sdcomplex {kind.noun} directory (no "
+                f"{CONFIG_FILE}); choose a new or empty output directory (nothing was changed)"
             )
         return False
 
-    def verify_record(self, name: str, config: Any, kind: ConfigKind) -> dict[str, Any] | None:
-        """The sealed record ``name`` of a run of the same ``config`` (None: no such record).
+    def verify_record(self, config: Config, kind: ConfigKind) -> dict[str, Any] | None:
+        """The kind's sealed record, if it holds ``config`` (None: no such record yet).
 
         Raises:
             ValueError: the record holds a different config (the differences are listed) or
                 no valid config; :class:`DamagedFile` when it changed after it was written.
         """
-        record = self.read_metadata(name)
+        record = self.read_metadata(kind.record_file)
         if record is None:
             return None
         try:
-            old = kind.from_dict(record["config"])
+            old = kind.config_class.from_dict(record["config"])
         except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{self.path / name} is not a valid {kind.record} ({err})") from None
+            where = self.path / kind.record_file
+            raise ValueError(f"{where} is not a valid {kind.record} ({err})") from None
         self.refuse_different(old, config, kind)
         return record
 
-    def create(self, config: TrainConfig) -> None:
+    def create(self, config: Config) -> None:
         """Creates the directory and writes ``config.json`` (atomic)."""
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.config_file, config.to_json())
@@ -177,48 +191,51 @@ class RunDirectory:
         """Writes the record ``name`` sealed with its sha256, atomically (never overwrites)."""
         return write_sealed_json(self.path / name, record)
 
-    def write_run_info(self, config: TrainConfig, **fields: Any) -> Path:
-        """Writes ``run.json``: the config, its hash, the config class, the creation time, the
-        library versions and ``fields``."""
+    def write_record(self, config: Config, kind: ConfigKind = TRAIN_RUN, **fields: Any) -> Path:
+        """Writes the kind's record (``run.json`` of a training run): the config, its hash, the
+        config class, the creation time, the library versions and ``fields``."""
         record = {
             "config": config.to_dict(),
-            "config_hash": config_hash(config),
+            "config_hash": config.hash(),
             "config_class": f"{type(config).__module__}.{type(config).__qualname__}",
             "created": time.time(),
             "versions": library_versions(),
             **fields,
         }
-        return self.write_metadata(record, RUN_FILE)
+        return self.write_metadata(record, kind.record_file)
 
-    def read_config(self, cls: type[TrainConfig] = TrainConfig) -> TrainConfig:
-        """The config of the run, checked against the hash ``run.json`` recorded.
+    def read_config(self, kind: ConfigKind = TRAIN_RUN) -> Any:
+        """The config in ``config.json``, checked against the hash the kind's record holds.
 
         Raises:
-            ValueError: ``config.json`` is missing or not a valid config, or it does not match
-                the recorded hash (the message lists what differs from the recorded config when
-                ``run.json`` holds it); :class:`DamagedFile` for a damaged ``run.json``.
+            ValueError: no ``config.json`` or not a valid config, or it does not match the
+                recorded hash (the message lists what differs from the recorded config when the
+                record holds it); :class:`DamagedFile` for a damaged record.
         """
-        cfg_file = self.config_file
+        cfg_file, cls = self.config_file, kind.config_class
+        if not cfg_file.is_file():
+            raise ValueError(
+                f"{self.path} is not an sdcomplex {kind.noun} directory (no {CONFIG_FILE})"
+            )
         try:
             config = cls.from_dict(json.loads(cfg_file.read_text(encoding="utf-8")))
-        except FileNotFoundError:
-            raise ValueError(f"{self.path} has no {CONFIG_FILE}") from None
-        except (UnicodeDecodeError, ValueError, TypeError) as err:
+        except (OSError, UnicodeDecodeError, ValueError, TypeError) as err:
             raise ValueError(f"{cfg_file} is not a valid config ({err}); not touching it") from None
-        info = self.read_metadata(RUN_FILE)
-        if info is None or info.get("config_hash") == config_hash(config):
+        info = self.read_metadata(kind.record_file)
+        if info is None or info.get("config_hash") == config.hash():
             return config
         recorded = info.get("config")
-        diff = "the recorded config is not in run.json"
+        diff = f"the recorded config is not in {kind.record_file}"
         if isinstance(recorded, dict):
             try:
-                diff = "; ".join(config_differences(cls.from_dict(recorded), config))
+                diff = "; ".join(cls.from_dict(recorded).differences(config))
             except (ValueError, TypeError) as err:
-                raise DamagedFile(self.run_file, f"its config is invalid: {err}") from None
+                where = self.path / kind.record_file
+                raise DamagedFile(where, f"its config is invalid: {err}") from None
         raise ValueError(
-            f"{cfg_file} was changed after the run started: it no longer matches the config hash "
-            f"{info.get('config_hash')} recorded in {RUN_FILE} ({diff}); restore it or train "
-            "into a new directory"
+            f"{cfg_file} was changed after the {kind.noun} started: it no longer matches the "
+            f"config hash {info.get('config_hash')} recorded in {kind.record_file} ({diff}); "
+            "restore it or use another output directory"
         )
 
     def dataset_info(self) -> DatasetInfo:
@@ -244,20 +261,3 @@ class RunDirectory:
     def metrics(self) -> list[dict[str, Any]]:
         """Every line of ``metrics.jsonl`` (see :func:`~sdcomplex.train.read_metrics`)."""
         return read_metrics(self.path)
-
-
-def read_run_info(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The run's ``run.json`` (seal checked); ``None`` if there is none yet.
-
-    Raises:
-        DamagedFile: ``run.json`` is not valid JSON or does not match its seal.
-    """
-    return RunDirectory(Path(run_dir)).read_metadata(RUN_FILE)
-
-
-def read_run_config(
-    run_dir: str | os.PathLike[str], cls: type[TrainConfig] = TrainConfig
-) -> TrainConfig:
-    """The config of a run directory, checked against the hash ``run.json`` recorded
-    (:meth:`RunDirectory.read_config`)."""
-    return RunDirectory(Path(run_dir)).read_config(cls)

@@ -115,7 +115,8 @@ def _workspace(d: Path) -> None:
 
 
 def _reproduce_dir(d: Path, name: str, marker: str | None = None, meta: str | None = None) -> Path:
-    from sdcomplex.reproduce import load_experiment, prepare_out_dir
+    from sdcomplex.reproduce import load_experiment
+    from sdcomplex.reproduce._runner import prepare_out_dir
 
     out = d / name
     prepare_out_dir(out, load_experiment(str(TINY), "smoke"))
@@ -390,7 +391,7 @@ CASES: dict[str, tuple[list[str], str]] = {
     "reproduce status without out": (["reproduce", "--status"], "--out"),
     "reproduce status foreign": (
         ["reproduce", "--status", "--out", "{d}/foreign"],
-        "not an output directory",
+        "not an sdcomplex experiment directory",
     ),
     "reproduce foreign out": (
         [
@@ -402,7 +403,7 @@ CASES: dict[str, tuple[list[str], str]] = {
             "{d}/foreign",
             "--no-compilation-cache",
         ],
-        "not an output",
+        "not an sdcomplex experiment directory",
     ),
     "reproduce garbage marker": (
         ["reproduce", "--status", "--out", "{d}/garbage_marker"],
@@ -422,7 +423,7 @@ CASES: dict[str, tuple[list[str], str]] = {
     ),
     "reproduce garbage experiment file": (
         ["reproduce", "--status", "--out", "{d}/garbage_meta"],
-        "experiment.json, line 1",
+        "experiment.json is damaged (not valid JSON",
     ),
     "reproduce other scale": (
         [

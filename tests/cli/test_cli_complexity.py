@@ -10,9 +10,9 @@ from cli_helpers import TINY_RUN, tiny_run_dir  # noqa: F401 (a fixture)
 
 from sdcomplex.cli import main
 from sdcomplex.complexity import supervision_complexity
-from sdcomplex.data import normalised_arrays
+from sdcomplex.data import balanced_indices, normalised_arrays
 from sdcomplex.models import create_model
-from sdcomplex.ntk import balanced_indices, empirical_ntk, flax_ntk_fn, load_kernel
+from sdcomplex.ntk import empirical_ntk, flax_ntk_fn, load_kernel
 from sdcomplex.targets import one_hot, random_labels, soft_targets
 from sdcomplex.train import load_checkpoint, load_run_data
 

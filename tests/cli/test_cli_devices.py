@@ -62,14 +62,14 @@ def test_distill_and_reproduce_take_the_flags(tmp_path, capsys):
 _FOUR_DEVICES = """
 import contextlib, io, json, sys
 from sdcomplex.cli import main
-from sdcomplex.train import read_run_info
+from sdcomplex.train import RunDirectory
 root, argv = sys.argv[1], json.loads(sys.argv[2])
 err = io.StringIO()
 with contextlib.redirect_stderr(err):
     odd = main([*argv, "--out", root + "/odd", "--batch-size", "18"])
 two = main([*argv, "--out", root + "/two", "--batch-size", "16", "--devices", "2"])
 every = main([*argv, "--out", root + "/all", "--batch-size", "16"])
-placement = [read_run_info(root + "/" + d)["placement"] for d in ("two", "all")]
+placement = [RunDirectory(root + "/" + d).read_metadata()["placement"] for d in ("two", "all")]
 print(json.dumps({"odd": odd, "err": err.getvalue(), "two": two, "all": every,
                   "placement": placement}))
 """
@@ -137,12 +137,12 @@ def _cli(args: list[str]) -> subprocess.CompletedProcess:
 def test_cpu_devices_flag_trains_and_computes_the_kernel_on_four_devices(tmp_path):
     import numpy as np
 
-    from sdcomplex.train import read_run_info
+    from sdcomplex.train import RunDirectory
 
     run = tmp_path / "run"
     done = _cli([*TRAIN, "--out", str(run), "--batch-size", "16", "--cpu-devices", "4"])
     assert done.returncode == 0, done.stderr[-2000:]
-    assert read_run_info(run)["placement"]["num_devices"] == 4
+    assert RunDirectory(run).read_metadata()["placement"]["num_devices"] == 4
     four = _cli(["ntk", str(run), "--out", str(tmp_path / "k4.npz"), "--cpu-devices", "4",
                  "--n-per-class", "6", "--quiet"])  # fmt: skip
     assert four.returncode == 0, four.stderr[-2000:]

@@ -1,6 +1,7 @@
 """``sdcomplex ntk``: a trained run's kernel equals the library's on the restored model."""
 
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -19,7 +20,7 @@ from sdcomplex.ntk import (
     run_ntk,
 )
 from sdcomplex.train import (
-    config_hash,
+    DamagedFile,
     load_checkpoint,
     load_run_data,
 )
@@ -71,7 +72,7 @@ def test_kernel_equals_the_library_call_and_sidecar_records_it(run_dir, tmp_path
     assert record["run"] == {
         "run": str(run_dir.resolve()),
         "epoch": 1,
-        "config_hash": config_hash(TINY),
+        "config_hash": TINY.hash(),
         "model": "mlp",
         "model_options": {"hidden_sizes": [16]},
     }
@@ -150,6 +151,22 @@ def test_errors_are_one_line(run_dir, tmp_path, capsys, spec, extra, match):
     assert err.startswith("sdcomplex ntk: error:") and err.count("\n") == 1
     assert match in err
     assert not (tmp_path / "K.npz").exists()
+
+
+def test_an_edited_or_damaged_run_is_refused(run_dir, tmp_path):
+    """A run is read as its run directory: ``config.json`` checked against the hash ``run.json``
+    records, ``run.json`` against its seal."""
+    edited, damaged = tmp_path / "edited", tmp_path / "damaged"
+    for copy in (edited, damaged):
+        shutil.copytree(run_dir, copy)
+    (edited / "config.json").write_text(TINY.replace(learning_rate=0.5).to_json())
+    with pytest.raises(ValueError, match=r"changed after the run started.*learning_rate: "):
+        load_run_checkpoint(edited, 1)
+    record = damaged / "run.json"
+    record.write_text(record.read_text().replace('"num_params": ', '"num_params": 1'))
+    with pytest.raises(DamagedFile, match="run.json is damaged"):
+        load_run_checkpoint(damaged, "init")
+    assert load_run_checkpoint(run_dir, "init").config == TINY
 
 
 def test_out_must_be_npz(run_dir, tmp_path, capsys):

@@ -18,7 +18,7 @@ def test_identity_kernel_gives_squared_norm():
     r = supervision_complexity(np.eye(6), y)
     assert r.value == pytest.approx(np.sum(y**2), rel=1e-12)
     assert r.adjusted == pytest.approx(np.sqrt(np.sum(y**2) * 6) / 6, rel=1e-12)
-    assert (r.trace, r.n, r.num_outputs, r.form, r.jitter, r.method) == (
+    assert (r.trace, r.n, r.num_outputs, r.outputs, r.jitter, r.method) == (
         6.0,
         6,
         3,
@@ -86,7 +86,7 @@ def test_forms_agree_on_kronecker_kernel():
     diag = supervision_complexity(np.broadcast_to(k, (c, 5, 5)), y)
     assert full.value == pytest.approx(mean.value, rel=1e-9)
     assert diag.value == pytest.approx(mean.value, rel=1e-9)
-    assert (full.form, diag.form) == ("full", "diag")
+    assert (full.outputs, diag.outputs) == ("full", "diag")
     assert full.trace == pytest.approx(c * np.trace(k))
 
 

@@ -6,14 +6,8 @@ import numpy as np
 import pytest
 from distill_helpers import STUDENT
 
-from sdcomplex.distill import (
-    DistillConfig,
-    diagnostic_epochs,
-    distill_config_differences,
-    distill_config_hash,
-    load_config,
-    probe_indices,
-)
+from sdcomplex.distill import DistillConfig, load_config
+from sdcomplex.distill._diagnostics import diagnostic_epochs, probe_indices
 from sdcomplex.train import TrainConfig
 
 CONFIG = DistillConfig(student=STUDENT, mode="offline", teacher_dir="runs/t", teacher_epoch=3)
@@ -23,14 +17,14 @@ def test_round_trip_and_hash():
     data = json.loads(json.dumps(CONFIG.to_dict()))
     assert data["student"]["model_options"] == {"hidden_sizes": [32]}
     again = DistillConfig.from_dict(data)
-    assert again == CONFIG and distill_config_hash(again) == distill_config_hash(CONFIG)
+    assert again == CONFIG and again.hash() == CONFIG.hash()
     # ints and floats, dicts and TrainConfigs: the same config, the same hash
     same = DistillConfig(student=STUDENT.to_dict(), mode="offline", teacher_dir="runs/t",
                          teacher_epoch=3, temperature=4, alpha=0)  # fmt: skip
-    assert same == CONFIG and distill_config_hash(same) == distill_config_hash(CONFIG)
+    assert same == CONFIG and same.hash() == CONFIG.hash()
     other = CONFIG.replace(temperature=1.0, student=STUDENT.replace(seed=1))
-    assert distill_config_hash(other) != distill_config_hash(CONFIG)
-    assert distill_config_differences(CONFIG, other) == [
+    assert other.hash() != CONFIG.hash()
+    assert CONFIG.differences(other) == [
         "student.seed: 0 -> 1",
         "temperature: 4.0 -> 1.0",
     ]
@@ -117,5 +111,5 @@ def test_numpy_scalars_are_accepted_as_python_numbers():
         teacher_epoch=np.int64(3),
     )
     plain = CONFIG.replace(temperature=2.0, stride=1, probe_size=64, teacher_epoch=3)
-    assert numpy == plain and distill_config_hash(numpy) == distill_config_hash(plain)
+    assert numpy == plain and numpy.hash() == plain.hash()
     assert type(numpy.probe_size) is int and type(numpy.temperature) is float

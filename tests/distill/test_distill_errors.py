@@ -6,7 +6,7 @@ import shutil
 import pytest
 from distill_helpers import STUDENT, student_config
 
-from sdcomplex.distill import DistillConfig, distill, distill_config_hash
+from sdcomplex.distill import DistillConfig, distill
 from sdcomplex.train import TrainConfig
 
 
@@ -102,7 +102,7 @@ def test_run_directory_of_something_else(teacher_dir, tmp_path):
     config = student_config(teacher_dir, "online")
     record = {
         "config": config.to_dict(),
-        "config_hash": distill_config_hash(config),
+        "config_hash": config.hash(),
         "teacher": {"config_hash": "0" * 16},
     }
     (fake / "distill.json").write_text(json.dumps(record))

@@ -14,14 +14,11 @@ from fault_injection import DAMAGE_MODES, damage_file
 from run_helpers import leaves_equal
 
 from sdcomplex.cli import main
-from sdcomplex.distill import DISTILL_FILE, NTK_INIT_FILE, distill
-from sdcomplex.train import (
-    DamagedFile,
-    list_checkpoints,
-    load_checkpoint,
-    read_metrics,
-    strip_timing,
-)
+from sdcomplex.distill import distill
+from sdcomplex.distill._diagnostics import NTK_INIT_FILE
+from sdcomplex.distill._run import DISTILL_FILE
+from sdcomplex.train import DamagedFile, list_checkpoints, load_checkpoint, read_metrics
+from sdcomplex.train._metrics import strip_timing
 
 MODES = DAMAGE_MODES
 

@@ -12,16 +12,13 @@ from distill_helpers import PROBE, STUDENT, TEACHER
 from sdcomplex import targets as tg
 from sdcomplex.complexity import kernel_alignment, supervision_complexity
 from sdcomplex.data import load_dataset, normalised_arrays
-from sdcomplex.distill import (
-    DIAGNOSTIC_KEYS,
-    DISTILL_FILE,
-    NTK_INIT_FILE,
-    kd_loss,
-    online_schedule,
-)
+from sdcomplex.distill import kd_loss, online_schedule
+from sdcomplex.distill._diagnostics import DIAGNOSTIC_KEYS, NTK_INIT_FILE
+from sdcomplex.distill._run import DISTILL_FILE
 from sdcomplex.models import create_model
 from sdcomplex.ntk import empirical_ntk, flax_ntk_fn
-from sdcomplex.train import TIMING_FIELDS, list_checkpoints, load_checkpoint, read_metrics
+from sdcomplex.train import list_checkpoints, load_checkpoint, read_metrics
+from sdcomplex.train._metrics import TIMING_FIELDS
 
 KEYS = ("teacher_epoch", *DIAGNOSTIC_KEYS)
 

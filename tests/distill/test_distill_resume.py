@@ -14,8 +14,11 @@ import numpy as np
 import pytest
 from distill_helpers import STUDENT as BASE
 
-from sdcomplex.distill import DISTILL_FILE, NTK_INIT_FILE, DistillConfig, distill, online_schedule
-from sdcomplex.train import list_checkpoints, load_checkpoint, read_metrics, strip_timing
+from sdcomplex.distill import DistillConfig, distill, online_schedule
+from sdcomplex.distill._diagnostics import NTK_INIT_FILE
+from sdcomplex.distill._run import DISTILL_FILE
+from sdcomplex.train import list_checkpoints, load_checkpoint, read_metrics
+from sdcomplex.train._metrics import strip_timing
 
 # many small steps, so that a kill lands in the middle of the run
 STUDENT = BASE.replace(epochs=5, batch_size=16)

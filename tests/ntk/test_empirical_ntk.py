@@ -10,7 +10,6 @@ from jax.flatten_util import ravel_pytree
 
 from sdcomplex.ntk import (
     CostEstimate,
-    JacobianContraction,
     available_implementations,
     default_memory_budget,
     empirical_ntk,
@@ -19,6 +18,7 @@ from sdcomplex.ntk import (
     register_implementation,
     unflatten_full_kernel,
 )
+from sdcomplex.ntk._jacobian import JacobianContraction
 
 IMPLS = ("jacobian", "ntvp")
 

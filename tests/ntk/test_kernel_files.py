@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from sdcomplex.data import balanced_subset, load_dataset
-from sdcomplex.ntk import balanced_indices, load_kernel, parse_run_spec, save_kernel
+from sdcomplex.data import balanced_indices, balanced_subset, load_dataset
+from sdcomplex.ntk import load_kernel, save_kernel
 from sdcomplex.ntk._kernel_files import _digest, request_key
+from sdcomplex.ntk._runs import parse_run_spec
 
 
 @pytest.mark.parametrize(

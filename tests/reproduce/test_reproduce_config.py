@@ -11,7 +11,6 @@ from sdcomplex.reproduce import (
     ExperimentConfig,
     StudentMethod,
     available_experiments,
-    experiment_hash,
     load_experiment,
 )
 from sdcomplex.reproduce._runtimes import format_runtime
@@ -37,9 +36,9 @@ def _config(**changes):
 def test_round_trip_and_hash():
     cfg = _config(complexity=ComplexitySpec(trained_students=("none", "online_t4")))
     again = ExperimentConfig.from_dict(cfg.to_dict())
-    assert again == cfg and experiment_hash(again) == experiment_hash(cfg)
-    assert len(experiment_hash(cfg)) == 16
-    assert experiment_hash(cfg.replace(notes="x")) != experiment_hash(cfg)
+    assert again == cfg and again.hash() == cfg.hash()
+    assert len(cfg.hash()) == 16
+    assert cfg.replace(notes="x").hash() != cfg.hash()
     assert cfg.to_dict()["distillation"]["methods"][4] == {"mode": "online", "temperature": 4.0}
 
 
@@ -88,7 +87,7 @@ def test_invalid_configs(changes, error, match):
         (DistillationSpec, {"alpha": 2.0}, r"\[0, 1\]"),
         (DistillationSpec, {"probe_size": 0}, "probe_size"),
         (ComplexitySpec, {"temperatures": ()}, "empty"),
-        (ComplexitySpec, {"kernel_outputs": "trace"}, "mean, diag or full"),
+        (ComplexitySpec, {"ntk_outputs": "trace"}, "mean, full or diag"),
         (ComplexitySpec, {"n_per_class": 0}, "n_per_class"),
         (BoundSpec, {"delta": 1.0}, r"\(0, 1\)"),
         (BoundSpec, {"gammas": (0.1, -1.0)}, "> 0"),

@@ -174,7 +174,7 @@ def test_an_unreadable_marker_is_one_line_from_the_cli(finished, capsys):
 
 def test_an_unreadable_experiment_file_is_an_error_naming_it(finished, tiny_config):
     (finished / "experiment.json").write_text('{"config_hash": ')
-    with pytest.raises(ValueError, match=r"experiment file .*experiment\.json, line 1"):
+    with pytest.raises(ValueError, match=r"experiment\.json is damaged \(not valid JSON"):
         _rerun(tiny_config, finished)
 
 

@@ -21,10 +21,10 @@ from sdcomplex.reproduce import (
     Layout,
     Stage,
     plan_stages,
-    prepare_out_dir,
     read_status,
     run_experiment,
 )
+from sdcomplex.reproduce._runner import prepare_out_dir
 from sdcomplex.train import list_checkpoints, load_checkpoint
 
 pytest_plugins = ["reproduce_helpers"]  # the shared tiny run and its fixtures
@@ -83,7 +83,7 @@ def test_a_different_config_is_refused_before_writing(tiny_run, tiny_config):
 
 def test_a_foreign_directory_is_refused(tmp_path, tiny_config):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(ValueError, match="not an output directory"):
+    with pytest.raises(ValueError, match="not an sdcomplex experiment directory"):
         prepare_out_dir(tmp_path, tiny_config)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import jax, jax.numpy as jnp, numpy as np
 from sdcomplex.distill import DistillConfig, distill
 from sdcomplex.placement import make_placement
-from sdcomplex.train import TrainConfig, read_metrics, read_run_info, strip_timing, train
+from sdcomplex.train import RunDirectory, TrainConfig, read_metrics, train
+from sdcomplex.train._metrics import strip_timing
 from sdcomplex.train._step import run_preprocess
 from sdcomplex.train._setup import setup_run
 
@@ -68,8 +69,8 @@ for name, cfg in (("mlp", MLP), ("cnn", CNN)):
         runs[name + tag] = train(cfg, root / f"{name}{tag}", quiet=True, placement=placement)
     out[name] = {"rel": rel(runs[name + "4"].variables, runs[name + "1"].variables),
                  "metrics": metrics_gap(root / f"{name}4", root / f"{name}1"),
-                 "recorded": [read_run_info(root / f"{name}{t}")["placement"]["num_devices"]
-                              for t in "41"]}
+                 "recorded": [RunDirectory(root / f"{name}{t}").read_metadata()["placement"]
+                              ["num_devices"] for t in "41"]}
 
 # The augmented, normalised batch of a step: the same bits on 4 devices as on 1.
 setup = setup_run(CNN)
@@ -181,7 +182,8 @@ def test_two_processes_train_as_one(tmp_path):
     import numpy as np
     from run_helpers import mlp_config
 
-    from sdcomplex.train import read_metrics, read_run_info, strip_timing, train
+    from sdcomplex.train import RunDirectory, read_metrics, train
+    from sdcomplex.train._metrics import strip_timing
 
     cfg = mlp_config(8, synthetic=(64, 24, 5, 3), batch_size=16, epochs=2, learning_rate=0.1)
     run_dir = tmp_path / "mp"
@@ -196,7 +198,7 @@ def test_two_processes_train_as_one(tmp_path):
         assert max(float(np.max(np.abs(a - b))) for a, b in zip(got, ref, strict=True)) < (
             1e-5 * scale
         )
-    info = read_run_info(run_dir)
+    info = RunDirectory(run_dir).read_metadata()
     assert info["placement"]["num_devices"] == 4 and info["placement"]["num_processes"] == 2
     ours = strip_timing(read_metrics(run_dir))
     theirs = strip_timing(read_metrics(reference.run_dir))

@@ -5,8 +5,7 @@ import json
 
 import pytest
 
-from sdcomplex.train import TrainConfig, config_hash, load_config
-from sdcomplex.train._config import config_differences
+from sdcomplex.train import TrainConfig, load_config
 
 
 def test_defaults_are_the_paper_recipe():
@@ -29,16 +28,16 @@ def test_json_round_trip_and_hash_stability():
     assert cfg.lr_milestones == (2, 3) and cfg.learning_rate == 1.0
     assert cfg.model_options == {"width": 2, "sizes": [3, 4]}  # JSON form
     back = TrainConfig.from_dict(json.loads(cfg.to_json()))
-    assert back == cfg and config_hash(back) == config_hash(cfg)
+    assert back == cfg and back.hash() == cfg.hash()
     # 1 and 1.0, tuples and lists hash alike; any real change changes the hash
-    assert config_hash(cfg.replace(learning_rate=1.0, lr_milestones=(2, 3))) == config_hash(cfg)
-    assert config_hash(cfg.replace(seed=1)) != config_hash(cfg)
+    assert cfg.replace(learning_rate=1.0, lr_milestones=(2, 3)).hash() == cfg.hash()
+    assert cfg.replace(seed=1).hash() != cfg.hash()
     # the hash is a fixed function of the canonical JSON (sha256, 16 hex digits)
     import hashlib
 
     text = json.dumps(cfg.to_dict(), sort_keys=True, separators=(",", ":"))
-    assert config_hash(cfg) == hashlib.sha256(text.encode()).hexdigest()[:16]
-    assert config_differences(cfg, cfg.replace(seed=3, epochs=5)) == [
+    assert cfg.hash() == hashlib.sha256(text.encode()).hexdigest()[:16]
+    assert cfg.differences(cfg.replace(seed=3, epochs=5)) == [
         "epochs: 4 -> 5",
         "seed: 0 -> 3",
     ]
@@ -132,7 +131,7 @@ def test_numpy_scalars_are_accepted_as_python_numbers():
     )
     assert type(numpy.epochs) is int and type(numpy.learning_rate) is float
     assert type(numpy.augment) is bool and numpy.data_options == {"n_train": 10}
-    assert config_hash(numpy.replace(data_options={})) == config_hash(plain)
+    assert numpy.replace(data_options={}).hash() == plain.hash()
     assert TrainConfig.from_dict(json.loads(numpy.to_json())) == numpy
     with pytest.raises(TypeError, match="epochs must be an integer"):
         TrainConfig(epochs=np.float64(3.0))

@@ -24,14 +24,13 @@ from sdcomplex.train import (
     DamagedFile,
     Supervision,
     TrainConfig,
-    config_hash,
     list_checkpoints,
     load_checkpoint,
     read_metrics,
-    strip_timing,
     train,
 )
 from sdcomplex.train._checkpoint import CheckpointStore
+from sdcomplex.train._metrics import strip_timing
 from sdcomplex.train._resume import resume_point
 
 CONFIG = mlp_config(8, synthetic=(64, 16, 4, 3), batch_size=16, epochs=3, learning_rate=0.05)
@@ -100,7 +99,7 @@ def test_every_checkpoint_file_kind_damaged_is_detected_and_skipped(runs):
         store = CheckpointStore(run_dir)
         try:
             with pytest.warns(DamagedCheckpointWarning, match="not used") as caught:
-                point = resume_point(store, run_dir, config_hash(CONFIG))
+                point = resume_point(store, run_dir, CONFIG.hash())
         finally:
             store.close()
         case = f"{mode} {kind}"

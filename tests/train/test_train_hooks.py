@@ -10,7 +10,6 @@ from run_helpers import mlp_config
 
 from sdcomplex.models import create_model
 from sdcomplex.train import (
-    TIMING_FIELDS,
     EpochInfo,
     Supervision,
     cross_entropy_loss,
@@ -20,6 +19,7 @@ from sdcomplex.train import (
     read_metrics,
     train,
 )
+from sdcomplex.train._metrics import TIMING_FIELDS
 
 TINY = mlp_config(
     8,

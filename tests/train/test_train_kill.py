@@ -20,12 +20,8 @@ import numpy as np
 import pytest
 from run_helpers import leaves_equal, mlp_config
 
-from sdcomplex.train import (
-    list_checkpoints,
-    load_checkpoint,
-    read_metrics,
-    strip_timing,
-)
+from sdcomplex.train import list_checkpoints, load_checkpoint, read_metrics
+from sdcomplex.train._metrics import strip_timing
 
 CONFIG = mlp_config(4, synthetic=(16, 8, 3, 2), batch_size=16, epochs=5, learning_rate=0.05)
 SEEDS = range(10)

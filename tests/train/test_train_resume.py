@@ -12,15 +12,14 @@ import pytest
 from run_helpers import leaves_equal
 
 from sdcomplex.train import (
-    TIMING_FIELDS,
     TrainConfig,
     list_checkpoints,
     load_checkpoint,
     read_metrics,
-    strip_timing,
     train,
 )
 from sdcomplex.train._checkpoint import load_manifest
+from sdcomplex.train._metrics import TIMING_FIELDS, strip_timing
 
 # A small BatchNorm CNN on the embedded digits, with augmentation, a step schedule and many
 # steps per epoch (so that a signal sent after epoch 1 lands in the middle of epoch 2).

@@ -4,21 +4,13 @@ import json
 
 import pytest
 
-from sdcomplex.train import (
-    CONFIG_FILE,
-    RUN_FILE,
-    TRAIN_RUN,
-    DamagedFile,
-    RunDirectory,
-    TrainConfig,
-    config_hash,
-    read_run_config,
-    read_run_info,
-)
+from sdcomplex.train import DamagedFile, RunDirectory, TrainConfig
+from sdcomplex.train._rundir import CONFIG_FILE, RUN_FILE, TRAIN_RUN
 
 CONFIG = TrainConfig(
     model="mlp", dataset="synthetic", augment=False, epochs=2, batch_size=8, learning_rate=0.1
 )
+EXTRA = TRAIN_RUN._replace(record_file="extra.json")  # the training config in another record
 
 
 def test_new_directory_is_created_then_recognised(tmp_path):
@@ -29,12 +21,12 @@ def test_new_directory_is_created_then_recognised(tmp_path):
     assert json.loads(run.config_file.read_text()) == CONFIG.to_dict()
     assert run.verify(CONFIG) is True
     assert run.checkpoints() == [] and not run.metrics_file.exists()
-    run.write_run_info(CONFIG, steps_per_epoch=3)
-    info = read_run_info(run.path)
-    assert info["config_hash"] == config_hash(CONFIG) and info["steps_per_epoch"] == 3
-    assert read_run_config(run.path) == CONFIG
+    run.write_record(CONFIG, steps_per_epoch=3)
+    info = RunDirectory(run.path).read_metadata(RUN_FILE)
+    assert info["config_hash"] == CONFIG.hash() and info["steps_per_epoch"] == 3
+    assert RunDirectory(run.path).read_config() == CONFIG
     with pytest.raises(FileExistsError):  # written once
-        run.write_run_info(CONFIG)
+        run.write_record(CONFIG)
 
 
 def test_a_different_config_is_refused_with_its_differences(tmp_path):
@@ -59,9 +51,9 @@ def test_sealed_metadata_round_trip_and_damage(tmp_path):
     run.write_metadata({"config": CONFIG.to_dict(), "value": 1.5}, "extra.json")
     assert run.read_metadata("extra.json")["value"] == 1.5
     # the record of the same config is recognised; another config is refused
-    assert run.verify_record("extra.json", CONFIG, TRAIN_RUN)["value"] == 1.5
+    assert run.verify_record(CONFIG, EXTRA)["value"] == 1.5
     with pytest.raises(ValueError, match=r"different config \(learning_rate: 0.1 -> 0.2\)"):
-        run.verify_record("extra.json", CONFIG.replace(learning_rate=0.2), TRAIN_RUN)
+        run.verify_record(CONFIG.replace(learning_rate=0.2), EXTRA)
     # one changed value breaks the seal
     path = tmp_path / "extra.json"
     path.write_text(path.read_text().replace("1.5", "2.5"))
@@ -73,13 +65,13 @@ def test_a_record_without_a_valid_config_is_an_error(tmp_path):
     run = RunDirectory(tmp_path)
     run.write_metadata({"config": {"model": 3}}, "bad.json")
     with pytest.raises(ValueError, match="bad.json is not a valid run record"):
-        run.verify_record("bad.json", CONFIG, TRAIN_RUN)
+        run.verify_record(CONFIG, TRAIN_RUN._replace(record_file="bad.json"))
 
 
 def test_an_edited_config_file_is_refused(tmp_path):
     run = RunDirectory(tmp_path)
     run.create(CONFIG)
-    run.write_run_info(CONFIG)
+    run.write_record(CONFIG)
     edited = CONFIG.replace(learning_rate=0.3)
     run.config_file.write_text(edited.to_json())
     with pytest.raises(ValueError, match=f"changed after the run started.*{RUN_FILE}"):
@@ -92,10 +84,10 @@ def test_dataset_info_is_read_from_the_run_record(tmp_path):
     info = load_dataset("synthetic").info
     run = RunDirectory(tmp_path / "run")
     run.create(CONFIG)
-    run.write_run_info(CONFIG, dataset=info.to_dict())
+    run.write_record(CONFIG, dataset=info.to_dict())
     assert run.dataset_info() == info
     other = RunDirectory(tmp_path / "other")
     other.create(CONFIG)
-    other.write_run_info(CONFIG)  # no data set recorded
+    other.write_record(CONFIG)  # no data set recorded
     with pytest.raises(ValueError, match="run.json has no valid data set description"):
         other.dataset_info()
