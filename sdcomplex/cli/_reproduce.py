@@ -135,11 +135,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.experiment:
         raise ValueError("name an EXPERIMENT (see sdcomplex reproduce --list)")
-    if args.distributed:
-        raise ValueError(
-            "reproduce runs in one process (--devices N for several local devices); train "
-            "and distill runs across hosts with `sdcomplex train/distill --distributed`"
-        )
     config = load_experiment(args.experiment, args.scale, directory=args.experiments_dir)
     if args.print_config:
         print(config.to_json(), end="")
@@ -147,7 +142,13 @@ def run(args: argparse.Namespace) -> int:
     placement = placement_from_args(args)
     name = Path(args.experiment).stem
     out = Path(args.out or Path("runs") / f"{name}-{args.scale}")
-    print(f"sdcomplex reproduce {config.name} at scale {config.scale} -> {out}", flush=True)
+    speaks = placement.writes_files  # process 0 of a distributed run speaks for it
+    if speaks:
+        where = f" on {placement.num_processes} processes" if placement.is_multi_process else ""
+        print(
+            f"sdcomplex reproduce {config.name} at scale {config.scale}{where} -> {out}",
+            flush=True,
+        )
     if not args.no_compilation_cache:
         enable_compilation_cache(args.compilation_cache)
     try:
@@ -155,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
     except Interrupted as err:
         print(f"sdcomplex reproduce: {err}", file=sys.stderr)
         return signal_exit_status(err.signum)
+    if not speaks:
+        return 0
     print(
         f"\n{len(report.ran)} stages run, {len(report.skipped)} skipped, "
         f"{report.seconds:.1f} s in this invocation"
