@@ -24,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "says so, what is left of them moved to DIR/replaced/; an interrupted run resumes "
             "when the same command is run again; a directory holding a different config is "
             "refused. --status lists what would run again and why. --list shows the "
-            "experiments, scales and measured run times."
+            "experiments, scales and measured run times. With --distributed (one process per "
+            "host; --out on a file system every host sees) the teacher and the students train "
+            "on every process's devices and the other stages run in process 0."
         ),
     )
     p.add_argument("experiment", nargs="?", metavar="EXPERIMENT", help="name or .py config file")

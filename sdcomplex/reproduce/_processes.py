@@ -49,8 +49,9 @@ POLL_SECONDS = 0.5
 END = "end"
 
 
-class ProcessStopped(RuntimeError):
-    """Process 0 of a distributed reproduction stopped with an error; the others stop with it."""
+class ProcessStopped(ConnectionError):
+    """Another process of a distributed reproduction stopped: process 0 with an error (the
+    others stop with it), or a process whose collective with this one failed."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +137,15 @@ class Processes:
             time.sleep(POLL_SECONDS)
         if point == END:
             _raise_if_stopped(end)
+
+
+def collective_failed(stage: str, error: BaseException) -> ProcessStopped:
+    """The error of a process whose stage, run by every process together, failed in JAX's
+    runtime (a collective with a process that has stopped, typically)."""
+    return ProcessStopped(
+        f"stage {stage} failed in JAX's runtime; has another process of the run stopped? "
+        f"{_error_text(error)}"
+    )
 
 
 def _error_text(error: BaseException) -> str:

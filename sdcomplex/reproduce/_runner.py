@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from jax.errors import JaxRuntimeError
+
 from sdcomplex._io import atomic_write_json, atomic_write_text, read_json_object
 from sdcomplex.placement import this_process_only
 from sdcomplex.reproduce._config import ExperimentConfig, experiment_hash
@@ -49,7 +51,7 @@ from sdcomplex.reproduce._outputs import (
     stage_problem,
 )
 from sdcomplex.reproduce._plan import plan_stages
-from sdcomplex.reproduce._processes import Processes, join
+from sdcomplex.reproduce._processes import Processes, collective_failed, join
 from sdcomplex.reproduce._stage import CONFIG_FILE, EXPERIMENT_FILE, Context, Layout, Stage
 from sdcomplex.train import library_versions
 
@@ -240,6 +242,30 @@ def _run_and_record(
     print(f"{prefix}: {_fmt_seconds(seconds)}{_summary_text(summary)}", file=stream, flush=True)
 
 
+def _run_here(
+    config: ExperimentConfig,
+    layout: Layout,
+    stage: Stage,
+    upstream: Upstream,
+    prefix: str,
+    processes: Processes,
+    *,
+    quiet: bool,
+    placement: Any,
+    stream: IO[str],
+) -> None:
+    """Runs a stage in this process: in process 0, recorded (alone on its own devices, unless
+    every process runs the stage); in another process, a training stage it takes part in."""
+    if not processes.first:
+        stage.run(Context(config, layout, True, stage.key, placement, writes_files=False))
+        return
+    alone = processes.distributed and not stage.every_process
+    with this_process_only() if alone else contextlib.nullcontext():
+        _run_and_record(
+            config, layout, stage, upstream, prefix, quiet=quiet, placement=placement, stream=stream
+        )
+
+
 def _open(
     config: ExperimentConfig, out: str | os.PathLike[str], stages: list[Stage]
 ) -> tuple[Layout, dict[str, Any], Processes]:
@@ -304,8 +330,9 @@ def run_experiment(
             (the message names it), before anything is written; in a multi-process run also
             an output directory that some process does not see (on every process).
         Interrupted: a training stage was stopped by a signal (its checkpoint is saved).
-        ProcessStopped: (the other processes of a multi-process run) process 0 stopped with
-            an error in a stage it ran alone.
+        ProcessStopped: (multi-process runs) in the other processes, process 0 stopped with
+            an error in a stage it ran alone; in any process, a stage every process runs
+            failed in JAX's runtime (a collective with a process that stopped, typically).
     """
     stream = stream if stream is not None else sys.stdout
     if placement is not None:  # before any work: every training run's global batch
@@ -338,20 +365,17 @@ def run_experiment(
             if action != "run":
                 continue
             together = stage.every_process and processes.distributed
-            if not processes.first:
-                stage.run(Context(config, layout, True, stage.key, placement, writes_files=False))
-            else:
-                alone = processes.distributed and not stage.every_process
-                with this_process_only() if alone else contextlib.nullcontext():
-                    _run_and_record(
-                        config, layout, stage, upstream, prefix,
-                        quiet=quiet, placement=placement, stream=stream,
-                    )  # fmt: skip
+            _run_here(
+                config, layout, stage, upstream, prefix, processes,
+                quiet=quiet, placement=placement, stream=stream,
+            )  # fmt: skip
             together = False
             ran.append(stage.key)
     except BaseException as err:
         if processes.first and not together:
             processes.finish(err)  # the others stop with process 0's error
+        if together and isinstance(err, JaxRuntimeError):
+            raise collective_failed(stage.key, err) from err
         raise
     processes.finish(None)
     return RunReport(layout.root, tuple(ran), tuple(skipped), time.perf_counter() - started)
