@@ -98,7 +98,7 @@ def _relative_gap(a, b) -> float:
 @pytest.mark.slow
 def test_two_processes_reproduce_as_one_process(tmp_path):
     from sdcomplex.reproduce import load_experiment, plan_stages, run_experiment
-    from sdcomplex.train import list_checkpoints, load_checkpoint, read_metrics, read_run_info
+    from sdcomplex.train import list_checkpoints, load_checkpoint, read_metrics
 
     out = tmp_path / "two"
     procs = start_processes(_CLI, tmp_path, str(EXPERIMENT), str(out))
@@ -134,7 +134,7 @@ def test_two_processes_reproduce_as_one_process(tmp_path):
     # the training runs: four devices of two processes, against one device
     for run in ("teacher", "students/online_t4/seed0"):
         two_dir, one_dir = out / "runs" / run, one / "runs" / run
-        placement = read_run_info(two_dir)["placement"]
+        placement = json.loads((two_dir / "run.json").read_text())["placement"]
         assert placement["num_processes"] == 2 and placement["num_devices"] == 4
         last = list_checkpoints(one_dir)[-1]
         assert list_checkpoints(two_dir) == list_checkpoints(one_dir)

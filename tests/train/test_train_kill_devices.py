@@ -6,6 +6,7 @@ when JAX starts); the killed one is stopped with SIGKILL once its epoch-1 checkp
 while epoch 2 (150 steps of a global batch split over the four devices) is under way.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -15,18 +16,18 @@ import time
 import pytest
 from run_helpers import leaves_equal, mlp_config, wait_for_lines
 
-from sdcomplex.train import (
-    list_checkpoints,
-    load_checkpoint,
-    read_metrics,
-    read_run_info,
-    strip_timing,
-)
+from sdcomplex.train import list_checkpoints, load_checkpoint, read_metrics
+from sdcomplex.train._metrics import strip_timing
 
 CONFIG = mlp_config(
     8, synthetic=(2400, 16, 6, 3), batch_size=16, epochs=3, learning_rate=0.05, eval_batch_size=800
 )
 STEPS = 2400 // 16
+
+
+def _placement(run_dir):
+    """The devices a run recorded in its run.json."""
+    return json.loads((run_dir / "run.json").read_text())["placement"]
 
 
 def _start(root, run_dir):
@@ -56,7 +57,7 @@ def test_kill_9_mid_epoch_on_four_devices_then_resume_is_bit_identical(tmp_path)
     (tmp_path / "config.json").write_text(CONFIG.to_json())
     reference = tmp_path / "reference"
     _finish(_start(tmp_path, reference))
-    assert read_run_info(reference)["placement"]["num_devices"] == 4
+    assert _placement(reference)["num_devices"] == 4
 
     run_dir = tmp_path / "run"
     proc = _start(tmp_path, run_dir)
@@ -76,6 +77,6 @@ def test_kill_9_mid_epoch_on_four_devices_then_resume_is_bit_identical(tmp_path)
     for epoch in range(CONFIG.epochs + 1):
         assert leaves_equal(load_checkpoint(run_dir, epoch), load_checkpoint(reference, epoch))
     assert strip_timing(read_metrics(run_dir)) == strip_timing(read_metrics(reference))
-    assert read_run_info(run_dir)["placement"]["num_devices"] == 4
+    assert _placement(run_dir)["num_devices"] == 4
     assert read_metrics(run_dir)[-1]["step"] == CONFIG.epochs * STEPS
     assert not list(run_dir.rglob("*tmp*"))  # no partial checkpoint left
