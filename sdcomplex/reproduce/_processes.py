@@ -21,7 +21,9 @@ token and every other process stops with that error. A process that dies (``kill
 node) stops the others through JAX's distributed runtime: its heartbeats stop (or process 0's
 coordinator goes away) and JAX ends each survivor with "Terminating process because the JAX
 distributed service detected fatal errors" within the heartbeat timeout of
-:func:`~sdcomplex.placement.start_distributed` (immediately when process 0 dies).
+:func:`~sdcomplex.placement.start_distributed` (immediately when process 0 dies). A survivor
+inside a training stage sees its collective fail first and raises :class:`ProcessStopped`
+(:func:`collective_failed`) before JAX ends it.
 """
 
 from __future__ import annotations
@@ -63,6 +65,11 @@ class Processes:
         count: the number of processes (1: nothing to coordinate).
         session: ``DIR/processes/<id>``, this invocation's token folder (None with one
             process).
+
+    Example:
+        >>> one = Processes()  # a one-process run: nothing to wait for or agree on
+        >>> one.first, one.meet("0001", "run")
+        (True, 'run')
     """
 
     index: int = 0
