@@ -19,8 +19,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
-from collections.abc import Sequence
+import json
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
@@ -29,7 +32,19 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
 
-__all__ = ["DATA_AXIS", "Placement", "as_placement", "make_placement", "start_distributed"]
+__all__ = [
+    "DATA_AXIS",
+    "Placement",
+    "active_processes",
+    "as_placement",
+    "gather_json",
+    "make_placement",
+    "share_json",
+    "start_distributed",
+    "this_process_only",
+]
+
+_THIS_PROCESS_ONLY = contextvars.ContextVar("sdcomplex_this_process_only", default=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,7 +285,10 @@ def make_placement(
     Raises:
       ValueError: when more devices are asked for than exist, or a subset in a multi-process run.
     """
-    available = list(jax.devices()) if devices is None else list(devices)
+    if devices is not None:
+        available = list(devices)
+    else:
+        available = list(jax.local_devices() if _THIS_PROCESS_ONLY.get() else jax.devices())
     if not available:
         raise ValueError("no devices to place on")
     if num_devices is not None and devices is None:
@@ -280,9 +298,10 @@ def make_placement(
             raise ValueError(
                 f"num_devices={int(num_devices)} but {len(available)} device(s) are available"
             )
-        if jax.process_count() > 1 and int(num_devices) != len(available):
+        processes = len({d.process_index for d in available})
+        if processes > 1 and int(num_devices) != len(available):
             raise ValueError(
-                f"num_devices={int(num_devices)} in a {jax.process_count()}-process run with "
+                f"num_devices={int(num_devices)} in a {processes}-process run with "
                 f"{len(available)} devices: every process's devices take part"
             )
         available = available[: int(num_devices)]
@@ -336,6 +355,88 @@ def start_distributed(
         heartbeat_timeout_seconds=max(10, min(100, int(timeout_s))),
         shutdown_timeout_seconds=int(timeout_s),
     )
+
+
+@contextlib.contextmanager
+def this_process_only() -> Iterator[None]:
+    """Within the block, work runs in this process alone, on its own devices, while the other
+    processes of a multi-process run do something else (wait).
+
+    Inside it the defaults name this process's devices: :func:`make_placement` (hence
+    ``mesh=None`` of the kernels and ``placement=None`` of training, one local device) uses
+    ``jax.local_devices()`` instead of every process's devices, and checkpoints are written
+    and read without waiting for the other processes (:func:`active_processes`). In a
+    one-process run it changes nothing.
+
+    Example:
+        >>> from sdcomplex.placement import active_processes, make_placement
+        >>> with this_process_only():
+        ...     make_placement().num_processes, active_processes()
+        (1, None)
+    """
+    token = _THIS_PROCESS_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _THIS_PROCESS_ONLY.reset(token)
+
+
+def active_processes() -> frozenset[int] | None:
+    """The processes that take part in the work at hand: None for every process (always in a
+    one-process run), or this process alone inside :func:`this_process_only` of a
+    multi-process run (Orbax's ``active_processes``)."""
+    if _THIS_PROCESS_ONLY.get() and jax.process_count() > 1:
+        return frozenset({jax.process_index()})
+    return None
+
+
+def _json_bytes(value: Any) -> np.ndarray:
+    return np.frombuffer(json.dumps(value, sort_keys=True).encode(), dtype=np.uint8)
+
+
+def _from_bytes(data: Any) -> Any:
+    return json.loads(bytes(np.asarray(data, dtype=np.uint8)).decode())
+
+
+def share_json(value: Any) -> Any:
+    """Process 0's ``value`` (anything ``json.dumps`` writes) on every process.
+
+    A collective: every process of a multi-process run calls it at the same point (the others'
+    ``value`` is ignored). In a one-process run it returns ``value`` itself.
+
+    Example:
+        >>> share_json({"stage": "teacher", "action": "run"})
+        {'stage': 'teacher', 'action': 'run'}
+    """
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    data = _json_bytes(value) if jax.process_index() == 0 else np.zeros(0, np.uint8)
+    size = int(multihost_utils.broadcast_one_to_all(np.int32(data.size)))
+    if jax.process_index() != 0:
+        data = np.zeros(size, np.uint8)
+    return _from_bytes(multihost_utils.broadcast_one_to_all(data))
+
+
+def gather_json(value: Any) -> list[Any]:
+    """Every process's ``value`` (anything ``json.dumps`` writes), in process order, on every
+    process: a collective as :func:`share_json`; ``[value]`` in a one-process run.
+
+    Example:
+        >>> gather_json(True)
+        [True]
+    """
+    if jax.process_count() == 1:
+        return [json.loads(json.dumps(value))]
+    from jax.experimental import multihost_utils
+
+    data = _json_bytes(value)
+    sizes = np.asarray(multihost_utils.process_allgather(np.int32(data.size))).reshape(-1)
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[: data.size] = data
+    rows = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(sizes), -1)
+    return [_from_bytes(row[: int(n)]) for row, n in zip(rows, sizes, strict=True)]
 
 
 def as_placement(mesh: Any = None, what: str = "mesh") -> Placement:

@@ -49,22 +49,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def run_processes(
-    script: str,
-    directory: Path,
-    *args: str,
-    processes: int = 2,
-    devices: int = 2,
-    timeout: float = 240.0,
-) -> list[dict]:
-    """Runs ``script`` as ``processes`` processes of ``devices`` simulated devices each, with
-    ``sys.argv[1:] == [port, process_id, *args]`` (a free coordinator port on 127.0.0.1); returns
-    each process's last stdout line as JSON, in process order. Every process is killed after
-    ``timeout`` seconds; a non-zero exit fails with that process's stderr."""
+def start_processes(
+    script: str, directory: Path, *args: str, processes: int = 2, devices: int = 2
+) -> list[subprocess.Popen]:
+    """Starts ``script`` as ``processes`` processes of ``devices`` simulated devices each, with
+    ``sys.argv[1:] == [port, process_id, *args]`` (a free coordinator port on 127.0.0.1) and
+    their stdout and stderr piped (text); the caller waits for them, with a timeout, and kills
+    what is left."""
     path = Path(directory) / "multi_process.py"
     path.write_text(textwrap.dedent(script))
     port = str(free_port())
-    procs = [
+    return [
         subprocess.Popen(
             [sys.executable, str(path), port, str(pid), *args],
             env=simulated_env(devices),
@@ -74,6 +69,20 @@ def run_processes(
         )
         for pid in range(processes)
     ]
+
+
+def run_processes(
+    script: str,
+    directory: Path,
+    *args: str,
+    processes: int = 2,
+    devices: int = 2,
+    timeout: float = 240.0,
+) -> list[dict]:
+    """Runs ``script`` as :func:`start_processes` does; returns each process's last stdout line
+    as JSON, in process order. Every process is killed after ``timeout`` seconds; a non-zero
+    exit fails with that process's stderr."""
+    procs = start_processes(script, directory, *args, processes=processes, devices=devices)
     results = []
     try:
         for proc in procs:
@@ -87,4 +96,11 @@ def run_processes(
     return results
 
 
-__all__: Sequence[str] = ("ROOT", "free_port", "run_on_devices", "run_processes", "simulated_env")
+__all__: Sequence[str] = (
+    "ROOT",
+    "free_port",
+    "run_on_devices",
+    "run_processes",
+    "simulated_env",
+    "start_processes",
+)

@@ -1,5 +1,7 @@
-"""What tests of training runs in several packages share: tiny MLP configs and bitwise
-comparison of parameter trees."""
+"""What tests of training runs in several packages share: tiny MLP configs, bitwise
+comparison of parameter trees, and waiting for a training subprocess's progress."""
+
+import time
 
 import jax
 import numpy as np
@@ -34,3 +36,19 @@ def leaves_equal(a, b):
     """Whether two parameter trees have the same leaves, bit for bit."""
     la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
     return len(la) == len(lb) and all(np.array_equal(x, y) for x, y in zip(la, lb, strict=True))
+
+
+def wait_for_lines(run_dir, n, proc, timeout=120.0):
+    """Waits until ``run_dir/metrics.jsonl`` has ``n`` complete lines (one per evaluated epoch:
+    a training subprocess's progress); fails if ``proc`` ends first, and kills it after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    path = run_dir / "metrics.jsonl"
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().count("\n") >= n:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended early: {proc.communicate()}")
+        time.sleep(0.01)
+    proc.kill()
+    raise AssertionError("timed out waiting for the subprocess")

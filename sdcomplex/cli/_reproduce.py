@@ -24,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "says so, what is left of them moved to DIR/replaced/; an interrupted run resumes "
             "when the same command is run again; a directory holding a different config is "
             "refused. --status lists what would run again and why. --list shows the "
-            "experiments, scales and measured run times."
+            "experiments, scales and measured run times. With --distributed (one process per "
+            "host; --out on a file system every host sees) the teacher and the students train "
+            "on every process's devices and the other stages run in process 0."
         ),
     )
     p.add_argument("experiment", nargs="?", metavar="EXPERIMENT", help="name or .py config file")
@@ -135,11 +137,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.experiment:
         raise ValueError("name an EXPERIMENT (see sdcomplex reproduce --list)")
-    if args.distributed:
-        raise ValueError(
-            "reproduce runs in one process (--devices N for several local devices); train "
-            "and distill runs across hosts with `sdcomplex train/distill --distributed`"
-        )
     config = load_experiment(args.experiment, args.scale, directory=args.experiments_dir)
     if args.print_config:
         print(config.to_json(), end="")
@@ -147,7 +144,13 @@ def run(args: argparse.Namespace) -> int:
     placement = placement_from_args(args)
     name = Path(args.experiment).stem
     out = Path(args.out or Path("runs") / f"{name}-{args.scale}")
-    print(f"sdcomplex reproduce {config.name} at scale {config.scale} -> {out}", flush=True)
+    speaks = placement.writes_files  # process 0 of a distributed run speaks for it
+    if speaks:
+        where = f" on {placement.num_processes} processes" if placement.is_multi_process else ""
+        print(
+            f"sdcomplex reproduce {config.name} at scale {config.scale}{where} -> {out}",
+            flush=True,
+        )
     if not args.no_compilation_cache:
         enable_compilation_cache(args.compilation_cache)
     try:
@@ -155,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
     except Interrupted as err:
         print(f"sdcomplex reproduce: {err}", file=sys.stderr)
         return signal_exit_status(err.signum)
+    if not speaks:
+        return 0
     print(
         f"\n{len(report.ran)} stages run, {len(report.skipped)} skipped, "
         f"{report.seconds:.1f} s in this invocation"

@@ -24,7 +24,8 @@ on ``DIR/results``) and the figures, each whole (:func:`figure_c1` ... :func:`fi
 are private modules.
 
 Command line: ``sdcomplex reproduce EXPERIMENT --scale quick --out DIR`` and
-``sdcomplex reproduce --list``.
+``sdcomplex reproduce --list``; ``--distributed`` runs one process per host (the training
+stages on every host's devices, the analyses in process 0: :func:`run_experiment`).
 """
 
 from sdcomplex.reproduce._config import (
@@ -45,6 +46,7 @@ from sdcomplex.reproduce._figures import (
     write_figures,
 )
 from sdcomplex.reproduce._plan import plan_stages
+from sdcomplex.reproduce._processes import ProcessStopped
 from sdcomplex.reproduce._registry import available_experiments, load_experiment
 from sdcomplex.reproduce._results import read_csv, read_json
 from sdcomplex.reproduce._runner import (
@@ -66,6 +68,7 @@ __all__ = [
     "ExperimentConfig",
     "Interrupted",
     "Layout",
+    "ProcessStopped",
     "RunReport",
     "Stage",
     "StudentCapacity",

@@ -6,8 +6,8 @@ owns (a training run directory, whose earlier epochs may come from an interrupte
 Each is recorded with its size and SHA-256, except the files of checkpoint directories, which
 are recorded by size: a training run's checkpoints can be gigabytes, and the trainer checks
 their contents itself when it loads them. The bookkeeping files of the output directory
-(``stages/``, ``logs/``, ``replaced/``, ``config.json``, ``experiment.json``) are nobody's
-output.
+(``stages/``, ``logs/``, ``replaced/``, ``processes/``, ``config.json``, ``experiment.json``)
+are nobody's output.
 
 A stage is done when its marker is readable, its recorded outputs are all present and
 unchanged, and the outputs of the stages before it are those it was run after (the marker
@@ -27,7 +27,7 @@ from typing import Any
 
 from sdcomplex._io import read_json_file
 
-BOOKKEEPING = ("stages", "logs", "replaced", "config.json", "experiment.json")
+BOOKKEEPING = ("stages", "logs", "replaced", "processes", "config.json", "experiment.json")
 """Top-level entries of an output directory that belong to no stage."""
 
 REPLACED_DIR = "replaced"

@@ -28,11 +28,16 @@ ANALYSIS_VERSION = 1
 """Bumped when an analysis stage's outputs change meaning, so old markers are not reused."""
 
 
-def _run_dir(path: Path) -> dict[str, tuple[str, ...]]:
+def _run_dir(path: Path) -> dict[str, Any]:
     """``owns`` and ``size_only`` of a training stage writing the run directory ``path``
-    (relative): all of it is the stage's, its checkpoints are checked by size."""
+    (relative): all of it is the stage's, its checkpoints are checked by size; every process
+    of a distributed run trains it together."""
     rel = path.as_posix()
-    return {"owns": (rel,), "size_only": (f"{rel}/{CHECKPOINT_DIR}", f"{rel}/{PREEMPT_DIR}")}
+    return {
+        "owns": (rel,),
+        "size_only": (f"{rel}/{CHECKPOINT_DIR}", f"{rel}/{PREEMPT_DIR}"),
+        "every_process": True,
+    }
 
 
 def _teacher_payload(config: ExperimentConfig) -> dict[str, Any]:

@@ -28,14 +28,19 @@ metadata file is an error naming it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
 import sys
 import time
 from pathlib import Path
 from typing import IO, Any
 
+from jax.errors import JaxRuntimeError
+
 from sdcomplex._io import atomic_write_json
+from sdcomplex.placement import this_process_only
 from sdcomplex.reproduce._config import ExperimentConfig
 from sdcomplex.reproduce._outputs import (
     Upstream,
@@ -46,6 +51,7 @@ from sdcomplex.reproduce._outputs import (
     stage_problem,
 )
 from sdcomplex.reproduce._plan import plan_stages
+from sdcomplex.reproduce._processes import Processes, collective_failed, join
 from sdcomplex.reproduce._stage import EXPERIMENT, Context, Layout, Stage
 from sdcomplex.train import RunDirectory
 
@@ -139,6 +145,114 @@ def _run_stage(
     return outputs, summary, seconds
 
 
+def _decide(
+    layout: Layout,
+    stage: Stage,
+    marker: dict[str, Any] | None,
+    upstream: Upstream,
+    prefix: str,
+    *,
+    quiet: bool,
+    figures: bool,
+    stream: IO[str],
+) -> str:
+    """Whether a stage is ``"skip"`` (done before), ``"off"`` (figures not asked for) or
+    ``"run"``; before a run again, what is left of its outputs is moved aside and its marker
+    removed. Says so on ``stream``; adds a stage that does not run to ``upstream``."""
+    problem = stage_problem(layout.root, stage.hash, marker, upstream.hexdigest())
+    if problem is None:
+        assert marker is not None
+        upstream.add(stage.key, marker["outputs"])
+        print(f"{prefix}: done before, skipped", file=stream, flush=True)
+        return "skip"
+    if stage.key == "figures" and not figures:
+        upstream.add(stage.key, None)
+        return "off"
+    if marker is not None:
+        moved = set_aside(layout.root, stage.key, marker, stage.owns)
+        print(f"{prefix}: {problem}, running again{moved}", file=stream, flush=True)
+        layout.marker(stage.key).unlink()
+    elif not quiet:
+        print(f"{prefix} ...", file=stream, flush=True)
+    return "run"
+
+
+def _run_and_record(
+    config: ExperimentConfig,
+    layout: Layout,
+    stage: Stage,
+    upstream: Upstream,
+    prefix: str,
+    *,
+    quiet: bool,
+    placement: Any,
+    stream: IO[str],
+) -> None:
+    """Runs a stage and writes its marker (last, atomically), then its line on ``stream``."""
+    outputs, summary, seconds = _run_stage(config, layout, stage, quiet, placement)
+    atomic_write_json(
+        layout.marker(stage.key),
+        {
+            "stage": stage.key,
+            "title": stage.title,
+            "hash": stage.hash,
+            "seconds": seconds,
+            "finished": time.time(),
+            "summary": summary,
+            "upstream": upstream.hexdigest(),
+            "outputs": outputs,
+        },
+        overwrite=True,
+    )
+    upstream.add(stage.key, outputs)
+    print(f"{prefix}: {_fmt_seconds(seconds)}{_summary_text(summary)}", file=stream, flush=True)
+
+
+def _run_here(
+    config: ExperimentConfig,
+    layout: Layout,
+    stage: Stage,
+    upstream: Upstream,
+    prefix: str,
+    processes: Processes,
+    *,
+    quiet: bool,
+    placement: Any,
+    stream: IO[str],
+) -> None:
+    """Runs a stage in this process: in process 0, recorded (alone on its own devices, unless
+    every process runs the stage); in another process, a training stage it takes part in."""
+    if not processes.first:
+        stage.run(Context(config, layout, True, stage.key, placement, writes_files=False))
+        return
+    alone = processes.distributed and not stage.every_process
+    with this_process_only() if alone else contextlib.nullcontext():
+        _run_and_record(
+            config, layout, stage, upstream, prefix, quiet=quiet, placement=placement, stream=stream
+        )
+
+
+def _open(
+    config: ExperimentConfig, out: str | os.PathLike[str], stages: list[Stage]
+) -> tuple[Layout, dict[str, Any], Processes]:
+    """The output directory (prepared by process 0), its markers (read by process 0) and the
+    processes of this invocation (:func:`._processes.join`: the others check they see it)."""
+    import jax
+
+    if jax.process_count() == 1:
+        layout = prepare_out_dir(out, config)
+        markers = {stage.key: read_marker(layout, stage.key) for stage in stages}  # errors first
+        return layout, markers, Processes()
+    layout, markers, error = Layout(Path(out).expanduser().resolve()), {}, None
+    if jax.process_index() == 0:
+        try:
+            layout = prepare_out_dir(out, config)
+            markers = {stage.key: read_marker(layout, stage.key) for stage in stages}
+        except ValueError as err:
+            error = str(err)
+    return layout, markers, join(layout.root, first_error=error)
+
+
 def run_experiment(
     config: ExperimentConfig,
     out: str | os.PathLike[str],
@@ -156,6 +270,12 @@ def run_experiment(
     stage with a marker runs again, saying why, after what is left of its outputs is moved to
     ``out/replaced/``.
 
+    In a multi-process run (``jax.distributed``; ``placement`` over every process's devices)
+    every process calls it with the same arguments: the training stages run in every process
+    together, every other stage in process 0 alone on its own devices while the others wait;
+    process 0 alone writes the output directory's bookkeeping and prints the stage lines (see
+    :mod:`._processes`). ``out`` must be on a file system every process sees.
+
     Args:
         config: the experiment.
         out: output directory (new, empty, or holding the same config).
@@ -168,61 +288,62 @@ def run_experiment(
             the experiment's config: the stages' hashes do not depend on it.
 
     Returns:
-        :class:`RunReport`.
+        :class:`RunReport` (in the other processes of a multi-process run: the training stages
+        only).
 
     Raises:
         ValueError: a different config in ``out``, or an unreadable marker or metadata file
-            (the message names it), before anything is written.
+            (the message names it), before anything is written; in a multi-process run also
+            an output directory that some process does not see (on every process).
         Interrupted: a training stage was stopped by a signal (its checkpoint is saved).
+        ProcessStopped: (multi-process runs) in the other processes, process 0 stopped with
+            an error in a stage it ran alone; in any process, a stage every process runs
+            failed in JAX's runtime (a collective with a process that stopped, typically).
     """
     stream = stream if stream is not None else sys.stdout
     if placement is not None:  # before any work: every training run's global batch
         placement.check_divides(config.teacher.batch_size, "teacher batch_size")
         placement.check_divides(config.student.batch_size, "student batch_size")
     stages = plan_stages(config)
-    layout = prepare_out_dir(out, config)
-    markers = {stage.key: read_marker(layout, stage.key) for stage in stages}  # errors first
+    layout, markers, processes = _open(config, out, stages)
+    if not processes.first:
+        stream, quiet = io.StringIO(), True  # process 0 speaks for the run
     ran, skipped = [], []
     started = time.perf_counter()
     width = len(str(len(stages)))
     upstream = Upstream()
-    for i, stage in enumerate(stages, start=1):
-        prefix = f"[{i:>{width}}/{len(stages)}] {stage.title}"
-        marker = markers[stage.key]
-        problem = stage_problem(layout.root, stage.hash, marker, upstream.hexdigest())
-        if problem is None:
-            assert marker is not None
-            skipped.append(stage.key)
-            upstream.add(stage.key, marker["outputs"])
-            print(f"{prefix}: done before, skipped", file=stream, flush=True)
-            continue
-        if stage.key == "figures" and not figures:
-            upstream.add(stage.key, None)
-            continue
-        if marker is not None:
-            moved = set_aside(layout.root, stage.key, marker, stage.owns)
-            print(f"{prefix}: {problem}, running again{moved}", file=stream, flush=True)
-            layout.marker(stage.key).unlink()
-        elif not quiet:
-            print(f"{prefix} ...", file=stream, flush=True)
-        outputs, summary, seconds = _run_stage(config, layout, stage, quiet, placement)
-        atomic_write_json(
-            layout.marker(stage.key),
-            {
-                "stage": stage.key,
-                "title": stage.title,
-                "hash": stage.hash,
-                "seconds": seconds,
-                "finished": time.time(),
-                "summary": summary,
-                "upstream": upstream.hexdigest(),
-                "outputs": outputs,
-            },
-            overwrite=True,
-        )
-        upstream.add(stage.key, outputs)
-        ran.append(stage.key)
-        print(f"{prefix}: {_fmt_seconds(seconds)}{_summary_text(summary)}", file=stream, flush=True)
+    together = False  # in a stage every process runs (a failure there is each process's own)
+    try:
+        for i, stage in enumerate(stages, start=1):
+            prefix = f"[{i:>{width}}/{len(stages)}] {stage.title}"
+            action = None
+            if processes.first:
+                action = _decide(
+                    layout, stage, markers.get(stage.key), upstream, prefix,
+                    quiet=quiet, figures=figures, stream=stream,
+                )  # fmt: skip
+            if stage.every_process:
+                action = processes.meet(f"{i:04d}", action)
+            elif not processes.first:
+                continue  # process 0 runs it alone
+            if action == "skip":
+                skipped.append(stage.key)
+            if action != "run":
+                continue
+            together = stage.every_process and processes.distributed
+            _run_here(
+                config, layout, stage, upstream, prefix, processes,
+                quiet=quiet, placement=placement, stream=stream,
+            )  # fmt: skip
+            together = False
+            ran.append(stage.key)
+    except BaseException as err:
+        if processes.first and not together:
+            processes.finish(err)  # the others stop with process 0's error
+        if together and isinstance(err, JaxRuntimeError):
+            raise collective_failed(stage.key, err) from err
+        raise
+    processes.finish(None)
     return RunReport(layout.root, tuple(ran), tuple(skipped), time.perf_counter() - started)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -83,11 +84,17 @@ class Context:
     quiet: bool
     stage_key: str = ""
     placement: Any = None  # the devices the training stages use (None: one device)
+    writes_files: bool = True  # False in the processes other than process 0 of a distributed run
 
     @contextlib.contextmanager
     def training_output(self):
         """Sends the library's per-epoch lines (stdout) to the stage's log file; progress bars
-        (stderr) stay on the terminal."""
+        (stderr) stay on the terminal. In a process that writes no files (not process 0 of a
+        distributed run) the lines go nowhere."""
+        if not self.writes_files:
+            with open(os.devnull, "w", encoding="utf-8") as sink, contextlib.redirect_stdout(sink):
+                yield
+            return
         path = self.layout.log(self.stage_key)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
@@ -107,6 +114,9 @@ class Stage:
             the stage: a training run directory.
         size_only: directories whose files are recorded by size, not checksum: checkpoints,
             whose contents the trainer checks when it loads them.
+        every_process: in a distributed run, every process runs the stage together
+            (data-parallel training on the run's placement); any other stage runs in process 0
+            alone, on its own devices. Not part of the hash.
     """
 
     key: str
@@ -115,6 +125,7 @@ class Stage:
     run: Callable[[Context], dict[str, Any]]
     owns: tuple[str, ...] = ()
     size_only: tuple[str, ...] = ()
+    every_process: bool = False
 
     @property
     def hash(self) -> str:

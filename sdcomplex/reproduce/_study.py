@@ -213,7 +213,7 @@ def make_group_runner(capacity: StudentCapacity, mode: str, recipe: TeacherRecip
     return run_group
 
 
-def _run_dir(path: Path) -> dict[str, tuple[str, ...]]:
+def _run_dir(path: Path) -> dict[str, Any]:
     rel = path.as_posix()
     return {"owns": (rel,), "size_only": (f"{rel}/{CHECKPOINT_DIR}", f"{rel}/{PREEMPT_DIR}")}
 

@@ -83,7 +83,7 @@ def run_teacher(ctx: Context) -> dict[str, Any]:
         raise Interrupted(
             f"teacher stopped after epoch {result.epoch}; rerun to resume", result.signal
         )
-    return _accuracy_summary(read_metrics(ctx.layout.teacher))
+    return _accuracy_summary(read_metrics(ctx.layout.teacher)) if ctx.writes_files else {}
 
 
 def make_student_runner(method: StudentMethod, seed: int):
@@ -106,6 +106,6 @@ def make_student_runner(method: StudentMethod, seed: int):
                 "rerun to resume",
                 result.signal,
             )
-        return _accuracy_summary(read_metrics(run_dir))
+        return _accuracy_summary(read_metrics(run_dir)) if ctx.writes_files else {}
 
     return run_student

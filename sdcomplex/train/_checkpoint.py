@@ -64,16 +64,25 @@ def library_versions() -> dict[str, str]:
 
 
 def _manager(directory: Path, prefix: str, *, keep: int | None = None, create: bool = True):
+    from sdcomplex.placement import active_processes
+
+    # Orbax's array writers need absolute paths; a run directory may be given relative to the
+    # working directory (``sdcomplex train --out runs/x``).
+    path = Path(directory).absolute()
+    processes = active_processes()  # None: every process of the run takes part
+    multiprocessing = ocp.options.MultiprocessingOptions()
+    if processes is not None:  # this process alone: no barriers with the others
+        multiprocessing = ocp.options.MultiprocessingOptions(active_processes=set(processes))
+        if create:  # (Orbax creates the directory only with every process taking part)
+            path.mkdir(parents=True, exist_ok=True)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep,
         enable_async_checkpointing=False,
         cleanup_tmp_directories=create,
         step_prefix=prefix,
-        create=create,
+        create=create and processes is None,
+        multiprocessing_options=multiprocessing,
     )
-    # Orbax's array writers need absolute paths; a run directory may be given relative to the
-    # working directory (``sdcomplex train --out runs/x``).
-    path = Path(directory).absolute()
     if create:
         return ocp.CheckpointManager(path, options=options, item_names=_ITEMS)
     handlers = {
@@ -114,6 +123,18 @@ def _verify(manager: Any, number: int, step_dir: Path) -> None:
     manifest = _orbax_restore(manager, number, step_dir, manifest=ocp.args.JsonRestore())
     if "checksums" in dict(manifest.manifest):  # written with checksums: unfinished
         raise DamagedFile(step_dir, f"no {CHECKSUM_FILE}: its write did not finish")
+
+
+def _savable(tree: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``tree`` as Orbax saves it: as it is, or as host (NumPy) arrays when this process saves
+    alone in a multi-process run (Orbax refuses a single process's arrays there)."""
+    from sdcomplex.placement import active_processes
+
+    if active_processes() is None:
+        return tree
+    import jax
+
+    return jax.device_get(dict(tree))
 
 
 class CheckpointStore:
@@ -160,6 +181,7 @@ class CheckpointStore:
         """Saves an ``"epoch"`` checkpoint (``number`` = epoch) or a ``"preempt"`` one (step),
         then its checksums."""
         manager = self._managers[kind]
+        variables, train = _savable(variables), _savable(train)
         args = ocp.args.Composite(
             variables=ocp.args.StandardSave(dict(variables)),
             train=ocp.args.StandardSave(dict(train)),

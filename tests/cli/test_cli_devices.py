@@ -54,9 +54,13 @@ def test_distill_and_reproduce_take_the_flags(tmp_path, capsys):
     code = main(["distill", "--out", str(tmp_path / "s"), "--student", "mlp", "--devices", "2"])
     assert code == 2
     assert "--devices: num_devices=2 but 1 device(s)" in _one_line(capsys.readouterr().err)
-    code = main(["reproduce", "c3_c4_online_kd", "--scale", "smoke", "--distributed"])
-    assert code == 2
-    assert "reproduce runs in one process" in _one_line(capsys.readouterr().err)
+    out = tmp_path / "r"
+    argv = ["reproduce", "c3_c4_online_kd", "--scale", "smoke", "--out", str(out)]
+    code = main([*argv, "--distributed", "--coordinator", "127.0.0.1:1234"])
+    assert code == 2  # (reproduce --distributed runs: tests/reproduce/test_reproduce_distributed)
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("sdcomplex reproduce: error: give coordinator, num_processes")
+    assert not out.exists()
 
 
 _FOUR_DEVICES = """

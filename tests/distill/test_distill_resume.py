@@ -7,12 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
 import pytest
 from distill_helpers import STUDENT as BASE
+from run_helpers import wait_for_lines
 
 from sdcomplex.distill import DistillConfig, distill, online_schedule
 from sdcomplex.distill._diagnostics import NTK_INIT_FILE
@@ -58,25 +58,12 @@ def _start(root, run_dir):
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def _wait_for_lines(run_dir, n, proc, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    path = run_dir / "metrics.jsonl"
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().count("\n") >= n:
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"distillation ended early: {proc.communicate()}")
-        time.sleep(0.01)
-    proc.kill()
-    raise AssertionError("timed out waiting for the subprocess")
-
-
 def test_sigint_then_kill_9_then_resume_is_identical(setting):
     root, config, reference = setting
     run_dir = root / "run"
     # Ctrl-C (SIGINT) after epoch 1: the run saves and exits with 130, not 0
     proc = _start(root, run_dir)
-    _wait_for_lines(run_dir, 2, proc)
+    wait_for_lines(run_dir, 2, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGINT == 130, err.decode()
@@ -84,7 +71,7 @@ def test_sigint_then_kill_9_then_resume_is_identical(setting):
     assert STUDENT.epochs not in list_checkpoints(run_dir)
     # resumed, then killed with SIGKILL after epoch 2
     proc = _start(root, run_dir)
-    _wait_for_lines(run_dir, 3, proc)  # epochs 0-2 logged (a diagnostic epoch among them)
+    wait_for_lines(run_dir, 3, proc)  # epochs 0-2 logged (a diagnostic epoch among them)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL

@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from run_helpers import leaves_equal
+from run_helpers import leaves_equal, wait_for_lines
 
 from sdcomplex.train import (
     TrainConfig,
@@ -71,26 +71,12 @@ def reference(workdir):
     return run_dir
 
 
-def _wait_for_lines(run_dir, n, proc, timeout=120.0):
-    """Waits until metrics.jsonl has n complete lines (the subprocess's progress signal)."""
-    deadline = time.monotonic() + timeout
-    path = run_dir / "metrics.jsonl"
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().count("\n") >= n:
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"training ended early: {proc.communicate()}")
-        time.sleep(0.01)
-    proc.kill()
-    raise AssertionError("timed out waiting for the subprocess")
-
-
 def test_sigterm_then_kill_9_then_resume_is_bit_identical(tmp_path, workdir, reference):
     run_dir = tmp_path / "run"
 
     # 1. SIGTERM in the middle of epoch 2: the step finishes, a checkpoint is saved, exit 143
     proc = _start(workdir, run_dir)
-    _wait_for_lines(run_dir, 2, proc)  # epochs 0 and 1 evaluated; epoch 2 has 179 steps
+    wait_for_lines(run_dir, 2, proc)  # epochs 0 and 1 evaluated; epoch 2 has 179 steps
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM == 143, err.decode()
@@ -106,7 +92,7 @@ def test_sigterm_then_kill_9_then_resume_is_bit_identical(tmp_path, workdir, ref
     # 2. the same command resumes mid-epoch; kill -9 it after epoch 2's metrics line (while
     #    its checkpoint is written, or in epoch 3)
     proc = _start(workdir, run_dir)
-    _wait_for_lines(run_dir, 3, proc)
+    wait_for_lines(run_dir, 3, proc)
     time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
