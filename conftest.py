@@ -42,6 +42,11 @@ if "SDCOMPLEX_TEST_JAX_CACHE" in os.environ and "PYTEST_XDIST_WORKER" in os.envi
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _worker_cache
 
 
+# experiment files that import a sibling experiment relatively: the experiment loader imports
+# them as a package (sdcomplex.reproduce.load_experiment), --doctest-modules cannot
+collect_ignore = ["tests/reproduce/tiny_distributed_experiment.py"]
+
+
 NUMPY_DEFAULT_PRINT_OPTIONS = {
     "precision": 8,
     "threshold": 1000,
