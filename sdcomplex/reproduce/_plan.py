@@ -28,6 +28,21 @@ ANALYSIS_VERSION = 1
 """Bumped when an analysis stage's outputs change meaning, so old markers are not reused."""
 
 
+ANALYSES = (
+    (
+        "complexity",
+        "C1/C2 complexity sweeps (temperature, teacher trajectory)",
+        "complexity",
+        run_complexity,
+    ),
+    ("bound", "C5 margin bound of the kernel student", "bound", run_bound),
+    ("accuracy", "C3 accuracy table", "distillation", run_c3_table),
+    ("diagnostics", "C4 diagnostics over training", "distillation", run_c4_diagnostics),
+)
+"""The analysis stages in order: (key, title, the config's spec field they need, function);
+each runs when its spec is set, its payload the teacher, the students and that spec."""
+
+
 def _run_dir(path: Path) -> dict[str, Any]:
     """``owns`` and ``size_only`` of a training stage writing the run directory ``path``
     (relative): all of it is the stage's, its checkpoints are checked by size; every process
@@ -81,49 +96,16 @@ def plan_stages(config: ExperimentConfig) -> list[Stage]:
         run_dir = _run_dir(relative.student(method.key, seed))
         stages.append(Stage(key, title, payload, make_student_runner(method, seed), **run_dir))
 
-    def analysis(name: str, spec: Any) -> dict[str, Any]:
-        return {
-            "version": ANALYSIS_VERSION,
-            "teacher": teacher_hash,
-            "students": students,
-            name: asdict(spec) if spec is not None else None,
-        }
-
-    if config.complexity is not None:
-        stages.append(
-            Stage(
-                "complexity",
-                "C1/C2 complexity sweeps (temperature, teacher trajectory)",
-                analysis("complexity", config.complexity),
-                run_complexity,
-            )
-        )
-    if config.bound is not None:
-        stages.append(
-            Stage(
-                "bound",
-                "C5 margin bound of the kernel student",
-                analysis("bound", config.bound),
-                run_bound,
-            )
-        )
-    if config.distillation is not None:
-        stages.append(
-            Stage(
-                "accuracy",
-                "C3 accuracy table",
-                analysis("distillation", config.distillation),
-                run_c3_table,
-            )
-        )
-        stages.append(
-            Stage(
-                "diagnostics",
-                "C4 diagnostics over training",
-                analysis("distillation", config.distillation),
-                run_c4_diagnostics,
-            )
-        )
+    for key, title, field, run in ANALYSES:
+        spec = getattr(config, field)
+        if spec is not None:
+            payload = {
+                "version": ANALYSIS_VERSION,
+                "teacher": teacher_hash,
+                "students": students,
+                field: asdict(spec),
+            }
+            stages.append(Stage(key, title, payload, run))
     if config.study is not None:
         stages += study_stages(config, ANALYSIS_VERSION)
         stages.append(
