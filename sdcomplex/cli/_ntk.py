@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from sdcomplex.cli._config_flags import parse_pairs
 from sdcomplex.cli._devices import add_device_flags, placement_from_args
-from sdcomplex.cli._train import _parse_pairs
 from sdcomplex.complexity._complexity import OUTPUTS
 
 
@@ -72,7 +72,7 @@ def load_examples(args: argparse.Namespace, run_checkpoint):
 
     dataset = None
     if args.data is not None:
-        options = _parse_pairs(args.data_option, "--data-option")
+        options = parse_pairs(args.data_option, "--data-option")
         if args.data_dir is not None:
             options["data_dir"] = args.data_dir
         dataset = load_dataset(args.data, binary=run_checkpoint.config.binary, **options)
@@ -96,9 +96,32 @@ def open_run(spec: str):
     return load_run_checkpoint(run_dir, epoch)
 
 
+def run_kernel(
+    args: argparse.Namespace, spec: str, placement: Any, cache: str | Path | None = None
+):
+    """The kernel the flags of `add_example_flags` choose of the run ``RUN[@EPOCH|@init]``, on
+    the devices of ``placement``: ``(kernel, record, checkpoint, examples, cache_file,
+    reused)``, from the cache directory ``cache`` when it holds a verified entry (see
+    `cached_run_kernel`)."""
+    from sdcomplex.ntk._kernel_files import cached_run_kernel
+
+    checkpoint = open_run(spec)
+    examples = load_examples(args, checkpoint)
+    kernel, record, file, reused = cached_run_kernel(
+        checkpoint,
+        examples,
+        cache,
+        outputs=args.outputs,
+        param_filter=args.param_filter,
+        progress=False if args.quiet else None,
+        mesh=placement,
+    )
+    return kernel, record, checkpoint, examples, file, reused
+
+
 def run(args: argparse.Namespace) -> int:
     from sdcomplex.ntk import save_kernel
-    from sdcomplex.ntk._kernel_files import compute_run_kernel, sidecar_path
+    from sdcomplex.ntk._kernel_files import sidecar_path
 
     out = Path(args.out)
     if out.suffix != ".npz":
@@ -107,16 +130,7 @@ def run(args: argparse.Namespace) -> int:
         if file.exists() and not args.force:
             raise FileExistsError(f"{file} exists; pass --force to overwrite it")
     placement = placement_from_args(args)  # (--distributed: before any other JAX call)
-    checkpoint = open_run(args.spec)
-    examples = load_examples(args, checkpoint)
-    kernel, record = compute_run_kernel(
-        checkpoint,
-        examples,
-        outputs=args.outputs,
-        param_filter=args.param_filter,
-        progress=False if args.quiet else None,
-        mesh=placement,
-    )
+    kernel, record, checkpoint, examples, _, _ = run_kernel(args, args.spec, placement)
     if not placement.writes_files:  # every process holds the kernel; process 0 writes it
         return 0
     save_kernel(out, kernel, record, overwrite=args.force)
@@ -201,28 +215,15 @@ def complexity_kernel(args: argparse.Namespace):
     The cache directory is ``--cache`` or, by default, the directory of ``--json`` (none
     without ``--json``; ``--no-cache`` disables it).
     """
-    from sdcomplex.ntk._kernel_files import cached_run_kernel
-
     placement = placement_from_args(args)  # (--distributed: before any other JAX call)
     if placement.is_multi_process and not args.no_cache:
         raise ValueError(
             "complexity --run --distributed needs --no-cache (the kernel cache is read and "
             "written by one process)"
         )
-    checkpoint = open_run(args.run_spec)
-    examples = load_examples(args, checkpoint)
     cache = args.cache
     if cache is None and args.json and not args.no_cache:
         cache = Path(args.json).parent
     if args.no_cache:
         cache = None
-    kernel, record, file, reused = cached_run_kernel(
-        checkpoint,
-        examples,
-        cache,
-        outputs=args.outputs,
-        param_filter=args.param_filter,
-        progress=False if args.quiet else None,
-        mesh=placement,
-    )
-    return kernel, record, checkpoint, examples, file, reused
+    return run_kernel(args, args.run_spec, placement, cache)
