@@ -114,14 +114,7 @@ def run(args: argparse.Namespace) -> int:
     if ran is None:
         return 0
     config, result, seconds = ran
-    last = result.metrics[-1] if result.metrics else {}
-    parts = []
-    if isinstance(last.get("test_acc"), float):
-        parts.append(f"test accuracy {last['test_acc']:.4f}")
-    if isinstance(last.get("train_fidelity_final"), float):
-        parts.append(f"train fidelity {last['train_fidelity_final']:.4f}")
-    summary = ", ".join(parts)
     student = config.student
     how = "no KD" if config.mode == "none" else f"{config.mode} KD, tau {config.temperature:g}"
-    trained = f"distilled {student.model} on {student.dataset} ({how}) to epoch {result.epoch}"
-    return report_run(args.out, result, summary, f"{trained} in {seconds:.1f} s; {summary}")
+    trained = f"distilled {student.model} on {student.dataset} ({how})"
+    return report_run(args.out, result, seconds, trained)

@@ -21,6 +21,8 @@ from sdcomplex.cli._warnings import one_line_warnings
 
 PREFIX = "train_"
 """Namespace prefix of the TrainConfig flags (see `sdcomplex.cli._config_flags`)."""
+SUMMARY = {"test_acc": "test accuracy", "train_fidelity_final": "train fidelity"}
+"""The metrics of a run's last epoch that `report_run` prints (those the run logs)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -106,13 +108,17 @@ def run_config(
     return config, result, time.perf_counter() - start
 
 
-def report_run(out: str | Path, result: Any, summary: str, trained: str) -> int:
-    """Prints how the run ``out`` ended (already complete: ``summary``; else ``trained``, unless
-    a signal stopped it) and returns the exit status (see `report_stopped`)."""
+def report_run(out: str | Path, result: Any, seconds: float, trained: str) -> int:
+    """Prints how the run ``out`` ended (already complete, or ``trained`` in ``seconds``, unless
+    a signal stopped it) with its last epoch's `SUMMARY` metrics; returns the exit status (see
+    `report_stopped`)."""
+    last = result.metrics[-1] if result.metrics else {}
+    values = [(name, last.get(key)) for key, name in SUMMARY.items()]
+    summary = ", ".join(f"{name} {value:.4f}" for name, value in values if isinstance(value, float))
     if result.status == "already_complete":
         print(f"{out}: run already complete ({result.epoch} epochs, {summary}); nothing to do")
     elif result.status != "preempted":
-        print(f"{out}: {trained}")
+        print(f"{out}: {trained} to epoch {result.epoch} in {seconds:.1f} s; {summary}")
     return report_stopped(out, result)
 
 
@@ -123,7 +129,4 @@ def run(args: argparse.Namespace) -> int:
     if ran is None:
         return 0
     config, result, seconds = ran
-    last = result.metrics[-1] if result.metrics else {}
-    acc = f"test accuracy {last['test_acc']:.4f}" if "test_acc" in last else ""
-    trained = f"trained {config.model} on {config.dataset} to epoch {result.epoch}"
-    return report_run(args.out, result, acc, f"{trained} in {seconds:.1f} s; {acc}")
+    return report_run(args.out, result, seconds, f"trained {config.model} on {config.dataset}")
