@@ -10,7 +10,7 @@ from sdcomplex.reproduce._claims import run_claims
 from sdcomplex.reproduce._config import ExperimentConfig
 from sdcomplex.reproduce._figures import write_figures
 from sdcomplex.reproduce._margin import run_bound
-from sdcomplex.reproduce._stage import Context, Layout, Stage
+from sdcomplex.reproduce._stage import Context, Layout, Stage, run_dir_outputs
 from sdcomplex.reproduce._study import study_stages
 from sdcomplex.reproduce._study_analysis import run_study
 from sdcomplex.reproduce._sweeps import run_complexity
@@ -22,7 +22,6 @@ from sdcomplex.reproduce._training import (
     student_config,
     student_runs,
 )
-from sdcomplex.train._checkpoint import CHECKPOINT_DIR, PREEMPT_DIR
 
 ANALYSIS_VERSION = 1
 """Bumped when an analysis stage's outputs change meaning, so old markers are not reused."""
@@ -41,18 +40,6 @@ ANALYSES = (
 )
 """The analysis stages in order: (key, title, the config's spec field they need, function);
 each runs when its spec is set, its payload the teacher, the students and that spec."""
-
-
-def _run_dir(path: Path) -> dict[str, Any]:
-    """``owns`` and ``size_only`` of a training stage writing the run directory ``path``
-    (relative): all of it is the stage's, its checkpoints are checked by size; every process
-    of a distributed run trains it together."""
-    rel = path.as_posix()
-    return {
-        "owns": (rel,),
-        "size_only": (f"{rel}/{CHECKPOINT_DIR}", f"{rel}/{PREEMPT_DIR}"),
-        "every_process": True,
-    }
 
 
 def _teacher_payload(config: ExperimentConfig) -> dict[str, Any]:
@@ -75,12 +62,14 @@ def plan_stages(config: ExperimentConfig) -> list[Stage]:
     """
     teacher_hash = config.teacher.hash()
     relative = Layout(Path())
+    # every process of a distributed run trains the teacher and the students together
     teacher = Stage(
         "teacher",
         f"teacher {config.teacher.model}",
         _teacher_payload(config),
         run_teacher,
-        **_run_dir(relative.teacher),
+        **run_dir_outputs(relative.teacher),
+        every_process=True,
     )
     stages = [teacher]
     students: dict[str, Any] = {}
@@ -93,8 +82,9 @@ def plan_stages(config: ExperimentConfig) -> list[Stage]:
         key = f"student/{method.key}/seed{seed}"
         students[key] = payload
         title = f"student {config.student.model}, {method.label}, seed {seed}"
-        run_dir = _run_dir(relative.student(method.key, seed))
-        stages.append(Stage(key, title, payload, make_student_runner(method, seed), **run_dir))
+        runner = make_student_runner(method, seed)
+        run_dir = run_dir_outputs(relative.student(method.key, seed))
+        stages.append(Stage(key, title, payload, runner, **run_dir, every_process=True))
 
     for key, title, field, run in ANALYSES:
         spec = getattr(config, field)
