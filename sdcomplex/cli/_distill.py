@@ -19,23 +19,20 @@ TEACHER_PREPROCESSING = ("num_classes", "augment", "crop_padding", "flip")
 """Student fields whose default is the teacher's, besides its data (``DATA_FIELDS``)."""
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "distill",
-        help="train a student by knowledge distillation (modes: none, offline, online)",
-        description=(
-            "Train --student into --out DIR with no KD (labels), offline KD (one teacher "
-            "checkpoint: the final one or --teacher-epoch) or online KD (the teacher's "
-            "checkpoint trajectory replayed at the student's pace), logging test accuracy, "
-            "fidelity, NTK similarity and supervision complexities every --diagnostics-every "
-            "epochs. The student's data set, subset and preprocessing default to the teacher "
-            "run's; then come --config FILE (a DistillConfig as JSON, or Python with "
-            "get_config()) and the flags. Re-running an interrupted run resumes it; a "
-            "finished run is not trained again."
-        ),
-    )
+DESCRIPTION = (
+    "Train --student into --out DIR with no KD (labels), offline KD (one teacher "
+    "checkpoint: the final one or --teacher-epoch) or online KD (the teacher's "
+    "checkpoint trajectory replayed at the student's pace), logging test accuracy, "
+    "fidelity, NTK similarity and supervision complexities every --diagnostics-every "
+    "epochs. The student's data set, subset and preprocessing default to the teacher "
+    "run's; then come --config FILE (a DistillConfig as JSON, or Python with "
+    "get_config()) and the flags. Re-running an interrupted run resumes it; a "
+    "finished run is not trained again."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_flags(p, "the student's run directory", lambda: _add_flags(p))
-    p.set_defaults(run=run)
 
 
 def _add_flags(p: argparse.ArgumentParser) -> None:

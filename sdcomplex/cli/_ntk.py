@@ -11,7 +11,7 @@ from sdcomplex.cli._devices import add_device_flags, placement_from_args
 from sdcomplex.complexity._complexity import OUTPUTS
 
 
-def add_example_flags(p: argparse.ArgumentParser) -> None:
+def add_example_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """Flags choosing the examples and the form of a run's kernel (shared with complexity)."""
     p.add_argument(
         "--data",
@@ -45,24 +45,21 @@ def add_example_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "ntk",
-        help="empirical NTK of a trained run at an epoch, written as .npz with a JSON sidecar",
-        description=(
-            "Restores RUN's model at EPOCH (RUN@EPOCH; RUN@init: the initialisation of the "
-            "run's seed; RUN: the last checkpoint), takes the examples the run trained on (or "
-            "--data), normalised as in training, and writes their empirical NTK (BatchNorm in "
-            "inference mode) to --out K.npz (array 'kernel') and K.json (run, epoch, config "
-            "hash, data, split, subset indices and labels, versions)."
-        ),
-    )
+DESCRIPTION = (
+    "Restores RUN's model at EPOCH (RUN@EPOCH; RUN@init: the initialisation of the "
+    "run's seed; RUN: the last checkpoint), takes the examples the run trained on (or "
+    "--data), normalised as in training, and writes their empirical NTK (BatchNorm in "
+    "inference mode) to --out K.npz (array 'kernel') and K.json (run, epoch, config "
+    "hash, data, split, subset indices and labels, versions)."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", metavar="RUN[@EPOCH|@init]", help="run directory and epoch")
     add_example_flags(p)
     p.add_argument("--out", required=True, metavar="K.npz", help="kernel file (.npz)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out")
     add_device_flags(p)
-    p.set_defaults(run=run)
 
 
 def load_examples(args: argparse.Namespace, run_checkpoint):

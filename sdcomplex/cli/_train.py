@@ -25,23 +25,20 @@ SUMMARY = {"test_acc": "test accuracy", "train_fidelity_final": "train fidelity"
 """The metrics of a run's last epoch that `report_run` prints (those the run logs)."""
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train a model (resumable; checkpoints every k epochs)",
-        description=(
-            "Train --model on --data into --out DIR (config.json, metrics.jsonl, Orbax "
-            "checkpoints). Values come from the defaults (the standard CIFAR recipe: SGD, "
-            "momentum 0.9, lr 0.1 cosine, weight decay 5e-4, batch 128, random crops with "
-            "padding image_size/8 and, for mirror-invariant classes, flips), then "
-            "--config FILE (JSON, or Python with get_config()), then the flags. Re-running "
-            "an interrupted run resumes it; a finished run is not trained again; a directory "
-            "holding a different config is refused. SIGTERM/Ctrl-C save and exit with status "
-            "143/130; a diverging loss stops the run with an error."
-        ),
-    )
+DESCRIPTION = (
+    "Train --model on --data into --out DIR (config.json, metrics.jsonl, Orbax "
+    "checkpoints). Values come from the defaults (the standard CIFAR recipe: SGD, "
+    "momentum 0.9, lr 0.1 cosine, weight decay 5e-4, batch 128, random crops with "
+    "padding image_size/8 and, for mirror-invariant classes, flips), then "
+    "--config FILE (JSON, or Python with get_config()), then the flags. Re-running "
+    "an interrupted run resumes it; a finished run is not trained again; a directory "
+    "holding a different config is refused. SIGTERM/Ctrl-C save and exit with status "
+    "143/130; a diverging loss stops the run with an error."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_flags(p, "run directory", lambda: add_train_flags(p, subject=""))
-    p.set_defaults(run=run)
 
 
 def add_run_flags(p: argparse.ArgumentParser, out_help: str, add_flags: Callable[[], None]) -> None:
