@@ -23,7 +23,23 @@ Scales:
 
 from __future__ import annotations
 
+from typing import Any
+
+from sdcomplex.reproduce import ExperimentConfig
 from sdcomplex.train import TrainConfig
+
+PAPER_RECIPE = {
+    "augment": True,
+    "crop_padding": 4,
+    "flip": True,
+    "batch_size": 128,
+    "optimizer": "sgd",
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "schedule": "cosine",
+}
+"""The paper's training recipe (PAPER.md section 5) but for its data, rate and length: SGD with
+momentum 0.9, batch 128, cosine schedule, weight decay 5e-4, 4-pixel crops and flips."""
 
 
 def mnist1d_pair(scale: str) -> tuple[TrainConfig, TrainConfig]:
@@ -73,16 +89,9 @@ def mnist1d_pair(scale: str) -> tuple[TrainConfig, TrainConfig]:
 def paper_pair() -> tuple[TrainConfig, TrainConfig]:
     """(teacher, student) of the paper: ResNet-56 -> LeNet-5x8 on CIFAR-100 (PAPER.md s. 5)."""
     common = {
+        **PAPER_RECIPE,
         "dataset": "cifar100",
-        "augment": True,
-        "crop_padding": 4,
-        "flip": True,
-        "batch_size": 128,
-        "optimizer": "sgd",
-        "momentum": 0.9,
         "learning_rate": 0.1,
-        "weight_decay": 5e-4,
-        "schedule": "cosine",
         "epochs": 200,
         "checkpoint_every": 1,
     }
@@ -127,17 +136,10 @@ def cifar10_pair() -> tuple[TrainConfig, TrainConfig]:
     checkpoint.
     """
     common = {
+        **PAPER_RECIPE,
         "dataset": "cifar10_jpeg",
         "n_per_class": 300,
         "n_test_per_class": 100,
-        "augment": True,
-        "crop_padding": 4,
-        "flip": True,
-        "batch_size": 128,
-        "optimizer": "sgd",
-        "momentum": 0.9,
-        "weight_decay": 5e-4,
-        "schedule": "cosine",
         "epochs": 12,
         "eval_batch_size": 1000,
     }
@@ -156,6 +158,24 @@ def scale_pair(scale: str) -> tuple[TrainConfig, TrainConfig]:
     if scale == "images":
         return cifar10_pair()
     return mnist1d_pair(scale)
+
+
+def experiment(
+    name: str, scale: str, description: str, claims: tuple[str, ...], **specs: Any
+) -> ExperimentConfig:
+    """The experiment ``name`` at ``scale``: the scale's teacher and student (`scale_pair`)
+    with ``specs``, the analyses it runs (``complexity``, ``distillation``, ``bound``,
+    ``study``) and its ``notes``."""
+    teacher, student = scale_pair(scale)
+    return ExperimentConfig(
+        name=name,
+        scale=scale,
+        description=description,
+        claims=claims,
+        teacher=teacher,
+        student=student,
+        **specs,
+    )
 
 
 def step_teacher(teacher: TrainConfig, milestones: tuple[int, ...]) -> TrainConfig:

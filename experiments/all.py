@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from sdcomplex.reproduce import ExperimentConfig
 
-from ._base import scale_pair
+from ._base import experiment
 from .c1_c2_complexity import complexity_spec
 from .c3_c4_online_kd import distillation_spec
 from .c3_study import study_spec
@@ -22,14 +22,11 @@ DESCRIPTION = "every claim (C1-C5) with one teacher: sweeps, accuracy table, dia
 
 
 def get_config(scale: str) -> ExperimentConfig:
-    teacher, student = scale_pair(scale)
-    return ExperimentConfig(
-        name="all",
-        scale=scale,
-        description=DESCRIPTION,
-        claims=("C1", "C2", "C3", "C4", "C5"),
-        teacher=teacher,
-        student=student,
+    return experiment(
+        "all",
+        scale,
+        DESCRIPTION,
+        ("C1", "C2", "C3", "C4", "C5"),
         complexity=complexity_spec(scale, trained=("none", "offline_t4", "online_t4")),
         distillation=distillation_spec(scale),
         bound=bound_spec(scale),

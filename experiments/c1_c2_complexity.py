@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sdcomplex.reproduce import ComplexitySpec, ExperimentConfig
 
-from ._base import scale_pair
+from ._base import experiment
 
 DESCRIPTION = "complexity of soft targets vs temperature (C1) and vs teacher checkpoint (C2)"
 
@@ -25,42 +25,24 @@ def complexity_spec(scale: str, trained: tuple[str, ...] = ("none",)) -> Complex
             trajectory_temperatures=(1.0,),
             trained_students=trained,
         )
-    if scale == "quick":
-        # n = 1,000 training signals; every teacher checkpoint at tau = 1 and 4
-        return ComplexitySpec(
-            n_per_class=100,
-            temperatures=(0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
-            trajectory_temperatures=(1.0, 4.0),
-            trained_students=trained,
-        )
-    if scale == "images":
-        # n = 500 training images (50 per class): the student's NTK (mean form, 500 x 500)
-        # at init and after training; every one of the 10 teacher checkpoints at tau = 1 and 4
-        return ComplexitySpec(
-            n_per_class=50,
-            temperatures=(0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
-            trajectory_temperatures=(1.0, 4.0),
-            trained_students=trained,
-        )
-    # paper: n = 1,000 CIFAR-100 images (10 per class); every 10th teacher checkpoint
+    # the same sweep at the other scales, on n = 1,000 training signals (quick), 500 training
+    # images (images: the student's NTK in mean form is 500 x 500) or 1,000 CIFAR-100 images
+    # (paper), at tau = 1 and 4 along every teacher checkpoint (paper: every 10th)
     return ComplexitySpec(
-        n_per_class=10,
+        n_per_class={"quick": 100, "images": 50, "paper": 10}[scale],
         temperatures=(0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
         trajectory_temperatures=(1.0, 4.0),
-        trajectory_stride=10,
+        trajectory_stride=10 if scale == "paper" else 1,
         trained_students=trained,
     )
 
 
 def get_config(scale: str) -> ExperimentConfig:
-    teacher, student = scale_pair(scale)
-    return ExperimentConfig(
-        name="c1_c2_complexity",
-        scale=scale,
-        description=DESCRIPTION,
-        claims=("C1", "C2"),
-        teacher=teacher,
-        student=student,
+    return experiment(
+        "c1_c2_complexity",
+        scale,
+        DESCRIPTION,
+        ("C1", "C2"),
         complexity=complexity_spec(scale),
         notes="The trained-student kernel comes from a no-KD student (seed 0) trained here.",
     )

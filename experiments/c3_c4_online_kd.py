@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sdcomplex.reproduce import PAPER_METHODS, DistillationSpec, ExperimentConfig, StudentMethod
 
-from ._base import scale_pair
+from ._base import experiment
 
 DESCRIPTION = "accuracy table (C3) and diagnostics (C4) of no / offline / online KD"
 
@@ -54,13 +54,6 @@ def distillation_spec(scale: str) -> DistillationSpec:
 
 
 def get_config(scale: str) -> ExperimentConfig:
-    teacher, student = scale_pair(scale)
-    return ExperimentConfig(
-        name="c3_c4_online_kd",
-        scale=scale,
-        description=DESCRIPTION,
-        claims=("C3", "C4"),
-        teacher=teacher,
-        student=student,
-        distillation=distillation_spec(scale),
+    return experiment(
+        "c3_c4_online_kd", scale, DESCRIPTION, ("C3", "C4"), distillation=distillation_spec(scale)
     )

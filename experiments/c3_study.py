@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from sdcomplex.reproduce import ExperimentConfig, StudentCapacity, StudySpec, TeacherRecipe
 
-from ._base import scale_pair, step_teacher
+from ._base import experiment, scale_pair, step_teacher
 
 DESCRIPTION = "C3 as a study: paired online - offline gains over capacities and teacher recipes"
 
@@ -97,13 +97,4 @@ def study_spec(scale: str) -> StudySpec:
 
 
 def get_config(scale: str) -> ExperimentConfig:
-    teacher, student = scale_pair(scale)
-    return ExperimentConfig(
-        name="c3_study",
-        scale=scale,
-        description=DESCRIPTION,
-        claims=("C3",),
-        teacher=teacher,
-        student=student,
-        study=study_spec(scale),
-    )
+    return experiment("c3_study", scale, DESCRIPTION, ("C3",), study=study_spec(scale))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sdcomplex.reproduce import BoundSpec, ExperimentConfig
 
-from ._base import scale_pair
+from ._base import experiment
 
 DESCRIPTION = "margin bound terms vs measured test error of a kernel student (C5)"
 
@@ -22,39 +22,17 @@ def bound_spec(scale: str) -> BoundSpec:
         return BoundSpec(
             n_per_class=20, n_test_per_class=20, temperatures=(1.0, 4.0), gammas=(0.1, 0.5)
         )
-    if scale == "quick":
-        # n = 1,000 training signals (500 per binary class), the whole 1,000-signal test split
-        return BoundSpec(
-            n_per_class=500,
-            temperatures=(1.0, 2.0, 4.0, 8.0),
-            gammas=(0.05, 0.1, 0.2, 0.4, 0.8),
-        )
-    if scale == "images":
-        # CIFAR-10 classes 0-4 (airplane, automobile, bird, cat, deer) vs 5-9, n = 500 training
-        # images (250 per binary class), the whole 1,000-image test subset, every checkpoint
-        return BoundSpec(
-            n_per_class=250,
-            temperatures=(1.0, 2.0, 4.0, 8.0),
-            gammas=(0.05, 0.1, 0.2, 0.4, 0.8),
-        )
-    # paper: CIFAR-100 classes 0-49 vs 50-99, n = 2,000, the whole test split, every 10th
-    # teacher checkpoint
+    # the same sweep at the other scales, on the whole test split and n = 1,000 training
+    # signals (quick: 500 per binary class), 500 training images (images: CIFAR-10 classes 0-4,
+    # airplane, automobile, bird, cat, deer, vs 5-9) or 2,000 (paper: CIFAR-100 classes 0-49 vs
+    # 50-99), along every teacher checkpoint (paper: every 10th)
     return BoundSpec(
-        n_per_class=1000,
+        n_per_class={"quick": 500, "images": 250, "paper": 1000}[scale],
         temperatures=(1.0, 2.0, 4.0, 8.0),
         gammas=(0.05, 0.1, 0.2, 0.4, 0.8),
-        teacher_stride=10,
+        teacher_stride=10 if scale == "paper" else 1,
     )
 
 
 def get_config(scale: str) -> ExperimentConfig:
-    teacher, student = scale_pair(scale)
-    return ExperimentConfig(
-        name="c5_margin_bound",
-        scale=scale,
-        description=DESCRIPTION,
-        claims=("C5",),
-        teacher=teacher,
-        student=student,
-        bound=bound_spec(scale),
-    )
+    return experiment("c5_margin_bound", scale, DESCRIPTION, ("C5",), bound=bound_spec(scale))

@@ -12,9 +12,21 @@ from typing import IO, Any
 import numpy as np
 
 
-def _atomic(
-    path: str | os.PathLike[str], write: Callable[[IO[bytes]], None], *, overwrite: bool
+def atomic_write(
+    path: str | os.PathLike[str],
+    write: Callable[[IO[bytes]], None],
+    *,
+    overwrite: bool,
+    verify: Callable[[Path], object] | None = None,
 ) -> Path:
+    """Calls ``write(fileobj)`` on a temporary file next to ``path``, then renames it into place.
+
+    ``verify(temp_path)``, if given, runs on the complete temporary file before the rename. On
+    any error the temporary file is removed and ``path`` is left untouched.
+
+    Raises:
+      FileExistsError: if ``path`` exists and ``overwrite`` is False.
+    """
     target = Path(path)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists; refusing to overwrite it")
@@ -25,6 +37,8 @@ def _atomic(
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        if verify is not None:
+            verify(Path(tmp))
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -44,7 +58,7 @@ def atomic_write_bytes(
     def write(fh: IO[bytes]) -> None:
         fh.write(data)
 
-    return _atomic(path, write, overwrite=overwrite)
+    return atomic_write(path, write, overwrite=overwrite)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, *, overwrite: bool = False) -> Path:
@@ -75,7 +89,7 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, overwrite: bool
 
 def atomic_save_npy(path: str | os.PathLike[str], array: Any, *, overwrite: bool = False) -> Path:
     """Atomic ``np.save`` (see `atomic_write_bytes`)."""
-    return _atomic(path, lambda fh: np.save(fh, np.asarray(array)), overwrite=overwrite)
+    return atomic_write(path, lambda fh: np.save(fh, np.asarray(array)), overwrite=overwrite)
 
 
 def _first_line(err: BaseException) -> str:

@@ -1,6 +1,6 @@
 """The ``sdcomplex`` command line: a thin layer over the library.
 
-Each subcommand lives in its own module with ``register(subparsers)``. Every error is one line
+Each subcommand lives in its own module (see `SUBCOMMANDS`). Every error is one line
 on stderr and a non-zero exit status, never a traceback: bad arguments and errors of the inputs
 (``ValueError``, ``TypeError``, ``OSError``, ``LookupError``, malformed archives and pickles, out
 of memory, ...) exit with status 2; any other exception is reported as an internal error, exit
@@ -39,15 +39,20 @@ INPUT_ERRORS: tuple[type[BaseException], ...] = (
 """Exceptions reported as errors of the command's inputs (exit status 2); any other exception is
 an internal error (exit status 1), also reported in one line."""
 
-SUBCOMMANDS = (
-    "sdcomplex.cli._demo",
-    "sdcomplex.cli._complexity",
-    "sdcomplex.cli._ntk",
-    "sdcomplex.cli._train",
-    "sdcomplex.cli._plot",
-    "sdcomplex.cli._distill",
-    "sdcomplex.cli._reproduce",
-)
+SUBCOMMANDS = {
+    "demo": "complexity of labels, random labels and soft targets on embedded digits",
+    "complexity": (
+        "supervision complexity of targets w.r.t. a saved kernel or a trained run's kernel"
+    ),
+    "ntk": "empirical NTK of a trained run at an epoch, written as .npz with a JSON sidecar",
+    "train": "train a model (resumable; checkpoints every k epochs)",
+    "plot": "plot the learning curves (loss, accuracy vs epoch) of a run directory",
+    "distill": "train a student by knowledge distillation (modes: none, offline, online)",
+    "reproduce": "reproduce the paper's claims C1-C5 (resumable; results, tables, figures)",
+}
+"""Every subcommand and its one-line help, in the order ``sdcomplex --help`` lists them. The
+module ``sdcomplex.cli._<name>`` of each holds its ``DESCRIPTION``, ``add_arguments(parser)``
+and ``run(args)`` (the exit status)."""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -75,8 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"sdcomplex {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        importlib.import_module(name).register(sub)
+    for name, help_line in SUBCOMMANDS.items():
+        command = importlib.import_module(f"sdcomplex.cli._{name}")
+        p = sub.add_parser(name, help=help_line, description=command.DESCRIPTION)
+        command.add_arguments(p)
+        p.set_defaults(run=command.run)
     return parser
 
 

@@ -25,20 +25,18 @@ from sdcomplex.complexity import factorize_kernel
 COLUMNS = ("targets", "kind", "value", "adjusted", "trace", "n", "jitter", "cond", "method")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "complexity",
-        help="supervision complexity of targets w.r.t. a saved kernel or a trained run's kernel",
-        description=(
-            "Supervision complexity s(Y) = vec(Y)^T K^-1 vec(Y) (float64 solves) and the adjusted "
-            "value sqrt(s tr K)/n of each target set. The kernel's shape selects the form: "
-            "(n, n) mean, (C, n, n) per-logit, (n, n, C, C) full. With --run RUN[@EPOCH] the "
-            "kernel is that run's NTK on its examples (as `sdcomplex ntk`), computed once for "
-            "every target set and cached (--cache), and --targets also takes 'labels', "
-            "'random:SEED' and 'teacher=RUN[@EPOCH]:TAU' (soft targets of a teacher run's "
-            "checkpoint on the same examples)."
-        ),
-    )
+DESCRIPTION = (
+    "Supervision complexity s(Y) = vec(Y)^T K^-1 vec(Y) (float64 solves) and the adjusted "
+    "value sqrt(s tr K)/n of each target set. The kernel's shape selects the form: "
+    "(n, n) mean, (C, n, n) per-logit, (n, n, C, C) full. With --run RUN[@EPOCH] the "
+    "kernel is that run's NTK on its examples (as `sdcomplex ntk`), computed once for "
+    "every target set and cached (--cache), and --targets also takes 'labels', "
+    "'random:SEED' and 'teacher=RUN[@EPOCH]:TAU' (soft targets of a teacher run's "
+    "checkpoint on the same examples)."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--kernel", help="kernel .npy, or .npz (see --kernel-key)")
     source.add_argument(
@@ -83,7 +81,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     run_flags.add_argument("--no-cache", action="store_true", help="never read or write a cache")
     add_device_flags(p)
-    p.set_defaults(run=run)
 
 
 def _load(path: str, key: str | None = None) -> dict[str, np.ndarray]:

@@ -9,21 +9,17 @@ from pathlib import Path
 from sdcomplex._io import atomic_write_json
 from sdcomplex.cli._table import format_table
 
+DESCRIPTION = (
+    "Mean empirical NTK of a random MLP on 500 scikit-learn digits (embedded, no "
+    "download) and the adjusted supervision complexity of true labels, random labels "
+    "and a logistic-regression teacher's soft targets at several temperatures."
+)
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="complexity of labels, random labels and soft targets on embedded digits",
-        description=(
-            "Mean empirical NTK of a random MLP on 500 scikit-learn digits (embedded, no "
-            "download) and the adjusted supervision complexity of true labels, random labels "
-            "and a logistic-regression teacher's soft targets at several temperatures."
-        ),
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--per-class", type=int, default=50, help="training examples per class")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the results as JSON to this file")
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
-from sdcomplex.cli._config_flags import (
-    add_config_flags,
-    add_on_use,
-    flag_values,
-    parse_set,
-    split_pairs,
-)
-from sdcomplex.cli._devices import add_device_flags, placement_from_args
-from sdcomplex.cli._signals import report_stopped
+from sdcomplex.cli._config_flags import add_config_flags, flag_values, parse_set, split_pairs
 from sdcomplex.cli._train import PREFIX as STUDENT_PREFIX
-from sdcomplex.cli._train import add_train_flags
-from sdcomplex.cli._warnings import one_line_warnings
+from sdcomplex.cli._train import add_run_flags, add_train_flags, report_run, run_config
 
 PREFIX = "distill_"
 """Namespace prefix of the DistillConfig flags (see `sdcomplex.cli._config_flags`)."""
@@ -29,28 +19,20 @@ TEACHER_PREPROCESSING = ("num_classes", "augment", "crop_padding", "flip")
 """Student fields whose default is the teacher's, besides its data (``DATA_FIELDS``)."""
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "distill",
-        help="train a student by knowledge distillation (modes: none, offline, online)",
-        description=(
-            "Train --student into --out DIR with no KD (labels), offline KD (one teacher "
-            "checkpoint: the final one or --teacher-epoch) or online KD (the teacher's "
-            "checkpoint trajectory replayed at the student's pace), logging test accuracy, "
-            "fidelity, NTK similarity and supervision complexities every --diagnostics-every "
-            "epochs. The student's data set, subset and preprocessing default to the teacher "
-            "run's; then come --config FILE (a DistillConfig as JSON, or Python with "
-            "get_config()) and the flags. Re-running an interrupted run resumes it; a "
-            "finished run is not trained again."
-        ),
-    )
-    p.add_argument("--out", required=True, metavar="DIR", help="the student's run directory")
-    p.add_argument("--config", metavar="FILE", help="config file: .json or .py with get_config()")
-    add_on_use(p, lambda: _add_flags(p))
-    p.add_argument("--print-config", action="store_true", help="print the config and exit")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
-    add_device_flags(p)
-    p.set_defaults(run=run)
+DESCRIPTION = (
+    "Train --student into --out DIR with no KD (labels), offline KD (one teacher "
+    "checkpoint: the final one or --teacher-epoch) or online KD (the teacher's "
+    "checkpoint trajectory replayed at the student's pace), logging test accuracy, "
+    "fidelity, NTK similarity and supervision complexities every --diagnostics-every "
+    "epochs. The student's data set, subset and preprocessing default to the teacher "
+    "run's; then come --config FILE (a DistillConfig as JSON, or Python with "
+    "get_config()) and the flags. Re-running an interrupted run resumes it; a "
+    "finished run is not trained again."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_run_flags(p, "the student's run directory", lambda: _add_flags(p))
 
 
 def _add_flags(p: argparse.ArgumentParser) -> None:
@@ -125,28 +107,11 @@ def resolve_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from sdcomplex.distill import distill
 
-    if args.print_config:
-        print(resolve_config(args).to_json(), end="")
+    ran = run_config(args, "distill", resolve_config, distill)
+    if ran is None:
         return 0
-    placement = placement_from_args(args)  # (--distributed: before any other JAX call)
-    config = resolve_config(args)
-    start = time.perf_counter()
-    with one_line_warnings("distill"):
-        result = distill(config, args.out, quiet=args.quiet, placement=placement)
-    last = result.metrics[-1] if result.metrics else {}
-    parts = []
-    if isinstance(last.get("test_acc"), float):
-        parts.append(f"test accuracy {last['test_acc']:.4f}")
-    if isinstance(last.get("train_fidelity_final"), float):
-        parts.append(f"train fidelity {last['train_fidelity_final']:.4f}")
-    summary = ", ".join(parts)
+    config, result, seconds = ran
     student = config.student
-    if result.status == "already_complete":
-        print(f"{args.out}: run already complete ({result.epoch} epochs, {summary}); nothing to do")
-    elif result.status != "preempted":
-        how = "no KD" if config.mode == "none" else f"{config.mode} KD, tau {config.temperature:g}"
-        print(
-            f"{args.out}: distilled {student.model} on {student.dataset} ({how}) to epoch "
-            f"{result.epoch} in {time.perf_counter() - start:.1f} s; {summary}"
-        )
-    return report_stopped(args.out, result)
+    how = "no KD" if config.mode == "none" else f"{config.mode} KD, tau {config.temperature:g}"
+    trained = f"distilled {student.model} on {student.dataset} ({how})"
+    return report_run(args.out, result, seconds, trained)

@@ -6,12 +6,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from sdcomplex.cli._config_flags import parse_pairs
 from sdcomplex.cli._devices import add_device_flags, placement_from_args
-from sdcomplex.cli._train import _parse_pairs
 from sdcomplex.complexity._complexity import OUTPUTS
 
 
-def add_example_flags(p: argparse.ArgumentParser) -> None:
+def add_example_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """Flags choosing the examples and the form of a run's kernel (shared with complexity)."""
     p.add_argument(
         "--data",
@@ -45,24 +45,21 @@ def add_example_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "ntk",
-        help="empirical NTK of a trained run at an epoch, written as .npz with a JSON sidecar",
-        description=(
-            "Restores RUN's model at EPOCH (RUN@EPOCH; RUN@init: the initialisation of the "
-            "run's seed; RUN: the last checkpoint), takes the examples the run trained on (or "
-            "--data), normalised as in training, and writes their empirical NTK (BatchNorm in "
-            "inference mode) to --out K.npz (array 'kernel') and K.json (run, epoch, config "
-            "hash, data, split, subset indices and labels, versions)."
-        ),
-    )
+DESCRIPTION = (
+    "Restores RUN's model at EPOCH (RUN@EPOCH; RUN@init: the initialisation of the "
+    "run's seed; RUN: the last checkpoint), takes the examples the run trained on (or "
+    "--data), normalised as in training, and writes their empirical NTK (BatchNorm in "
+    "inference mode) to --out K.npz (array 'kernel') and K.json (run, epoch, config "
+    "hash, data, split, subset indices and labels, versions)."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", metavar="RUN[@EPOCH|@init]", help="run directory and epoch")
     add_example_flags(p)
     p.add_argument("--out", required=True, metavar="K.npz", help="kernel file (.npz)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out")
     add_device_flags(p)
-    p.set_defaults(run=run)
 
 
 def load_examples(args: argparse.Namespace, run_checkpoint):
@@ -72,7 +69,7 @@ def load_examples(args: argparse.Namespace, run_checkpoint):
 
     dataset = None
     if args.data is not None:
-        options = _parse_pairs(args.data_option, "--data-option")
+        options = parse_pairs(args.data_option, "--data-option")
         if args.data_dir is not None:
             options["data_dir"] = args.data_dir
         dataset = load_dataset(args.data, binary=run_checkpoint.config.binary, **options)
@@ -96,9 +93,32 @@ def open_run(spec: str):
     return load_run_checkpoint(run_dir, epoch)
 
 
+def run_kernel(
+    args: argparse.Namespace, spec: str, placement: Any, cache: str | Path | None = None
+):
+    """The kernel the flags of `add_example_flags` choose of the run ``RUN[@EPOCH|@init]``, on
+    the devices of ``placement``: ``(kernel, record, checkpoint, examples, cache_file,
+    reused)``, from the cache directory ``cache`` when it holds a verified entry (see
+    `cached_run_kernel`)."""
+    from sdcomplex.ntk._kernel_files import cached_run_kernel
+
+    checkpoint = open_run(spec)
+    examples = load_examples(args, checkpoint)
+    kernel, record, file, reused = cached_run_kernel(
+        checkpoint,
+        examples,
+        cache,
+        outputs=args.outputs,
+        param_filter=args.param_filter,
+        progress=False if args.quiet else None,
+        mesh=placement,
+    )
+    return kernel, record, checkpoint, examples, file, reused
+
+
 def run(args: argparse.Namespace) -> int:
     from sdcomplex.ntk import save_kernel
-    from sdcomplex.ntk._kernel_files import compute_run_kernel, sidecar_path
+    from sdcomplex.ntk._kernel_files import sidecar_path
 
     out = Path(args.out)
     if out.suffix != ".npz":
@@ -107,16 +127,7 @@ def run(args: argparse.Namespace) -> int:
         if file.exists() and not args.force:
             raise FileExistsError(f"{file} exists; pass --force to overwrite it")
     placement = placement_from_args(args)  # (--distributed: before any other JAX call)
-    checkpoint = open_run(args.spec)
-    examples = load_examples(args, checkpoint)
-    kernel, record = compute_run_kernel(
-        checkpoint,
-        examples,
-        outputs=args.outputs,
-        param_filter=args.param_filter,
-        progress=False if args.quiet else None,
-        mesh=placement,
-    )
+    kernel, record, checkpoint, examples, _, _ = run_kernel(args, args.spec, placement)
     if not placement.writes_files:  # every process holds the kernel; process 0 writes it
         return 0
     save_kernel(out, kernel, record, overwrite=args.force)
@@ -201,28 +212,15 @@ def complexity_kernel(args: argparse.Namespace):
     The cache directory is ``--cache`` or, by default, the directory of ``--json`` (none
     without ``--json``; ``--no-cache`` disables it).
     """
-    from sdcomplex.ntk._kernel_files import cached_run_kernel
-
     placement = placement_from_args(args)  # (--distributed: before any other JAX call)
     if placement.is_multi_process and not args.no_cache:
         raise ValueError(
             "complexity --run --distributed needs --no-cache (the kernel cache is read and "
             "written by one process)"
         )
-    checkpoint = open_run(args.run_spec)
-    examples = load_examples(args, checkpoint)
     cache = args.cache
     if cache is None and args.json and not args.no_cache:
         cache = Path(args.json).parent
     if args.no_cache:
         cache = None
-    kernel, record, file, reused = cached_run_kernel(
-        checkpoint,
-        examples,
-        cache,
-        outputs=args.outputs,
-        param_filter=args.param_filter,
-        progress=False if args.quiet else None,
-        mesh=placement,
-    )
-    return kernel, record, checkpoint, examples, file, reused
+    return run_kernel(args, args.run_spec, placement, cache)

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+DESCRIPTION = (
+    "Train and test loss and accuracy per epoch from RUN_DIR/metrics.jsonl, written as "
+    "a PNG (200 dpi) and a PDF, atomically."
+)
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "plot",
-        help="plot the learning curves (loss, accuracy vs epoch) of a run directory",
-        description=(
-            "Train and test loss and accuracy per epoch from RUN_DIR/metrics.jsonl, written as "
-            "a PNG (200 dpi) and a PDF, atomically."
-        ),
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by sdcomplex train")
     p.add_argument(
         "--out",
@@ -22,7 +19,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dpi", type=int, default=200, help="PNG resolution (>= 150)")
     p.add_argument("--force", action="store_true", help="replace existing output files")
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

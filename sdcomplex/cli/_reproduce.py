@@ -10,25 +10,22 @@ from sdcomplex.cli._config_flags import add_on_use
 from sdcomplex.cli._devices import add_device_flags, placement_from_args
 from sdcomplex.cli._signals import signal_exit_status
 
+DESCRIPTION = (
+    "Run every stage of EXPERIMENT (experiments/<name>.py) at --scale into --out DIR: "
+    "the teacher (a checkpoint every epoch), the students in each mode and seed, the "
+    "complexity sweeps, the margin bound, tables (CSV, Markdown), the claims check and "
+    "figures (PNG, PDF). A stage whose recorded outputs (size, SHA-256) are all present "
+    "and unchanged is skipped; one whose outputs were deleted or damaged runs again and "
+    "says so, what is left of them moved to DIR/replaced/; an interrupted run resumes "
+    "when the same command is run again; a directory holding a different config is "
+    "refused. --status lists what would run again and why. --list shows the "
+    "experiments, scales and measured run times. With --distributed (one process per "
+    "host; --out on a file system every host sees) the teacher and the students train "
+    "on every process's devices and the other stages run in process 0."
+)
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "reproduce",
-        help="reproduce the paper's claims C1-C5 (resumable; results, tables, figures)",
-        description=(
-            "Run every stage of EXPERIMENT (experiments/<name>.py) at --scale into --out DIR: "
-            "the teacher (a checkpoint every epoch), the students in each mode and seed, the "
-            "complexity sweeps, the margin bound, tables (CSV, Markdown), the claims check and "
-            "figures (PNG, PDF). A stage whose recorded outputs (size, SHA-256) are all present "
-            "and unchanged is skipped; one whose outputs were deleted or damaged runs again and "
-            "says so, what is left of them moved to DIR/replaced/; an interrupted run resumes "
-            "when the same command is run again; a directory holding a different config is "
-            "refused. --status lists what would run again and why. --list shows the "
-            "experiments, scales and measured run times. With --distributed (one process per "
-            "host; --out on a file system every host sees) the teacher and the students train "
-            "on every process's devices and the other stages run in process 0."
-        ),
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("experiment", nargs="?", metavar="EXPERIMENT", help="name or .py config file")
     add_on_use(p, lambda: _add_scale(p))
     p.add_argument("--out", metavar="DIR", help="output directory (default runs/NAME-SCALE)")
@@ -53,7 +50,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="after a complete run, store its measured time in experiments/runtimes.json",
     )
     add_device_flags(p)
-    p.set_defaults(run=run)
 
 
 def _add_scale(p: argparse.ArgumentParser) -> None:

@@ -24,12 +24,11 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from tqdm.auto import tqdm
 
-from sdcomplex._io import check_declared_bytes, read_up_to
-
-from ._cache import atomic_write_bytes
+from sdcomplex._io import atomic_write, check_declared_bytes, read_up_to
 
 DATA_ENV = "SDCOMPLEX_DATA"
 """Environment variable naming the default directory of official archives."""
@@ -268,7 +267,7 @@ def download_file(
             mismatch; in both cases ``dest`` is not created.
     """
 
-    def write(fh: io.BufferedWriter) -> None:
+    def write(fh: IO[bytes]) -> None:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=quiet) as bar:
@@ -277,7 +276,7 @@ def download_file(
                     bar.update(len(block))
 
     try:
-        atomic_write_bytes(dest, write, verify=lambda tmp: verify_checksum(tmp, checksum))
+        atomic_write(dest, write, overwrite=True, verify=lambda tmp: verify_checksum(tmp, checksum))
     except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
         raise ValueError(
             f"could not download {url} ({err}); download it by hand and place it at {dest}"

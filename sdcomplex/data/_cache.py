@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from sdcomplex._io import load_arrays
+from sdcomplex._io import atomic_write, load_arrays
 
 from ._dataset import Dataset, DatasetInfo
 
@@ -68,34 +67,11 @@ def cache_key(**parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def atomic_write_bytes(
-    path: Path, write: Callable[[Any], None], verify: Callable[[Path], object] | None = None
-) -> None:
-    """Call ``write(fileobj)`` on a temp file next to ``path``, then rename it into place.
-
-    ``verify(temp_path)``, if given, runs on the complete temp file before the rename. On any
-    error the temp file is removed and ``path`` is left untouched.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if verify is not None:
-            verify(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_dataset(path: Path, dataset: Dataset) -> None:
     """Write a data set to an uncompressed ``.npz`` atomically (no pickled objects)."""
     arrays = {name: getattr(dataset, name) for name in _ARRAYS}
     info = np.array(dataset.info.to_json())
-    atomic_write_bytes(path, lambda fh: np.savez(fh, info_json=info, **arrays))
+    atomic_write(path, lambda fh: np.savez(fh, info_json=info, **arrays), overwrite=True)
 
 
 def read_dataset(path: Path) -> Dataset:

@@ -14,6 +14,19 @@ Array = jax.Array
 _conv_init = nn.initializers.he_normal()
 
 
+def _conv3x3(features: int, name: str, strides: int = 1) -> nn.Conv:
+    """A 3x3 convolution with 1-pixel zero padding, no bias and He-normal init."""
+    return nn.Conv(
+        features,
+        (3, 3),
+        strides=(strides, strides),
+        padding=((1, 1), (1, 1)),
+        use_bias=False,
+        kernel_init=_conv_init,
+        name=name,
+    )
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with BatchNorm and a residual shortcut.
 
@@ -56,25 +69,8 @@ class BasicBlock(nn.Module):
             )
 
         s = self.strides
-        y = nn.Conv(
-            self.features,
-            (3, 3),
-            strides=(s, s),
-            padding=((1, 1), (1, 1)),
-            use_bias=False,
-            kernel_init=_conv_init,
-            name="conv1",
-        )(x)
-        y = jax.nn.relu(norm("bn1")(y))
-        y = nn.Conv(
-            self.features,
-            (3, 3),
-            padding=((1, 1), (1, 1)),
-            use_bias=False,
-            kernel_init=_conv_init,
-            name="conv2",
-        )(y)
-        y = norm("bn2")(y)
+        y = jax.nn.relu(norm("bn1")(_conv3x3(self.features, "conv1", s)(x)))
+        y = norm("bn2")(_conv3x3(self.features, "conv2")(y))
 
         in_features = x.shape[-1]
         if s == 1 and in_features == self.features:
@@ -176,14 +172,7 @@ class CifarResNet(nn.Module):
             Logits ``(batch, num_classes)``.
         """
         x = check_input("CifarResNet", x, (4,), "(batch, height, width, channels)")
-        x = nn.Conv(
-            self.width,
-            (3, 3),
-            padding=((1, 1), (1, 1)),
-            use_bias=False,
-            kernel_init=_conv_init,
-            name="stem_conv",
-        )(x)
+        x = _conv3x3(self.width, "stem_conv")(x)
         x = nn.BatchNorm(
             use_running_average=not train,
             momentum=self.bn_momentum,

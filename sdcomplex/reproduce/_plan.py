@@ -10,7 +10,7 @@ from sdcomplex.reproduce._claims import run_claims
 from sdcomplex.reproduce._config import ExperimentConfig
 from sdcomplex.reproduce._figures import write_figures
 from sdcomplex.reproduce._margin import run_bound
-from sdcomplex.reproduce._stage import Context, Layout, Stage
+from sdcomplex.reproduce._stage import Context, Layout, Stage, run_dir_outputs
 from sdcomplex.reproduce._study import study_stages
 from sdcomplex.reproduce._study_analysis import run_study
 from sdcomplex.reproduce._sweeps import run_complexity
@@ -22,22 +22,24 @@ from sdcomplex.reproduce._training import (
     student_config,
     student_runs,
 )
-from sdcomplex.train._checkpoint import CHECKPOINT_DIR, PREEMPT_DIR
 
 ANALYSIS_VERSION = 1
 """Bumped when an analysis stage's outputs change meaning, so old markers are not reused."""
 
 
-def _run_dir(path: Path) -> dict[str, Any]:
-    """``owns`` and ``size_only`` of a training stage writing the run directory ``path``
-    (relative): all of it is the stage's, its checkpoints are checked by size; every process
-    of a distributed run trains it together."""
-    rel = path.as_posix()
-    return {
-        "owns": (rel,),
-        "size_only": (f"{rel}/{CHECKPOINT_DIR}", f"{rel}/{PREEMPT_DIR}"),
-        "every_process": True,
-    }
+ANALYSES = (
+    (
+        "complexity",
+        "C1/C2 complexity sweeps (temperature, teacher trajectory)",
+        "complexity",
+        run_complexity,
+    ),
+    ("bound", "C5 margin bound of the kernel student", "bound", run_bound),
+    ("accuracy", "C3 accuracy table", "distillation", run_c3_table),
+    ("diagnostics", "C4 diagnostics over training", "distillation", run_c4_diagnostics),
+)
+"""The analysis stages in order: (key, title, the config's spec field they need, function);
+each runs when its spec is set, its payload the teacher, the students and that spec."""
 
 
 def _teacher_payload(config: ExperimentConfig) -> dict[str, Any]:
@@ -60,12 +62,14 @@ def plan_stages(config: ExperimentConfig) -> list[Stage]:
     """
     teacher_hash = config.teacher.hash()
     relative = Layout(Path())
+    # every process of a distributed run trains the teacher and the students together
     teacher = Stage(
         "teacher",
         f"teacher {config.teacher.model}",
         _teacher_payload(config),
         run_teacher,
-        **_run_dir(relative.teacher),
+        **run_dir_outputs(relative.teacher),
+        every_process=True,
     )
     stages = [teacher]
     students: dict[str, Any] = {}
@@ -78,52 +82,20 @@ def plan_stages(config: ExperimentConfig) -> list[Stage]:
         key = f"student/{method.key}/seed{seed}"
         students[key] = payload
         title = f"student {config.student.model}, {method.label}, seed {seed}"
-        run_dir = _run_dir(relative.student(method.key, seed))
-        stages.append(Stage(key, title, payload, make_student_runner(method, seed), **run_dir))
+        runner = make_student_runner(method, seed)
+        run_dir = run_dir_outputs(relative.student(method.key, seed))
+        stages.append(Stage(key, title, payload, runner, **run_dir, every_process=True))
 
-    def analysis(name: str, spec: Any) -> dict[str, Any]:
-        return {
-            "version": ANALYSIS_VERSION,
-            "teacher": teacher_hash,
-            "students": students,
-            name: asdict(spec) if spec is not None else None,
-        }
-
-    if config.complexity is not None:
-        stages.append(
-            Stage(
-                "complexity",
-                "C1/C2 complexity sweeps (temperature, teacher trajectory)",
-                analysis("complexity", config.complexity),
-                run_complexity,
-            )
-        )
-    if config.bound is not None:
-        stages.append(
-            Stage(
-                "bound",
-                "C5 margin bound of the kernel student",
-                analysis("bound", config.bound),
-                run_bound,
-            )
-        )
-    if config.distillation is not None:
-        stages.append(
-            Stage(
-                "accuracy",
-                "C3 accuracy table",
-                analysis("distillation", config.distillation),
-                run_c3_table,
-            )
-        )
-        stages.append(
-            Stage(
-                "diagnostics",
-                "C4 diagnostics over training",
-                analysis("distillation", config.distillation),
-                run_c4_diagnostics,
-            )
-        )
+    for key, title, field, run in ANALYSES:
+        spec = getattr(config, field)
+        if spec is not None:
+            payload = {
+                "version": ANALYSIS_VERSION,
+                "teacher": teacher_hash,
+                "students": students,
+                field: asdict(spec),
+            }
+            stages.append(Stage(key, title, payload, run))
     if config.study is not None:
         stages += study_stages(config, ANALYSIS_VERSION)
         stages.append(

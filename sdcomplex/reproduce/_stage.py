@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sdcomplex.reproduce._config import ExperimentConfig, stage_hash
+from sdcomplex.train._checkpoint import CHECKPOINT_DIR, PREEMPT_DIR
 from sdcomplex.train._rundir import ConfigKind
 
 EXPERIMENT_FILE = "experiment.json"
@@ -130,3 +131,11 @@ class Stage:
     @property
     def hash(self) -> str:
         return stage_hash({"key": self.key, "payload": self.payload})
+
+
+def run_dir_outputs(path: Path) -> dict[str, Any]:
+    """``owns`` and ``size_only`` of a stage that trains the run directory ``path`` (relative
+    to the output directory): all of it is the stage's, its checkpoints are recorded by size
+    (the trainer checks their contents when it loads them)."""
+    rel = path.as_posix()
+    return {"owns": (rel,), "size_only": (f"{rel}/{CHECKPOINT_DIR}", f"{rel}/{PREEMPT_DIR}")}

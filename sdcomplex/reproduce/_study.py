@@ -42,7 +42,7 @@ from sdcomplex.reproduce._models import (
     trajectory,
 )
 from sdcomplex.reproduce._results import write_csv, write_json
-from sdcomplex.reproduce._stage import Context, Interrupted, Layout, Stage
+from sdcomplex.reproduce._stage import Context, Interrupted, Layout, Stage, run_dir_outputs
 from sdcomplex.reproduce._study_config import StudentCapacity, StudySpec, TeacherRecipe
 from sdcomplex.train import (
     EnsembleResult,
@@ -53,7 +53,6 @@ from sdcomplex.train import (
     train,
     train_students,
 )
-from sdcomplex.train._checkpoint import CHECKPOINT_DIR, PREEMPT_DIR
 
 KD_MODES = ("offline", "online")
 C2_COLUMNS = (
@@ -213,11 +212,6 @@ def make_group_runner(capacity: StudentCapacity, mode: str, recipe: TeacherRecip
     return run_group
 
 
-def _run_dir(path: Path) -> dict[str, Any]:
-    rel = path.as_posix()
-    return {"owns": (rel,), "size_only": (f"{rel}/{CHECKPOINT_DIR}", f"{rel}/{PREEMPT_DIR}")}
-
-
 def make_teacher_runner(recipe: TeacherRecipe):
     """The stage function training a recipe's own teacher."""
 
@@ -298,7 +292,7 @@ def study_stages(config: Any, version: int) -> list[Stage]:
                     f"study teacher {recipe.teacher.model} ({recipe.name} recipe)",
                     {"teacher": recipe.teacher.to_dict()},
                     make_teacher_runner(recipe),
-                    **_run_dir(recipe_teacher_dir(layout, recipe)),
+                    **run_dir_outputs(recipe_teacher_dir(layout, recipe)),
                 )
             )
     for capacity in spec.capacities:

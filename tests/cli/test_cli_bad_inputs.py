@@ -129,114 +129,61 @@ def _reproduce_dir(d: Path, name: str, marker: str | None = None, meta: str | No
 
 
 CIFAR = ["--model", "mlp", "--data", "cifar10", "--data-option", "checksum=null", "--quiet"]
+LABELS = ["--labels", "{d}/labels.npy"]
+RANDOM = ["--random-labels", "0"]
+
+
+def _kernel(name: str, *flags: str) -> list[str]:
+    """``sdcomplex complexity`` of the kernel file ``name`` of the test's directory."""
+    return ["complexity", "--kernel", f"{{d}}/{name}", *flags]
+
+
+def _config(name: str) -> list[str]:
+    """``sdcomplex train`` with the config file ``name`` of the test's directory."""
+    return ["train", "--config", f"{{d}}/{name}", "--out", "{d}/r"]
+
+
+def _cifar(data_dir: str) -> list[str]:
+    """``sdcomplex train`` on the CIFAR-10 archive in ``data_dir`` of the test's directory."""
+    return ["train", *CIFAR, "--data-dir", f"{{d}}/{data_dir}", "--out", "{d}/r"]
+
 
 # id -> (argv with {d} for the test's directory, what stderr must contain)
 CASES: dict[str, tuple[list[str], str]] = {
     # complexity: kernels and targets
-    "kernel missing": (
-        ["complexity", "--kernel", "{d}/nope.npy", "--labels", "{d}/labels.npy"],
-        "no such file",
-    ),
-    "kernel is a directory": (["complexity", "--kernel", "{d}/adir.npy"], "is not a file"),
-    "empty npy": (
-        ["complexity", "--kernel", "{d}/empty.npy", "--labels", "{d}/labels.npy"],
-        "empty.npy: not a valid .npy file",
-    ),
-    "text npy": (
-        ["complexity", "--kernel", "{d}/text.npy", "--labels", "{d}/labels.npy"],
-        "text.npy: not a valid .npy file",
-    ),
-    "truncated npy": (
-        ["complexity", "--kernel", "{d}/truncated.npy", "--random-labels", "0"],
-        "truncated.npy: not a valid .npy file",
-    ),
-    "pickled npy": (
-        ["complexity", "--kernel", "{d}/objects.npy", "--random-labels", "0"],
-        "Python objects",
-    ),
-    "huge npy": (
-        ["complexity", "--kernel", "{d}/huge.npy", "--random-labels", "0"],
-        "more than this machine's memory",
-    ),
-    "negative shape npy": (
-        ["complexity", "--kernel", "{d}/negative.npy", "--random-labels", "0"],
-        "negative.npy: not a valid .npy file",
-    ),
-    "bad npy header": (
-        ["complexity", "--kernel", "{d}/badheader.npy", "--random-labels", "0"],
-        "badheader.npy: not a valid .npy file",
-    ),
+    "kernel missing": (_kernel("nope.npy", *LABELS), "no such file"),
+    "kernel is a directory": (_kernel("adir.npy"), "is not a file"),
+    "empty npy": (_kernel("empty.npy", *LABELS), "empty.npy: not a valid .npy file"),
+    "text npy": (_kernel("text.npy", *LABELS), "text.npy: not a valid .npy file"),
+    "truncated npy": (_kernel("truncated.npy", *RANDOM), "truncated.npy: not a valid .npy file"),
+    "pickled npy": (_kernel("objects.npy", *RANDOM), "Python objects"),
+    "huge npy": (_kernel("huge.npy", *RANDOM), "more than this machine's memory"),
+    "negative shape npy": (_kernel("negative.npy", *RANDOM), "negative.npy: not a valid .npy file"),
+    "bad npy header": (_kernel("badheader.npy", *RANDOM), "badheader.npy: not a valid .npy file"),
     "npz with a pickled member": (
-        ["complexity", "--kernel", "{d}/objects.npz", "--random-labels", "0"],
+        _kernel("objects.npz", *RANDOM),
         "member a.npy: not a valid .npy",
     ),
-    "npz not a zip": (
-        ["complexity", "--kernel", "{d}/notzip.npz", "--random-labels", "0"],
-        "notzip.npz: not a valid .npz file",
-    ),
-    "truncated npz": (
-        ["complexity", "--kernel", "{d}/truncated.npz", "--random-labels", "0"],
-        "truncated.npz: not a valid .npz file",
-    ),
-    "npz key missing": (
-        ["complexity", "--kernel", "{d}/two.npz", "--kernel-key", "zz", "--random-labels", "0"],
-        "no array 'zz'",
-    ),
-    "npz needs a key": (
-        ["complexity", "--kernel", "{d}/two.npz", "--random-labels", "0"],
-        "--kernel-key",
-    ),
-    "kernel of text": (["complexity", "--kernel", "{d}/kernel.txt"], "expected a .npy or .npz"),
-    "labels as kernel": (
-        ["complexity", "--kernel", "{d}/labels.npy", "--labels", "{d}/labels.npy"],
-        "kernel must have shape",
-    ),
-    "labels of wrong length": (
-        ["complexity", "--kernel", "{d}/kernel.npy", "--labels", "{d}/labels5.npy"],
-        "5",
-    ),
-    "targets truncated": (
-        ["complexity", "--kernel", "{d}/kernel.npy", "--targets", "{d}/truncated.npy"],
-        "truncated.npy",
-    ),
-    "negative ridge": (
-        ["complexity", "--kernel", "{d}/kernel.npy", "--labels", "{d}/labels.npy", "--ridge", "-1"],
-        "ridge",
-    ),
-    "no targets": (["complexity", "--kernel", "{d}/kernel.npy"], "at least one"),
-    "num-classes not int": (
-        ["complexity", "--kernel", "{d}/kernel.npy", "--num-classes", "x"],
-        "invalid int value",
-    ),
-    "existing json": (
-        [
-            "complexity",
-            "--kernel",
-            "{d}/kernel.npy",
-            "--labels",
-            "{d}/labels.npy",
-            "--json",
-            "{d}/results.json",
-        ],
-        "exists",
-    ),
+    "npz not a zip": (_kernel("notzip.npz", *RANDOM), "notzip.npz: not a valid .npz file"),
+    "truncated npz": (_kernel("truncated.npz", *RANDOM), "truncated.npz: not a valid .npz file"),
+    "npz key missing": (_kernel("two.npz", "--kernel-key", "zz", *RANDOM), "no array 'zz'"),
+    "npz needs a key": (_kernel("two.npz", *RANDOM), "--kernel-key"),
+    "kernel of text": (_kernel("kernel.txt"), "expected a .npy or .npz"),
+    "labels as kernel": (_kernel("labels.npy", *LABELS), "kernel must have shape"),
+    "labels of wrong length": (_kernel("kernel.npy", "--labels", "{d}/labels5.npy"), "5"),
+    "targets truncated": (_kernel("kernel.npy", "--targets", "{d}/truncated.npy"), "truncated.npy"),
+    "negative ridge": (_kernel("kernel.npy", *LABELS, "--ridge", "-1"), "ridge"),
+    "no targets": (_kernel("kernel.npy"), "at least one"),
+    "num-classes not int": (_kernel("kernel.npy", "--num-classes", "x"), "invalid int value"),
+    "existing json": (_kernel("kernel.npy", *LABELS, "--json", "{d}/results.json"), "exists"),
     "no kernel flag": (["complexity"], "required"),
     "indefinite kernel": (
-        ["complexity", "--kernel", "{d}/indefinite.npy", "--targets", "{d}/y2.npy"],
+        _kernel("indefinite.npy", "--targets", "{d}/y2.npy"),
         "not positive semi-definite",
     ),
-    "complex kernel": (
-        ["complexity", "--kernel", "{d}/complex_kernel.npy", "--random-labels", "0"],
-        "must be real",
-    ),
-    "inf in kernel": (
-        ["complexity", "--kernel", "{d}/inf_kernel.npy", "--random-labels", "0"],
-        "inf",
-    ),
-    "NaN logits": (
-        ["complexity", "--kernel", "{d}/kernel.npy", "--logits", "{d}/nan_logits.npy"],
-        "NaN",
-    ),
+    "complex kernel": (_kernel("complex_kernel.npy", *RANDOM), "must be real"),
+    "inf in kernel": (_kernel("inf_kernel.npy", *RANDOM), "inf"),
+    "NaN logits": (_kernel("kernel.npy", "--logits", "{d}/nan_logits.npy"), "NaN"),
     # train: flags, config files, data sets, output directories
     "negative epochs": ([*TRAIN, "--epochs", "-1", "--out", "{d}/r"], "epochs must be >= 1"),
     "epochs not int": ([*TRAIN, "--epochs", "two", "--out", "{d}/r"], "invalid int value"),
@@ -249,77 +196,35 @@ CASES: dict[str, tuple[list[str], str]] = {
     ),
     "model option without =": ([*TRAIN, "--model-option", "hidden", "--out", "{d}/r"], "KEY=VALUE"),
     "unknown optimizer": ([*TRAIN, "--optimizer", "nosuchopt", "--out", "{d}/r"], "nosuchopt"),
-    "config missing": (["train", "--config", "{d}/none.json", "--out", "{d}/r"], "does not exist"),
-    "config JSON syntax": (
-        ["train", "--config", "{d}/bad.json", "--out", "{d}/r"],
-        "bad.json, line 3 column",
-    ),
-    "config JSON list": (["train", "--config", "{d}/list.json", "--out", "{d}/r"], "list"),
-    "config not UTF-8": (["train", "--config", "{d}/latin1.json", "--out", "{d}/r"], "UTF-8"),
-    "config Python syntax": (
-        ["train", "--config", "{d}/syntax.py", "--out", "{d}/r"],
-        "syntax.py, line 1: SyntaxError",
-    ),
-    "config Python NameError": (
-        ["train", "--config", "{d}/nameerror.py", "--out", "{d}/r"],
-        "nameerror.py, line 2: NameError",
-    ),
+    "config missing": (_config("none.json"), "does not exist"),
+    "config JSON syntax": (_config("bad.json"), "bad.json, line 3 column"),
+    "config JSON list": (_config("list.json"), "list"),
+    "config not UTF-8": (_config("latin1.json"), "UTF-8"),
+    "config Python syntax": (_config("syntax.py"), "syntax.py, line 1: SyntaxError"),
+    "config Python NameError": (_config("nameerror.py"), "nameerror.py, line 2: NameError"),
     "config Python ImportError": (
-        ["train", "--config", "{d}/importerror.py", "--out", "{d}/r"],
+        _config("importerror.py"),
         "importerror.py, line 1: ModuleNotFoundError",
     ),
-    "config without get_config": (
-        ["train", "--config", "{d}/noconfig.py", "--out", "{d}/r"],
-        "get_config",
-    ),
-    "config yaml": (["train", "--config", "{d}/config.yaml", "--out", "{d}/r"], ".json or a .py"),
-    "config is a directory": (
-        ["train", "--config", "{d}/foreign", "--out", "{d}/r"],
-        "is not a file",
-    ),
+    "config without get_config": (_config("noconfig.py"), "get_config"),
+    "config yaml": (_config("config.yaml"), ".json or a .py"),
+    "config is a directory": (_config("foreign"), "is not a file"),
     "out is a file": ([*TRAIN, "--epochs", "1", "--out", "{d}/afile"], "afile"),
     "out is a foreign directory": ([*TRAIN, "--epochs", "1", "--out", "{d}/foreign"], "foreign"),
-    "cifar archive missing": (
-        ["train", *CIFAR, "--data-dir", "{d}/norun", "--out", "{d}/r"],
-        "not found",
-    ),
-    "cifar not a tar": (
-        ["train", *CIFAR, "--data-dir", "{d}/cifar_garbage", "--out", "{d}/r"],
-        "cifar_garbage",
-    ),
-    "cifar batch a list": (
-        ["train", *CIFAR, "--data-dir", "{d}/cifar_list", "--out", "{d}/r"],
-        "data_batch_1",
-    ),
-    "cifar unknown codec": (
-        ["train", *CIFAR, "--data-dir", "{d}/cifar_codec", "--out", "{d}/r"],
-        "data_batch_1' is not a valid pickle",
-    ),
-    "cifar member lying about size": (
-        ["train", *CIFAR, "--data-dir", "{d}/cifar_lying", "--out", "{d}/r"],
-        "more than this machine's memory",
-    ),
-    "cifar data dir is a file": (
-        ["train", *CIFAR, "--data-dir", "{d}/afile", "--out", "{d}/r"],
-        "afile",
-    ),
+    "cifar archive missing": (_cifar("norun"), "not found"),
+    "cifar not a tar": (_cifar("cifar_garbage"), "cifar_garbage"),
+    "cifar batch a list": (_cifar("cifar_list"), "data_batch_1"),
+    "cifar unknown codec": (_cifar("cifar_codec"), "data_batch_1' is not a valid pickle"),
+    "cifar member lying about size": (_cifar("cifar_lying"), "more than this machine's memory"),
+    "cifar data dir is a file": (_cifar("afile"), "afile"),
     "data option not an int": (
         [*TRAIN, "--data-option", "n_train=abc", "--out", "{d}/r"],
         "n_train must be an integer >= 1, got 'abc'",
     ),
     "data option unknown": ([*TRAIN, "--data-option", "colour=1", "--out", "{d}/r"], "colour"),
-    "cifar huge length": (
-        ["train", *CIFAR, "--data-dir", "{d}/cifar_huge", "--out", "{d}/r"],
-        "declares 1152921504606846976 bytes",
-    ),
-    "cifar no data": (
-        ["train", *CIFAR, "--data-dir", "{d}/cifar_nodata", "--out", "{d}/r"],
-        "'data'",
-    ),
-    "cifar truncated pickle": (
-        ["train", *CIFAR, "--data-dir", "{d}/cifar_truncated", "--out", "{d}/r"],
-        "not a valid pickle",
-    ),
+    "cifar huge length": (_cifar("cifar_huge"), "declares 1152921504606846976 bytes"),
+    "cifar no data": (_cifar("cifar_nodata"), "'data'"),
+    "cifar truncated pickle": (_cifar("cifar_truncated"), "not a valid pickle"),
     "cifar bad checksum": (
         [
             "train",

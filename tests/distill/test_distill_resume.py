@@ -8,13 +8,13 @@ import signal
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 from distill_helpers import STUDENT as BASE
-from run_helpers import wait_for_lines
+from distill_helpers import student_config
+from run_helpers import leaves_equal, wait_for_lines
 
-from sdcomplex.distill import DistillConfig, distill, online_schedule
+from sdcomplex.distill import distill, online_schedule
 from sdcomplex.distill._diagnostics import NTK_INIT_FILE
 from sdcomplex.distill._run import DISTILL_FILE
 from sdcomplex.train import list_checkpoints, load_checkpoint, read_metrics
@@ -24,23 +24,13 @@ from sdcomplex.train._metrics import strip_timing
 STUDENT = BASE.replace(epochs=5, batch_size=16)
 
 
-def _leaves_equal(a, b):
-    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-    return len(la) == len(lb) and all(np.array_equal(x, y) for x, y in zip(la, lb, strict=True))
-
-
 @pytest.fixture(scope="module")
 def setting(tmp_path_factory, teacher_dir):
     """The student's config file and the uninterrupted reference run (online KD from every third
     teacher checkpoint, diagnostics every second epoch)."""
     root = tmp_path_factory.mktemp("resume")
-    config = DistillConfig(
-        student=STUDENT,
-        mode="online",
-        teacher_dir=str(teacher_dir),
-        stride=3,
-        diagnostics_every=2,
-        probe_size=40,
+    config = student_config(
+        teacher_dir, "online", student=STUDENT, stride=3, diagnostics_every=2, probe_size=40
     )
     (root / "distill.json").write_text(json.dumps(config.to_dict()))
     reference = distill(config, root / "reference", quiet=True)
@@ -85,7 +75,7 @@ def test_sigint_then_kill_9_then_resume_is_identical(setting):
     ref_dir = reference.run_dir
     assert list_checkpoints(run_dir) == list_checkpoints(ref_dir) == list(range(6))
     for epoch in list_checkpoints(ref_dir):
-        assert _leaves_equal(load_checkpoint(run_dir, epoch), load_checkpoint(ref_dir, epoch))
+        assert leaves_equal(load_checkpoint(run_dir, epoch), load_checkpoint(ref_dir, epoch))
     assert strip_timing(read_metrics(run_dir)) == strip_timing(read_metrics(ref_dir))
     assert np.array_equal(np.load(run_dir / NTK_INIT_FILE), np.load(ref_dir / NTK_INIT_FILE))
     record = json.loads((run_dir / DISTILL_FILE).read_text())

@@ -28,22 +28,12 @@ def test_matches_float64_reference(tau, alpha):
     r = np.random.default_rng(0)
     zs, zt = r.normal(size=(2, 16, 10)) * 3
     y = r.integers(0, 10, size=16)
-    got = kd_loss_per_example(
-        jnp.asarray(zs, jnp.float32),
-        jnp.asarray(zt, jnp.float32),
-        jnp.asarray(y),
-        temperature=tau,
-        alpha=alpha,
-    )
-    np.testing.assert_allclose(got, reference(zs, zt, y, tau, alpha), rtol=2e-5, atol=2e-5)
-    mean = kd_loss(
-        jnp.asarray(zs, jnp.float32),
-        jnp.asarray(zt, jnp.float32),
-        jnp.asarray(y),
-        temperature=tau,
-        alpha=alpha,
-    )
-    assert float(mean) == pytest.approx(reference(zs, zt, y, tau, alpha).mean(), rel=2e-5, abs=2e-5)
+    args = (jnp.asarray(zs, jnp.float32), jnp.asarray(zt, jnp.float32), jnp.asarray(y))
+    want = reference(zs, zt, y, tau, alpha)
+    got = kd_loss_per_example(*args, temperature=tau, alpha=alpha)
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+    mean = kd_loss(*args, temperature=tau, alpha=alpha)
+    assert float(mean) == pytest.approx(want.mean(), rel=2e-5, abs=2e-5)
 
 
 def test_extreme_logits_are_finite_and_correct():
