@@ -52,3 +52,12 @@ def wait_for_lines(run_dir, n, proc, timeout=120.0):
         time.sleep(0.01)
     proc.kill()
     raise AssertionError("timed out waiting for the subprocess")
+
+
+def partial_files(run_dir):
+    """Temporary files of unfinished writes left in a run directory, outside ``damaged/``.
+
+    A kill -9 during a checkpoint's write leaves that checkpoint incomplete; resuming moves it
+    to ``damaged/`` (kept, never deleted), so its partial files may rightly remain there.
+    """
+    return [p for p in run_dir.rglob("*tmp*") if p.relative_to(run_dir).parts[0] != "damaged"]

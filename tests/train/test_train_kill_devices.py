@@ -14,7 +14,7 @@ import sys
 import time
 
 import pytest
-from run_helpers import leaves_equal, mlp_config, wait_for_lines
+from run_helpers import leaves_equal, mlp_config, partial_files, wait_for_lines
 
 from sdcomplex.train import list_checkpoints, load_checkpoint, read_metrics
 from sdcomplex.train._metrics import strip_timing
@@ -79,4 +79,4 @@ def test_kill_9_mid_epoch_on_four_devices_then_resume_is_bit_identical(tmp_path)
     assert strip_timing(read_metrics(run_dir)) == strip_timing(read_metrics(reference))
     assert _placement(run_dir)["num_devices"] == 4
     assert read_metrics(run_dir)[-1]["step"] == CONFIG.epochs * STEPS
-    assert not list(run_dir.rglob("*tmp*"))  # no partial checkpoint left
+    assert not partial_files(run_dir)  # no partial checkpoint left
