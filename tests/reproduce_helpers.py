@@ -82,8 +82,10 @@ def execute_notebook(path: Path, env: dict[str, str], cwd: Path) -> tuple[Any, s
 
 @pytest.fixture(scope="session")
 def jax_cache(tmp_path_factory):
-    """A compilation cache directory for this session's subprocesses and notebook kernels."""
-    return tmp_path_factory.mktemp("jax_cache")
+    """A compilation cache directory for this session's subprocesses and notebook kernels (of
+    every xdist worker: the kernel that makes the shared tiny run fills it for the others)."""
+    with session_folder(tmp_path_factory, "jax_cache") as folder:
+        return folder
 
 
 @pytest.fixture(scope="session")
