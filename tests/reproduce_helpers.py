@@ -161,7 +161,8 @@ def notebook_run(notebook_env, tmp_path_factory):
     with session_folder(tmp_path_factory, "tiny_run") as shared:
         notebook, record = shared / "all.ipynb", shared / "done.json"
         out = shared / "runs" / "all-smoke"
-        if not record.is_file():
+        if not record.is_file():  # (a worker that failed here left no record: start again)
+            shutil.rmtree(shared / "runs", ignore_errors=True)
             cwd = tmp_path_factory.mktemp("all_notebook")
             env = {**notebook_env, "SDCOMPLEX_OUT": str(shared / "runs")}
             nb, text = execute_notebook(NOTEBOOKS / "all.ipynb", env, cwd)

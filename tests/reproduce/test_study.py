@@ -3,6 +3,7 @@ distillation run, and one tiny study run end to end (shared by the checks of thi
 
 import io
 import math
+import shutil
 from pathlib import Path
 
 import jax
@@ -77,6 +78,7 @@ def study_run(tmp_path_factory):
     with session_folder(tmp_path_factory, "tiny_study") as shared:
         out = shared / "run"
         if not (shared / "done").is_file():
+            shutil.rmtree(out, ignore_errors=True)  # (a worker that failed here: start again)
             report = run_experiment(config, out, quiet=True, stream=io.StringIO())
             assert report.ran == tuple(s.key for s in plan_stages(config))
             (shared / "done").touch()
