@@ -12,6 +12,11 @@ the tests build the same tiny models many times, in this process and in the CLI 
 which inherit the environment (one cache per worker under pytest-xdist's ``-n``). A cached
 executable is the one XLA would compile again, so
 results are the same with and without it.
+
+Work that several xdist workers need (the tiny experiment's finished run,
+``tests/reproduce_helpers.py``) is done once in the session's folder ``$SDCOMPLEX_TEST_SESSION``,
+a temporary folder made by the controlling process (inherited by the workers) and removed at the
+end.
 """
 
 import atexit
@@ -32,6 +37,10 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # set before JAX is first imp
     # cache every compilation, however small or quick
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+if "SDCOMPLEX_TEST_SESSION" not in os.environ:  # the controlling process: before the workers
+    _session = tempfile.mkdtemp(prefix="sdcomplex-test-session-")
+    atexit.register(shutil.rmtree, _session, ignore_errors=True)
+    os.environ["SDCOMPLEX_TEST_SESSION"] = _session
 if "SDCOMPLEX_TEST_JAX_CACHE" in os.environ and "PYTEST_XDIST_WORKER" in os.environ:
     # one cache per pytest-xdist worker: JAX writes entries in place, so a worker must never
     # read an entry another one is still writing

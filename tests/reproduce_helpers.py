@@ -12,12 +12,17 @@ the same steps again and again); nothing changes JAX's configuration in the test
 Test modules load this module as a plugin (``pytest_plugins = ["reproduce_helpers"]``;
 pytest's ``pythonpath`` holds ``tests/``), so its session fixtures are one fixture each,
 made once per session whichever package asks first (a fixture imported into several modules
-would be a separate fixture, run again, in each).
+would be a separate fixture, run again, in each). Under pytest-xdist the run is made once for
+all workers: in the session's folder (``$SDCOMPLEX_TEST_SESSION``, made by the root
+``conftest.py``), by the first worker that asks, while the others wait on a file lock.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -77,8 +82,10 @@ def execute_notebook(path: Path, env: dict[str, str], cwd: Path) -> tuple[Any, s
 
 @pytest.fixture(scope="session")
 def jax_cache(tmp_path_factory):
-    """A compilation cache directory for this session's subprocesses and notebook kernels."""
-    return tmp_path_factory.mktemp("jax_cache")
+    """A compilation cache directory for this session's subprocesses and notebook kernels (of
+    every xdist worker: the kernel that makes the shared tiny run fills it for the others)."""
+    with session_folder(tmp_path_factory, "jax_cache") as folder:
+        return folder
 
 
 @pytest.fixture(scope="session")
@@ -115,26 +122,60 @@ def notebook_env(tmp_path_factory, jax_cache) -> dict[str, str]:
     }
 
 
+@contextlib.contextmanager
+def session_folder(tmp_path_factory, name: str):
+    """The folder ``name`` of the test session, held under an exclusive lock (one xdist worker
+    at a time): shared by every worker when the root ``conftest.py`` made the session's folder,
+    else a new one of this process."""
+    session = os.environ.get("SDCOMPLEX_TEST_SESSION")
+    if session is None:
+        yield tmp_path_factory.mktemp(name)
+        return
+    folder = Path(session) / name
+    with open(Path(session) / f"{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            folder.mkdir(exist_ok=True)
+            yield folder
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _finish_tiny_run(out: Path, text: str) -> None:
+    """Runs the figures stage on the notebook's run ``out`` (see the module docstring)."""
+    from sdcomplex.reproduce import load_experiment, plan_stages, run_experiment
+
+    config = load_experiment(str(TINY), "smoke")
+    stages = [s.key for s in plan_stages(config)]
+    # uninterrupted: every stage but the figures run by the notebook, none done before
+    assert f"{len(stages) - 1} stages run, 0 done before" in text
+    report = run_experiment(config, out, quiet=True, stream=io.StringIO())
+    assert report.ran == ("figures",) and list(report.skipped) == stages[:-1]
+
+
 @pytest.fixture(scope="session")
 def notebook_run(notebook_env, tmp_path_factory):
     """``all.ipynb`` executed at the smoke scale into a new output directory (the tiny
-    experiment, see the module docstring): (the notebook with its outputs, their text, the
-    output directory)."""
-    cwd = tmp_path_factory.mktemp("all_notebook")
-    nb, text = execute_notebook(NOTEBOOKS / "all.ipynb", notebook_env, cwd)
-    return nb, text, Path(notebook_env["SDCOMPLEX_OUT"]) / "all-smoke"
+    experiment, see the module docstring), its figures stage then run: (the notebook with its
+    outputs, their text, the output directory). Made once for all xdist workers."""
+    with session_folder(tmp_path_factory, "tiny_run") as shared:
+        notebook, record = shared / "all.ipynb", shared / "done.json"
+        out = shared / "runs" / "all-smoke"
+        if not record.is_file():  # (a worker that failed here left no record: start again)
+            shutil.rmtree(shared / "runs", ignore_errors=True)
+            cwd = tmp_path_factory.mktemp("all_notebook")
+            env = {**notebook_env, "SDCOMPLEX_OUT": str(shared / "runs")}
+            nb, text = execute_notebook(NOTEBOOKS / "all.ipynb", env, cwd)
+            _finish_tiny_run(out, text)
+            nbformat.write(nb, notebook)
+            record.write_text(json.dumps({"text": text}))
+        nb = nbformat.read(notebook, as_version=4)
+        text = json.loads(record.read_text())["text"]
+    return nb, text, out
 
 
 @pytest.fixture(scope="session")
-def tiny_run(notebook_run, tiny_config):
+def tiny_run(notebook_run):
     """The tiny experiment run once, uninterrupted, every stage done: the notebook's run with
     its figures stage run here. Tests read it and write nowhere inside it (they copy it)."""
-    from sdcomplex.reproduce import plan_stages, run_experiment
-
-    _, text, out = notebook_run
-    stages = [s.key for s in plan_stages(tiny_config)]
-    # uninterrupted: every stage but the figures run by the notebook, none done before
-    assert f"{len(stages) - 1} stages run, 0 done before" in text
-    report = run_experiment(tiny_config, out, quiet=True, stream=io.StringIO())
-    assert report.ran == ("figures",) and list(report.skipped) == stages[:-1]
-    return out
+    return notebook_run[2]

@@ -6,26 +6,35 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from zoo_helpers import shallow_mobilenet
 
-from sdcomplex.models import count_params, create_model
+from sdcomplex.models import CifarResNet, count_params, create_model
 
+# ResNet-8 (ResNet-20's blocks, one per stage) and a MobileNet-V3 x0.35 of three blocks, one of
+# every kind of its tables (tests/zoo_helpers.py): every layer type at a fraction of the depth
 FAMILIES = {
     "lenet5": ("lenet5", {"width": 1}, (16, 16, 3)),
-    "resnet": ("resnet20", {"width": 2}, (8, 8, 3)),
-    "mobilenet": ("mobilenet_v3_35", {"head_width": 8, "variant": "small"}, (8, 8, 3)),
+    "resnet": ("resnet8", {"width": 2}, (8, 8, 3)),
+    "mobilenet": ("mobilenet_v3_35_shallow", {"head_width": 8}, (8, 8, 3)),
     "mlp": ("mlp", {"hidden_sizes": (16, 8)}, (40,)),
     "cnn_1d": ("cnn", {"channels": (4, 4), "dense_width": 8}, (40,)),
     "cnn_2d_bn": ("cnn", {"channels": (4,), "batch_norm": True, "dense_width": None}, (8, 8, 3)),
 }
 
 
-@pytest.mark.parametrize(
-    "family", [pytest.param(f, marks=pytest.mark.slow) if f == "mobilenet" else f for f in FAMILIES]
-)
-def test_jacrev_wrt_params_matches_jvp(family, random_variables):
+def _model(name, num_classes, overrides, monkeypatch):
+    if name == "resnet8":
+        return CifarResNet(num_classes, depth=8, **overrides)
+    if name == "mobilenet_v3_35_shallow":
+        return shallow_mobilenet(monkeypatch, num_classes, **overrides)
+    return create_model(name, num_classes, **overrides)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_jacrev_wrt_params_matches_jvp(family, random_variables, monkeypatch):
     name, overrides, shape = FAMILIES[family]
     num_classes, n = 3, 2
-    model = create_model(name, num_classes, **overrides)
+    model = _model(name, num_classes, overrides, monkeypatch)
     variables = random_variables(model, shape)
     params = variables["params"]
     rest = {k: v for k, v in variables.items() if k != "params"}

@@ -258,12 +258,13 @@ def test_planner_prefers_structured_where_cheaper(rng):
 def finite_difference_kernel(fn, params, x, eps=1e-6):
     """Full kernel from central differences of the flattened parameters (float64)."""
     flat, unravel = jax.flatten_util.ravel_pytree(params)
+    logits = jax.jit(lambda f: fn(unravel(f), x))  # one program, not op by op
     columns = []
     for i in range(flat.size):
         step = np.zeros(flat.size)
         step[i] = eps
-        plus = fn(unravel(flat + step), x)
-        minus = fn(unravel(flat - step), x)
+        plus = logits(flat + step)
+        minus = logits(flat - step)
         columns.append((np.asarray(plus) - np.asarray(minus)) / (2 * eps))
     jac = np.stack(columns, axis=-1)  # (n, C, P)
     return np.einsum("icp,jdp->ijcd", jac, jac)

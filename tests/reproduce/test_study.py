@@ -3,6 +3,7 @@ distillation run, and one tiny study run end to end (shared by the checks of thi
 
 import io
 import math
+import shutil
 from pathlib import Path
 
 import jax
@@ -25,7 +26,7 @@ from sdcomplex.reproduce._study import members, train_group
 from sdcomplex.reproduce._study_analysis import paired_interval, summarize, summary_text
 from sdcomplex.train import TrainConfig, load_checkpoint
 
-pytest_plugins = ["reproduce_helpers"]  # notebook_env and execute_notebook
+pytest_plugins = ["reproduce_helpers"]  # notebook_env, execute_notebook, session_folder
 
 DATA = {"dataset": "mnist1d", "n_per_class": 10, "n_test_per_class": 10, "augment": False}
 COMMON = {**DATA, "batch_size": 25, "epochs": 3, "learning_rate": 0.05, "eval_batch_size": 100}
@@ -67,13 +68,20 @@ def _experiment(**changes):
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def study_run(tmp_path_factory):
-    """The tiny study, run once (every stage); tests only read it."""
+    """The tiny study, run once (every stage; once for all xdist workers); tests only read
+    it."""
+    from reproduce_helpers import session_folder  # the plugin pytest_plugins loads
+
     config = _experiment()
-    out = tmp_path_factory.mktemp("study") / "run"
-    report = run_experiment(config, out, quiet=True, stream=io.StringIO())
-    assert report.ran == tuple(s.key for s in plan_stages(config))
+    with session_folder(tmp_path_factory, "tiny_study") as shared:
+        out = shared / "run"
+        if not (shared / "done").is_file():
+            shutil.rmtree(out, ignore_errors=True)  # (a worker that failed here: start again)
+            report = run_experiment(config, out, quiet=True, stream=io.StringIO())
+            assert report.ran == tuple(s.key for s in plan_stages(config))
+            (shared / "done").touch()
     return config, out
 
 
