@@ -82,10 +82,10 @@ def execute_notebook(path: Path, env: dict[str, str], cwd: Path) -> tuple[Any, s
 
 @pytest.fixture(scope="session")
 def jax_cache(tmp_path_factory):
-    """A compilation cache directory for this session's subprocesses and notebook kernels (of
-    every xdist worker: the kernel that makes the shared tiny run fills it for the others)."""
-    with session_folder(tmp_path_factory, "jax_cache") as folder:
-        return folder
+    """A compilation cache directory for this worker's subprocesses and notebook kernels (one
+    per xdist worker, like the root ``conftest.py``'s: JAX writes a cache entry in place, so no
+    process may read an entry that another worker's process is still writing)."""
+    return tmp_path_factory.mktemp("jax_cache")
 
 
 @pytest.fixture(scope="session")
