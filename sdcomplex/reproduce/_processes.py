@@ -36,7 +36,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jax
+
 from sdcomplex._io import atomic_write_json, read_json_file
+from sdcomplex.placement import gather_json, share_json
 
 PROCESSES_DIR = "processes"
 """The output directory's folder of the tokens of distributed runs (bookkeeping)."""
@@ -94,8 +97,6 @@ class Processes:
         """
         if not self.distributed:
             return value
-        from sdcomplex.placement import share_json
-
         self._post_or_wait(point)
         return share_json(value)
 
@@ -109,8 +110,6 @@ class Processes:
         """
         if not self.distributed:
             return
-        from sdcomplex.placement import share_json
-
         assert self.session is not None
         if self.first:
             message = None if error is None else _error_text(error)
@@ -192,10 +191,6 @@ def join(root: Path, *, first_error: str | None) -> Processes:
         ValueError: process 0's ``first_error``, or some process does not see process 0's
             token (the output directory is not on a shared file system), on every process.
     """
-    import jax
-
-    from sdcomplex.placement import gather_json, share_json
-
     if jax.process_count() == 1:
         if first_error is not None:
             raise ValueError(first_error)

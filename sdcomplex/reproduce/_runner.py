@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+import jax
 from jax.errors import JaxRuntimeError
 
 from sdcomplex._io import atomic_write_json
@@ -101,8 +102,6 @@ def enable_compilation_cache(path: str | os.PathLike[str] | None = None) -> str 
     Returns:
         The cache directory in use, or None if JAX's cache cannot be configured.
     """
-    import jax
-
     from sdcomplex.data import cache_root
 
     current = jax.config.values.get("jax_compilation_cache_dir")
@@ -237,8 +236,6 @@ def _open(
 ) -> tuple[Layout, dict[str, Any], Processes]:
     """The output directory (prepared by process 0), its markers (read by process 0) and the
     processes of this invocation (:func:`._processes.join`: the others check they see it)."""
-    import jax
-
     if jax.process_count() == 1:
         layout = prepare_out_dir(out, config)
         markers = {stage.key: read_marker(layout, stage.key) for stage in stages}  # errors first

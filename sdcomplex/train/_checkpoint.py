@@ -30,8 +30,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 
+from sdcomplex.placement import active_processes, make_placement
 from sdcomplex.train._integrity import (
     CHECKSUM_FILE,
     DamagedFile,
@@ -64,8 +66,6 @@ def library_versions() -> dict[str, str]:
 
 
 def _manager(directory: Path, prefix: str, *, keep: int | None = None, create: bool = True):
-    from sdcomplex.placement import active_processes
-
     # Orbax's array writers need absolute paths; a run directory may be given relative to the
     # working directory (``sdcomplex train --out runs/x``).
     path = Path(directory).absolute()
@@ -97,10 +97,6 @@ def _restore_target(manager: Any, number: int, item: str) -> Any:
     """The shapes and dtypes of a saved item on this process's first device: checkpoints
     written on any number of devices restore here (Orbax refuses a saved sharding whose devices
     do not exist)."""
-    import jax
-
-    from sdcomplex.placement import make_placement
-
     tree = getattr(manager.item_metadata(number), item)
     tree = getattr(tree, "tree", tree)
     return make_placement(devices=jax.local_devices()[:1]).abstract_replicated(tree)
@@ -128,12 +124,8 @@ def _verify(manager: Any, number: int, step_dir: Path) -> None:
 def _savable(tree: Mapping[str, Any]) -> Mapping[str, Any]:
     """``tree`` as Orbax saves it: as it is, or as host (NumPy) arrays when this process saves
     alone in a multi-process run (Orbax refuses a single process's arrays there)."""
-    from sdcomplex.placement import active_processes
-
     if active_processes() is None:
         return tree
-    import jax
-
     return jax.device_get(dict(tree))
 
 
