@@ -18,6 +18,12 @@ OUTPUTS = ("mean", "full", "diag")
 (n, n), full (n, n, C, C) and diag (C, n, n)."""
 
 
+def check_outputs(outputs: str) -> None:
+    """Raises ``ValueError`` unless ``outputs`` names a kernel form of :data:`OUTPUTS`."""
+    if outputs not in OUTPUTS:
+        raise ValueError(f"unknown outputs {outputs!r}; expected one of {', '.join(OUTPUTS)}")
+
+
 @dataclasses.dataclass(frozen=True)
 class ComplexityResult:
     """Supervision complexity of one set of targets with respect to one kernel.

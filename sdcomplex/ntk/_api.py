@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from sdcomplex._checks import as_int, as_real, check_finite
+from sdcomplex.complexity._complexity import check_outputs
 from sdcomplex.ntk._assemble import Stages, assemble, pad_to_blocks
 from sdcomplex.ntk._engine import (
-    OUTPUTS,
     NTKImplementation,
     OutputSpec,
     ProblemSize,
@@ -176,8 +176,7 @@ def plan_ntk(
     number of parameters, the number of logits and XLA's count of one forward pass, and picks
     the cheapest; block sizes are the largest whose features fit ``memory_budget``.
     """
-    if outputs not in OUTPUTS:
-        raise ValueError(f"unknown outputs {outputs!r}; expected one of {', '.join(OUTPUTS)}")
+    check_outputs(outputs)
     if implementation != "auto":
         get_implementation(implementation)  # raises on unknown names
     if block_size is not None:

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from sdcomplex._checks import as_int, as_real, as_real_array
-from sdcomplex.complexity._complexity import OUTPUTS
+from sdcomplex.complexity._complexity import check_outputs
 from sdcomplex.complexity._psd import machine_epsilon, psd_tolerance
 from sdcomplex.ntk._api import DEFAULT_MEMORY_BUDGET, check_values
 from sdcomplex.ntk._matfree import PRECONDITIONERS, _operator, ntk_diagonal_blocks
@@ -224,8 +224,7 @@ def supervision_complexity_matfree(
       >>> round(r.value, 6), r.trace
       (6.0, 3.0)
     """
-    if outputs not in OUTPUTS:
-        raise ValueError(f"unknown outputs {outputs!r}; expected one of {', '.join(OUTPUTS)}")
+    check_outputs(outputs)
     if preconditioner not in PRECONDITIONERS:
         raise ValueError(
             f"unknown preconditioner {preconditioner!r}; expected one of "

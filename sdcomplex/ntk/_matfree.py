@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sdcomplex.complexity._complexity import OUTPUTS
+from sdcomplex.complexity._complexity import check_outputs
 from sdcomplex.ntk import _matfree_sharded as sharded
 from sdcomplex.ntk._api import DEFAULT_MEMORY_BUDGET, plan_ntk
 from sdcomplex.ntk._contract import HIGHEST
@@ -291,8 +291,7 @@ def _operator(
     mesh: Any = None,
 ) -> tuple[_Operator, Any]:
     placement = as_placement(mesh)
-    if outputs not in OUTPUTS:
-        raise ValueError(f"unknown outputs {outputs!r}; expected one of {', '.join(OUTPUTS)}")
+    check_outputs(outputs)
     if not hasattr(x, "shape") or len(x.shape) < 1 or x.shape[0] < 1:
         raise ValueError("x must be a non-empty array with a leading batch axis")
     if block_size is not None and (not isinstance(block_size, int) or block_size < 1):
