@@ -1,12 +1,17 @@
 """What tests of training runs in several packages share: tiny MLP configs, bitwise
-comparison of parameter trees, and waiting for a training subprocess's progress."""
+comparison of parameter trees, and training subprocesses (started, their progress awaited,
+what their kills leave behind)."""
 
+import os
+import subprocess
+import sys
 import time
 
 import jax
 import numpy as np
 
 from sdcomplex.train import TrainConfig
+from sdcomplex.train._checkpoint import DAMAGED_DIR
 
 
 def mlp_config(hidden, *, synthetic=None, **fields):
@@ -38,6 +43,19 @@ def leaves_equal(a, b):
     return len(la) == len(lb) and all(np.array_equal(x, y) for x, y in zip(la, lb, strict=True))
 
 
+def start_run(command, config_file, run_dir, *, cpu_devices=None):
+    """A real ``sdcomplex COMMAND --config FILE --out RUN_DIR --quiet`` subprocess on the CPU
+    (unbuffered, stdout and stderr piped); with ``cpu_devices``, on that many simulated CPU
+    devices (``--cpu-devices``; this process's ``XLA_FLAGS`` are not passed on)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "JAX_PLATFORMS": "cpu"}
+    cmd = [sys.executable, "-m", "sdcomplex", command, "--config", str(config_file)]
+    cmd += ["--out", str(run_dir), "--quiet"]
+    if cpu_devices is not None:
+        env.pop("XLA_FLAGS", None)
+        cmd += ["--cpu-devices", str(cpu_devices)]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
 def wait_for_lines(run_dir, n, proc, timeout=120.0):
     """Waits until ``run_dir/metrics.jsonl`` has ``n`` complete lines (one per evaluated epoch:
     a training subprocess's progress); fails if ``proc`` ends first, and kills it after
@@ -60,4 +78,4 @@ def partial_files(run_dir):
     A kill -9 during a checkpoint's write leaves that checkpoint incomplete; resuming moves it
     to ``damaged/`` (kept, never deleted), so its partial files may rightly remain there.
     """
-    return [p for p in run_dir.rglob("*tmp*") if p.relative_to(run_dir).parts[0] != "damaged"]
+    return [p for p in run_dir.rglob("*tmp*") if p.relative_to(run_dir).parts[0] != DAMAGED_DIR]

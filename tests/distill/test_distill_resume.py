@@ -3,16 +3,13 @@ exactly as an uninterrupted run: checkpoints and every metric, the diagnostics i
 Also: diagnostics every k epochs, a stride, a finished run, a changed config."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from distill_helpers import STUDENT as BASE
 from distill_helpers import student_config
-from run_helpers import leaves_equal, wait_for_lines
+from run_helpers import leaves_equal, start_run, wait_for_lines
 
 from sdcomplex.distill import distill, online_schedule
 from sdcomplex.distill._diagnostics import NTK_INIT_FILE
@@ -38,14 +35,7 @@ def setting(tmp_path_factory, teacher_dir):
 
 
 def _start(root, run_dir):
-    env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "JAX_PLATFORMS": "cpu",
-    }
-    cmd = [sys.executable, "-m", "sdcomplex", "distill", "--config", str(root / "distill.json")]
-    cmd += ["--out", str(run_dir), "--quiet"]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return start_run("distill", root / "distill.json", run_dir)
 
 
 def test_sigint_then_kill_9_then_resume_is_identical(setting):

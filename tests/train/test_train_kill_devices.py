@@ -7,14 +7,11 @@ while epoch 2 (150 steps of a global batch split over the four devices) is under
 """
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
-from run_helpers import leaves_equal, mlp_config, partial_files, wait_for_lines
+from run_helpers import leaves_equal, mlp_config, partial_files, start_run, wait_for_lines
 
 from sdcomplex.train import list_checkpoints, load_checkpoint, read_metrics
 from sdcomplex.train._metrics import strip_timing
@@ -31,11 +28,7 @@ def _placement(run_dir):
 
 
 def _start(root, run_dir):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)  # the devices come from --cpu-devices
-    cmd = [sys.executable, "-m", "sdcomplex", "train", "--config", str(root / "config.json")]
-    cmd += ["--out", str(run_dir), "--quiet", "--cpu-devices", "4"]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return start_run("train", root / "config.json", run_dir, cpu_devices=4)
 
 
 def _finish(proc):

@@ -2,14 +2,11 @@
 resumed, ends with exactly the parameters and metrics of an uninterrupted run (CPU)."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
-from run_helpers import leaves_equal, partial_files, wait_for_lines
+from run_helpers import leaves_equal, partial_files, start_run, wait_for_lines
 
 from sdcomplex.train import (
     TrainConfig,
@@ -50,14 +47,7 @@ def workdir(tmp_path_factory):
 
 
 def _start(workdir, run_dir):
-    env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "JAX_PLATFORMS": "cpu",
-    }
-    cmd = [sys.executable, "-m", "sdcomplex", "train", "--config", str(workdir / "config.json")]
-    cmd += ["--out", str(run_dir), "--quiet"]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return start_run("train", workdir / "config.json", run_dir)
 
 
 @pytest.fixture(scope="module")
