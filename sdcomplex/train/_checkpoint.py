@@ -253,10 +253,11 @@ class CheckpointStore:
         self._managers[kind].reload()
         return target
 
-    def delete_preempt(self) -> None:
-        """Removes every preemption checkpoint."""
+    def delete_preempt(self, up_to: int | None = None) -> None:
+        """Removes every preemption checkpoint (``up_to``: those of global steps up to it)."""
         for step in self.preempt_steps():
-            self._managers["preempt"].delete(step)
+            if up_to is None or step <= up_to:
+                self._managers["preempt"].delete(step)
 
     def close(self) -> None:
         """Waits for pending writes and releases the managers."""

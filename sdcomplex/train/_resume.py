@@ -19,7 +19,7 @@ def resume_point(store: CheckpointStore, run_dir: Path, chash: str) -> tuple[str
     Intact: its files match their checksums and the metrics lines it recorded are those of
     ``metrics.jsonl``; newer damaged checkpoints are moved aside with a warning (see
     :meth:`CheckpointStore.newest_intact`). A stale preemption checkpoint (not newer than the
-    newest epoch checkpoint) is removed.
+    newest epoch checkpoint, by the global step in its name) is removed without being read.
 
     Raises:
         ValueError: the checkpoint was written by another config.
@@ -34,10 +34,12 @@ def resume_point(store: CheckpointStore, run_dir: Path, chash: str) -> tuple[str
             )
 
     epoch = store.newest_intact("epoch", check)
+    if epoch is not None:
+        # removed unread: one whose removal a kill interrupted is incomplete, not damaged
+        store.delete_preempt(up_to=epoch[1]["step"])
     preempt = store.newest_intact("preempt", check)
-    if preempt is not None and (epoch is None or preempt[1]["step"] > epoch[1]["step"]):
+    if preempt is not None:
         return "preempt", preempt[0]
-    store.delete_preempt()  # none, or stale: older than the newest epoch checkpoint
     return None if epoch is None else ("epoch", epoch[0])
 
 

@@ -114,6 +114,29 @@ def test_every_checkpoint_file_kind_damaged_is_detected_and_skipped(runs):
             assert (run_dir / "damaged" / f"preempt_{2 * STEPS + 1}").is_dir(), case
 
 
+def test_stale_preemption_checkpoint_half_removed_is_removed_not_quarantined(runs):
+    # a kill -9 while a superseded preemption checkpoint was being removed leaves part of it:
+    # step 9 is older than epoch 3 of the finished run, so it is removed unread, no warning
+    root, _ = runs
+    run_dir = root / "stale"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    shutil.copytree(root / "reference", run_dir)
+    shutil.copytree(root / "stopped" / "preempt", run_dir / "preempt", dirs_exist_ok=True)
+    files = sorted(p for p in (run_dir / "preempt").rglob("*") if p.is_file())
+    for path in files[::2]:
+        path.unlink()
+    store = CheckpointStore(run_dir)
+    try:
+        assert store.preempt_steps() == [2 * STEPS + 1]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DamagedCheckpointWarning)
+            assert resume_point(store, run_dir, CONFIG.hash()) == ("epoch", 3)
+    finally:
+        store.close()
+    assert not list((run_dir / "preempt").glob("step_*"))
+    assert not (run_dir / "damaged").exists()
+
+
 def _cli_resume(root, run_dir, capsys):
     config_file = root / "config_file.json"
     config_file.write_text(CONFIG.to_json())
