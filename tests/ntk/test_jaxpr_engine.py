@@ -230,6 +230,28 @@ def test_interacting_examples_raise(rng):
         plan_ntk(batch_norm_train, params, normal(rng, 4, 5, scale=1.0))
 
 
+def test_an_infinite_input_derivative_is_not_an_interaction(rng):
+    # d sqrt(x)/dx is infinite at an input of 0: the other example's tangent is inf * 0 = nan,
+    # yet the examples do not interact (their logits are compared instead)
+    params = {"w": normal(rng, 6, 3)}
+    x = np.abs(normal(rng, 4, 6, scale=1.0))
+    x[:, 0] = 0.0
+
+    def sqrt_net(p, x):
+        return jnp.sqrt(x) @ p["w"]
+
+    reference = empirical_ntk(sqrt_net, params, x, outputs="full", implementation="jacobian")
+    assert plan_ntk(sqrt_net, params, x).implementation == "structured"
+    assert_close(empirical_ntk(sqrt_net, params, x, outputs="full"), reference)
+
+    def coupled(p, x):  # the same, and a mean over the batch
+        h = jnp.sqrt(x) @ p["w"]
+        return h - h.mean(0)
+
+    with pytest.raises(ValueError, match="examples interact"):
+        plan_ntk(coupled, params, x)
+
+
 def test_planner_prefers_structured_where_cheaper(rng):
     params = {"k": normal(rng, 3, 3, 3, 16), "w": normal(rng, 16 * 8 * 8, 10)}
 
