@@ -1,4 +1,5 @@
-"""Validation at the public boundary, shared by every module: scalars, arrays, config fields.
+"""Validation at the public boundary, shared by every module: scalars and arrays (config fields
+get theirs from their field kinds, `sdcomplex._config_kinds`).
 
 One rule per kind of input, so every entry point rejects the same things the same way:
 
@@ -144,34 +145,3 @@ def as_real_array(name: str, value: Any, *, allow_empty: bool = False) -> np.nda
     out = arr.astype(np.float64)
     check_finite(name, out)
     return out
-
-
-def check_int_field(
-    owner: str, name: str, value: Any, *, minimum: int, optional: bool = False
-) -> int | None:
-    """Checks that ``owner.name`` is an integer (not a bool) of at least ``minimum``.
-
-    numpy integer scalars are accepted like Python ints (see :func:`as_int`); config classes
-    get this check from their field kinds (``sdcomplex._config_kinds.Int``).
-
-    Args:
-      owner: the config class name used in the message, e.g. ``"DistillConfig"``.
-      name: the field name.
-      value: the field's value.
-      minimum: the smallest allowed value.
-      optional: None is allowed too.
-
-    Returns:
-      The value as a Python int (None if it is None and ``optional``).
-
-    Raises:
-      TypeError: not an integer.
-      ValueError: below ``minimum``.
-
-    Example:
-      >>> check_int_field("Config", "epochs", np.int64(3), minimum=1)
-      3
-    """
-    if value is None and optional:
-        return None
-    return as_int(f"{owner}.{name}", value, minimum=minimum)
