@@ -265,14 +265,20 @@ class Diagnostics:
         self,
         info: EpochInfo,
         evaluated: np.ndarray | None,
+        evaluated_rows: np.ndarray | None,
         indices: np.ndarray,
         data: Mapping[str, Any],
         key: str,
     ) -> np.ndarray:
-        """The student's logits on a fidelity subset: from the trainer's evaluation if it
-        covered the subset (the same inference-mode forward pass), else computed here."""
-        if evaluated is not None and (len(indices) == 0 or int(np.max(indices)) < len(evaluated)):
-            return np.asarray(evaluated, np.float32)[indices]
+        """The student's logits on a fidelity subset: from the trainer's evaluation (of the
+        examples ``evaluated_rows``, increasing; ``None``: all) if it covered the subset (the
+        same inference-mode forward pass), else computed here."""
+        if evaluated is not None:
+            if evaluated_rows is None:
+                return np.asarray(evaluated, np.float32)[indices]
+            at = np.minimum(np.searchsorted(evaluated_rows, indices), len(evaluated_rows) - 1)
+            if np.array_equal(evaluated_rows[at], indices):
+                return np.asarray(evaluated, np.float32)[at]
         outputs = batched_apply(self._student_logits, info.variables, data[key], self.batch_size)
         return outputs.astype(np.float32)
 
@@ -281,9 +287,11 @@ class Diagnostics:
         if self.teacher is None:
             return out
         s_train = self._student_outputs(
-            info, info.train_logits, self.fidelity_train, data, "x_train"
+            info, info.train_logits, info.train_indices, self.fidelity_train, data, "x_train"
         )
-        s_test = self._student_outputs(info, info.test_logits, self.fidelity_test, data, "x_test")
+        s_test = self._student_outputs(
+            info, info.test_logits, None, self.fidelity_test, data, "x_test"
+        )
         final = self._final_outputs(data)
         out["train_fidelity_final"] = _agreement(s_train, final["train"])
         out["test_fidelity_final"] = _agreement(s_test, final["test"])

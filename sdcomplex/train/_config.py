@@ -93,8 +93,10 @@ class TrainConfig(Config):
             teachers whose trajectory online distillation replays.
         keep_checkpoints: keep only the latest this many epoch checkpoints (``None``: all).
         eval_batch_size: examples per evaluation batch.
-        eval_train_examples: evaluate train loss/accuracy on the first this many training
-            examples (``None``: all of them).
+        eval_train_examples: evaluate train loss/accuracy on this many training examples
+            (``None``: all of them): a uniform sample without replacement, numpy seed 0, the
+            same in every run on the data set (not the first ones, which are a few classes
+            of a data set stored class by class).
 
     Example:
         >>> cfg = TrainConfig(model="mlp", dataset="digits", epochs=3, augment=False)

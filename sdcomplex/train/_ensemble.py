@@ -35,7 +35,7 @@ from sdcomplex.models import init_variables
 from sdcomplex.train._config import TrainConfig
 from sdcomplex.train._divergence import TrainingDiverged, check_evaluated_losses
 from sdcomplex.train._inference import padded_batches
-from sdcomplex.train._metrics import epoch_fields
+from sdcomplex.train._metrics import epoch_fields, train_eval_indices
 from sdcomplex.train._optim import make_optimizer
 from sdcomplex.train._setup import setup_run
 from sdcomplex.train._step import (
@@ -333,9 +333,8 @@ def train_students(
     ens = make_ensemble_step(
         model, optimizer, preprocess, supervision=supervision, alpha=float(alpha), batching=batching
     )
-    n_eval = info.n_train
-    if config.eval_train_examples is not None:
-        n_eval = min(config.eval_train_examples, info.n_train)
+    train_eval = train_eval_indices(info.n_train, config.eval_train_examples)
+    n_eval = info.n_train if train_eval is None else len(train_eval)
     evaluate = _make_evaluate(model, plain, min(config.eval_batch_size, max(n_eval, info.n_test)))
     initial = [init_variables(model, s, info.input_shape) for s in seeds]  # one compilation
     states = _stack([init_train_state(v, optimizer) for v in initial])
@@ -350,7 +349,7 @@ def train_students(
         states,
         schedule,
         resolve_supervision(supervision),
-        n_eval,
+        train_eval,
     )
 
 
@@ -384,10 +383,13 @@ def _epochs(
     states: TrainState,
     schedule: Any,
     supervision: Supervision,
-    n_eval: int,
+    train_eval: np.ndarray | None,
 ) -> EnsembleResult:
     size, spe = len(seeds), batchers[0].batches_per_epoch
     x_train, y_train = dataset.x_train, dataset.y_train
+    x_eval, y_eval = x_train, y_train  # the training examples evaluated after each epoch
+    if train_eval is not None:
+        x_eval, y_eval = x_train[train_eval], y_train[train_eval]
     tau = jnp.asarray(temps if temps is not None else (1.0,) * size, jnp.float32)
     metrics: list[list[dict[str, Any]]] = [[] for _ in seeds]
     times = [0.0, 0.0]
@@ -397,7 +399,7 @@ def _epochs(
     def record(epoch: int, running: Any) -> None:
         t0 = time.perf_counter()
         variables = states.variables
-        train = evaluate(variables, x_train[:n_eval], y_train[:n_eval])
+        train = evaluate(variables, x_eval, y_eval)
         test = evaluate(variables, dataset.x_test, dataset.y_test)
         sums = None if running is None else np.asarray(running, np.float64)
         step = epoch * spe

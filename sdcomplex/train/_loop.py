@@ -33,6 +33,7 @@ from sdcomplex.train._metrics import (
     append_metrics,
     epoch_fields,
     keep_metrics_lines,
+    train_eval_indices,
     truncate_metrics,
 )
 from sdcomplex.train._optim import make_optimizer
@@ -69,7 +70,7 @@ class Prepared(NamedTuple):
     step_fn: Any
     eval_step: Any
     eval_batch_size: int
-    n_train_eval: int
+    train_eval: np.ndarray | None  # the training examples evaluated (None: all)
     supervision: Supervision
     started: float
     placement: Placement
@@ -157,9 +158,8 @@ def prepare(
     step_fn = make_train_step(
         model, optimizer, preprocess, supervision=supervision, placement=placement
     )
-    n_train_eval = info.n_train
-    if config.eval_train_examples is not None:
-        n_train_eval = min(config.eval_train_examples, info.n_train)
+    train_eval = train_eval_indices(info.n_train, config.eval_train_examples)
+    n_train_eval = info.n_train if train_eval is None else len(train_eval)
     eval_bs = min(config.eval_batch_size, max(n_train_eval, info.n_test))
     eval_bs = -(-eval_bs // placement.num_devices) * placement.num_devices  # padded rows
     store = CheckpointStore(run.path, keep=config.keep_checkpoints, placement=placement)
@@ -176,7 +176,7 @@ def prepare(
         step_fn,
         make_eval_step(model, plain, placement=placement),
         eval_bs,
-        n_train_eval,
+        train_eval,
         supervision,
         started,
         placement,
@@ -219,9 +219,12 @@ def evaluate_epoch(
         TrainingDiverged: a non-finite loss; ValueError: the diagnostics returned reserved names.
     """
     t_eval = time.perf_counter()
-    ds, n = p.dataset, p.n_train_eval
+    ds, rows = p.dataset, p.train_eval
     variables = state.variables
-    train_loss, train_acc, train_logits = evaluate(p, variables, ds.x_train[:n], ds.y_train[:n])
+    x_train, y_train = ds.x_train, ds.y_train
+    if rows is not None:
+        x_train, y_train = x_train[rows], y_train[rows]
+    train_loss, train_acc, train_logits = evaluate(p, variables, x_train, y_train)
     test_loss, test_acc, test_logits = evaluate(p, variables, ds.x_test, ds.y_test)
     step = int(state.step)
     check_evaluated_losses(
@@ -236,7 +239,7 @@ def evaluate_epoch(
     if p.supervision.diagnostics is not None:
         info = EpochInfo(
             epoch, step, variables, sup_vars, p.model, ds, p.config, p.run_dir,
-            train_logits, test_logits,
+            train_logits, test_logits, rows,
         )  # fmt: skip
         extra = dict(p.supervision.diagnostics(info))
         clash = sorted(set(extra) & _STANDARD_FIELDS)

@@ -3,8 +3,9 @@
 Fields of every line:
 
 * ``epoch`` (0 = before training), ``step`` (optimiser updates so far);
-* ``train_loss``, ``train_acc``: cross-entropy and accuracy on the training split (or its
-  first ``eval_train_examples``), in inference mode, after the epoch;
+* ``train_loss``, ``train_acc``: cross-entropy and accuracy on the training split (or on
+  ``eval_train_examples`` of its examples, :func:`train_eval_indices`), in inference mode,
+  after the epoch;
 * ``test_loss``, ``test_acc``: the same on the test split;
 * ``batch_loss``, ``batch_acc``: mean training objective and accuracy over the epoch's
   mini-batches in training mode (``null`` at epoch 0);
@@ -31,12 +32,28 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sdcomplex._io import atomic_write_bytes, atomic_write_text, to_jsonable
 from sdcomplex.train._integrity import DamagedFile
 
 METRICS_FILE = "metrics.jsonl"
 TIMING_FIELDS = ("time", "elapsed_s", "epoch_time_s", "eval_time_s", "images_per_s")
 """Fields of a metrics line that measure time and so differ between otherwise equal runs."""
+
+
+def train_eval_indices(n_train: int, eval_train_examples: int | None) -> np.ndarray | None:
+    """The training examples whose loss and accuracy are logged after each epoch: all of them
+    (``None``) or ``eval_train_examples`` of them drawn uniformly without replacement (numpy
+    seed 0, so every run on a data set evaluates the same ones), increasing.
+
+    Not the first ones: data sets stored class by class (image folders, ``cifar10_jpeg``)
+    would be evaluated on their first classes only.
+    """
+    if eval_train_examples is None or eval_train_examples >= n_train:
+        return None
+    chosen = np.random.default_rng(0).choice(n_train, eval_train_examples, replace=False)
+    return np.sort(chosen)
 
 
 def epoch_fields(

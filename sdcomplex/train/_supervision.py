@@ -50,9 +50,12 @@ class EpochInfo(NamedTuple):
         config: the run's config.
         run_dir: the run directory.
         train_logits: (n_eval, C) float32 outputs of the model (inference mode, no
-            augmentation) on the first ``n_eval`` training examples, the ones the epoch's
-            train metrics are computed on.
+            augmentation) on the training examples the epoch's train metrics are computed on:
+            all of them, or those of ``train_indices``.
         test_logits: (n_test, C) float32 outputs on the test set.
+        train_indices: (n_eval,) increasing indices of the training examples of
+            ``train_logits`` when the config's ``eval_train_examples`` evaluates only some
+            (``None``: all of them).
     """
 
     epoch: int
@@ -65,6 +68,7 @@ class EpochInfo(NamedTuple):
     run_dir: Path
     train_logits: np.ndarray | None = None
     test_logits: np.ndarray | None = None
+    train_indices: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,7 @@ from sdcomplex.train import (
     read_metrics,
     train,
 )
-from sdcomplex.train._metrics import TIMING_FIELDS
+from sdcomplex.train._metrics import TIMING_FIELDS, train_eval_indices
 
 TINY = mlp_config(
     8,
@@ -108,6 +108,38 @@ def test_evaluation_matches_an_independent_computation(hooked_run):
         line = read_metrics(run_dir)[epoch]
         assert line["test_loss"] == pytest.approx(float(ce), rel=1e-5)
         assert line["test_acc"] == pytest.approx(acc)
+
+
+def test_eval_train_examples_is_a_uniform_sample_not_the_first_ones(tmp_path):
+    # a data set stored class by class: its first 20 examples hold one class, the sample all
+    labels = np.repeat(np.arange(5), 20)
+    rows = train_eval_indices(100, 20)
+    assert rows is not None and len(rows) == 20 and np.all(np.diff(rows) > 0)
+    assert set(labels[rows].tolist()) == set(range(5))
+    assert train_eval_indices(100, None) is None and train_eval_indices(100, 100) is None
+    # the logged train metrics are those of the sample; the diagnostics see its rows
+    from sdcomplex.data import load_dataset, normalised_arrays
+
+    seen = []
+
+    def diagnostics(info):
+        seen.append(info.train_indices)
+        return {}
+
+    config = TINY.replace(epochs=1, eval_train_examples=20)
+    run_dir = tmp_path / "run"
+    train(config, run_dir, quiet=True, supervision=Supervision(diagnostics=diagnostics))
+    rows = train_eval_indices(64, 20)
+    assert len(seen) == 2 and all(np.array_equal(s, rows) for s in seen)
+    arrays = normalised_arrays(load_dataset("synthetic", **TINY.data_options))
+    model = create_model("mlp", 3, hidden_sizes=(8,))
+    for epoch in (0, 1):
+        logits = model.apply(load_checkpoint(run_dir, epoch), arrays.x_train[rows])
+        labels = arrays.y_train[rows]
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        line = read_metrics(run_dir)[epoch]
+        assert line["train_loss"] == pytest.approx(float(ce), rel=1e-5)
+        assert line["train_acc"] == pytest.approx(np.mean(np.argmax(logits, 1) == labels))
 
 
 def test_checkpoints_by_epoch_and_keep_policy(hooked_run, tmp_path):
