@@ -119,6 +119,24 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
 
 
+def positions_in(rows: np.ndarray | None, indices: np.ndarray) -> np.ndarray | None:
+    """Where each of ``indices`` stands in ``rows`` (increasing; ``None``: every example, so
+    the positions are the indices), or ``None`` if one of them is not in ``rows``.
+
+    Example:
+        >>> positions_in(np.array([2, 5, 7]), np.array([5, 7])).tolist()
+        [1, 2]
+        >>> positions_in(np.array([2, 5, 7]), np.array([5, 6])) is None
+        True
+    """
+    if rows is None:
+        return indices
+    if len(rows) == 0:
+        return indices[:0] if len(indices) == 0 else None
+    at = np.minimum(np.searchsorted(rows, indices), len(rows) - 1)
+    return at if np.array_equal(rows[at], indices) else None
+
+
 class Diagnostics:
     """The :attr:`~sdcomplex.train.Supervision.diagnostics` of a distillation run (see the
     module docstring).
@@ -274,10 +292,8 @@ class Diagnostics:
         examples ``evaluated_rows``, increasing; ``None``: all) if it covered the subset (the
         same inference-mode forward pass), else computed here."""
         if evaluated is not None:
-            if evaluated_rows is None:
-                return np.asarray(evaluated, np.float32)[indices]
-            at = np.minimum(np.searchsorted(evaluated_rows, indices), len(evaluated_rows) - 1)
-            if np.array_equal(evaluated_rows[at], indices):
+            at = positions_in(evaluated_rows, indices)
+            if at is not None:
                 return np.asarray(evaluated, np.float32)[at]
         outputs = batched_apply(self._student_logits, info.variables, data[key], self.batch_size)
         return outputs.astype(np.float32)

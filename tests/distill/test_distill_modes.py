@@ -13,7 +13,7 @@ from sdcomplex import targets as tg
 from sdcomplex.complexity import kernel_alignment, supervision_complexity
 from sdcomplex.data import load_dataset, normalised_arrays
 from sdcomplex.distill import kd_loss, online_schedule
-from sdcomplex.distill._diagnostics import DIAGNOSTIC_KEYS, NTK_INIT_FILE
+from sdcomplex.distill._diagnostics import DIAGNOSTIC_KEYS, NTK_INIT_FILE, positions_in
 from sdcomplex.distill._run import DISTILL_FILE
 from sdcomplex.models import create_model
 from sdcomplex.ntk import empirical_ntk, flax_ntk_fn
@@ -163,3 +163,23 @@ def test_ntk_similarity_and_complexities_match_the_core_library(mode_runs, teach
     teacher = supervision_complexity(k3, soft).adjusted
     assert last["complexity_teacher_final"] == pytest.approx(teacher, rel=1e-4)
     assert last["complexity_teacher_final"] < last["complexity_labels"]  # soft targets: simpler
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def test_fidelity_examples_are_found_in_the_evaluated_sample(rng):
+    # the trainer evaluates a sample of the training examples (eval_train_examples); the
+    # diagnostics reuse its logits where the sample holds every fidelity example
+    for _ in range(200):
+        rows = np.sort(rng.choice(40, int(rng.integers(0, 41)), replace=False))
+        indices = np.sort(rng.choice(40, int(rng.integers(0, 8)), replace=False))
+        expected = [int(np.flatnonzero(rows == i)[0]) for i in indices if i in rows]
+        got = positions_in(rows, indices)
+        if len(expected) == len(indices):
+            assert got is not None and got.tolist() == expected
+        else:
+            assert got is None
+    assert positions_in(None, np.array([3, 9])).tolist() == [3, 9]  # every example evaluated
