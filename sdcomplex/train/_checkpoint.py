@@ -8,11 +8,15 @@ Layout of a run directory ``DIR``::
     DIR/checkpoints/epoch_<e>/checksums.json  size and sha256 of every other file of it
     DIR/preempt/step_<s>/...                  at most one mid-epoch checkpoint (SIGTERM)
     DIR/damaged/<kind>_<n>/                   damaged checkpoints moved aside on resume
+    DIR/checkpoints/removed/, DIR/preempt/removed/   checkpoints being removed
 
 Checkpoints are written by ``orbax.checkpoint.CheckpointManager`` into a temporary directory
 that is renamed when complete; then ``checksums.json`` is written (atomically). A process
 killed at any moment leaves complete, verifiable checkpoints, at most one without checksums
-(the one being finished) and temporary leftovers (removed when the run is reopened). Every
+(the one being finished) and temporary leftovers (removed when the run is reopened). A
+checkpoint is removed (``keep_checkpoints``, a superseded preemption checkpoint) by renaming it
+into ``removed/`` first and deleting its files there, so a kill in the middle of a removal
+leaves no listed, incomplete checkpoint either. Every
 read verifies the checksums first (:func:`verify_checkpoint`), so a damaged checkpoint (a
 changed byte, a truncated or missing file) is a :class:`~sdcomplex.train.DamagedFile` error
 naming the file, never an Orbax traceback or silently wrong values. Checkpoints written before
@@ -45,6 +49,7 @@ from sdcomplex.train._integrity import (
 CHECKPOINT_DIR = "checkpoints"
 PREEMPT_DIR = "preempt"
 DAMAGED_DIR = "damaged"
+REMOVED_DIR = "removed"  # below CHECKPOINT_DIR and PREEMPT_DIR: checkpoints being removed
 _ITEMS = ("variables", "train", "manifest")
 _PREFIX = {"epoch": "epoch", "preempt": "step"}
 _LIBRARIES = ("sdcomplex", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
@@ -80,6 +85,7 @@ def _manager(directory: Path, prefix: str, *, keep: int | None = None, create: b
         enable_async_checkpointing=False,
         cleanup_tmp_directories=create,
         step_prefix=prefix,
+        todelete_subdir=REMOVED_DIR,  # a removal is a rename, then deletion (_empty_removed)
         create=create and processes is None,
         multiprocessing_options=multiprocessing,
     )
@@ -148,6 +154,7 @@ class CheckpointStore:
             "epoch": _manager(self.run_dir / CHECKPOINT_DIR, "epoch", keep=keep),
             "preempt": _manager(self.run_dir / PREEMPT_DIR, "step", keep=1),
         }
+        self._empty_removed()  # what a process killed while removing checkpoints left
 
     def step_dir(self, kind: str, number: int) -> Path:
         """The directory of a checkpoint (``kind`` ``"epoch"`` or ``"preempt"``)."""
@@ -185,6 +192,7 @@ class CheckpointStore:
             write_checksums(self.step_dir(kind, number))
         if self.placement is not None:
             self.placement.sync(f"checksums {kind} {number}")
+        self._empty_removed()  # checkpoints the save's keep policy removed
 
     def verify(self, kind: str, number: int) -> None:
         """Raises :class:`DamagedFile` unless the checkpoint's files match its checksums."""
@@ -258,6 +266,15 @@ class CheckpointStore:
         for step in self.preempt_steps():
             if up_to is None or step <= up_to:
                 self._managers["preempt"].delete(step)
+        self._empty_removed()
+
+    def _empty_removed(self) -> None:
+        """Deletes the files of the checkpoints Orbax renamed into ``removed/`` to remove them
+        (process 0 alone, the one Orbax removes with)."""
+        if self.placement is not None and not self.placement.writes_files:
+            return
+        for parent in (CHECKPOINT_DIR, PREEMPT_DIR):
+            shutil.rmtree(self.run_dir / parent / REMOVED_DIR, ignore_errors=True)
 
     def close(self) -> None:
         """Waits for pending writes and releases the managers."""

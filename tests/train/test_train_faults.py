@@ -137,6 +137,24 @@ def test_stale_preemption_checkpoint_half_removed_is_removed_not_quarantined(run
     assert not (run_dir / "damaged").exists()
 
 
+def test_a_removed_checkpoint_leaves_the_listing_in_one_rename(tmp_path, monkeypatch):
+    # keep_checkpoints: the older epochs are renamed into checkpoints/removed/ before their
+    # files are deleted, so a kill during the deletion leaves no listed, partial checkpoint
+    monkeypatch.setattr(CheckpointStore, "_empty_removed", lambda self: None)  # (never deleted)
+    config = CONFIG.replace(keep_checkpoints=2)
+    run_dir = tmp_path / "run"
+    train(config, run_dir, quiet=True)
+    assert list_checkpoints(run_dir) == [2, 3]
+    removed = run_dir / "checkpoints" / "removed"
+    assert sorted(p.name for p in removed.iterdir()) == ["epoch_0", "epoch_1"]
+    monkeypatch.undo()
+    # part of one deleted, as a kill would leave it: the run's next store deletes the rest
+    next(p for p in (removed / "epoch_1").rglob("*") if p.is_file()).unlink()
+    CheckpointStore(run_dir).close()
+    assert not removed.exists() and list_checkpoints(run_dir) == [2, 3]
+    assert train(config, run_dir, quiet=True).status == "already_complete"
+
+
 def _cli_resume(root, run_dir, capsys):
     config_file = root / "config_file.json"
     config_file.write_text(CONFIG.to_json())
