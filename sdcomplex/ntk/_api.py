@@ -333,7 +333,8 @@ def empirical_ntk(
         None, a `Placement` or a ``jax.sharding.Mesh``.
       ValueError: unknown ``outputs`` or ``implementation``, bad ``block_size`` or budget,
         NaN or inf in ``params``, ``x1`` or ``x2`` (checked before any work), empty or
-        mismatched inputs, or ``fn`` not returning (batch, C).
+        mismatched inputs, ``fn`` not returning (batch, C), or a kernel with NaN or inf
+        (``fn`` or its derivative not finite at some examples, which the message names).
 
     Example:
       >>> import jax.numpy as jnp
@@ -373,7 +374,8 @@ def compute_with_plan(
 
     Raises:
       TypeError: ``mesh`` neither None, a `Placement` nor a ``jax.sharding.Mesh``.
-      ValueError: NaN or inf in ``params``, ``x1`` or ``x2``.
+      ValueError: NaN or inf in ``params``, ``x1`` or ``x2``, or in the kernel (see
+        `empirical_ntk`).
     """
     return run_plan(plan, fn, params, x1, x2, progress=progress, placement=as_placement(mesh))
 

@@ -95,4 +95,39 @@ def assemble(
                     if x2 is None and j != i:
                         _accumulate(out, _mirror(blk, outputs), cl, r, outputs)
                     bar.update()
+    check_finite_kernel(np.moveaxis(out, 0, -1) if outputs == "diag" else out, x2 is not None)
     return out
+
+
+def check_finite_kernel(kernel: np.ndarray, cross: bool, rows_per_check: int = 1024) -> None:
+    """Raises ValueError if ``kernel`` ((n1, n2, ...): examples of x1, then of x2) holds NaN
+    or inf, naming the examples where ``fn`` or its derivative is not finite: those whose row
+    (or, of x2, column) is non-finite throughout (the parameters and inputs were checked
+    finite before). Checked a slab of rows at a time (no n1 x n2 mask)."""
+    n1, n2 = kernel.shape[:2]
+    rows_any: list[int] = []
+    rows_all: list[int] = []
+    cols_all = np.ones(n2, bool)
+    for start in range(0, n1, rows_per_check):
+        bad = ~np.isfinite(kernel[start : start + rows_per_check])
+        flat = bad.reshape(bad.shape[0], -1)
+        rows_any.extend((start + np.flatnonzero(flat.any(axis=1))).tolist())
+        rows_all.extend((start + np.flatnonzero(flat.all(axis=1))).tolist())
+        cols_all &= bad.reshape(bad.shape[0], n2, -1).all(axis=(0, 2))
+    if not rows_any:
+        return
+    cols = np.flatnonzero(cols_all).tolist() if cross else []
+    where = [f"examples {_some(rows_all)} of x1"] if rows_all else []
+    where += [f"examples {_some(cols)} of x2"] if cols else []
+    if not where:  # no example is non-finite throughout
+        where = [f"some pairs in the rows of examples {_some(rows_any)} of x1"]
+    raise ValueError(
+        f"the kernel holds NaN or inf: fn(params, x) or its derivative with respect to the "
+        f"parameters is not finite at {' and '.join(where)}, though the parameters and the "
+        "inputs are (e.g. the log of a negative input)"
+    )
+
+
+def _some(indices: list[int]) -> str:
+    """The first five indices, and how many there are in all when more."""
+    return str(indices[:5]) + (f" ({len(indices)} in all)" if len(indices) > 5 else "")

@@ -215,3 +215,37 @@ def test_bad_inputs():
         empirical_ntk(lambda q, x: mlp(q, x)[:, :, None], p, inputs(3))
     with pytest.raises(TypeError, match="floating point"):
         empirical_ntk(lambda q, x: x * q, jnp.ones(5, jnp.int32), inputs(3))
+
+
+def log_model(params, x):
+    return jnp.log(x) @ params["w1"]  # not finite where an input is <= 0
+
+
+@pytest.mark.parametrize("impl", ("jacobian", "ntvp", "auto"))
+@pytest.mark.parametrize("outputs", ("mean", "full", "diag"))
+def test_a_kernel_that_is_not_finite_is_an_error_naming_the_examples(impl, outputs):
+    params = mlp_params()
+    x = np.abs(inputs(9)) + 0.5
+    bad = x.copy()
+    bad[[2, 7], 1] = -1.0  # log(-1) = nan at examples 2 and 7
+    with pytest.raises(ValueError, match=r"not finite at examples \[2, 7\] of x1, though"):
+        empirical_ntk(log_model, params, bad, outputs=outputs, implementation=impl)
+    with pytest.raises(ValueError, match=r"not finite at examples \[2, 7\] of x2, though"):
+        empirical_ntk(log_model, params, x[:4], bad, outputs=outputs, implementation=impl)
+    k = empirical_ntk(log_model, params, x, outputs=outputs, implementation=impl)
+    assert np.all(np.isfinite(k))
+
+
+def test_the_finiteness_check_reads_row_slabs_and_names_partial_rows():
+    from sdcomplex.ntk._assemble import check_finite_kernel
+
+    k = np.ones((7, 5))
+    check_finite_kernel(k, cross=True, rows_per_check=2)  # finite: no error
+    k[:, 3] = np.inf  # a column throughout: example 3 of x2
+    k[4] = np.nan  # a row throughout: example 4 of x1
+    with pytest.raises(ValueError, match=r"examples \[4\] of x1 and examples \[3\] of x2"):
+        check_finite_kernel(k, cross=True, rows_per_check=2)
+    k = np.ones((7, 5))
+    k[5, 1] = np.nan  # one pair
+    with pytest.raises(ValueError, match=r"some pairs in the rows of examples \[5\] of x1"):
+        check_finite_kernel(k, cross=False, rows_per_check=3)
