@@ -117,17 +117,23 @@ def check_finite_kernel(kernel: np.ndarray, cross: bool, rows_per_check: int = 1
     if not rows_any:
         return
     cols = np.flatnonzero(cols_all).tolist() if cross else []
-    where = [f"examples {_some(rows_all)} of x1"] if rows_all else []
-    where += [f"examples {_some(cols)} of x2"] if cols else []
+    where = [f"examples {some_indices(rows_all)} of x1"] if rows_all else []
+    where += [f"examples {some_indices(cols)} of x2"] if cols else []
     if not where:  # no example is non-finite throughout
-        where = [f"some pairs in the rows of examples {_some(rows_any)} of x1"]
-    raise ValueError(
-        f"the kernel holds NaN or inf: fn(params, x) or its derivative with respect to the "
-        f"parameters is not finite at {' and '.join(where)}, though the parameters and the "
-        "inputs are (e.g. the log of a negative input)"
+        where = [f"some pairs in the rows of examples {some_indices(rows_any)} of x1"]
+    raise non_finite_error("the kernel", " and ".join(where))
+
+
+def non_finite_error(what: str, where: str) -> ValueError:
+    """The error for NaN or inf in ``what`` (a kernel, its diagonal, a kernel-vector product)
+    at ``where`` (examples, e.g. ``"examples [2] of x1"``)."""
+    return ValueError(
+        f"{what} holds NaN or inf: fn(params, x) or its derivative with respect to the "
+        f"parameters is not finite at {where}, though the parameters and the inputs are "
+        "(e.g. the log of a negative input)"
     )
 
 
-def _some(indices: list[int]) -> str:
+def some_indices(indices: list[int]) -> str:
     """The first five indices, and how many there are in all when more."""
     return str(indices[:5]) + (f" ({len(indices)} in all)" if len(indices) > 5 else "")

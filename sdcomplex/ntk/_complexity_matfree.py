@@ -19,7 +19,8 @@ import numpy as np
 from sdcomplex._checks import as_int, as_real, as_real_array
 from sdcomplex.complexity._complexity import check_outputs
 from sdcomplex.complexity._psd import machine_epsilon, psd_tolerance
-from sdcomplex.ntk._api import DEFAULT_MEMORY_BUDGET, check_values
+from sdcomplex.ntk._api import DEFAULT_MEMORY_BUDGET
+from sdcomplex.ntk._assemble import non_finite_error
 from sdcomplex.ntk._matfree import PRECONDITIONERS, _operator, ntk_diagonal_blocks
 
 
@@ -212,8 +213,10 @@ def supervision_complexity_matfree(
         wrong type.
       ValueError: unknown outputs or preconditioner, bad tolerance, iteration count, ridge or
         sample count, targets or offset of the wrong shape or empty, NaN or inf in targets,
-        offset, ``x`` or ``params`` (checked before any work), or negative curvature beyond
-        round-off (the PSD rule of `supervision_complexity`, with the Rayleigh quotient found).
+        offset, ``x`` or ``params`` (checked before any work), NaN or inf in the kernel
+        (``fn`` or its derivative not finite at some examples, named where the diagonal is
+        computed), or negative curvature beyond round-off (the PSD rule of
+        `supervision_complexity`, with the Rayleigh quotient found).
       RuntimeError: CG did not reach ``tol`` within ``max_iters`` products, or broke down.
 
     Example:
@@ -242,7 +245,6 @@ def supervision_complexity_matfree(
     memory_budget = as_real("memory_budget", memory_budget, low=0.0, low_open=True, finite=False)
     if not hasattr(x, "shape") or len(x.shape) < 1 or x.shape[0] < 1:
         raise ValueError("x must be a non-empty array with a leading batch axis")
-    check_values(params, ("x", x))
 
     metadata = None
     if hasattr(targets, "values") and hasattr(targets, "describe"):
@@ -280,6 +282,8 @@ def supervision_complexity_matfree(
         lam_floor=lam_floor,
         shift=shift,
     )
+    if not math.isfinite(residual):
+        raise non_finite_error("a kernel-vector product", "some examples of x")
     if residual > tol:
         raise RuntimeError(
             f"conjugate gradients did not reach the relative residual {tol:g} in {max_iters} "

@@ -32,9 +32,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sdcomplex._checks import check_finite
 from sdcomplex.complexity._complexity import check_outputs
 from sdcomplex.ntk import _matfree_sharded as sharded
-from sdcomplex.ntk._api import DEFAULT_MEMORY_BUDGET, plan_ntk
+from sdcomplex.ntk._api import DEFAULT_MEMORY_BUDGET, check_values, plan_ntk
+from sdcomplex.ntk._assemble import non_finite_error, some_indices
 from sdcomplex.ntk._contract import HIGHEST
 from sdcomplex.ntk._engine import OutputSpec, combine_callable, partition_callable
 from sdcomplex.placement import Placement, as_placement
@@ -262,8 +264,9 @@ def ntk_vector_product(
 
     Raises:
       TypeError: ``mesh`` neither None, a `Placement` nor a ``jax.sharding.Mesh``.
-      ValueError: unknown ``outputs``, empty ``x``, bad ``block_size`` or ``v`` of the wrong
-        shape.
+      ValueError: unknown ``outputs``, empty ``x``, bad ``block_size``, ``v`` of the wrong
+        shape or with NaN or inf, or a product with NaN or inf (``fn`` or its derivative
+        not finite at some examples).
 
     Example:
       >>> import jax.numpy as jnp, numpy as np
@@ -278,7 +281,11 @@ def ntk_vector_product(
     if v.ndim != 2 or v.shape[0] != op.n or (outputs != "mean" and v.shape[1] != c):
         want = "(n, R)" if outputs == "mean" else f"(n, {c})"
         raise ValueError(f"v must have shape {want} with n = {op.n}, got {v.shape}")
-    return op.matvec(outputs, v)
+    check_finite("v", v)
+    product = op.matvec(outputs, v)
+    if not np.all(np.isfinite(product)):
+        raise non_finite_error("the kernel-vector product", "some examples of x")
+    return product
 
 
 def _operator(
@@ -296,6 +303,7 @@ def _operator(
         raise ValueError("x must be a non-empty array with a leading batch axis")
     if block_size is not None and (not isinstance(block_size, int) or block_size < 1):
         raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+    check_values(params, ("x", x))
     out = jax.eval_shape(fn, params, jnp.asarray(x[:1]))
     if len(out.shape) == 1:
         inner = fn
@@ -350,6 +358,10 @@ def ntk_diagonal_blocks(
     Where the planner picks the structured engine its features are used (cheap: no pairwise
     contraction); otherwise one per-example Jacobian at a time. ``mesh`` as for
     `ntk_vector_product`: each device computes the blocks of its rows.
+
+    Raises:
+      ValueError: a block with NaN or inf (``fn`` or its derivative not finite at the
+        examples the message names).
     """
     op, fn = _operator(fn, params, x, "full", block_size, memory_budget, mesh)
     c = op.num_outputs
@@ -375,4 +387,8 @@ def ntk_diagonal_blocks(
         else:
             out = _jacobian_blocks(op.static, op.dynamic, op.params, xb)
         blocks.append(np.asarray(op.fetch(out), np.float64)[: hi - lo])
-    return np.concatenate(blocks, axis=0)
+    diagonal = np.concatenate(blocks, axis=0)
+    bad = np.flatnonzero(~np.isfinite(diagonal.reshape(op.n, -1)).all(axis=1)).tolist()
+    if bad:
+        raise non_finite_error("the kernel's diagonal", f"examples {some_indices(bad)} of x")
+    return diagonal

@@ -136,3 +136,32 @@ def test_bad_targets(plain_problem):
         supervision_complexity_matfree(fn, params, x, np.full_like(y, np.nan))
     with pytest.raises(ValueError, match="shape"):
         ntk_vector_product(fn, params, x, np.ones((10, 2)), outputs="full")
+
+
+def test_a_kernel_that_is_not_finite_is_an_error_naming_the_examples():
+    rng = np.random.default_rng(0)
+    w = jnp.asarray(rng.standard_normal((6, 3)), jnp.float32)
+    x = np.abs(rng.standard_normal((8, 6))).astype(np.float32) + 0.5
+    x[[2, 5], 1] = -1.0  # log(-1) = nan at examples 2 and 5
+    y = np.eye(3)[rng.integers(0, 3, 8)]
+
+    def log_model(params, x):
+        return jnp.log(x) @ params
+
+    named = r"not finite at examples \[2, 5\] of x, though"
+    with pytest.raises(ValueError, match=named):
+        ntk_diagonal_blocks(log_model, w, x)
+    for outputs in ("mean", "full", "diag"):
+        with pytest.raises(ValueError, match=named):
+            supervision_complexity_matfree(log_model, w, x, y, outputs=outputs)
+        with pytest.raises(ValueError, match="a kernel-vector product holds NaN or inf"):
+            supervision_complexity_matfree(
+                log_model, w, x, y, outputs=outputs, preconditioner="none", trace_samples=2
+            )
+        with pytest.raises(ValueError, match="the kernel-vector product holds NaN or inf"):
+            ntk_vector_product(log_model, w, x, y, outputs=outputs)
+    # the inputs themselves are checked first, for every matrix-free entry point
+    with pytest.raises(ValueError, match="x contains NaN"):
+        ntk_vector_product(log_model, w, np.full((2, 6), np.nan, np.float32), y[:2])
+    with pytest.raises(ValueError, match="v contains NaN"):
+        ntk_vector_product(log_model, w, x + 2.0, np.full_like(y, np.nan))
