@@ -63,15 +63,16 @@ class TrainResult(NamedTuple):
 
 def finished_result(config: TrainConfig, run_dir: str | Path) -> TrainResult | None:
     """The result (``status="already_complete"``) of a finished run in ``run_dir`` whose final
-    checkpoint and metrics lines are intact; ``None`` otherwise (not finished, or damaged: the
-    run is then resumed from its newest intact checkpoint by training it again).
+    checkpoint, metrics lines and ``run.json`` are intact; ``None`` otherwise (not finished, or
+    damaged: the run is then resumed from its newest intact checkpoint by training it again,
+    which also writes a missing ``run.json`` again).
 
     Raises:
         ValueError: the directory holds a different config, or edited or damaged records.
     """
     run_dir = Path(run_dir)
     run = RunDirectory(run_dir)
-    if not run.verify(config) or not run.checkpoint_dir.is_dir():
+    if not run.verify(config) or not run.checkpoint_dir.is_dir() or not run.run_file.exists():
         return None
     store = CheckpointStore(run_dir, keep=config.keep_checkpoints)
     try:

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from cli_helpers import SYNTHETIC_FLAGS
 
@@ -124,3 +125,25 @@ def test_run_directory_relative_to_the_working_directory(tmp_path, monkeypatch, 
     assert "Traceback" not in capsys.readouterr().err
     assert list_checkpoints(tmp_path / "runs" / "rel")[-1] == 2
     assert list_checkpoints("runs/rel") == list_checkpoints(tmp_path / "runs" / "rel")
+
+
+def test_a_finished_run_without_its_run_record_is_repaired(tmp_path, capsys):
+    """A finished run whose run.json was deleted is not 'complete': train writes the record
+    again (the commands that read the run need it), and the kernel of the repaired run is that
+    of the intact run."""
+    out = tmp_path / "run"
+    flags = ["train", *TINY_FLAGS, "--epochs", "1", "--out", str(out)]
+    assert main(flags) == 0
+    assert main(["ntk", str(out), "--out", str(tmp_path / "k0.npz"), "--quiet"]) == 0
+    record = json.loads((out / "run.json").read_text())
+    (out / "run.json").unlink()
+    capsys.readouterr()
+    assert main(flags) == 0
+    assert "already complete" not in capsys.readouterr().out
+    repaired = json.loads((out / "run.json").read_text())
+    assert repaired["config_hash"] == record["config_hash"]
+    assert repaired["dataset"] == record["dataset"]
+    assert main(["ntk", str(out), "--out", str(tmp_path / "k1.npz"), "--quiet"]) == 0
+    k0, k1 = np.load(tmp_path / "k0.npz")["kernel"], np.load(tmp_path / "k1.npz")["kernel"]
+    np.testing.assert_array_equal(k0, k1)
+    assert [m["epoch"] for m in read_metrics(out)] == [0, 1]
