@@ -3,8 +3,9 @@
 Each subcommand lives in its own module (see `SUBCOMMANDS`). Every error is one line
 on stderr and a non-zero exit status, never a traceback: bad arguments and errors of the inputs
 (``ValueError``, ``TypeError``, ``OSError``, ``LookupError``, malformed archives and pickles, out
-of memory, ...) exit with status 2; any other exception is reported as an internal error, exit
-status 1. With ``SDCOMPLEX_DEBUG=1`` in the environment every exception is re-raised with its
+of memory, XLA's included, ...) exit with status 2; any other exception is reported as an
+internal error, exit status 1; Ctrl-C, even while the arguments are parsed, exits with status
+130 ("interrupted"). With ``SDCOMPLEX_DEBUG=1`` in the environment every exception is re-raised with its
 traceback instead.
 """
 
@@ -100,10 +101,28 @@ def error_line(err: BaseException) -> str:
     return lines[0] if plain else f"{type(err).__name__}: {lines[0]}"
 
 
+def is_input_error(err: BaseException) -> bool:
+    """Whether ``err`` is an error of the command's inputs (exit status 2): one of
+    `INPUT_ERRORS`, or XLA running out of memory for what the inputs ask (a model or kernel too
+    large for the device, ``RESOURCE_EXHAUSTED``)."""
+    if isinstance(err, INPUT_ERRORS):
+        return True
+    jax = sys.modules.get("jax")  # (not imported by `sdcomplex --help`)
+    return (
+        jax is not None
+        and isinstance(err, jax.errors.JaxRuntimeError)
+        and str(err).startswith("RESOURCE_EXHAUSTED")
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sdcomplex`` console script; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)  # (imports JAX for a subcommand's flags)
+    except KeyboardInterrupt:
+        print("sdcomplex: interrupted", file=sys.stderr)
+        return 130
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
@@ -115,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:
         if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
             raise
-        if isinstance(err, INPUT_ERRORS):
+        if is_input_error(err):
             print(f"sdcomplex {args.command}: error: {error_line(err)}", file=sys.stderr)
             return 2
         print(

@@ -447,6 +447,40 @@ def test_an_internal_error_is_one_line_with_exit_status_1(env, capsys, monkeypat
     assert "SDCOMPLEX_DEBUG=1" in err
 
 
+def test_xla_out_of_memory_is_an_input_error(env, capsys, monkeypatch):
+    """XLA failing to allocate what the inputs ask (e.g. ``--model-option
+    hidden_sizes=[1099511627776]``) is exit status 2, not an internal error to report; any
+    other XLA runtime error still is one."""
+    import jax
+
+    import sdcomplex.cli._demo as demo
+
+    message = "RESOURCE_EXHAUSTED: Out of memory allocating 4398046511104 bytes."
+    monkeypatch.setattr(demo, "run", lambda args: raise_xla(jax, message))
+    assert main(["demo"]) == 2
+    _check_stderr(capsys.readouterr().err, f"demo: error: JaxRuntimeError: {message}")
+    monkeypatch.setattr(demo, "run", lambda args: raise_xla(jax, "INTERNAL: a bug"))
+    assert main(["demo"]) == 1
+    _check_stderr(capsys.readouterr().err, "internal error: JaxRuntimeError: INTERNAL: a bug")
+
+
+def raise_xla(jax, message):
+    raise jax.errors.JaxRuntimeError(message)
+
+
+def test_ctrl_c_while_the_flags_are_made_is_one_line_and_130(env, capsys, monkeypatch):
+    """Ctrl-C while the parser imports JAX for a subcommand's flags (the first seconds of
+    every command) exits 130 with one line, as later in the command, not with a traceback."""
+    import sdcomplex.cli._train as train_cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_cli, "add_train_flags", interrupted)
+    assert main(["train", "--out", str(env / "r")]) == 130
+    _check_stderr(capsys.readouterr().err, "sdcomplex: interrupted")
+
+
 def test_json_results_are_untouched_by_a_refused_run(env):
     assert json.loads((env / "results.json").read_text()) == {"keep": True}
 
