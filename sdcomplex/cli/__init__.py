@@ -5,8 +5,8 @@ on stderr and a non-zero exit status, never a traceback: bad arguments and error
 (``ValueError``, ``TypeError``, ``OSError``, ``LookupError``, malformed archives and pickles, out
 of memory, XLA's included, ...) exit with status 2; any other exception is reported as an
 internal error, exit status 1; Ctrl-C, even while the arguments are parsed, exits with status
-130 ("interrupted"). With ``SDCOMPLEX_DEBUG=1`` in the environment every exception is re-raised with its
-traceback instead.
+130 ("interrupted"). With ``SDCOMPLEX_DEBUG=1`` in the environment every exception is
+re-raised with its traceback instead.
 """
 
 from __future__ import annotations
