@@ -91,12 +91,15 @@ def read_metrics(run_dir_or_file: str | os.PathLike[str]) -> list[dict[str, Any]
     malformed line, a complete last line included, is an error naming it.
 
     Raises:
-        ValueError: no metrics file, or a malformed line before the last.
+        ValueError: no metrics file, not UTF-8 text, or a malformed line before the last.
     """
     path = _metrics_path(run_dir_or_file)
     if not path.is_file():
         raise ValueError(f"no metrics file at {path}")
-    lines = path.read_text(encoding="utf-8").split("\n")
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
     out = []
     for i, line in enumerate(lines):
         if not line.strip():

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 from pathlib import Path
 
-from sdcomplex._io import atomic_write_bytes
+from sdcomplex._io import atomic_write_bytes, read_json_object
 from sdcomplex.train._metrics import read_metrics
 
 
@@ -36,7 +35,8 @@ def plot_learning_curves(
         ``(png_path, pdf_path)``, both written atomically.
 
     Raises:
-        ValueError: no metrics in ``run_dir``, or ``dpi < 150``.
+        ValueError: no metrics in ``run_dir``, a damaged ``config.json`` or ``run.json`` (the
+            message names it), or ``dpi < 150``.
         FileExistsError: an output file exists and ``overwrite`` is False.
 
     Example:
@@ -66,10 +66,12 @@ def plot_learning_curves(
     title = run.name
     cfg_file, run_file = run / "config.json", run / "run.json"
     if cfg_file.is_file():
-        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+        cfg = read_json_object(cfg_file, "run config")
         title = f"{cfg.get('model')} on {cfg.get('dataset')}"
         if run_file.is_file():
-            info = json.loads(run_file.read_text(encoding="utf-8")).get("dataset", {})
+            info = read_json_object(run_file, "run record").get("dataset")
+            if not isinstance(info, dict):
+                raise ValueError(f"run record {run_file} has no data set description")
             title += f" ({info.get('n_train')} training / {info.get('n_test')} test examples)"
 
     epochs = [r["epoch"] for r in records]

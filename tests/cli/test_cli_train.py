@@ -147,3 +147,45 @@ def test_a_finished_run_without_its_run_record_is_repaired(tmp_path, capsys):
     k0, k1 = np.load(tmp_path / "k0.npz")["kernel"], np.load(tmp_path / "k1.npz")["kernel"]
     np.testing.assert_array_equal(k0, k1)
     assert [m["epoch"] for m in read_metrics(out)] == [0, 1]
+
+
+METRICS = [{"epoch": e, "train_loss": 2.0 - e, "test_loss": 2.1 - e} for e in range(3)]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("config.json", "[1]", "run config {run}/config.json: expected a JSON object, got list"),
+        ("config.json", '{"model": ', "run config {run}/config.json, line 1 column 11"),
+        ("run.json", "[1]", "run record {run}/run.json: expected a JSON object, got list"),
+        ("run.json", '{"dataset": "x"}', "run record {run}/run.json has no data set"),
+        ("metrics.jsonl", b"\xff\xfe", "{run}/metrics.jsonl is not UTF-8 text"),
+    ],
+    ids=["config list", "config truncated", "record list", "record no dataset", "metrics bytes"],
+)
+def test_plot_of_a_damaged_run_names_the_file(tmp_path, capsys, name, text, message):
+    """The files plot reads, damaged: one line naming the file, exit 2, nothing written (it was
+    an internal error, or a JSON error naming no file)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in METRICS))
+    (run / "config.json").write_text('{"model": "mlp", "dataset": "digits"}')
+    (run / "run.json").write_text('{"dataset": {"n_train": 4, "n_test": 2}}')
+    data = text if isinstance(text, bytes) else text.encode()
+    (run / name).write_bytes(data)
+    assert main(["plot", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "internal error" not in err
+    assert message.format(run=run) in err, err
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "metrics.jsonl", "run.json"]
+
+
+def test_plot_title_of_an_intact_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in METRICS))
+    (run / "config.json").write_text('{"model": "mlp", "dataset": "digits"}')
+    assert main(["plot", str(run)]) == 0  # no run.json: the title has no example counts
+    (run / "run.json").write_text('{"dataset": {"n_train": 4, "n_test": 2}}')
+    assert main(["plot", str(run), "--force"]) == 0
+    assert (run / "learning_curves.png").stat().st_size > 10_000
