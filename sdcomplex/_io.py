@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -22,7 +22,9 @@ def atomic_write(
     """Calls ``write(fileobj)`` on a temporary file next to ``path``, then renames it into place.
 
     ``verify(temp_path)``, if given, runs on the complete temporary file before the rename. On
-    any error the temporary file is removed and ``path`` is left untouched.
+    any error the temporary file is removed and ``path`` is left untouched. The file gets the
+    permissions of a file ``open()`` creates (0o666 less the umask), like the files written
+    in place beside it.
 
     Raises:
       FileExistsError: if ``path`` exists and ``overwrite`` is False.
@@ -31,7 +33,7 @@ def atomic_write(
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists; refusing to overwrite it")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    fd, tmp = _new_temporary(target)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
@@ -44,6 +46,21 @@ def atomic_write(
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def _new_temporary(target: Path) -> tuple[int, str]:
+    """A new file ``.<name>.<random>.tmp`` beside ``target``, open for writing: ``(fd, path)``.
+
+    Unlike :func:`tempfile.mkstemp` (mode 0o600, which the rename would give the result) its
+    mode is 0o666 less the process's umask, as for any file the user creates."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), str(tmp)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary file name beside {target}")
 
 
 def atomic_write_bytes(

@@ -210,3 +210,23 @@ def test_indefinite_kernel_refused_or_projected(tmp_path, capsys):
     # K+ = 3 u u^T with u = (1, 1)/sqrt(2): y^T K+^+ y = (y.u)^2 / 3 = 2/3
     assert result["value"] == pytest.approx(2.0 / 3.0, rel=1e-9)
     assert result["psd"] == "project" and result["psd_removed"] > 0
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_results_get_the_permissions_of_any_new_file(arrays, capsys, umask):
+    """An atomically written result has the mode a plain open() gives a new file under the
+    same umask (it was always 0o600: unreadable to a group sharing the results)."""
+    import os
+
+    path, *_ = arrays
+    old = os.umask(umask)
+    try:
+        (path / "plain").write_text("x")
+        flags = ["--kernel", str(path / "kernel.npy"), "--labels", str(path / "labels.npy")]
+        assert main(["complexity", *flags, "--json", str(path / "out.json")]) == 0
+    finally:
+        os.umask(old)
+    expected = (path / "plain").stat().st_mode & 0o777
+    assert expected == 0o666 & ~umask
+    assert (path / "out.json").stat().st_mode & 0o777 == expected
+    assert [p.name for p in path.iterdir() if p.name.endswith(".tmp")] == []
