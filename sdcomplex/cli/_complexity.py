@@ -21,6 +21,7 @@ from sdcomplex.cli._ntk import (
 )
 from sdcomplex.cli._table import format_table
 from sdcomplex.complexity import factorize_kernel
+from sdcomplex.targets import _labels as check_labels
 
 COLUMNS = ("targets", "kind", "value", "adjusted", "trace", "n", "jitter", "cond", "method")
 
@@ -100,17 +101,19 @@ def _target_sets(args: argparse.Namespace, n: int, context: Any = None) -> list[
         else:
             sets += list(_load(path).items())
     num_classes = args.num_classes
-    if context is not None:
-        num_classes = num_classes or context[0].info.num_classes
+    if num_classes is not None and num_classes < 1:
+        raise ValueError(f"--num-classes must be >= 1, got {num_classes}")
+    if context is not None and num_classes is None:
+        num_classes = context[0].info.num_classes
     if args.labels:
-        labels = next(iter(_load(args.labels).values()))
+        labels = check_labels(next(iter(_load(args.labels).values())))
         num_classes = num_classes or int(np.max(labels)) + 1
         sets.append(("labels", tg.one_hot(labels, num_classes)))
     if args.logits:
         logits = next(iter(_load(args.logits).values()))
-        num_classes = num_classes or logits.shape[1]
         for tau in args.temperature:
             sets.append((f"soft(tau={tau:g})", tg.soft_targets(logits, tau)))
+        num_classes = num_classes or sets[-1][1].values.shape[1]
     if args.random_labels is not None:
         if not num_classes:
             raise ValueError("--random-labels needs --num-classes, --labels or --logits")

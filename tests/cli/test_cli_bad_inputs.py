@@ -66,6 +66,10 @@ def _workspace(d: Path) -> None:
     np.save(d / "inf_kernel.npy", np.diag([1.0, 2.0, np.inf, 1.0, 1.0, 1.0]))
     np.save(d / "y2.npy", np.array([1.0, -1.0]))
     np.save(d / "nan_logits.npy", np.full((6, 3), np.nan))
+    np.save(d / "logits1d.npy", np.zeros(6))
+    np.save(d / "nan_labels.npy", np.array([0.0, np.nan, 1.0, 0.0, 1.0, 2.0]))
+    np.save(d / "empty_labels.npy", np.zeros(0, np.int64))
+    np.save(d / "text_labels.npy", np.array(["a", "b", "c", "a", "b", "c"]))
     (d / "empty.npy").write_bytes(b"")
     (d / "text.npy").write_text("1 2 3\n4 5 6\n")
     full = (d / "kernel.npy").read_bytes()
@@ -184,6 +188,21 @@ CASES: dict[str, tuple[list[str], str]] = {
     "complex kernel": (_kernel("complex_kernel.npy", *RANDOM), "must be real"),
     "inf in kernel": (_kernel("inf_kernel.npy", *RANDOM), "inf"),
     "NaN logits": (_kernel("kernel.npy", "--logits", "{d}/nan_logits.npy"), "NaN"),
+    "1-d logits": (
+        _kernel("kernel.npy", "--logits", "{d}/logits1d.npy"),
+        "logits must have shape (n, C)",
+    ),
+    "NaN labels": (_kernel("kernel.npy", "--labels", "{d}/nan_labels.npy"), "labels contains NaN"),
+    "empty labels": (_kernel("kernel.npy", "--labels", "{d}/empty_labels.npy"), "labels are empty"),
+    "text labels": (_kernel("kernel.npy", "--labels", "{d}/text_labels.npy"), "labels must be"),
+    "zero classes": (
+        _kernel("kernel.npy", *LABELS, "--num-classes", "0"),
+        "--num-classes must be >= 1, got 0",
+    ),
+    "zero classes random labels": (
+        _kernel("kernel.npy", *RANDOM, "--num-classes", "0"),
+        "--num-classes must be >= 1, got 0",
+    ),
     # train: flags, config files, data sets, output directories
     "negative epochs": ([*TRAIN, "--epochs", "-1", "--out", "{d}/r"], "epochs must be >= 1"),
     "epochs not int": ([*TRAIN, "--epochs", "two", "--out", "{d}/r"], "invalid int value"),
