@@ -66,6 +66,10 @@ def load_digits(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
         >>> ds.info.n_train, ds.info.n_test, ds.info.input_shape
         (1438, 359, (8, 8, 1))
     """
+    seed = _check_int("seed", seed, 0)
+    ok = isinstance(test_fraction, numbers.Real) and not isinstance(test_fraction, bool)
+    if not ok or not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
     from sklearn.datasets import load_digits as sklearn_digits  # slow import, only when used
 
     bunch = sklearn_digits()

@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from sdcomplex._checks import as_int
 from sdcomplex.data import Dataset, DatasetInfo, input_statistics, normalise_array
 from sdcomplex.data import balanced_indices as balanced_indices  # the selection of kernels
 from sdcomplex.models import init_variables
@@ -195,10 +196,12 @@ def run_examples(
             data the run trained on, loaded as the run did).
 
     Raises:
-        ValueError: unknown split, a data set that does not fit the run, too few examples.
+        ValueError: unknown split, a data set that does not fit the run, too few examples, a
+            negative ``subset_seed``.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    subset_seed = as_int("subset_seed", subset_seed, minimum=0)
     source = "run" if dataset is None else "other"
     data = load_run_data(run.config) if dataset is None else dataset
     info = data.info

@@ -240,6 +240,25 @@ CASES: dict[str, tuple[list[str], str]] = {
         [*TRAIN, "--data-option", "n_train=abc", "--out", "{d}/r"],
         "n_train must be an integer >= 1, got 'abc'",
     ),
+    "digits seed negative": (
+        [
+            "train",
+            "--model",
+            "mlp",
+            "--data",
+            "digits",
+            "--data-option",
+            "seed=-1",
+            "--out",
+            "{d}/r",
+        ],
+        "seed must be an integer >= 0, got -1",
+    ),
+    "digits test fraction text": (
+        ["train", "--model", "mlp", "--data", "digits", "--data-option", "test_fraction=a"]
+        + ["--out", "{d}/r"],
+        "test_fraction must be a number in (0, 1), got 'a'",
+    ),
     "data option unknown": ([*TRAIN, "--data-option", "colour=1", "--out", "{d}/r"], "colour"),
     "cifar huge length": (_cifar("cifar_huge"), "declares 1152921504606846976 bytes"),
     "cifar no data": (_cifar("cifar_nodata"), "'data'"),

@@ -142,6 +142,7 @@ def test_never_overwrites_without_force(run_dir, tmp_path, capsys):
         ("{tmp}", [], "not a training run directory"),
         ("{run}@1", ["--n-per-class", "99"], "asked for 99"),
         ("{run}@1", ["--data-dir", "x"], "need --data"),
+        ("{run}@1", ["--n-per-class", "1", "--subset-seed", "-1"], "subset_seed must be >= 0"),
     ],
 )
 def test_errors_are_one_line(run_dir, tmp_path, capsys, spec, extra, match):
