@@ -21,6 +21,8 @@ import zlib
 from collections.abc import Sequence
 from typing import NoReturn
 
+from sdcomplex.cli._warnings import one_line_warnings
+
 DEBUG_ENV = "SDCOMPLEX_DEBUG"
 """Set to ``1`` to get the full traceback of an error instead of the one-line message."""
 
@@ -127,7 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.run(args) or 0)
+        with one_line_warnings(args.command):  # (numpy's, too: no source lines on stderr)
+            return int(args.run(args) or 0)
     except KeyboardInterrupt:
         print("sdcomplex: interrupted", file=sys.stderr)
         return 130

@@ -117,7 +117,8 @@ class FactorizedKernel:
 
         Raises:
           TypeError: complex or non-numeric targets or offset.
-          ValueError: wrong number of rows or columns, empty targets, NaN or inf.
+          ValueError: wrong number of rows or columns, empty targets, NaN or inf, or a value
+            beyond float64's range (a kernel scaled down to ~1e-300).
         """
         if hasattr(targets, "values") and hasattr(targets, "describe"):
             metadata = metadata if metadata is not None else targets.describe()
@@ -144,18 +145,25 @@ class FactorizedKernel:
                 f"targets have {c} columns but the {self.outputs} kernel has "
                 f"{self.num_outputs} outputs"
             )
-        if self.outputs == "mean":
-            value = float(np.sum(self.factors[0].quadratic_forms(y)))
-        elif self.outputs == "full":
-            value = float(self.factors[0].quadratic_forms(y.reshape(-1, 1))[0])
-        else:
-            value = float(
-                sum(f.quadratic_forms(y[:, k : k + 1])[0] for k, f in enumerate(self.factors))
-            )
+        with np.errstate(over="ignore"):  # (an overflow is the error below)
+            if self.outputs == "mean":
+                value = float(np.sum(self.factors[0].quadratic_forms(y)))
+            elif self.outputs == "full":
+                value = float(self.factors[0].quadratic_forms(y.reshape(-1, 1))[0])
+            else:
+                value = float(
+                    sum(f.quadratic_forms(y[:, k : k + 1])[0] for k, f in enumerate(self.factors))
+                )
         value = max(value, 0.0)
+        adjusted = math.sqrt(value * self.trace) / self.n
+        if not math.isfinite(adjusted):
+            raise ValueError(
+                f"the complexity overflows float64 (value {value:g}, kernel trace "
+                f"{self.trace:g}); rescale the kernel or the targets"
+            )
         return ComplexityResult(
             value=value,
-            adjusted=math.sqrt(value * self.trace) / self.n,
+            adjusted=adjusted,
             trace=self.trace,
             n=self.n,
             num_outputs=c,
@@ -191,7 +199,7 @@ def factorize_kernel(kernel: Any, *, ridge: float = 0.0, psd: str = "error") -> 
       TypeError: complex or non-numeric kernel; ridge not a number.
       ValueError: wrong shape, not square or not symmetric, NaN or inf, negative ridge, unknown
         ``psd``, or (with ``psd="error"``) eigenvalues below zero beyond round-off, the message
-        naming lambda_min / lambda_max.
+        naming lambda_min / lambda_max; a diagonal plus ``ridge * n`` beyond float64's range.
     """
     ridge = as_real("ridge", ridge, low=0.0)
     psd = check_psd_mode(psd)
@@ -220,6 +228,12 @@ def factorize_kernel(kernel: Any, *, ridge: float = 0.0, psd: str = "error") -> 
         removed = max(p.removed for p in projections)
     n = k.shape[1] if outputs == "diag" else k.shape[0]
     trace = float(sum(np.trace(m) for m in mats))
+    largest = max(float(np.max(np.diag(m))) for m in mats)
+    if not math.isfinite(trace) or not math.isfinite(largest + ridge * n):
+        raise ValueError(
+            f"the kernel's diagonal plus ridge * n ({ridge:g} * {n}) overflows float64 "
+            f"(largest diagonal entry {largest:g}); rescale the kernel or lower the ridge"
+        )
     factors = tuple(
         factorize(m, shift=ridge * n, eps=eps, name=name)
         for name, m in zip(names, mats, strict=True)

@@ -67,6 +67,7 @@ def _workspace(d: Path) -> None:
     np.save(d / "y2.npy", np.array([1.0, -1.0]))
     np.save(d / "nan_logits.npy", np.full((6, 3), np.nan))
     np.save(d / "logits1d.npy", np.zeros(6))
+    np.save(d / "subnormal_kernel.npy", (feats @ feats.T + np.eye(6)) * 1e-320)
     np.save(d / "nan_labels.npy", np.array([0.0, np.nan, 1.0, 0.0, 1.0, 2.0]))
     np.save(d / "empty_labels.npy", np.zeros(0, np.int64))
     np.save(d / "text_labels.npy", np.array(["a", "b", "c", "a", "b", "c"]))
@@ -188,6 +189,14 @@ CASES: dict[str, tuple[list[str], str]] = {
     "complex kernel": (_kernel("complex_kernel.npy", *RANDOM), "must be real"),
     "inf in kernel": (_kernel("inf_kernel.npy", *RANDOM), "inf"),
     "NaN logits": (_kernel("kernel.npy", "--logits", "{d}/nan_logits.npy"), "NaN"),
+    "ridge overflows": (
+        _kernel("kernel.npy", *LABELS, "--ridge", "1e308"),
+        "ridge * n (1e+308 * 6) overflows float64",
+    ),
+    "complexity overflows": (
+        _kernel("subnormal_kernel.npy", *LABELS),
+        "the complexity overflows float64",
+    ),
     "1-d logits": (
         _kernel("kernel.npy", "--logits", "{d}/logits1d.npy"),
         "logits must have shape (n, C)",
@@ -504,6 +513,22 @@ def test_xla_out_of_memory_is_an_input_error(env, capsys, monkeypatch):
 
 def raise_xla(jax, message):
     raise jax.errors.JaxRuntimeError(message)
+
+
+def test_every_command_prints_warnings_in_one_line(env, capsys, monkeypatch):
+    """A library's or numpy's warning is one line on stderr in every command (it was Python's
+    two, file:line and the source line, outside train and distill)."""
+    import warnings
+
+    import sdcomplex.cli._demo as demo
+
+    def warns(args):
+        warnings.warn("overflow encountered\n in multiply", RuntimeWarning, stacklevel=1)
+        return 0
+
+    monkeypatch.setattr(demo, "run", warns)
+    assert main(["demo"]) == 0
+    assert capsys.readouterr().err == "sdcomplex demo: warning: overflow encountered in multiply\n"
 
 
 def test_ctrl_c_while_the_flags_are_made_is_one_line_and_130(env, capsys, monkeypatch):
