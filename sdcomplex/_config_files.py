@@ -23,7 +23,7 @@ def _line_in(file: Path, err: BaseException) -> int | None:
     return lines[-1] if lines else None
 
 
-def config_error(file: Path, err: Exception) -> ValueError:
+def config_error(file: Path, err: Exception | SystemExit) -> ValueError:
     """A one-line ``ValueError`` for an exception raised by the code of config file ``file``,
     naming the file and line (``config file F, line N: SyntaxError: ...``)."""
     line = _line_in(file.resolve(), err)
@@ -38,10 +38,11 @@ def config_error(file: Path, err: Exception) -> ValueError:
 
 def call_config(file: Path, function: Callable[..., Any], *args: Any) -> Any:
     """``function(*args)`` (code of config file ``file``), any exception it raises turned into
-    :func:`config_error`."""
+    :func:`config_error`; a ``sys.exit()`` in it too (the command would otherwise end with that
+    status, 0 included, having done nothing and said nothing)."""
     try:
         return function(*args)
-    except Exception as err:  # the config file's own code: every error is an input error
+    except (Exception, SystemExit) as err:  # the config file's own code: an input error
         raise config_error(file, err) from None
 
 

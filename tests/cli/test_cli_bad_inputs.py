@@ -94,6 +94,8 @@ def _workspace(d: Path) -> None:
     (d / "noconfig.py").write_text("X = 1\n")
     (d / "wrongtype.py").write_text("def get_config(scale='smoke'):\n    return 42\n")
     (d / "importerror.py").write_text("import no_such_module_xyz\n")
+    (d / "exits.py").write_text("import sys\ndef get_config(scale='smoke'):\n    sys.exit(0)\n")
+    (d / "exits_on_import.py").write_text("import sys\nsys.exit(3)\n")
     (d / "config.yaml").write_text("model: mlp\n")
     (d / "afile").write_text("not a directory\n")
     (d / "foreign").mkdir()
@@ -233,6 +235,12 @@ CASES: dict[str, tuple[list[str], str]] = {
     "config Python ImportError": (
         _config("importerror.py"),
         "importerror.py, line 1: ModuleNotFoundError",
+    ),
+    "config calling sys.exit": (_config("exits.py"), "exits.py, line 3: SystemExit: 0"),
+    "config exiting on import": (_config("exits_on_import.py"), "line 2: SystemExit: 3"),
+    "reproduce config calling sys.exit": (
+        ["reproduce", "{d}/exits.py", "--scale", "smoke"],
+        "exits.py, line 3: SystemExit: 0",
     ),
     "config without get_config": (_config("noconfig.py"), "get_config"),
     "config yaml": (_config("config.yaml"), ".json or a .py"),
