@@ -21,6 +21,7 @@ import zlib
 from collections.abc import Sequence
 from typing import NoReturn
 
+from sdcomplex.cli._signals import redelivered_interrupts
 from sdcomplex.cli._warnings import one_line_warnings
 
 DEBUG_ENV = "SDCOMPLEX_DEBUG"
@@ -119,21 +120,23 @@ def is_input_error(err: BaseException) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sdcomplex`` console script; returns the exit status."""
-    try:
-        parser = build_parser()
-        args = parser.parse_args(argv)  # (imports JAX for a subcommand's flags)
-    except KeyboardInterrupt:
-        print("sdcomplex: interrupted", file=sys.stderr)
-        return 130
+    with redelivered_interrupts():
+        try:
+            return _parse_and_run(argv)
+        except KeyboardInterrupt:  # (also while the flags are made: that imports JAX)
+            print("sdcomplex: interrupted", file=sys.stderr)
+            return 130
+
+
+def _parse_and_run(argv: Sequence[str] | None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
     try:
         with one_line_warnings(args.command):  # (numpy's, too: no source lines on stderr)
             return int(args.run(args) or 0)
-    except KeyboardInterrupt:
-        print("sdcomplex: interrupted", file=sys.stderr)
-        return 130
     except Exception as err:
         if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
             raise

@@ -8,8 +8,12 @@ One implementation for every command (``train``, ``distill``; ``reproduce`` shou
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +50,30 @@ def report_stopped(out: str | Path, result: Any) -> int:
         message = f"{out}: {name} received; the run had finished (epoch {result.epoch})"
         print(message, file=sys.stderr)
     return signal_exit_status(signum)
+
+
+@contextmanager
+def redelivered_interrupts() -> Iterator[None]:
+    """Within the block, a Ctrl-C that Python raised where it cannot propagate is delivered
+    again.
+
+    Python raises ``KeyboardInterrupt`` in whatever code runs when SIGINT arrives; in a garbage
+    collector callback (JAX registers one) or a ``__del__`` it is printed as "Exception ignored
+    in ..." with a traceback and dropped, and the command ran on to its end and exited 0. The
+    hook of unraisable exceptions has SIGINT sent again instead, a moment later from another
+    thread (sent at once, its handler would run in the hook), so that the main thread raises it
+    in ordinary code (or the training loop's handler records it).
+    """
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous

@@ -12,6 +12,7 @@ import pickle
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -550,6 +551,33 @@ def test_ctrl_c_while_the_flags_are_made_is_one_line_and_130(env, capsys, monkey
     monkeypatch.setattr(train_cli, "add_train_flags", interrupted)
     assert main(["train", "--out", str(env / "r")]) == 130
     _check_stderr(capsys.readouterr().err, "sdcomplex: interrupted")
+
+
+class _InterruptedDel:
+    def __del__(self):
+        raise KeyboardInterrupt  # where Ctrl-C lands in a gc callback: it cannot propagate
+
+
+def test_a_ctrl_c_python_cannot_raise_is_delivered_again(env, capsys, monkeypatch):
+    """A Ctrl-C raised in a ``__del__`` or a gc callback (JAX's, while it starts) was printed as
+    'Exception ignored in ...' with a traceback and lost: the command ran to its end and exited
+    0. It is sent again and stops the command: one line, exit status 130."""
+    import sdcomplex.cli._demo as demo
+
+    finished = []
+
+    def run(args):
+        _InterruptedDel()  # dropped at once: its __del__ raises
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            sum(range(100))  # ordinary code, where the interrupt is raised again
+        finished.append(True)
+        return 0
+
+    monkeypatch.setattr(demo, "run", run)
+    assert main(["demo"]) == 130
+    _check_stderr(capsys.readouterr().err, "sdcomplex: interrupted")
+    assert finished == []
 
 
 def test_json_results_are_untouched_by_a_refused_run(env):
