@@ -96,8 +96,8 @@ def binary_targets(labels: Any, positive_classes: Any = None) -> Targets:
 
     Args:
       labels: (n,) integer labels.
-      positive_classes: classes mapped to +1; by default the labels must already be 0/1 (1 -> +1)
-        or -1/+1.
+      positive_classes: classes mapped to +1 (at least one); by default the labels must already be
+        0/1 (1 -> +1) or -1/+1.
 
     Returns:
       `Targets` with values in {-1, +1}, shape (n, 1).
@@ -122,6 +122,8 @@ def binary_targets(labels: Any, positive_classes: Any = None) -> Targets:
     else:
         classes = np.atleast_1d(positive_classes)
         positive = sorted(as_int("positive_classes", c) for c in classes.tolist())
+        if not positive:
+            raise ValueError("positive_classes must name at least one class, got none")
         pm = np.where(np.isin(_labels(y), positive), 1.0, -1.0)
     return Targets(pm[:, None], "binary", {"positive_classes": positive})
 

@@ -189,6 +189,8 @@ def test_numpy_scalars_are_accepted_as_numbers(tau, classes, n, seed):
         (lambda: tg.soft_targets(np.zeros((3, 0)), 1.0), ValueError, "logits"),
         (lambda: tg.one_hot([], 3), ValueError, "empty"),
         (lambda: tg.binary_targets([]), ValueError, "non-empty"),
+        # An empty class list made every target -1 (a constant task, never a binary one).
+        (lambda: tg.binary_targets([0, 1], positive_classes=[]), ValueError, "at least one"),
         (lambda: tg.soft_targets(np.array([[np.inf, 1]]), 1.0), ValueError, "logits contains inf"),
         (lambda: tg.one_hot([0.0, np.nan], 3), ValueError, "labels contains NaN"),
         (lambda: tg.soft_targets(np.ones((2, 2)), np.inf), ValueError, "temperature"),
