@@ -70,7 +70,14 @@ def _num_classes(num_classes: int) -> int:
 
 
 def _maybe_center(values: np.ndarray, center: bool) -> np.ndarray:
-    return values - values.mean(axis=1, keepdims=True) if center else values
+    """Rows minus their mean, the mean summed from ``values / C`` (a plain mean's sum overflowed
+    to inf for logits past 1e307); a centred value beyond float64's range is an error."""
+    if not center:
+        return values
+    with np.errstate(over="ignore"):  # checked below
+        out = values - np.sum(values / values.shape[1], axis=1, keepdims=True)
+    check_finite("centred targets", out)
+    return out
 
 
 def one_hot(labels: Any, num_classes: int, *, center: bool = False) -> Targets:
