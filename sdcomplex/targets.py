@@ -70,7 +70,14 @@ def _num_classes(num_classes: int) -> int:
 
 
 def _maybe_center(values: np.ndarray, center: bool) -> np.ndarray:
-    return values - values.mean(axis=1, keepdims=True) if center else values
+    """Rows minus their mean, the mean summed from ``values / C`` (a plain mean's sum overflowed
+    to inf for logits past 1e307); a centred value beyond float64's range is an error."""
+    if not center:
+        return values
+    with np.errstate(over="ignore"):  # checked below
+        out = values - np.sum(values / values.shape[1], axis=1, keepdims=True)
+    check_finite("centred targets", out)
+    return out
 
 
 def one_hot(labels: Any, num_classes: int, *, center: bool = False) -> Targets:
@@ -96,8 +103,8 @@ def binary_targets(labels: Any, positive_classes: Any = None) -> Targets:
 
     Args:
       labels: (n,) integer labels.
-      positive_classes: classes mapped to +1; by default the labels must already be 0/1 (1 -> +1)
-        or -1/+1.
+      positive_classes: classes mapped to +1 (at least one); by default the labels must already be
+        0/1 (1 -> +1) or -1/+1.
 
     Returns:
       `Targets` with values in {-1, +1}, shape (n, 1).
@@ -122,6 +129,8 @@ def binary_targets(labels: Any, positive_classes: Any = None) -> Targets:
     else:
         classes = np.atleast_1d(positive_classes)
         positive = sorted(as_int("positive_classes", c) for c in classes.tolist())
+        if not positive:
+            raise ValueError("positive_classes must name at least one class, got none")
         pm = np.where(np.isin(_labels(y), positive), 1.0, -1.0)
     return Targets(pm[:, None], "binary", {"positive_classes": positive})
 

@@ -38,6 +38,15 @@ def test_binary_targets():
         tg.binary_targets([0, 1, 2])
 
 
+def test_centred_logits_near_the_float64_limit():
+    # Closed forms: the row mean of [a, a, -a] is a / 3 (it overflowed to inf, every value -inf).
+    a = 1e308
+    got = tg.logit_targets(np.array([[a, a, -a], [1.0, 2.0, 6.0]]), center=True).values
+    np.testing.assert_allclose(got, [[a / 3 * 2, a / 3 * 2, a / 3 * -4], [-2.0, -1.0, 3.0]])
+    with pytest.raises(ValueError, match="centred targets contains inf"):
+        tg.logit_targets(np.array([[1.7e308, -1.7e308, -1.7e308]]), center=True)
+
+
 def test_random_labels_are_seeded():
     a = tg.random_labels(50, 10, seed=3)
     b = tg.random_labels(50, 10, seed=3)
@@ -189,6 +198,8 @@ def test_numpy_scalars_are_accepted_as_numbers(tau, classes, n, seed):
         (lambda: tg.soft_targets(np.zeros((3, 0)), 1.0), ValueError, "logits"),
         (lambda: tg.one_hot([], 3), ValueError, "empty"),
         (lambda: tg.binary_targets([]), ValueError, "non-empty"),
+        # An empty class list made every target -1 (a constant task, never a binary one).
+        (lambda: tg.binary_targets([0, 1], positive_classes=[]), ValueError, "at least one"),
         (lambda: tg.soft_targets(np.array([[np.inf, 1]]), 1.0), ValueError, "logits contains inf"),
         (lambda: tg.one_hot([0.0, np.nan], 3), ValueError, "labels contains NaN"),
         (lambda: tg.soft_targets(np.ones((2, 2)), np.inf), ValueError, "temperature"),

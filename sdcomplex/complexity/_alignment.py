@@ -10,6 +10,15 @@ from sdcomplex._checks import as_real_array
 from sdcomplex.complexity._full_kernel import flatten_full_kernel
 
 
+def _unit_scaled(a: np.ndarray) -> np.ndarray:
+    """``a / max|a|`` (``a`` itself when it is zero): both alignments are invariant to the
+    scale of each argument, and this keeps their products and norms finite and nonzero for
+    every finite input (entries past 1e154 overflowed to NaN, below 1e-162 underflowed to a
+    "zero kernel")."""
+    peak = float(np.max(np.abs(a)))
+    return a / peak if peak > 0 else a
+
+
 def kernel_alignment(k1: Any, k2: Any) -> float:
     """A(K1, K2) = <K1, K2>_F / (||K1||_F ||K2||_F), computed in float64.
 
@@ -36,6 +45,7 @@ def kernel_alignment(k1: Any, k2: Any) -> float:
     b = as_real_array("k2", k2)
     if a.shape != b.shape:
         raise ValueError(f"kernels have different shapes: {a.shape} and {b.shape}")
+    a, b = _unit_scaled(a), _unit_scaled(b)
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
     if na == 0 or nb == 0:
         raise ValueError("kernel alignment is undefined for a zero kernel")
@@ -71,6 +81,7 @@ def target_alignment(kernel: Any, targets: Any) -> float:
         raise ValueError(f"kernel must be (n, n) or (n, n, C, C), got {k.shape}")
     if y.ndim != 2 or y.shape[0] != k.shape[0]:
         raise ValueError(f"targets have {y.shape[0]} rows but the kernel is {k.shape[0]} x ...")
+    k, y = _unit_scaled(k), _unit_scaled(y)
     kn, yn = np.linalg.norm(k), float(np.sum(y * y))
     if kn == 0 or yn == 0:
         raise ValueError("target alignment is undefined for a zero kernel or zero targets")

@@ -93,6 +93,11 @@ class Factorization:
         return self.eigenvectors @ ((self.eigenvectors.T @ y) / self.eigenvalues[:, None])
 
 
+def _negligible(matrix: np.ndarray) -> float:
+    """``n * eps * max K_ii`` (float64 eps): a pivot or eigenvalue at most this is round-off."""
+    return matrix.shape[0] * _EPS64 * float(np.max(np.diag(matrix)))
+
+
 def _cholesky(matrix: np.ndarray) -> np.ndarray | None:
     """Lower Cholesky factor, or None when it fails or its smallest pivot is negligible
     (``min L_ii^2 <= n * eps * max K_ii``, float64 eps)."""
@@ -101,8 +106,7 @@ def _cholesky(matrix: np.ndarray) -> np.ndarray | None:
     except np.linalg.LinAlgError:
         return None
     pivots = np.diag(chol)
-    floor = matrix.shape[0] * _EPS64 * float(np.max(np.diag(matrix)))
-    if not np.all(np.isfinite(chol)) or pivots.min() ** 2 <= floor:
+    if not np.all(np.isfinite(chol)) or pivots.min() ** 2 <= _negligible(matrix):
         return None
     return chol
 
@@ -144,10 +148,12 @@ def factorize(
       eps: machine epsilon of the precision the kernel was given in (the PSD rule's eps).
       name: used in error messages.
 
-    A Cholesky factorisation is accepted only when its smallest pivot is not negligible
-    (``min L_ii^2 > n * eps * max K_ii``); otherwise the next jitter of `JITTER_SCHEDULE` is
-    tried. If every jitter fails, the pseudo-inverse over eigenvalues above
-    ``n * eps * max eigenvalue`` is used (float64 eps).
+    A Cholesky factorisation is accepted only when the smallest eigenvalue of the matrix solved
+    (where the eigenvalues are known, up to ``EXACT_CONDITION_MAX_N``) and its smallest pivot are
+    not negligible (``> n * eps * max K_ii``); otherwise the next jitter of `JITTER_SCHEDULE` is
+    tried (every pivot is at least the smallest eigenvalue, so the pivots alone passed some
+    numerically singular kernels without jitter). If every jitter fails, the pseudo-inverse
+    over eigenvalues above ``n * eps * max eigenvalue`` is used (float64 eps).
 
     Raises:
       ValueError: eigenvalues below zero beyond round-off (naming lambda_min / lambda_max), or no
@@ -166,6 +172,9 @@ def factorize(
     shifted = matrix + shift * np.eye(n) if shift else matrix
     for relative in JITTER_SCHEDULE:
         jitter = relative * scale
+        floor = _negligible(shifted) + jitter * n * _EPS64
+        if values is not None and values[0] + shift + jitter <= floor:
+            continue  # numerically singular: its Cholesky factor would be round-off
         reuse = chol0 is not None and not shift and not jitter
         chol = chol0 if reuse else _cholesky(shifted + jitter * np.eye(n) if jitter else shifted)
         if chol is None:

@@ -124,8 +124,8 @@ def balanced_indices(
         (C * n_per_class,) int64 indices, increasing.
 
     Raises:
-        ValueError: labels not a 1-D integer array, ``n_per_class`` < 1, or a class with
-            fewer examples.
+        ValueError: labels not a 1-D integer array or outside [0, C), ``n_per_class`` or
+            ``num_classes`` < 1, or a class with fewer examples.
 
     Example:
         >>> balanced_indices(np.array([0, 1, 0, 1, 1, 0]), 2, seed=0).tolist()
@@ -140,7 +140,17 @@ def balanced_indices(
         or n_per_class < 1
     ):
         raise ValueError(f"n_per_class must be a positive integer, got {n_per_class!r}")
-    counts = np.bincount(y, minlength=num_classes or 0)
+    if num_classes is not None and (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, int | np.integer)
+        or num_classes < 1
+    ):
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    top = int(y.max()) + 1 if num_classes is None else num_classes
+    if y.min() < 0 or y.max() >= top:
+        bad = int(y.min()) if y.min() < 0 else int(y.max())
+        raise ValueError(f"labels must lie in [0, {top}), found {bad}")
+    counts = np.bincount(y, minlength=top)
     if counts.min() < n_per_class:
         c = int(counts.argmin())
         raise ValueError(f"class {c} has only {counts[c]} examples, asked for {n_per_class}")

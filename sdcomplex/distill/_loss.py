@@ -22,6 +22,16 @@ def check_kd_arguments(temperature: float, alpha: float) -> None:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
 
 
+def check_labels(labels: jax.Array, batch: int) -> None:
+    """Raises unless ``labels`` are (batch,) integers (float labels were truncated to ints,
+    (batch, 1) and one-hot labels failed inside JAX with messages that named neither)."""
+    shape, dtype = jnp.shape(labels), jnp.result_type(labels)
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(f"labels must be integer class indices, got dtype {dtype}")
+    if shape != (batch,):
+        raise ValueError(f"labels must have shape ({batch},) for {batch} logit rows, got {shape}")
+
+
 def kd_loss_per_example(
     student_logits: jax.Array,
     teacher_logits: jax.Array,
@@ -41,7 +51,8 @@ def kd_loss_per_example(
     Args:
       student_logits: (b, C) z_s.
       teacher_logits: (b, C) z_t (no gradient flows into the teacher).
-      labels: (b,) integer labels; required when alpha > 0.
+      labels: (b,) integer labels in [0, C); required when alpha > 0 (their values are not
+        checked: the loss runs traced inside the training step).
       temperature: tau > 0.
       alpha: weight of the label cross-entropy, in [0, 1].
 
@@ -56,6 +67,8 @@ def kd_loss_per_example(
         )
     if alpha > 0 and labels is None:
         raise ValueError("labels are required when alpha > 0")
+    if labels is not None:
+        check_labels(labels, student_logits.shape[0])
     return kd_loss_terms(student_logits, teacher_logits, labels, temperature, alpha)
 
 

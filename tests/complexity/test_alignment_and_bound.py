@@ -35,6 +35,24 @@ def test_target_alignment_closed_forms():
         target_alignment(np.eye(3), y)
 
 
+@pytest.mark.parametrize("scale", [1e-200, 1e-160, 1e160, 1e250])
+def test_alignments_are_scale_invariant_for_every_finite_magnitude(scale):
+    # Float64 references on the unit-scale arrays (exact dot products of small numbers); the
+    # alignments are invariant to each argument's scale, so the scaled inputs must give the same
+    # number (they gave NaN above about 1e154 and a "zero kernel" error below about 1e-162).
+    r = np.random.default_rng(1)
+    a, b = r.normal(size=(2, 5, 6))
+    k1, k2 = a @ a.T, b @ b.T
+    y = r.normal(size=(5, 3))
+    want_k = np.sum(k1 * k2) / math.sqrt(np.sum(k1 * k1) * np.sum(k2 * k2))
+    want_t = np.trace(y.T @ k1 @ y) / (math.sqrt(np.sum(k1 * k1)) * np.sum(y * y))
+    assert kernel_alignment(scale * k1, k2) == pytest.approx(want_k, rel=1e-12)
+    assert kernel_alignment(scale * k1, scale * k2) == pytest.approx(want_k, rel=1e-12)
+    assert target_alignment(scale * k1, y) == pytest.approx(want_t, rel=1e-12)
+    assert target_alignment(k1, scale * y) == pytest.approx(want_t, rel=1e-12)
+    assert target_alignment(scale * k1, scale * y) == pytest.approx(want_t, rel=1e-12)
+
+
 def test_margin_bound_terms_by_hand():
     k = np.diag([2.0, 2.0, 2.0, 2.0])
     teacher = np.array([1.0, -1.0, 1.0, 1.0])

@@ -71,6 +71,30 @@ def test_exact_zero_eigenvalue_is_finite_with_jitter_reported():
     assert np.isfinite(r2.value) and r2.value >= 0
 
 
+@pytest.mark.parametrize("seed", [10, 14, 37])
+def test_numerically_singular_kernel_gets_jitter_even_when_cholesky_passes(seed):
+    # Rank-3 Gram matrices of order 4 whose float64 Cholesky factor exists with pivots above
+    # the floor, though the smallest eigenvalue is round-off (+-1e-15 of 10): they were solved
+    # without jitter (condition number inf or 1e16, a value set by round-off, rank 4 reported).
+    a = np.random.default_rng(seed).normal(size=(4, 3))
+    k = a @ a.T
+    values = np.linalg.eigvalsh(k)
+    assert abs(values[0]) <= 4 * np.finfo(np.float64).eps * np.max(np.diag(k))
+    y = np.random.default_rng(seed + 1).normal(size=4)
+    r = supervision_complexity(k, y)
+    assert r.jitter > 0 and r.method == "cholesky"
+    shifted = k + r.jitter * np.eye(4)
+    # Float64 references for the matrix actually solved, K + jitter I (condition number about
+    # 3e12: both solves carry relative errors up to cond * eps, about 1e-3).
+    assert r.value == pytest.approx(y @ np.linalg.solve(shifted, y), rel=1e-2)
+    want_cond = (values[-1] + r.jitter) / (values[0] + r.jitter)
+    assert r.condition_number == pytest.approx(want_cond, rel=1e-3)
+    # Targets in the kernel's range keep the pseudo-inverse value of the interpolant.
+    y_range = k @ y
+    want = y_range @ np.linalg.pinv(k, rcond=1e-12, hermitian=True) @ y_range
+    assert supervision_complexity(k, y_range).value == pytest.approx(want, rel=1e-6)
+
+
 def test_all_zero_eigen_directions_never_nan_or_negative():
     k = np.ones((4, 4))  # rank one
     for y in (np.ones(4), np.array([1.0, -1.0, 0.5, 0.0])):

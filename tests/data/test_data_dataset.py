@@ -11,6 +11,7 @@ from sdcomplex.data import (
     Dataset,
     DatasetInfo,
     available_datasets,
+    balanced_indices,
     balanced_subset,
     binary_variant,
     load_dataset,
@@ -172,6 +173,31 @@ def test_balanced_subset_is_balanced_deterministic_and_nested() -> None:
     assert "balanced_subset(n_per_class=10, seed=3" in both.info.provenance[-1]
     with pytest.raises(ValueError, match="class 0 has only 50 examples, asked for 51"):
         balanced_subset(ds, 51)
+
+
+@pytest.mark.parametrize("num_classes", [None, 3, 4])
+def test_balanced_indices_pick_n_of_each_of_the_c_classes(num_classes) -> None:
+    # Counted by brute force: C * n distinct indices, n of each class 0..C-1.
+    labels = np.array([2, 0, 1, 2, 0, 1, 1, 2, 0, 3, 3, 3])[: 12 if num_classes != 3 else 9]
+    classes = num_classes or 4
+    picked = balanced_indices(labels, 2, seed=5, num_classes=num_classes)
+    assert len(set(picked.tolist())) == len(picked) == 2 * classes
+    assert [int(np.sum(labels[picked] == c)) for c in range(classes)] == [2] * classes
+
+
+@pytest.mark.parametrize(
+    ("labels", "num_classes", "match"),
+    [
+        ([0, 0, 1, 1], 1, r"labels must lie in \[0, 1\), found 1"),  # gave 2 indices for C = 1
+        ([0, 0, 2, 2, 5], 3, r"labels must lie in \[0, 3\), found 5"),
+        ([0, 0, -1, 1, 1], None, "found -1"),  # numpy's bincount message named no labels
+        ([0, 0, 1, 1], 0, "num_classes must be a positive integer"),  # 0 read as "not given"
+        ([0, 0, 1, 1], -2, "num_classes must be a positive integer"),
+    ],
+)
+def test_balanced_indices_refuse_labels_outside_the_classes(labels, num_classes, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        balanced_indices(np.array(labels), 1, num_classes=num_classes)
 
 
 def test_load_dataset_applies_binary_then_subset() -> None:

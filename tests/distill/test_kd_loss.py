@@ -86,3 +86,19 @@ def test_shape_and_label_errors():
         kd_loss(jnp.zeros((2, 3)), jnp.zeros((2, 4)))
     with pytest.raises(ValueError, match="labels are required"):
         kd_loss(jnp.zeros((2, 3)), jnp.zeros((2, 3)), alpha=0.5)
+
+
+@pytest.mark.parametrize(
+    ("labels", "error", "match"),
+    [
+        (jnp.array([0.9, 1.9]), TypeError, "integer"),  # was truncated to [0, 1]
+        (jnp.array([True, False]), TypeError, "integer"),
+        (jnp.array([[0], [1]]), ValueError, r"shape \(2,\)"),
+        (jnp.array([[1, 0, 0], [0, 1, 0]]), ValueError, r"shape \(2,\)"),  # one-hot
+        (jnp.array([0]), ValueError, r"shape \(2,\)"),
+    ],
+)
+def test_labels_must_be_integer_indices_of_the_batch(labels, error, match):
+    z = jnp.zeros((2, 3))
+    with pytest.raises(error, match=match):
+        kd_loss(z, z, labels, alpha=0.5)
