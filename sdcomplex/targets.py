@@ -46,7 +46,14 @@ class Targets:
         return np.argmax(self.values, axis=1)
 
 
-def _labels(labels: Any, num_classes: int | None = None) -> np.ndarray:
+def as_labels(labels: Any, num_classes: int | None = None) -> np.ndarray:
+    """``labels`` as int64 ``(n,)`` class indices, checked: real, 1-d, non-empty, finite, whole
+    numbers, ``>= 0`` (and ``< num_classes`` when given).
+
+    Raises:
+      TypeError: complex, non-numeric or fractional labels.
+      ValueError: another shape, empty, NaN or inf, negative, or out of range.
+    """
     y = np.asarray(labels)
     check_real_dtype("labels", y.dtype)
     if y.ndim != 1:
@@ -70,12 +77,15 @@ def _num_classes(num_classes: int) -> int:
 
 
 def _maybe_center(values: np.ndarray, center: bool) -> np.ndarray:
-    """Rows minus their mean, the mean summed from ``values / C`` (a plain mean's sum overflowed
-    to inf for logits past 1e307); a centred value beyond float64's range is an error."""
+    """Rows minus their mean (where the plain mean's sum overflows, for logits past 1e307, the
+    mean summed from ``values / C``); a centred value beyond float64's range is an error."""
     if not center:
         return values
     with np.errstate(over="ignore"):  # checked below
-        out = values - np.sum(values / values.shape[1], axis=1, keepdims=True)
+        mean = values.mean(axis=1, keepdims=True)
+        if not np.all(np.isfinite(mean)):  # the sum overflowed: the mean from values / C
+            mean = np.sum(values / values.shape[1], axis=1, keepdims=True)
+        out = values - mean
     check_finite("centred targets", out)
     return out
 
@@ -92,7 +102,7 @@ def one_hot(labels: Any, num_classes: int, *, center: bool = False) -> Targets:
       `Targets` with values (n, C) float64.
     """
     c = _num_classes(num_classes)
-    y = _labels(labels, c)
+    y = as_labels(labels, c)
     center = bool(center)
     values = _maybe_center(np.eye(c)[y], center)
     return Targets(values, "one_hot", {"num_classes": c, "centered": center})
@@ -131,7 +141,7 @@ def binary_targets(labels: Any, positive_classes: Any = None) -> Targets:
         positive = sorted(as_int("positive_classes", c) for c in classes.tolist())
         if not positive:
             raise ValueError("positive_classes must name at least one class, got none")
-        pm = np.where(np.isin(_labels(y), positive), 1.0, -1.0)
+        pm = np.where(np.isin(as_labels(y), positive), 1.0, -1.0)
     return Targets(pm[:, None], "binary", {"positive_classes": positive})
 
 

@@ -21,7 +21,7 @@ from sdcomplex.cli._ntk import (
 )
 from sdcomplex.cli._table import format_table
 from sdcomplex.complexity import factorize_kernel
-from sdcomplex.targets import _labels as check_labels
+from sdcomplex.targets import as_labels
 
 COLUMNS = ("targets", "kind", "value", "adjusted", "trace", "n", "jitter", "cond", "method")
 
@@ -106,7 +106,7 @@ def _target_sets(args: argparse.Namespace, n: int, context: Any = None) -> list[
     if context is not None and num_classes is None:
         num_classes = context[0].info.num_classes
     if args.labels:
-        labels = check_labels(next(iter(_load(args.labels).values())))
+        labels = as_labels(next(iter(_load(args.labels).values())))
         num_classes = num_classes or int(np.max(labels)) + 1
         sets.append(("labels", tg.one_hot(labels, num_classes)))
     if args.logits:
