@@ -114,6 +114,19 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+class _RepeatedKey(Exception):
+    """A key written twice in one JSON object (``args[0]``: the key)."""
+
+
+def _object_of_unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _RepeatedKey(key)
+        out[key] = value
+    return out
+
+
 def read_json_file(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
     """The decoded contents of a JSON file.
 
@@ -123,7 +136,8 @@ def read_json_file(path: str | os.PathLike[str], what: str = "JSON file") -> Any
 
     Raises:
         ValueError: the file is missing, not a file, unreadable, not UTF-8 or not valid JSON
-            (with line and column); the message names the file.
+            (with line and column), or an object holds a key twice; the message names the
+            file.
     """
     file = Path(path)
     if not file.is_file():
@@ -135,7 +149,12 @@ def read_json_file(path: str | os.PathLike[str], what: str = "JSON file") -> Any
         detail = _first_line(err)
         raise ValueError(f"{what} {file} cannot be read as UTF-8 text: {detail}") from None
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_object_of_unique_keys)
+    except _RepeatedKey as err:
+        raise ValueError(
+            f"{what} {file}: the key {err.args[0]!r} appears twice in one object (JSON keeps "
+            "the last silently; remove the one not meant)"
+        ) from None
     except json.JSONDecodeError as err:
         raise ValueError(
             f"{what} {file}, line {err.lineno} column {err.colno}: invalid JSON ({err.msg})"

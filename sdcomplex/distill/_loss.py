@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 
+from sdcomplex._checks import as_real
 from sdcomplex._kd import kd_loss_terms
 
 
-def check_kd_arguments(temperature: float, alpha: float) -> None:
-    """Raises ValueError unless tau > 0 is finite and alpha lies in [0, 1]."""
-    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
-        raise TypeError(f"temperature must be a number, got {type(temperature).__name__}")
-    if not (temperature > 0 and math.isfinite(temperature)):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float):
-        raise TypeError(f"alpha must be a number, got {type(alpha).__name__}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+def check_kd_arguments(temperature: float, alpha: float) -> tuple[float, float]:
+    """``(temperature, alpha)`` as Python floats (any real number, NumPy scalars included).
+
+    Raises:
+      TypeError: not a real number.
+      ValueError: unless tau > 0 is finite and alpha lies in [0, 1].
+    """
+    temperature = as_real("temperature", temperature, low=0.0, low_open=True)
+    return temperature, as_real("alpha", alpha, low=0.0, high=1.0)
 
 
 def check_labels(labels: jax.Array, batch: int) -> None:
@@ -59,7 +57,7 @@ def kd_loss_per_example(
     Returns:
       (b,) losses, in the dtype of the student logits.
     """
-    check_kd_arguments(temperature, alpha)
+    temperature, alpha = check_kd_arguments(temperature, alpha)
     if student_logits.shape != teacher_logits.shape or student_logits.ndim != 2:
         raise ValueError(
             "student and teacher logits must both be (batch, C); got "

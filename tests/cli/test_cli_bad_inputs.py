@@ -89,6 +89,7 @@ def _workspace(d: Path) -> None:
     (d / "results.json").write_text('{"keep": true}\n')
     (d / "bad.json").write_text('{\n  "model": "mlp",\n  "epochs": 3,,\n}\n')
     (d / "list.json").write_text("[1, 2, 3]\n")
+    (d / "twice.json").write_text('{"model": "mlp", "epochs": 3, "epochs": 30}\n')
     (d / "latin1.json").write_bytes(b'{"model": "\xe9"}')
     (d / "syntax.py").write_text("def get_config(:\n    return {}\n")
     (d / "nameerror.py").write_text("def get_config(scale='smoke'):\n    return undefined\n")
@@ -230,6 +231,7 @@ CASES: dict[str, tuple[list[str], str]] = {
     "config missing": (_config("none.json"), "does not exist"),
     "config JSON syntax": (_config("bad.json"), "bad.json, line 3 column"),
     "config JSON list": (_config("list.json"), "list"),
+    "config JSON key twice": (_config("twice.json"), "twice.json: the key 'epochs' appears twice"),
     "config not UTF-8": (_config("latin1.json"), "UTF-8"),
     "config Python syntax": (_config("syntax.py"), "syntax.py, line 1: SyntaxError"),
     "config Python NameError": (_config("nameerror.py"), "nameerror.py, line 2: NameError"),

@@ -81,6 +81,15 @@ def test_bad_arguments(kwargs, error, match):
         kd_loss(z, z, jnp.array([0, 1]), **kwargs)
 
 
+def test_numpy_scalar_arguments_give_the_python_float_loss():
+    rng = np.random.default_rng(3)
+    zs, zt = (jnp.asarray(rng.normal(size=(4, 3)), jnp.float32) for _ in range(2))
+    y = jnp.array([0, 1, 2, 1])
+    want = kd_loss(zs, zt, y, temperature=4.0, alpha=0.25)
+    got = kd_loss(zs, zt, y, temperature=np.float32(4.0), alpha=np.float64(0.25))
+    assert float(got) == float(want)
+
+
 def test_shape_and_label_errors():
     with pytest.raises(ValueError, match="batch, C"):
         kd_loss(jnp.zeros((2, 3)), jnp.zeros((2, 4)))
