@@ -48,14 +48,12 @@ from sdcomplex.train import (
     train,
 )
 from sdcomplex.train._checkpoint import library_versions
-from sdcomplex.train._rundir import ConfigKind
+from sdcomplex.train._rundir import DISTILL_FILE, ConfigKind
 from sdcomplex.train._trainer import finished_result
 
 if TYPE_CHECKING:
     from sdcomplex.train._setup import RunSetup
 
-DISTILL_FILE = "distill.json"
-"""The sealed record of a distillation run (its config, teacher, schedule, loss, probe)."""
 DISTILL_RUN = ConfigKind("distillation run", "distillation record", DistillConfig, DISTILL_FILE)
 """The config kind of a distillation run, recorded in its ``distill.json``."""
 

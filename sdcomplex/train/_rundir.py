@@ -38,6 +38,9 @@ from sdcomplex.train._metrics import METRICS_FILE, read_metrics
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
+DISTILL_FILE = "distill.json"
+"""The sealed record of a distillation run (:func:`sdcomplex.distill.distill`): a training run
+whose supervision (the KD loss against the teacher's checkpoints) only ``distill`` rebuilds."""
 _FILES = {
     "config_file": CONFIG_FILE,
     "run_file": RUN_FILE,
@@ -168,6 +171,20 @@ class RunDirectory:
             raise ValueError(f"{where} is not a valid {kind.record} ({err})") from None
         self.refuse_different(old, config, kind)
         return record
+
+    def refuse_distillation(self) -> None:
+        """Raises if the directory holds a distillation run (``distill.json``): trained on by
+        itself, without its KD supervision, it would go on with the labels' cross-entropy.
+
+        Raises:
+            ValueError: naming the record and the command that resumes the run.
+        """
+        if (self.path / DISTILL_FILE).exists():
+            raise ValueError(
+                f"{self.path} holds a distillation run ({DISTILL_FILE}): resume it with "
+                "`sdcomplex distill` (sdcomplex.distill.distill), which trains with its teacher; "
+                "plain training would go on without it (nothing was changed)"
+            )
 
     def create(self, config: Config) -> None:
         """Creates the directory and writes ``config.json`` (atomic)."""

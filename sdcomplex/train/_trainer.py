@@ -141,7 +141,8 @@ def train(
 
     Raises:
         ValueError: unknown model or data set, missing data, wrong number of classes, a run
-            directory holding a different config or other files, a ``config.json`` edited
+            directory holding a different config or other files (or, without a
+            ``supervision``, a distillation run), a ``config.json`` edited
             after the run started, a batch size the device count does not divide (all before
             any training or writing).
         DamagedFile: a damaged ``run.json`` (a ``ValueError``).
@@ -155,6 +156,8 @@ def train(
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if supervision is None:  # (distill passes the supervision of its run)
+        RunDirectory(run_dir).refuse_distillation()
     supervision = resolve_supervision(supervision)
     if setup is not None and not isinstance(setup, RunSetup):
         raise TypeError(f"setup must be a RunSetup (setup_run(config)), got {type(setup).__name__}")

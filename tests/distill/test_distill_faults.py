@@ -17,7 +17,7 @@ from sdcomplex.cli import main
 from sdcomplex.distill import distill
 from sdcomplex.distill._diagnostics import NTK_INIT_FILE
 from sdcomplex.distill._run import DISTILL_FILE
-from sdcomplex.train import DamagedFile, list_checkpoints, load_checkpoint, read_metrics
+from sdcomplex.train import DamagedFile, list_checkpoints, load_checkpoint, read_metrics, train
 from sdcomplex.train._metrics import strip_timing
 
 MODES = DAMAGE_MODES
@@ -78,6 +78,20 @@ def test_damaged_distill_record_is_a_one_line_error(interrupted, mode):
     with pytest.raises(ValueError, match=re.escape(f"{run_dir / DISTILL_FILE} is damaged")):
         distill(config, run_dir, quiet=True)
     assert list_checkpoints(run_dir) == [0, 1]  # nothing touched
+
+
+def test_plain_training_does_not_resume_a_distillation_run(interrupted, capsys):
+    # it went on with the labels' cross-entropy: epochs 2-3 without the teacher, and then
+    # `distill` reported the run complete
+    _, config, run_dir = interrupted
+    before = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*"))
+    with pytest.raises(ValueError, match="holds a distillation run .*sdcomplex distill"):
+        train(config.student, run_dir, quiet=True)
+    argv = ["train", "--config", str(run_dir / "config.json"), "--out", str(run_dir), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds a distillation run" in err, err
+    assert sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*")) == before
 
 
 @pytest.mark.slow
