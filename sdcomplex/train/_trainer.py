@@ -157,7 +157,7 @@ def train(
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     if supervision is None:  # (distill passes the supervision of its run)
-        RunDirectory(run_dir).refuse_distillation()
+        RunDirectory(Path(run_dir)).refuse_distillation()
     supervision = resolve_supervision(supervision)
     if setup is not None and not isinstance(setup, RunSetup):
         raise TypeError(f"setup must be a RunSetup (setup_run(config)), got {type(setup).__name__}")
