@@ -9,14 +9,20 @@ import numpy as np
 from sdcomplex._checks import as_real_array
 from sdcomplex.complexity._full_kernel import flatten_full_kernel
 
+_SAFE_PEAK = (1e-100, 1e100)
+"""Largest entries whose squares and sums stay normal float64 numbers (no rescaling)."""
+
 
 def _unit_scaled(a: np.ndarray) -> np.ndarray:
-    """``a / max|a|`` (``a`` itself when it is zero): both alignments are invariant to the
+    """``a / max|a|`` when its largest entry lies outside :data:`_SAFE_PEAK`, else ``a`` itself
+    (ordinary inputs are used as given, bit for bit): both alignments are invariant to the
     scale of each argument, and this keeps their products and norms finite and nonzero for
     every finite input (entries past 1e154 overflowed to NaN, below 1e-162 underflowed to a
     "zero kernel")."""
     peak = float(np.max(np.abs(a)))
-    return a / peak if peak > 0 else a
+    if peak == 0 or _SAFE_PEAK[0] <= peak <= _SAFE_PEAK[1]:
+        return a
+    return a / peak
 
 
 def kernel_alignment(k1: Any, k2: Any) -> float:
