@@ -1,7 +1,5 @@
 """``python -m sdcomplex`` runs the command line."""
 
-import sys
+from sdcomplex.cli import console_main
 
-from sdcomplex.cli import main
-
-sys.exit(main())
+console_main()

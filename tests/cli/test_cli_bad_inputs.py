@@ -582,6 +582,36 @@ def test_a_ctrl_c_python_cannot_raise_is_delivered_again(env, capsys, monkeypatc
     assert finished == []
 
 
+class _Exited(Exception):
+    pass
+
+
+def test_the_console_script_ends_at_once_after_ctrl_c(capsys, monkeypatch):
+    """After a Ctrl-C the console script leaves by ``os._exit(130)``, skipping the interpreter's
+    shutdown (where JAX's runtime crashed, exit status -11, about once in five); any other end
+    is an ordinary ``sys.exit``."""
+    import sdcomplex.cli._demo as demo
+    from sdcomplex.cli import console_main
+
+    def hard_exit(status):
+        raise _Exited(status)
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "_exit", hard_exit)
+    monkeypatch.setattr(sys, "argv", ["sdcomplex", "demo"])
+    monkeypatch.setattr(demo, "run", interrupted)
+    with pytest.raises(_Exited) as hard:
+        console_main()
+    assert hard.value.args == (130,)
+    _check_stderr(capsys.readouterr().err, "sdcomplex: interrupted")
+    monkeypatch.setattr(demo, "run", lambda args: 0)
+    with pytest.raises(SystemExit) as ordinary:
+        console_main()
+    assert ordinary.value.code == 0
+
+
 def test_json_results_are_untouched_by_a_refused_run(env):
     assert json.loads((env / "results.json").read_text()) == {"keep": True}
 
