@@ -89,6 +89,12 @@ def _open_teacher(config: DistillConfig, previous: dict[str, Any] | None) -> Tea
             f"teacher run {teacher.run_dir} has changed since this distillation run started "
             f"(config {recorded.get('config_hash')} -> {teacher.config_hash}); not resuming"
         )
+    if recorded.get("trajectory", teacher.trajectory) != teacher.trajectory:  # (older records)
+        raise ValueError(
+            f"teacher run {teacher.run_dir} was trained again since this distillation run "
+            f"started: same config, other metrics (trajectory {recorded['trajectory']} -> "
+            f"{teacher.trajectory}), so other checkpoints; not resuming"
+        )
     return teacher
 
 

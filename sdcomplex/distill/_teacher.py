@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sdcomplex._config_base import json_hash
 from sdcomplex.data import DatasetInfo, input_statistics
 from sdcomplex.distill._schedule import online_schedule
 from sdcomplex.train import (
@@ -27,6 +28,7 @@ from sdcomplex.train import (
     load_checkpoint,
     verify_checkpoint,
 )
+from sdcomplex.train._metrics import strip_timing
 from sdcomplex.train._rundir import CONFIG_FILE, RUN_FILE
 
 
@@ -41,6 +43,9 @@ class TeacherRun:
         info: the :class:`~sdcomplex.data.DatasetInfo` it was trained on (from ``run.json``).
         model: the teacher's Flax module, rebuilt from its config.
         checkpoints: epochs with a complete checkpoint, increasing.
+        trajectory: :func:`trajectory_digest` of its metrics lines (what its checkpoints
+            computed): a teacher trained again under the same config, on another device
+            count or library version, has other weights and so another digest.
     """
 
     run_dir: Path
@@ -49,6 +54,7 @@ class TeacherRun:
     info: DatasetInfo
     model: nn.Module
     checkpoints: tuple[int, ...]
+    trajectory: str = ""
 
     @property
     def final_epoch(self) -> int:
@@ -65,6 +71,7 @@ class TeacherRun:
             "dataset": self.config.dataset,
             "epochs": self.config.epochs,
             "checkpoints": list(self.checkpoints),
+            "trajectory": self.trajectory,
         }
 
 
@@ -96,7 +103,24 @@ def open_teacher(teacher_dir: str | Path) -> TeacherRun:
             f"(checkpoints: {list(checkpoints)}); finish it with `sdcomplex train` first"
         )
     model = build_model(config, info.num_classes)
-    return TeacherRun(path, config, config.hash(), info, model, checkpoints)
+    return TeacherRun(
+        path, config, config.hash(), info, model, checkpoints, trajectory_digest(run.metrics())
+    )
+
+
+def trajectory_digest(metrics: list[dict[str, Any]]) -> str:
+    """16 hex digits identifying a run's trajectory: the hash of its metrics lines without
+    their timing fields (losses and accuracies at full precision after every epoch, functions
+    of its weights), equal for runs that are equal bit for bit.
+
+    Example:
+        >>> line = {"epoch": 1, "train_loss": 0.5, "elapsed_s": 3.0}
+        >>> trajectory_digest([line]) == trajectory_digest([{**line, "elapsed_s": 4.0}])
+        True
+        >>> trajectory_digest([line]) == trajectory_digest([{**line, "train_loss": 0.5000001}])
+        False
+    """
+    return json_hash(strip_timing(metrics))
 
 
 def verify_teacher_checkpoints(teacher: TeacherRun, epochs: Iterable[int]) -> None:

@@ -215,6 +215,11 @@ def _check_members(
         if isinstance(s, bool) or not isinstance(s, int | np.integer) or not 0 <= s < 2**31:
             raise ValueError(f"every seed must be an integer in [0, 2**31), got {s!r}")
     if temperatures is None:
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or alpha != 0:
+            raise ValueError(
+                f"alpha weighs the label term of the KD loss, but there is no KD (no "
+                f"temperatures); got alpha={alpha!r}"
+            )
         return tuple(int(s) for s in seeds), None
     if isinstance(temperatures, str | bytes) or not isinstance(temperatures, Sequence):
         raise TypeError(f"temperatures must be a sequence of numbers, got {temperatures!r}")
@@ -301,7 +306,7 @@ def train_students(
         temperatures: member ``m``'s KD temperature (one per seed, given exactly when there
             is a ``supervision``): its loss is :func:`traced_kd_loss` against the teacher
             logits ``apply(variables(epoch), x)``.
-        alpha: weight of the label cross-entropy in the KD loss.
+        alpha: weight of the label cross-entropy in the KD loss (0 without KD).
         batching: ``"vmap"`` or ``"unroll"``, see :func:`make_ensemble_step`.
 
     Returns:
@@ -309,9 +314,10 @@ def train_students(
 
     Raises:
         ValueError: bad seeds or temperatures, temperatures without a supervision or the
-            other way round, a supervision without ``variables`` or with its own ``loss`` or
-            ``diagnostics``, every error of :func:`~sdcomplex.train.setup_run`;
-            :class:`~sdcomplex.train.TrainingDiverged` when a member's loss is not finite.
+            other way round, an ``alpha`` other than 0 without KD, a supervision without
+            ``variables`` or with its own ``loss`` or ``diagnostics``, every error of
+            :func:`~sdcomplex.train.setup_run`; :class:`~sdcomplex.train.TrainingDiverged`
+            when a member's loss is not finite.
 
     Example:
         >>> cfg = TrainConfig(model="mlp", dataset="digits", epochs=2, augment=False)

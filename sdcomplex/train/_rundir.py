@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -49,6 +50,11 @@ _FILES = {
 }
 _LISTED = 5
 """The differences a refusal lists (the rest are counted)."""
+DATA_IDENTITY = (
+    "name", "class_names", "input_shape", "n_train", "n_test", "mean", "std", "pixel_max",
+    "checksum", "split", "provenance",
+)  # fmt: skip
+"""The :class:`~sdcomplex.data.DatasetInfo` fields a resumed run's data must keep."""
 
 
 class ConfigKind(NamedTuple):
@@ -78,6 +84,13 @@ its hash in ``run.json``)."""
 
 def _article(noun: str) -> str:
     return "an" if noun[:1] in "aeiou" else "a"
+
+
+def _short(value: Any) -> str:
+    """A value in a message: long tuples (class names, statistics) cut after three items."""
+    if isinstance(value, tuple) and len(value) > 3:
+        return f"({', '.join(repr(v) for v in value[:3])}, ... {len(value)} in all)"
+    return repr(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +203,40 @@ class RunDirectory:
         """Creates the directory and writes ``config.json`` (atomic)."""
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.config_file, config.to_json())
+
+    def refuse_other_data(self, info: DatasetInfo) -> None:
+        """Raises unless the data set described by ``info`` is the one ``run.json`` records
+        (nothing to check before ``run.json`` is written): resumed on data files that changed
+        since the run started, a run would go on with other examples, statistics and steps per
+        epoch than its checkpoints were trained with, although its config is the same.
+
+        Compared: :data:`DATA_IDENTITY` (the normalisation statistics to a relative 1e-9, the
+        rounding of another NumPy); not the ``source`` path or the citation.
+
+        Raises:
+            ValueError: naming what differs; :class:`DamagedFile` for a damaged ``run.json``.
+        """
+        record = self.read_metadata(RUN_FILE)
+        if record is None or "dataset" not in record:
+            return
+        recorded = self.dataset_info()
+        lines = []
+        for name in DATA_IDENTITY:
+            old, new = getattr(recorded, name), getattr(info, name)
+            if name in ("mean", "std"):
+                same = len(old) == len(new) and all(
+                    math.isclose(a, b, rel_tol=1e-9) for a, b in zip(old, new, strict=False)
+                )
+            else:
+                same = tuple(old) == tuple(new) if isinstance(old, tuple) else old == new
+            if not same:
+                lines.append(f"{name}: {_short(old)} -> {_short(new)}")
+        if lines:
+            raise ValueError(
+                f"{self.path} was trained on other data than {info.name} holds now "
+                f"({'; '.join(lines[:_LISTED])}): its data files changed since the run started; "
+                "restore them or use another output directory (nothing was changed)"
+            )
 
     # --- metadata ------------------------------------------------------------------------------
 

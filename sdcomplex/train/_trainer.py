@@ -143,8 +143,9 @@ def train(
         ValueError: unknown model or data set, missing data, wrong number of classes, a run
             directory holding a different config or other files (or, without a
             ``supervision``, a distillation run), a ``config.json`` edited
-            after the run started, a batch size the device count does not divide (all before
-            any training or writing).
+            after the run started, a resumed run whose data files changed since it started
+            (its ``run.json`` records the data set), a batch size the device count does not
+            divide (all before any training or writing).
         DamagedFile: a damaged ``run.json`` (a ``ValueError``).
         TrainingDiverged: a non-finite loss (a ``ValueError``; nothing of it is saved).
 
@@ -176,6 +177,8 @@ def train(
     exists = run.verify(config)
     if setup is None:
         setup = setup_run(config)  # loads the data; every error is raised before writing
+    if exists:  # resumed: on the data it started with (data files are not in the config)
+        run.refuse_other_data(setup.dataset.info)
     p = prepare(
         config, run, setup, supervision, exists=exists, started=started, placement=placement
     )

@@ -3,11 +3,16 @@
 import json
 import shutil
 
+import jax
+import numpy as np
 import pytest
-from distill_helpers import STUDENT, student_config
+from distill_helpers import STUDENT, TEACHER, student_config
 
+from sdcomplex.data import balanced_subset
 from sdcomplex.distill import DistillConfig, distill
-from sdcomplex.train import TrainConfig
+from sdcomplex.train import TrainConfig, load_checkpoint, setup_run, train
+from sdcomplex.train._metrics import strip_timing
+from sdcomplex.train._setup import RunSetup
 
 
 def _refused(config, run_dir, match, error=ValueError):
@@ -111,3 +116,36 @@ def test_run_directory_of_something_else(teacher_dir, tmp_path):
     (fake / "distill.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"distill.json is damaged \(not valid JSON"):
         distill(config, fake, quiet=True)
+
+
+@pytest.mark.slow
+def test_a_teacher_trained_again_is_not_resumed_from(teacher_dir, tmp_path):
+    """The teacher directory trained again under the same config but to other weights (here
+    other training data, handed to the trainer; another device count or library version does
+    the same) while a student is half done: resuming would mix two teachers' trajectories."""
+    teacher = tmp_path / "teacher"
+    shutil.copytree(teacher_dir, teacher)
+    config = student_config(teacher, "online", diagnostics_every=0)
+    run_dir = tmp_path / "student"
+    whole = distill(config, run_dir, quiet=True)
+    shutil.rmtree(run_dir / "checkpoints" / f"epoch_{STUDENT.epochs}")  # killed before it
+
+    shutil.rmtree(teacher)  # trained again, bit for bit: resumed, to the same end
+    train(TEACHER, teacher, quiet=True)
+    again = distill(config, run_dir, quiet=True)
+    assert again.status == "completed"
+    assert strip_timing(again.metrics) == strip_timing(whole.metrics)
+
+    shutil.rmtree(run_dir / "checkpoints" / f"epoch_{STUDENT.epochs}")
+    before = (run_dir / "metrics.jsonl").read_bytes()
+    shutil.rmtree(teacher)  # trained again to other weights, under the same config
+    setup = setup_run(TEACHER)
+    subset = RunSetup(balanced_subset(setup.dataset, 100, seed=0), setup.model)
+    other = train(TEACHER, teacher, quiet=True, setup=subset)
+    assert json.loads((teacher / "run.json").read_text())["config_hash"] == TEACHER.hash()
+    assert not np.array_equal(
+        jax.tree.leaves(other.variables)[0], jax.tree.leaves(load_checkpoint(teacher_dir, 4))[0]
+    )
+    with pytest.raises(ValueError, match="was trained again since this distillation run started"):
+        distill(config, run_dir, quiet=True)
+    assert (run_dir / "metrics.jsonl").read_bytes() == before

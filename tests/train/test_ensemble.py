@@ -257,6 +257,7 @@ WITH_DIAG = dataclasses.replace(TEACHER, diagnostics=lambda info: {})
         ({"seeds": [0, 1], "temperatures": [1.0]}, "one temperature per member"),
         ({"seeds": [0], "temperatures": [0.0]}, "finite number > 0"),
         ({"seeds": [0], "temperatures": [1.0], "alpha": 1.5}, r"alpha must lie in \[0, 1\]"),
+        ({"seeds": [0], "alpha": 0.5}, r"alpha weighs .* no KD \(no temperatures\)"),
         ({"seeds": [0], "temperatures": [1.0]}, "KD needs a supervision"),
         ({"seeds": [0], "batching": "pmap"}, "batching must be one of"),
         ({"seeds": [0], "supervision": TEACHER}, "KD needs a supervision .* one temperature"),
