@@ -73,16 +73,33 @@ def _accuracy_summary(metrics: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _stop_on_signal(result: Any, what: str) -> None:
+    """Raises :class:`Interrupted` when a signal came while ``what`` trained: it stopped after
+    saving a checkpoint, or it came during the last epoch, which finished (the stage then has
+    no marker yet: run again, it finds the run complete and records it).
+
+    Args:
+        result: the :class:`~sdcomplex.train.TrainResult` of the stage's run.
+        what: the run, named in the message.
+    """
+    if result.status == "preempted":
+        raise Interrupted(
+            f"{what} stopped after epoch {result.epoch}; rerun to resume", result.signal
+        )
+    if result.signal is not None:
+        raise Interrupted(
+            f"{what} finished its last epoch ({result.epoch}) when the signal came; rerun to go on",
+            result.signal,
+        )
+
+
 def run_teacher(ctx: Context) -> dict[str, Any]:
     """Trains (or resumes) the teacher into ``runs/teacher``."""
     with ctx.training_output():
         result = train(
             ctx.config.teacher, ctx.layout.teacher, quiet=ctx.quiet, placement=ctx.placement
         )
-    if result.status == "preempted":
-        raise Interrupted(
-            f"teacher stopped after epoch {result.epoch}; rerun to resume", result.signal
-        )
+    _stop_on_signal(result, "teacher")
     return _accuracy_summary(read_metrics(ctx.layout.teacher)) if ctx.writes_files else {}
 
 
@@ -100,12 +117,7 @@ def make_student_runner(method: StudentMethod, seed: int):
         )
         with ctx.training_output():
             result = distill(dcfg, run_dir, quiet=ctx.quiet, placement=ctx.placement)
-        if result.status == "preempted":
-            raise Interrupted(
-                f"student {method.key} seed {seed} stopped after epoch {result.epoch}; "
-                "rerun to resume",
-                result.signal,
-            )
+        _stop_on_signal(result, f"student {method.key} seed {seed}")
         return _accuracy_summary(read_metrics(run_dir)) if ctx.writes_files else {}
 
     return run_student

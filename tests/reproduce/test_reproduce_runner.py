@@ -5,6 +5,7 @@ rerun, equals the shared uninterrupted run, bit for bit)."""
 
 import io
 import json
+import os
 import shutil
 import signal
 import time
@@ -17,7 +18,9 @@ import pytest
 import sdcomplex.distill
 import sdcomplex.reproduce._runner as runner
 import sdcomplex.reproduce._training as training
+import sdcomplex.train._trainer as trainer
 from sdcomplex.reproduce import (
+    Interrupted,
     Layout,
     Stage,
     plan_stages,
@@ -164,6 +167,47 @@ def test_a_failed_stage_has_no_marker_and_runs_again(tmp_path, tiny_config, monk
         return {p.name: p.read_text() for p in (root / "results").iterdir()}
 
     assert texts(out) == texts(fresh) == {"a.txt": "a", "b.txt": "ba", "c.txt": "cba"}
+
+
+def test_a_signal_in_the_last_epoch_stops_the_run(tmp_path, tiny_run, tiny_config, monkeypatch):
+    # SIGTERM while the teacher evaluates its last epoch: that epoch finishes, and the run
+    # stops there (it used to go on with the students and exit 0); the rerun records the
+    # finished teacher without training it again
+    last = tiny_config.teacher.epochs
+    evaluate = trainer.evaluate_epoch
+
+    def signalled(p, state, epoch, *args):
+        if epoch == last:
+            os.kill(os.getpid(), signal.SIGTERM)  # recorded by the training loop's handler
+        return evaluate(p, state, epoch, *args)
+
+    monkeypatch.setattr(trainer, "evaluate_epoch", signalled)
+    monkeypatch.setattr(runner, "plan_stages", lambda config: plan_stages(config)[:2])
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted, match="finished its last epoch") as stopped:
+        run_experiment(tiny_config, out, stream=io.StringIO(), quiet=True)
+    assert stopped.value.signum == signal.SIGTERM
+    assert read_status(out)["pending"] == ["teacher", "student/none/seed0"]
+    teacher = Layout(out.resolve()).teacher
+    assert list_checkpoints(teacher) == list(range(last + 1))
+
+    monkeypatch.setattr(runner, "plan_stages", lambda config: plan_stages(config)[:1])
+    monkeypatch.setattr(training, "train", _no_epochs(training.train))
+    assert run_experiment(tiny_config, out, stream=io.StringIO(), quiet=True).ran == ("teacher",)
+    a, b = load_checkpoint(teacher, last), load_checkpoint(tiny_run / "runs" / "teacher", last)
+    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    assert all(np.array_equal(x, y) for x, y in pairs)  # the same teacher, bit for bit
+
+
+def _no_epochs(train):
+    """``train`` that fails if it trains an epoch (the run must be complete)."""
+
+    def call(*args, **kwargs):
+        result = train(*args, **kwargs)
+        assert result.status == "already_complete"
+        return result
+
+    return call
 
 
 def _unfinish(root: Path, config, first: str) -> list[str]:
