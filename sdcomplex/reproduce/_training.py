@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sdcomplex.reproduce._config import DistillationSpec, ExperimentConfig, StudentMethod
-from sdcomplex.reproduce._stage import Context, Interrupted
+from sdcomplex.reproduce._stage import Context, stop_on_signal
 from sdcomplex.train import TrainConfig, read_metrics, train
 
 
@@ -73,33 +73,13 @@ def _accuracy_summary(metrics: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _stop_on_signal(result: Any, what: str) -> None:
-    """Raises :class:`Interrupted` when a signal came while ``what`` trained: it stopped after
-    saving a checkpoint, or it came during the last epoch, which finished (the stage then has
-    no marker yet: run again, it finds the run complete and records it).
-
-    Args:
-        result: the :class:`~sdcomplex.train.TrainResult` of the stage's run.
-        what: the run, named in the message.
-    """
-    if result.status == "preempted":
-        raise Interrupted(
-            f"{what} stopped after epoch {result.epoch}; rerun to resume", result.signal
-        )
-    if result.signal is not None:
-        raise Interrupted(
-            f"{what} finished its last epoch ({result.epoch}) when the signal came; rerun to go on",
-            result.signal,
-        )
-
-
 def run_teacher(ctx: Context) -> dict[str, Any]:
     """Trains (or resumes) the teacher into ``runs/teacher``."""
     with ctx.training_output():
         result = train(
             ctx.config.teacher, ctx.layout.teacher, quiet=ctx.quiet, placement=ctx.placement
         )
-    _stop_on_signal(result, "teacher")
+    stop_on_signal(result, "teacher")
     return _accuracy_summary(read_metrics(ctx.layout.teacher)) if ctx.writes_files else {}
 
 
@@ -117,7 +97,7 @@ def make_student_runner(method: StudentMethod, seed: int):
         )
         with ctx.training_output():
             result = distill(dcfg, run_dir, quiet=ctx.quiet, placement=ctx.placement)
-        _stop_on_signal(result, f"student {method.key} seed {seed}")
+        stop_on_signal(result, f"student {method.key} seed {seed}")
         return _accuracy_summary(read_metrics(run_dir)) if ctx.writes_files else {}
 
     return run_student
