@@ -23,17 +23,20 @@ marker is written last (atomically), after every output of the stage; a stage ki
 has no marker and runs again, and training stages resume from their last checkpoint
 (:func:`sdcomplex.train.train` and :func:`sdcomplex.distill.distill` resume themselves). A
 directory holding a different config is refused with the differences; an unreadable marker or
-metadata file is an error naming it.
+metadata file is an error naming it. One invocation at a time runs a directory's stages: a second
+one started while the first runs is refused (the first holds a lock on the directory).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import io
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -231,19 +234,46 @@ def _run_here(
         )
 
 
+@contextlib.contextmanager
+def _exclusive(layout: Layout) -> Iterator[None]:
+    """Holds the output directory for one invocation: an exclusive lock on the directory
+    itself (no file is written), released when the invocation ends, killed included.
+
+    Raises:
+        ValueError: another invocation holds it.
+    """
+    fd = os.open(layout.root, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ValueError(
+                f"{layout.root} is in use by another sdcomplex reproduce; wait for it to end"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def _open(
-    config: ExperimentConfig, out: str | os.PathLike[str], stages: list[Stage]
+    config: ExperimentConfig,
+    out: str | os.PathLike[str],
+    stages: list[Stage],
+    hold: contextlib.ExitStack,
 ) -> tuple[Layout, dict[str, Any], Processes]:
-    """The output directory (prepared by process 0), its markers (read by process 0) and the
-    processes of this invocation (:func:`._processes.join`: the others check they see it)."""
+    """The output directory (prepared and held by process 0 until ``hold`` closes), its
+    markers (read by process 0) and the processes of this invocation
+    (:func:`._processes.join`: the others check they see it)."""
     if jax.process_count() == 1:
         layout = prepare_out_dir(out, config)
+        hold.enter_context(_exclusive(layout))
         markers = {stage.key: read_marker(layout, stage.key) for stage in stages}  # errors first
         return layout, markers, Processes()
     layout, markers, error = Layout(Path(out).expanduser().resolve()), {}, None
     if jax.process_index() == 0:
         try:
             layout = prepare_out_dir(out, config)
+            hold.enter_context(_exclusive(layout))
             markers = {stage.key: read_marker(layout, stage.key) for stage in stages}
         except ValueError as err:
             error = str(err)
@@ -289,8 +319,9 @@ def run_experiment(
         only).
 
     Raises:
-        ValueError: a different config in ``out``, or an unreadable marker or metadata file
-            (the message names it), before anything is written; in a multi-process run also
+        ValueError: a different config in ``out``, an unreadable marker or metadata file
+            (the message names it), or ``out`` held by another invocation still running,
+            before anything is written; in a multi-process run also
             an output directory that some process does not see (on every process).
         Interrupted: a training stage was stopped by a signal (its checkpoint is saved).
         ProcessStopped: (multi-process runs) in the other processes, process 0 stopped with
@@ -302,46 +333,47 @@ def run_experiment(
         placement.check_divides(config.teacher.batch_size, "teacher batch_size")
         placement.check_divides(config.student.batch_size, "student batch_size")
     stages = plan_stages(config)
-    layout, markers, processes = _open(config, out, stages)
-    if not processes.first:
-        stream, quiet = io.StringIO(), True  # process 0 speaks for the run
-    ran, skipped = [], []
-    started = time.perf_counter()
-    width = len(str(len(stages)))
-    upstream = Upstream()
-    together = False  # in a stage every process runs (a failure there is each process's own)
-    try:
-        for i, stage in enumerate(stages, start=1):
-            prefix = f"[{i:>{width}}/{len(stages)}] {stage.title}"
-            action = None
-            if processes.first:
-                action = _decide(
-                    layout, stage, markers.get(stage.key), upstream, prefix,
-                    quiet=quiet, figures=figures, stream=stream,
+    with contextlib.ExitStack() as hold:  # the output directory, held until the run ends
+        layout, markers, processes = _open(config, out, stages, hold)
+        if not processes.first:
+            stream, quiet = io.StringIO(), True  # process 0 speaks for the run
+        ran, skipped = [], []
+        started = time.perf_counter()
+        width = len(str(len(stages)))
+        upstream = Upstream()
+        together = False  # in a stage every process runs (a failure there is each process's own)
+        try:
+            for i, stage in enumerate(stages, start=1):
+                prefix = f"[{i:>{width}}/{len(stages)}] {stage.title}"
+                action = None
+                if processes.first:
+                    action = _decide(
+                        layout, stage, markers.get(stage.key), upstream, prefix,
+                        quiet=quiet, figures=figures, stream=stream,
+                    )  # fmt: skip
+                if stage.every_process:
+                    action = processes.meet(f"{i:04d}", action)
+                elif not processes.first:
+                    continue  # process 0 runs it alone
+                if action == "skip":
+                    skipped.append(stage.key)
+                if action != "run":
+                    continue
+                together = stage.every_process and processes.distributed
+                _run_here(
+                    config, layout, stage, upstream, prefix, processes,
+                    quiet=quiet, placement=placement, stream=stream,
                 )  # fmt: skip
-            if stage.every_process:
-                action = processes.meet(f"{i:04d}", action)
-            elif not processes.first:
-                continue  # process 0 runs it alone
-            if action == "skip":
-                skipped.append(stage.key)
-            if action != "run":
-                continue
-            together = stage.every_process and processes.distributed
-            _run_here(
-                config, layout, stage, upstream, prefix, processes,
-                quiet=quiet, placement=placement, stream=stream,
-            )  # fmt: skip
-            together = False
-            ran.append(stage.key)
-    except BaseException as err:
-        if processes.first and not together:
-            processes.finish(err)  # the others stop with process 0's error
-        if together and isinstance(err, JaxRuntimeError):
-            raise collective_failed(stage.key, err) from err
-        raise
-    processes.finish(None)
-    return RunReport(layout.root, tuple(ran), tuple(skipped), time.perf_counter() - started)
+                together = False
+                ran.append(stage.key)
+        except BaseException as err:
+            if processes.first and not together:
+                processes.finish(err)  # the others stop with process 0's error
+            if together and isinstance(err, JaxRuntimeError):
+                raise collective_failed(stage.key, err) from err
+            raise
+        processes.finish(None)
+        return RunReport(layout.root, tuple(ran), tuple(skipped), time.perf_counter() - started)
 
 
 def read_status(out: str | os.PathLike[str]) -> dict[str, Any]:

@@ -3,6 +3,7 @@ failed half-way (in-process, with stages that write files and one that raises), 
 kill-and-rerun resumption of training (a real subprocess killed with SIGKILL mid-training,
 rerun, equals the shared uninterrupted run, bit for bit)."""
 
+import fcntl
 import io
 import json
 import os
@@ -208,6 +209,24 @@ def _no_epochs(train):
         return result
 
     return call
+
+
+def test_a_second_invocation_is_refused_while_one_runs(tmp_path, tiny_config, monkeypatch):
+    # two invocations on one directory trained into the same run directories at once and
+    # both crashed; the lock another process would hold, taken here on its own descriptor
+    monkeypatch.setattr(runner, "plan_stages", lambda config: _synthetic_stages(set()))
+    out = prepare_out_dir(tmp_path / "run", tiny_config).root
+    other = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ValueError, match="in use by another sdcomplex reproduce"):
+            run_experiment(tiny_config, out, stream=io.StringIO(), quiet=True)
+        assert not Layout(out).stages.exists()  # nothing ran
+    finally:
+        os.close(other)  # that invocation ended (or was killed): the lock goes with it
+    report = run_experiment(tiny_config, out, stream=io.StringIO(), quiet=True)
+    assert report.ran == ("a", "b", "c")
+    assert (out / "results" / "c.txt").read_text() == "cba"
 
 
 def _unfinish(root: Path, config, first: str) -> list[str]:
