@@ -57,7 +57,7 @@ from sdcomplex.reproduce._outputs import (
 from sdcomplex.reproduce._plan import plan_stages
 from sdcomplex.reproduce._processes import Processes, collective_failed, join
 from sdcomplex.reproduce._stage import EXPERIMENT, Context, Layout, Stage
-from sdcomplex.train import RunDirectory
+from sdcomplex.train import DamagedFile, RunDirectory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +179,25 @@ def _decide(
     return "run"
 
 
+def _damaged_input(layout: Layout, err: DamagedFile) -> DamagedFile:
+    """``err`` naming the earlier stage whose output the damaged file is, if one is: its
+    checkpoints are recorded by size (see :mod:`._outputs`), so in-place damage is found only
+    when a later stage reads them. Deleting the file makes that stage run again."""
+    path = Path(err.path).resolve()
+    if not path.is_relative_to(layout.root):
+        return err
+    relative = path.relative_to(layout.root).as_posix()
+    for marker_file in sorted(layout.stages.glob("*.json")):
+        marker = read_marker_file(marker_file) or {}
+        if any(entry["path"] == relative for entry in marker.get("outputs") or ()):
+            return DamagedFile(
+                err.path,
+                f"{err.reason}; an output of the stage {marker.get('stage', marker_file.stem)!r}: "
+                "delete it and run again, that stage runs again",
+            )
+    return err
+
+
 def _run_and_record(
     config: ExperimentConfig,
     layout: Layout,
@@ -191,7 +210,10 @@ def _run_and_record(
     stream: IO[str],
 ) -> None:
     """Runs a stage and writes its marker (last, atomically), then its line on ``stream``."""
-    outputs, summary, seconds = _run_stage(config, layout, stage, quiet, placement)
+    try:
+        outputs, summary, seconds = _run_stage(config, layout, stage, quiet, placement)
+    except DamagedFile as err:
+        raise _damaged_input(layout, err) from None
     atomic_write_json(
         layout.marker(stage.key),
         {

@@ -15,6 +15,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from fault_injection import damage_file
 
 import sdcomplex.distill
 import sdcomplex.reproduce._runner as runner
@@ -29,7 +30,7 @@ from sdcomplex.reproduce import (
     run_experiment,
 )
 from sdcomplex.reproduce._runner import prepare_out_dir
-from sdcomplex.train import list_checkpoints, load_checkpoint
+from sdcomplex.train import DamagedFile, list_checkpoints, load_checkpoint
 
 pytest_plugins = ["reproduce_helpers"]  # the shared tiny run and its fixtures
 
@@ -227,6 +228,22 @@ def test_a_second_invocation_is_refused_while_one_runs(tmp_path, tiny_config, mo
     report = run_experiment(tiny_config, out, stream=io.StringIO(), quiet=True)
     assert report.ran == ("a", "b", "c")
     assert (out / "results" / "c.txt").read_text() == "cba"
+
+
+def test_a_damaged_checkpoint_names_the_stage_that_wrote_it(tmp_path, tiny_run, tiny_config):
+    # checkpoints are recorded by size: a byte changed in place is found when a later stage
+    # reads it, and the error says which stage's output it is and how to redo that stage
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run, out)
+    variables = out / "runs" / "teacher" / "checkpoints" / "epoch_1" / "variables"
+    damaged = max((p for p in variables.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    damage_file(damaged, "flip", np.random.default_rng(0))
+    (out / "results" / "complexity.json").unlink()  # the C1/C2 stage runs again
+    stream = io.StringIO()
+    with pytest.raises(DamagedFile, match="an output of the stage 'teacher': delete it") as err:
+        run_experiment(tiny_config, out, stream=stream, quiet=True, figures=False)
+    assert Path(err.value.path) == damaged
+    assert "teacher cnn: done before, skipped" in stream.getvalue()
 
 
 def _unfinish(root: Path, config, first: str) -> list[str]:
