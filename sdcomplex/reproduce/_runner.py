@@ -6,6 +6,8 @@ Layout of an output directory ``DIR``::
     DIR/experiment.json        its sealed record: the config and its hash, name, scale, versions
     DIR/stages/<stage>.json    one marker per finished stage: its input hash, seconds, summary,
                                its outputs (path, size, SHA-256) and its earlier stages' digest
+    DIR/stages/<stage>.started.json  a stage begun and not finished: its input hash and its
+                               earlier stages' digest when it began
     DIR/runs/teacher/          the teacher's run (sdcomplex.train: checkpoints every epoch)
     DIR/runs/students/<method>/seed<k>/   each student's run (sdcomplex.distill)
     DIR/results/*.json, *.csv  complexities, accuracies, diagnostics, bound terms, claims
@@ -21,7 +23,9 @@ inputs or earlier stages changed, runs again, and the runner says why; what is l
 outputs is first moved to ``DIR/replaced/<time>-<stage>/`` (nothing is overwritten or lost). The
 marker is written last (atomically), after every output of the stage; a stage killed half-way
 has no marker and runs again, and training stages resume from their last checkpoint
-(:func:`sdcomplex.train.train` and :func:`sdcomplex.distill.distill` resume themselves). A
+(:func:`sdcomplex.train.train` and :func:`sdcomplex.distill.distill` resume themselves), unless
+the stages before it have other outputs now than when it began (a teacher trained again): then
+its partial outputs are moved aside first and it starts from nothing. A
 directory holding a different config is refused with the differences; an unreadable marker or
 metadata file is an error naming it. One invocation at a time runs a directory's stages: a second
 one started while the first runs is refused (the first holds a lock on the directory).
@@ -48,6 +52,7 @@ from sdcomplex.placement import this_process_only
 from sdcomplex.reproduce._config import ExperimentConfig
 from sdcomplex.reproduce._outputs import (
     Upstream,
+    move_aside,
     read_marker_file,
     record_outputs,
     set_aside,
@@ -174,9 +179,26 @@ def _decide(
         moved = set_aside(layout.root, stage.key, marker, stage.owns)
         print(f"{prefix}: {problem}, running again{moved}", file=stream, flush=True)
         layout.marker(stage.key).unlink()
+    elif _started_after_others(layout, stage, upstream.hexdigest()):
+        # a training run begun after another teacher must not resume: it starts from nothing
+        partial = move_aside(layout.root, stage.key, [], stage.owns)
+        where = ""
+        if partial is not None:
+            where = f" (partial outputs moved to {partial.relative_to(layout.root)})"
+        text = "begun before after other inputs, running again from nothing"
+        print(f"{prefix}: {text}{where}", file=stream, flush=True)
     elif not quiet:
         print(f"{prefix} ...", file=stream, flush=True)
     return "run"
+
+
+def _started_after_others(layout: Layout, stage: Stage, upstream: str) -> bool:
+    """Whether a stage without a marker was begun by an earlier invocation (killed before its
+    marker) after other inputs or other outputs of the stages before it than now."""
+    started = read_marker_file(layout.started(stage.key))
+    if started is None:
+        return False
+    return (started["hash"], started.get("upstream")) != (stage.hash, upstream)
 
 
 def _damaged_input(layout: Layout, err: DamagedFile) -> DamagedFile:
@@ -210,6 +232,8 @@ def _run_and_record(
     stream: IO[str],
 ) -> None:
     """Runs a stage and writes its marker (last, atomically), then its line on ``stream``."""
+    started = {"stage": stage.key, "hash": stage.hash, "upstream": upstream.hexdigest()}
+    atomic_write_json(layout.started(stage.key), started, overwrite=True)
     try:
         outputs, summary, seconds = _run_stage(config, layout, stage, quiet, placement)
     except DamagedFile as err:
@@ -228,6 +252,7 @@ def _run_and_record(
         },
         overwrite=True,
     )
+    layout.started(stage.key).unlink()
     upstream.add(stage.key, outputs)
     print(f"{prefix}: {_fmt_seconds(seconds)}{_summary_text(summary)}", file=stream, flush=True)
 

@@ -95,6 +95,10 @@ class Layout:
     def marker(self, key: str) -> Path:
         return self.stages / f"{key.replace('/', '__')}.json"
 
+    def started(self, key: str) -> Path:
+        """The record of a stage begun and not finished (its inputs when it began)."""
+        return self.stages / f"{key.replace('/', '__')}.started.json"
+
 
 @dataclasses.dataclass
 class Context:

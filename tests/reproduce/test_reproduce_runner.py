@@ -29,6 +29,7 @@ from sdcomplex.reproduce import (
     read_status,
     run_experiment,
 )
+from sdcomplex.reproduce._results import write_json
 from sdcomplex.reproduce._runner import prepare_out_dir
 from sdcomplex.train import DamagedFile, list_checkpoints, load_checkpoint
 
@@ -244,6 +245,64 @@ def test_a_damaged_checkpoint_names_the_stage_that_wrote_it(tmp_path, tiny_run, 
         run_experiment(tiny_config, out, stream=stream, quiet=True, figures=False)
     assert Path(err.value.path) == damaged
     assert "teacher cnn: done before, skipped" in stream.getvalue()
+
+
+def _teacher_and_student(state: dict) -> list[Stage]:
+    """``teacher`` writes ``results/teacher.txt`` (``state["teacher"]``); ``student`` owns
+    ``runs/student`` and, like a training run that resumes, appends one line per call to
+    ``runs/student/epochs.txt`` from the teacher's file, failing after it when
+    ``state["kill"]``."""
+
+    def teacher(ctx) -> dict:
+        write_json(ctx.layout.results / "teacher.txt", state["teacher"])
+        return {}
+
+    def student(ctx) -> dict:
+        epochs = ctx.layout.root / "runs" / "student" / "epochs.txt"
+        epochs.parent.mkdir(parents=True, exist_ok=True)
+        with open(epochs, "a") as fh:
+            fh.write((ctx.layout.results / "teacher.txt").read_text().strip() + "\n")
+        if state["kill"]:
+            raise RuntimeError("killed")
+        return {}
+
+    return [
+        Stage("teacher", "teacher", {}, teacher),
+        Stage("student", "student", {}, student, owns=("runs/student",)),
+    ]
+
+
+def test_a_run_begun_after_another_teacher_does_not_resume(tmp_path, tiny_config, monkeypatch):
+    # a student killed half-way, then its teacher trained again with another outcome: the
+    # student used to resume its partial run, half from each teacher
+    state = {"teacher": "A", "kill": True}
+    monkeypatch.setattr(runner, "plan_stages", lambda config: _teacher_and_student(state))
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="killed"):
+        run_experiment(tiny_config, out, stream=io.StringIO(), quiet=True)
+    state.update(teacher="B", kill=False)
+    (out / "results" / "teacher.txt").unlink()  # the teacher runs again, with another outcome
+    stream = io.StringIO()
+    assert run_experiment(tiny_config, out, stream=stream, quiet=True).ran == (
+        "teacher",
+        "student",
+    )
+    assert "student: begun before after other inputs, running again" in stream.getvalue()
+    assert (out / "runs" / "student" / "epochs.txt").read_text() == '"B"\n'
+    moved = list((out / "replaced").rglob("epochs.txt"))
+    assert [p.read_text() for p in moved] == ['"A"\n']  # kept, not lost
+    assert not list(Layout(out.resolve()).stages.glob("*.started.json"))
+
+
+def test_a_killed_run_with_the_same_inputs_resumes(tmp_path, tiny_config, monkeypatch):
+    state = {"teacher": "A", "kill": True}
+    monkeypatch.setattr(runner, "plan_stages", lambda config: _teacher_and_student(state))
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="killed"):
+        run_experiment(tiny_config, out, stream=io.StringIO(), quiet=True)
+    state["kill"] = False
+    assert run_experiment(tiny_config, out, stream=io.StringIO(), quiet=True).ran == ("student",)
+    assert (out / "runs" / "student" / "epochs.txt").read_text() == '"A"\n"A"\n'  # resumed
 
 
 def _unfinish(root: Path, config, first: str) -> list[str]:
