@@ -452,9 +452,11 @@ def read_status(out: str | os.PathLike[str]) -> dict[str, Any]:
             upstream.add(stage.key, marker["outputs"])
         else:
             pending.append(stage.key)
-            upstream.add(stage.key, marker.get("outputs") if marker is not None else None)
             if marker is not None:
                 problems[stage.key] = problem
+            elif _started_after_others(layout, stage, upstream.hexdigest()):
+                problems[stage.key] = "begun before after other inputs, starts from nothing"
+            upstream.add(stage.key, marker.get("outputs") if marker is not None else None)
     return {
         "name": config.name,
         "scale": config.scale,

@@ -282,11 +282,13 @@ def test_a_run_begun_after_another_teacher_does_not_resume(tmp_path, tiny_config
         run_experiment(tiny_config, out, stream=io.StringIO(), quiet=True)
     state.update(teacher="B", kill=False)
     (out / "results" / "teacher.txt").unlink()  # the teacher runs again, with another outcome
+    monkeypatch.setattr(runner, "plan_stages", lambda config: _teacher_and_student(state)[:1])
+    assert run_experiment(tiny_config, out, stream=io.StringIO(), quiet=True).ran == ("teacher",)
+    monkeypatch.setattr(runner, "plan_stages", lambda config: _teacher_and_student(state))
+    problems = read_status(out)["problems"]
+    assert problems == {"student": "begun before after other inputs, starts from nothing"}
     stream = io.StringIO()
-    assert run_experiment(tiny_config, out, stream=stream, quiet=True).ran == (
-        "teacher",
-        "student",
-    )
+    assert run_experiment(tiny_config, out, stream=stream, quiet=True).ran == ("student",)
     assert "student: begun before after other inputs, running again" in stream.getvalue()
     assert (out / "runs" / "student" / "epochs.txt").read_text() == '"B"\n'
     moved = list((out / "replaced").rglob("epochs.txt"))
