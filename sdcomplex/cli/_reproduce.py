@@ -18,7 +18,8 @@ DESCRIPTION = (
     "and unchanged is skipped; one whose outputs were deleted or damaged runs again and "
     "says so, what is left of them moved to DIR/replaced/; an interrupted run resumes "
     "when the same command is run again; a directory holding a different config is "
-    "refused. --status lists what would run again and why. --list shows the "
+    "refused, and so is a second invocation on DIR while one runs. --status lists what "
+    "would run again and why. --list shows the "
     "experiments, scales and measured run times. With --distributed (one process per "
     "host; --out on a file system every host sees) the teacher and the students train "
     "on every process's devices and the other stages run in process 0."
@@ -47,7 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--record-runtime",
         metavar="MACHINE",
-        help="after a complete run, store its measured time in experiments/runtimes.json",
+        help="after a complete run, store its measured time in runtimes.json beside the "
+        "experiment's file",
     )
     add_device_flags(p)
 
@@ -117,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
         read_status,
         run_experiment,
     )
-    from sdcomplex.reproduce._runtimes import record_runtime
+    from sdcomplex.reproduce._registry import experiments_dir
+    from sdcomplex.reproduce._runtimes import RUNTIMES_FILE, record_runtime
 
     if args.status:
         if not args.out:
@@ -169,6 +172,10 @@ def run(args: argparse.Namespace) -> int:
         f"(overview: {report.out / 'figures' / 'overview.png'})"
     )
     if args.record_runtime:
-        entry = record_runtime(report.out, machine=args.record_runtime)
-        print(f"recorded run time {entry['seconds']:.0f} s in experiments/runtimes.json")
+        # beside the experiment's file: a .py path's folder, else --experiments-dir's
+        source = Path(args.experiment).parent if args.experiment.endswith(".py") else None
+        directory = source or args.experiments_dir
+        entry = record_runtime(report.out, machine=args.record_runtime, directory=directory)
+        path = experiments_dir(directory) / RUNTIMES_FILE
+        print(f"recorded run time {entry['seconds']:.0f} s in {path}")
     return 0

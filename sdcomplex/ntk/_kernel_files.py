@@ -2,8 +2,9 @@
 reading, and a cache keyed by what the kernel is (run, epoch, examples, outputs, filter).
 
 ``K.npz`` holds one array, ``kernel``, so ``sdcomplex complexity --kernel K.npz`` reads it
-directly. The sidecar ``K.json`` records the request (``run``: directory, epoch, config hash;
-``data``: data set, split, subset size and seed; ``indices``; ``outputs``; ``param_filter``),
+directly. The sidecar ``K.json`` records the request (``run``: directory, epoch, config hash,
+digest of the variables; ``data``: data set, split, subset size and seed; ``indices``;
+``inputs_sha256``: digest of the model inputs; ``outputs``; ``param_filter``),
 the examples' labels, the kernel's shape, dtype and SHA-256, the implementation used and the
 library versions.
 """
@@ -27,7 +28,7 @@ from sdcomplex.ntk._runs import RunCheckpoint, RunExamples, run_inputs
 from sdcomplex.train._checkpoint import library_versions
 
 KERNEL_KEY = "kernel"
-_REQUEST_KEYS = ("run", "data", "indices", "outputs", "param_filter")
+_REQUEST_KEYS = ("run", "data", "indices", "inputs_sha256", "outputs", "param_filter")
 
 
 def sidecar_path(path: str | os.PathLike[str]) -> Path:
@@ -42,7 +43,9 @@ def _digest(kernel: np.ndarray) -> str:
 def kernel_request(
     run: RunCheckpoint, examples: RunExamples, *, outputs: str, param_filter: str | None
 ) -> dict[str, Any]:
-    """What a kernel is: the JSON-ready record that identifies it (and keys the cache)."""
+    """What a kernel is: the JSON-ready record that identifies it (and keys the cache): the
+    run (with the digest of its variables), the examples (with the digest of the model inputs
+    they give: data and normalisation), the form and the parameter filter."""
     if param_filter is not None and not isinstance(param_filter, str):
         raise TypeError("only a regex param_filter (a string) can be recorded with a kernel")
     return to_jsonable(
@@ -50,6 +53,7 @@ def kernel_request(
             "run": run.describe(),
             "data": examples.description,
             "indices": examples.indices,
+            "inputs_sha256": _digest(run_inputs(run, examples.raw)),
             "outputs": outputs,
             "param_filter": param_filter,
         }

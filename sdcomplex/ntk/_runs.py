@@ -14,6 +14,8 @@ and always normalised with the run's own training statistics (``run.json``), as 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -97,20 +99,48 @@ class RunCheckpoint:
     model: nn.Module
     variables: dict[str, Any]
 
+    @functools.cached_property
+    def variables_sha256(self) -> str:
+        """SHA-256 of the variables (every leaf's path, dtype, shape and bytes): two runs, or
+        one run trained again (a student of another teacher), share a directory, epoch and
+        config hash but not their variables."""
+        return tree_sha256(self.variables)
+
     @property
     def spec(self) -> str:
         """``RUN@EPOCH`` (or ``RUN@init``) of these variables."""
         return f"{self.run_dir}@{'init' if self.source == 'init' else self.epoch}"
 
     def describe(self) -> dict[str, Any]:
-        """JSON-ready identity: run directory, epoch, source, config hash, model."""
+        """JSON-ready identity: run directory, epoch, source, config hash, model and the
+        digest of its variables."""
         return {
             "run": str(self.run_dir),
             "epoch": "init" if self.source == "init" else self.epoch,
             "config_hash": self.config_hash,
+            "variables_sha256": self.variables_sha256,
             "model": self.config.model,
             "model_options": self.config.model_options,
         }
+
+
+def tree_sha256(tree: Any) -> str:
+    """Hex SHA-256 of a pytree of arrays: each leaf's path, dtype, shape and bytes, in order.
+
+    Example:
+        >>> a = {"w": np.zeros(2, np.float32)}
+        >>> tree_sha256(a) == tree_sha256({"w": np.zeros(2, np.float32)})
+        True
+        >>> tree_sha256(a) == tree_sha256({"w": np.zeros(2, np.float64)})
+        False
+    """
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        array = np.ascontiguousarray(np.asarray(leaf))
+        head = f"{jax.tree_util.keystr(path)}|{array.dtype.str}|{array.shape}\n"
+        digest.update(head.encode("utf-8"))
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def load_run_checkpoint(

@@ -6,6 +6,8 @@ Layout of an output directory ``DIR``::
     DIR/experiment.json        its sealed record: the config and its hash, name, scale, versions
     DIR/stages/<stage>.json    one marker per finished stage: its input hash, seconds, summary,
                                its outputs (path, size, SHA-256) and its earlier stages' digest
+    DIR/stages/<stage>.started.json  a stage begun and not finished: its input hash and its
+                               earlier stages' digest when it began
     DIR/runs/teacher/          the teacher's run (sdcomplex.train: checkpoints every epoch)
     DIR/runs/students/<method>/seed<k>/   each student's run (sdcomplex.distill)
     DIR/results/*.json, *.csv  complexities, accuracies, diagnostics, bound terms, claims
@@ -21,19 +23,24 @@ inputs or earlier stages changed, runs again, and the runner says why; what is l
 outputs is first moved to ``DIR/replaced/<time>-<stage>/`` (nothing is overwritten or lost). The
 marker is written last (atomically), after every output of the stage; a stage killed half-way
 has no marker and runs again, and training stages resume from their last checkpoint
-(:func:`sdcomplex.train.train` and :func:`sdcomplex.distill.distill` resume themselves). A
+(:func:`sdcomplex.train.train` and :func:`sdcomplex.distill.distill` resume themselves), unless
+the stages before it have other outputs now than when it began (a teacher trained again): then
+its partial outputs are moved aside first and it starts from nothing. A
 directory holding a different config is refused with the differences; an unreadable marker or
-metadata file is an error naming it.
+metadata file is an error naming it. One invocation at a time runs a directory's stages: a second
+one started while the first runs is refused (the first holds a lock on the directory).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import io
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -45,6 +52,7 @@ from sdcomplex.placement import this_process_only
 from sdcomplex.reproduce._config import ExperimentConfig
 from sdcomplex.reproduce._outputs import (
     Upstream,
+    move_aside,
     read_marker_file,
     record_outputs,
     set_aside,
@@ -54,7 +62,7 @@ from sdcomplex.reproduce._outputs import (
 from sdcomplex.reproduce._plan import plan_stages
 from sdcomplex.reproduce._processes import Processes, collective_failed, join
 from sdcomplex.reproduce._stage import EXPERIMENT, Context, Layout, Stage
-from sdcomplex.train import RunDirectory
+from sdcomplex.train import DamagedFile, RunDirectory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,9 +179,45 @@ def _decide(
         moved = set_aside(layout.root, stage.key, marker, stage.owns)
         print(f"{prefix}: {problem}, running again{moved}", file=stream, flush=True)
         layout.marker(stage.key).unlink()
+    elif _started_after_others(layout, stage, upstream.hexdigest()):
+        # a training run begun after another teacher must not resume: it starts from nothing
+        partial = move_aside(layout.root, stage.key, [], stage.owns)
+        where = ""
+        if partial is not None:
+            where = f" (partial outputs moved to {partial.relative_to(layout.root)})"
+        text = "begun before after other inputs, running again from nothing"
+        print(f"{prefix}: {text}{where}", file=stream, flush=True)
     elif not quiet:
         print(f"{prefix} ...", file=stream, flush=True)
     return "run"
+
+
+def _started_after_others(layout: Layout, stage: Stage, upstream: str) -> bool:
+    """Whether a stage without a marker was begun by an earlier invocation (killed before its
+    marker) after other inputs or other outputs of the stages before it than now."""
+    started = read_marker_file(layout.started(stage.key))
+    if started is None:
+        return False
+    return (started["hash"], started.get("upstream")) != (stage.hash, upstream)
+
+
+def _damaged_input(layout: Layout, err: DamagedFile) -> DamagedFile:
+    """``err`` naming the earlier stage whose output the damaged file is, if one is: its
+    checkpoints are recorded by size (see :mod:`._outputs`), so in-place damage is found only
+    when a later stage reads them. Deleting the file makes that stage run again."""
+    path = Path(err.path).resolve()
+    if not path.is_relative_to(layout.root):
+        return err
+    relative = path.relative_to(layout.root).as_posix()
+    for marker_file in sorted(layout.stages.glob("*.json")):
+        marker = read_marker_file(marker_file) or {}
+        if any(entry["path"] == relative for entry in marker.get("outputs") or ()):
+            return DamagedFile(
+                err.path,
+                f"{err.reason}; an output of the stage {marker.get('stage', marker_file.stem)!r}: "
+                "delete it and run again, that stage runs again",
+            )
+    return err
 
 
 def _run_and_record(
@@ -188,7 +232,12 @@ def _run_and_record(
     stream: IO[str],
 ) -> None:
     """Runs a stage and writes its marker (last, atomically), then its line on ``stream``."""
-    outputs, summary, seconds = _run_stage(config, layout, stage, quiet, placement)
+    started = {"stage": stage.key, "hash": stage.hash, "upstream": upstream.hexdigest()}
+    atomic_write_json(layout.started(stage.key), started, overwrite=True)
+    try:
+        outputs, summary, seconds = _run_stage(config, layout, stage, quiet, placement)
+    except DamagedFile as err:
+        raise _damaged_input(layout, err) from None
     atomic_write_json(
         layout.marker(stage.key),
         {
@@ -203,6 +252,7 @@ def _run_and_record(
         },
         overwrite=True,
     )
+    layout.started(stage.key).unlink()
     upstream.add(stage.key, outputs)
     print(f"{prefix}: {_fmt_seconds(seconds)}{_summary_text(summary)}", file=stream, flush=True)
 
@@ -231,19 +281,46 @@ def _run_here(
         )
 
 
+@contextlib.contextmanager
+def _exclusive(layout: Layout) -> Iterator[None]:
+    """Holds the output directory for one invocation: an exclusive lock on the directory
+    itself (no file is written), released when the invocation ends, killed included.
+
+    Raises:
+        ValueError: another invocation holds it.
+    """
+    fd = os.open(layout.root, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ValueError(
+                f"{layout.root} is in use by another sdcomplex reproduce; wait for it to end"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def _open(
-    config: ExperimentConfig, out: str | os.PathLike[str], stages: list[Stage]
+    config: ExperimentConfig,
+    out: str | os.PathLike[str],
+    stages: list[Stage],
+    hold: contextlib.ExitStack,
 ) -> tuple[Layout, dict[str, Any], Processes]:
-    """The output directory (prepared by process 0), its markers (read by process 0) and the
-    processes of this invocation (:func:`._processes.join`: the others check they see it)."""
+    """The output directory (prepared and held by process 0 until ``hold`` closes), its
+    markers (read by process 0) and the processes of this invocation
+    (:func:`._processes.join`: the others check they see it)."""
     if jax.process_count() == 1:
         layout = prepare_out_dir(out, config)
+        hold.enter_context(_exclusive(layout))
         markers = {stage.key: read_marker(layout, stage.key) for stage in stages}  # errors first
         return layout, markers, Processes()
     layout, markers, error = Layout(Path(out).expanduser().resolve()), {}, None
     if jax.process_index() == 0:
         try:
             layout = prepare_out_dir(out, config)
+            hold.enter_context(_exclusive(layout))
             markers = {stage.key: read_marker(layout, stage.key) for stage in stages}
         except ValueError as err:
             error = str(err)
@@ -289,8 +366,9 @@ def run_experiment(
         only).
 
     Raises:
-        ValueError: a different config in ``out``, or an unreadable marker or metadata file
-            (the message names it), before anything is written; in a multi-process run also
+        ValueError: a different config in ``out``, an unreadable marker or metadata file
+            (the message names it), or ``out`` held by another invocation still running,
+            before anything is written; in a multi-process run also
             an output directory that some process does not see (on every process).
         Interrupted: a training stage was stopped by a signal (its checkpoint is saved).
         ProcessStopped: (multi-process runs) in the other processes, process 0 stopped with
@@ -302,46 +380,47 @@ def run_experiment(
         placement.check_divides(config.teacher.batch_size, "teacher batch_size")
         placement.check_divides(config.student.batch_size, "student batch_size")
     stages = plan_stages(config)
-    layout, markers, processes = _open(config, out, stages)
-    if not processes.first:
-        stream, quiet = io.StringIO(), True  # process 0 speaks for the run
-    ran, skipped = [], []
-    started = time.perf_counter()
-    width = len(str(len(stages)))
-    upstream = Upstream()
-    together = False  # in a stage every process runs (a failure there is each process's own)
-    try:
-        for i, stage in enumerate(stages, start=1):
-            prefix = f"[{i:>{width}}/{len(stages)}] {stage.title}"
-            action = None
-            if processes.first:
-                action = _decide(
-                    layout, stage, markers.get(stage.key), upstream, prefix,
-                    quiet=quiet, figures=figures, stream=stream,
+    with contextlib.ExitStack() as hold:  # the output directory, held until the run ends
+        layout, markers, processes = _open(config, out, stages, hold)
+        if not processes.first:
+            stream, quiet = io.StringIO(), True  # process 0 speaks for the run
+        ran, skipped = [], []
+        started = time.perf_counter()
+        width = len(str(len(stages)))
+        upstream = Upstream()
+        together = False  # in a stage every process runs (a failure there is each process's own)
+        try:
+            for i, stage in enumerate(stages, start=1):
+                prefix = f"[{i:>{width}}/{len(stages)}] {stage.title}"
+                action = None
+                if processes.first:
+                    action = _decide(
+                        layout, stage, markers.get(stage.key), upstream, prefix,
+                        quiet=quiet, figures=figures, stream=stream,
+                    )  # fmt: skip
+                if stage.every_process:
+                    action = processes.meet(f"{i:04d}", action)
+                elif not processes.first:
+                    continue  # process 0 runs it alone
+                if action == "skip":
+                    skipped.append(stage.key)
+                if action != "run":
+                    continue
+                together = stage.every_process and processes.distributed
+                _run_here(
+                    config, layout, stage, upstream, prefix, processes,
+                    quiet=quiet, placement=placement, stream=stream,
                 )  # fmt: skip
-            if stage.every_process:
-                action = processes.meet(f"{i:04d}", action)
-            elif not processes.first:
-                continue  # process 0 runs it alone
-            if action == "skip":
-                skipped.append(stage.key)
-            if action != "run":
-                continue
-            together = stage.every_process and processes.distributed
-            _run_here(
-                config, layout, stage, upstream, prefix, processes,
-                quiet=quiet, placement=placement, stream=stream,
-            )  # fmt: skip
-            together = False
-            ran.append(stage.key)
-    except BaseException as err:
-        if processes.first and not together:
-            processes.finish(err)  # the others stop with process 0's error
-        if together and isinstance(err, JaxRuntimeError):
-            raise collective_failed(stage.key, err) from err
-        raise
-    processes.finish(None)
-    return RunReport(layout.root, tuple(ran), tuple(skipped), time.perf_counter() - started)
+                together = False
+                ran.append(stage.key)
+        except BaseException as err:
+            if processes.first and not together:
+                processes.finish(err)  # the others stop with process 0's error
+            if together and isinstance(err, JaxRuntimeError):
+                raise collective_failed(stage.key, err) from err
+            raise
+        processes.finish(None)
+        return RunReport(layout.root, tuple(ran), tuple(skipped), time.perf_counter() - started)
 
 
 def read_status(out: str | os.PathLike[str]) -> dict[str, Any]:
@@ -373,9 +452,11 @@ def read_status(out: str | os.PathLike[str]) -> dict[str, Any]:
             upstream.add(stage.key, marker["outputs"])
         else:
             pending.append(stage.key)
-            upstream.add(stage.key, marker.get("outputs") if marker is not None else None)
             if marker is not None:
                 problems[stage.key] = problem
+            elif _started_after_others(layout, stage, upstream.hexdigest()):
+                problems[stage.key] = "begun before after other inputs, starts from nothing"
+            upstream.add(stage.key, marker.get("outputs") if marker is not None else None)
     return {
         "name": config.name,
         "scale": config.scale,

@@ -40,6 +40,26 @@ class Interrupted(RuntimeError):
         self.signum = int(signal.SIGINT if signum is None else signum)
 
 
+def stop_on_signal(result: Any, what: str) -> None:
+    """Raises :class:`Interrupted` when a signal came while ``what`` trained: it stopped after
+    saving a checkpoint, or it came during the last epoch, which finished (the stage then has
+    no marker yet: run again, it finds the run complete and records it).
+
+    Args:
+        result: the :class:`~sdcomplex.train.TrainResult` of the stage's run.
+        what: the run, named in the message.
+    """
+    if result.status == "preempted":
+        raise Interrupted(
+            f"{what} stopped after epoch {result.epoch}; rerun to resume", result.signal
+        )
+    if result.signal is not None:
+        raise Interrupted(
+            f"{what} finished its last epoch ({result.epoch}) when the signal came; rerun to go on",
+            result.signal,
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class Layout:
     """Paths inside an output directory."""
@@ -74,6 +94,10 @@ class Layout:
 
     def marker(self, key: str) -> Path:
         return self.stages / f"{key.replace('/', '__')}.json"
+
+    def started(self, key: str) -> Path:
+        """The record of a stage begun and not finished (its inputs when it began)."""
+        return self.stages / f"{key.replace('/', '__')}.started.json"
 
 
 @dataclasses.dataclass

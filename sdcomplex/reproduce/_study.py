@@ -42,7 +42,7 @@ from sdcomplex.reproduce._models import (
     trajectory,
 )
 from sdcomplex.reproduce._results import write_csv, write_json
-from sdcomplex.reproduce._stage import Context, Interrupted, Layout, Stage, run_dir_outputs
+from sdcomplex.reproduce._stage import Context, Layout, Stage, run_dir_outputs, stop_on_signal
 from sdcomplex.reproduce._study_config import StudentCapacity, StudySpec, TeacherRecipe
 from sdcomplex.train import (
     EnsembleResult,
@@ -220,12 +220,7 @@ def make_teacher_runner(recipe: TeacherRecipe):
         run_dir = recipe_teacher_dir(ctx.layout, recipe)
         with ctx.training_output():
             result = train(recipe.teacher, run_dir, quiet=ctx.quiet)
-        if result.status == "preempted":
-            raise Interrupted(
-                f"teacher of recipe {recipe.name} stopped after epoch {result.epoch}; rerun "
-                "to resume",
-                result.signal,
-            )
+        stop_on_signal(result, f"teacher of recipe {recipe.name}")
         last = read_metrics(run_dir)[-1]
         return {"test_acc": last["test_acc"], "text": f"test acc {last['test_acc']:.4f}"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sdcomplex.reproduce._config import DistillationSpec, ExperimentConfig, StudentMethod
-from sdcomplex.reproduce._stage import Context, Interrupted
+from sdcomplex.reproduce._stage import Context, stop_on_signal
 from sdcomplex.train import TrainConfig, read_metrics, train
 
 
@@ -79,10 +79,7 @@ def run_teacher(ctx: Context) -> dict[str, Any]:
         result = train(
             ctx.config.teacher, ctx.layout.teacher, quiet=ctx.quiet, placement=ctx.placement
         )
-    if result.status == "preempted":
-        raise Interrupted(
-            f"teacher stopped after epoch {result.epoch}; rerun to resume", result.signal
-        )
+    stop_on_signal(result, "teacher")
     return _accuracy_summary(read_metrics(ctx.layout.teacher)) if ctx.writes_files else {}
 
 
@@ -100,12 +97,7 @@ def make_student_runner(method: StudentMethod, seed: int):
         )
         with ctx.training_output():
             result = distill(dcfg, run_dir, quiet=ctx.quiet, placement=ctx.placement)
-        if result.status == "preempted":
-            raise Interrupted(
-                f"student {method.key} seed {seed} stopped after epoch {result.epoch}; "
-                "rerun to resume",
-                result.signal,
-            )
+        stop_on_signal(result, f"student {method.key} seed {seed}")
         return _accuracy_summary(read_metrics(run_dir)) if ctx.writes_files else {}
 
     return run_student

@@ -1,9 +1,11 @@
 """The command line: complexity from saved arrays or a trained run's kernel, errors as one line
 and exit status 2."""
 
+import dataclasses
 import json
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from cli_helpers import TINY_RUN, tiny_run_dir  # noqa: F401 (a fixture)
@@ -12,7 +14,15 @@ from sdcomplex.cli import main
 from sdcomplex.complexity import supervision_complexity
 from sdcomplex.data import balanced_indices, normalised_arrays
 from sdcomplex.models import create_model
-from sdcomplex.ntk import empirical_ntk, flax_ntk_fn, load_kernel
+from sdcomplex.ntk import (
+    empirical_ntk,
+    flax_ntk_fn,
+    load_kernel,
+    load_run_checkpoint,
+    run_examples,
+    run_ntk,
+)
+from sdcomplex.ntk._kernel_files import cached_run_kernel
 from sdcomplex.targets import one_hot, random_labels, soft_targets
 from sdcomplex.train import load_checkpoint, load_run_data
 
@@ -171,6 +181,25 @@ def test_run_kernel_targets_equal_the_library(trained_run, tmp_path, capsys):
     assert main([*args, "--json", str(out), "--force"]) == 0
     assert "cached in" in capsys.readouterr().out
     assert load_kernel(saved["kernel"])[1]["sha256"] == record["sha256"]
+
+
+@pytest.mark.slow
+def test_cache_is_not_reused_for_other_variables_or_inputs(trained_run, tmp_path):
+    # a student distilled again from another teacher keeps its directory, epoch and config
+    # hash but not its variables; data files replaced under the same name keep the request's
+    # description and indices but not the inputs: neither may reuse the cached kernel
+    run = load_run_checkpoint(trained_run, 2)
+    examples = run_examples(run, n_per_class=2)
+    cached_run_kernel(run, examples, tmp_path)
+    other_run = dataclasses.replace(
+        run, variables=jax.tree.map(lambda v: 1.5 * np.asarray(v), run.variables)
+    )
+    other_examples = examples._replace(raw=examples.raw[::-1].copy())
+    for checkpoint, chosen in ((other_run, examples), (run, other_examples)):
+        kernel, _, _, reused = cached_run_kernel(checkpoint, chosen, tmp_path)
+        assert not reused
+        np.testing.assert_array_equal(kernel, run_ntk(checkpoint, chosen.raw))
+    assert cached_run_kernel(run, examples, tmp_path)[3]  # the first request: still reused
 
 
 @pytest.mark.slow

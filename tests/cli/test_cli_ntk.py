@@ -1,5 +1,6 @@
 """``sdcomplex ntk``: a trained run's kernel equals the library's on the restored model."""
 
+import hashlib
 import json
 import shutil
 
@@ -19,6 +20,7 @@ from sdcomplex.ntk import (
     run_examples,
     run_ntk,
 )
+from sdcomplex.ntk._runs import tree_sha256
 from sdcomplex.train import (
     DamagedFile,
     load_checkpoint,
@@ -73,9 +75,12 @@ def test_kernel_equals_the_library_call_and_sidecar_records_it(run_dir, tmp_path
         "run": str(run_dir.resolve()),
         "epoch": 1,
         "config_hash": TINY.hash(),
+        "variables_sha256": tree_sha256(load_checkpoint(run_dir, 1)),
         "model": "mlp",
         "model_options": {"hidden_sizes": [16]},
     }
+    x = normalised_arrays(dataset, normalise=TINY.normalise).x_train[indices]
+    assert record["inputs_sha256"] == hashlib.sha256(x.astype(np.float32).tobytes()).hexdigest()
     data = record["data"]
     assert (data["dataset"], data["split"], data["n_per_class"], data["subset_seed"]) == (
         "digits",

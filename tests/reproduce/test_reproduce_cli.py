@@ -1,9 +1,12 @@
 """``sdcomplex reproduce``: --list, --print-config, --status, errors as one line with status 2."""
 
 import json
+import shutil
 from pathlib import Path
 
 from sdcomplex.cli import main
+from sdcomplex.reproduce import read_status
+from sdcomplex.reproduce._runtimes import format_runtime
 
 pytest_plugins = ["reproduce_helpers"]  # the shared tiny run and its fixtures
 
@@ -29,6 +32,25 @@ def test_print_config_is_the_experiment_json(capsys):
 def test_status_of_a_finished_run(tiny_run, capsys):
     assert main(["reproduce", "--status", "--out", str(tiny_run)]) == 0
     assert "0 pending" in capsys.readouterr().out
+
+
+def test_a_runtime_is_recorded_beside_the_experiments_file(tmp_path, tiny_run, capsys):
+    # (it went to the repository's experiments/runtimes.json, under a name --list never shows)
+    repository = Path(__file__).resolve().parents[2] / "experiments" / "runtimes.json"
+    before = repository.read_bytes()
+    folder, out = tmp_path / "experiments", tmp_path / "run"
+    folder.mkdir()
+    shutil.copyfile(TINY, folder / "tiny.py")
+    shutil.copytree(tiny_run, out)
+    args = ["reproduce", str(folder / "tiny.py"), "--scale", "smoke", "--out", str(out)]
+    assert main([*args, "--quiet", "--no-compilation-cache", "--record-runtime", "m"]) == 0
+    assert f"in {folder / 'runtimes.json'}" in capsys.readouterr().out
+    entry = json.loads((folder / "runtimes.json").read_text())["tiny"]["smoke"]
+    assert entry["seconds"] == round(read_status(out)["seconds"], 1) and entry["machine"] == "m"
+    assert repository.read_bytes() == before
+    assert main(["reproduce", "--list", "--experiments-dir", str(folder)]) == 0
+    smoke = [line for line in capsys.readouterr().out.splitlines() if "  smoke " in line]
+    assert len(smoke) == 1 and f" {format_runtime(entry)} " in smoke[0]
 
 
 def test_errors_are_one_line(tmp_path, tiny_run, capsys):

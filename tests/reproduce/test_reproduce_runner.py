@@ -3,8 +3,10 @@ failed half-way (in-process, with stages that write files and one that raises), 
 kill-and-rerun resumption of training (a real subprocess killed with SIGKILL mid-training,
 rerun, equals the shared uninterrupted run, bit for bit)."""
 
+import fcntl
 import io
 import json
+import os
 import shutil
 import signal
 import time
@@ -13,19 +15,23 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from fault_injection import damage_file
 
 import sdcomplex.distill
 import sdcomplex.reproduce._runner as runner
 import sdcomplex.reproduce._training as training
+import sdcomplex.train._trainer as trainer
 from sdcomplex.reproduce import (
+    Interrupted,
     Layout,
     Stage,
     plan_stages,
     read_status,
     run_experiment,
 )
+from sdcomplex.reproduce._results import write_json
 from sdcomplex.reproduce._runner import prepare_out_dir
-from sdcomplex.train import list_checkpoints, load_checkpoint
+from sdcomplex.train import DamagedFile, list_checkpoints, load_checkpoint
 
 pytest_plugins = ["reproduce_helpers"]  # the shared tiny run and its fixtures
 
@@ -164,6 +170,141 @@ def test_a_failed_stage_has_no_marker_and_runs_again(tmp_path, tiny_config, monk
         return {p.name: p.read_text() for p in (root / "results").iterdir()}
 
     assert texts(out) == texts(fresh) == {"a.txt": "a", "b.txt": "ba", "c.txt": "cba"}
+
+
+def test_a_signal_in_the_last_epoch_stops_the_run(tmp_path, tiny_run, tiny_config, monkeypatch):
+    # SIGTERM while the teacher evaluates its last epoch: that epoch finishes, and the run
+    # stops there (it used to go on with the students and exit 0); the rerun records the
+    # finished teacher without training it again
+    last = tiny_config.teacher.epochs
+    evaluate = trainer.evaluate_epoch
+
+    def signalled(p, state, epoch, *args):
+        if epoch == last:
+            os.kill(os.getpid(), signal.SIGTERM)  # recorded by the training loop's handler
+        return evaluate(p, state, epoch, *args)
+
+    monkeypatch.setattr(trainer, "evaluate_epoch", signalled)
+    monkeypatch.setattr(runner, "plan_stages", lambda config: plan_stages(config)[:2])
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted, match="finished its last epoch") as stopped:
+        run_experiment(tiny_config, out, stream=io.StringIO(), quiet=True)
+    assert stopped.value.signum == signal.SIGTERM
+    assert read_status(out)["pending"] == ["teacher", "student/none/seed0"]
+    teacher = Layout(out.resolve()).teacher
+    assert list_checkpoints(teacher) == list(range(last + 1))
+
+    monkeypatch.setattr(runner, "plan_stages", lambda config: plan_stages(config)[:1])
+    monkeypatch.setattr(training, "train", _no_epochs(training.train))
+    assert run_experiment(tiny_config, out, stream=io.StringIO(), quiet=True).ran == ("teacher",)
+    a, b = load_checkpoint(teacher, last), load_checkpoint(tiny_run / "runs" / "teacher", last)
+    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    assert all(np.array_equal(x, y) for x, y in pairs)  # the same teacher, bit for bit
+
+
+def _no_epochs(train):
+    """``train`` that fails if it trains an epoch (the run must be complete)."""
+
+    def call(*args, **kwargs):
+        result = train(*args, **kwargs)
+        assert result.status == "already_complete"
+        return result
+
+    return call
+
+
+def test_a_second_invocation_is_refused_while_one_runs(tmp_path, tiny_config, monkeypatch):
+    # two invocations on one directory trained into the same run directories at once and
+    # both crashed; the lock another process would hold, taken here on its own descriptor
+    monkeypatch.setattr(runner, "plan_stages", lambda config: _synthetic_stages(set()))
+    out = prepare_out_dir(tmp_path / "run", tiny_config).root
+    other = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ValueError, match="in use by another sdcomplex reproduce"):
+            run_experiment(tiny_config, out, stream=io.StringIO(), quiet=True)
+        assert not Layout(out).stages.exists()  # nothing ran
+    finally:
+        os.close(other)  # that invocation ended (or was killed): the lock goes with it
+    report = run_experiment(tiny_config, out, stream=io.StringIO(), quiet=True)
+    assert report.ran == ("a", "b", "c")
+    assert (out / "results" / "c.txt").read_text() == "cba"
+
+
+def test_a_damaged_checkpoint_names_the_stage_that_wrote_it(tmp_path, tiny_run, tiny_config):
+    # checkpoints are recorded by size: a byte changed in place is found when a later stage
+    # reads it, and the error says which stage's output it is and how to redo that stage
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run, out)
+    variables = out / "runs" / "teacher" / "checkpoints" / "epoch_1" / "variables"
+    damaged = max((p for p in variables.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    damage_file(damaged, "flip", np.random.default_rng(0))
+    (out / "results" / "complexity.json").unlink()  # the C1/C2 stage runs again
+    stream = io.StringIO()
+    with pytest.raises(DamagedFile, match="an output of the stage 'teacher': delete it") as err:
+        run_experiment(tiny_config, out, stream=stream, quiet=True, figures=False)
+    assert Path(err.value.path) == damaged
+    assert "teacher cnn: done before, skipped" in stream.getvalue()
+
+
+def _teacher_and_student(state: dict) -> list[Stage]:
+    """``teacher`` writes ``results/teacher.txt`` (``state["teacher"]``); ``student`` owns
+    ``runs/student`` and, like a training run that resumes, appends one line per call to
+    ``runs/student/epochs.txt`` from the teacher's file, failing after it when
+    ``state["kill"]``."""
+
+    def teacher(ctx) -> dict:
+        write_json(ctx.layout.results / "teacher.txt", state["teacher"])
+        return {}
+
+    def student(ctx) -> dict:
+        epochs = ctx.layout.root / "runs" / "student" / "epochs.txt"
+        epochs.parent.mkdir(parents=True, exist_ok=True)
+        with open(epochs, "a") as fh:
+            fh.write((ctx.layout.results / "teacher.txt").read_text().strip() + "\n")
+        if state["kill"]:
+            raise RuntimeError("killed")
+        return {}
+
+    return [
+        Stage("teacher", "teacher", {}, teacher),
+        Stage("student", "student", {}, student, owns=("runs/student",)),
+    ]
+
+
+def test_a_run_begun_after_another_teacher_does_not_resume(tmp_path, tiny_config, monkeypatch):
+    # a student killed half-way, then its teacher trained again with another outcome: the
+    # student used to resume its partial run, half from each teacher
+    state = {"teacher": "A", "kill": True}
+    monkeypatch.setattr(runner, "plan_stages", lambda config: _teacher_and_student(state))
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="killed"):
+        run_experiment(tiny_config, out, stream=io.StringIO(), quiet=True)
+    state.update(teacher="B", kill=False)
+    (out / "results" / "teacher.txt").unlink()  # the teacher runs again, with another outcome
+    monkeypatch.setattr(runner, "plan_stages", lambda config: _teacher_and_student(state)[:1])
+    assert run_experiment(tiny_config, out, stream=io.StringIO(), quiet=True).ran == ("teacher",)
+    monkeypatch.setattr(runner, "plan_stages", lambda config: _teacher_and_student(state))
+    problems = read_status(out)["problems"]
+    assert problems == {"student": "begun before after other inputs, starts from nothing"}
+    stream = io.StringIO()
+    assert run_experiment(tiny_config, out, stream=stream, quiet=True).ran == ("student",)
+    assert "student: begun before after other inputs, running again" in stream.getvalue()
+    assert (out / "runs" / "student" / "epochs.txt").read_text() == '"B"\n'
+    moved = list((out / "replaced").rglob("epochs.txt"))
+    assert [p.read_text() for p in moved] == ['"A"\n']  # kept, not lost
+    assert not list(Layout(out.resolve()).stages.glob("*.started.json"))
+
+
+def test_a_killed_run_with_the_same_inputs_resumes(tmp_path, tiny_config, monkeypatch):
+    state = {"teacher": "A", "kill": True}
+    monkeypatch.setattr(runner, "plan_stages", lambda config: _teacher_and_student(state))
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="killed"):
+        run_experiment(tiny_config, out, stream=io.StringIO(), quiet=True)
+    state["kill"] = False
+    assert run_experiment(tiny_config, out, stream=io.StringIO(), quiet=True).ran == ("student",)
+    assert (out / "runs" / "student" / "epochs.txt").read_text() == '"A"\n"A"\n'  # resumed
 
 
 def _unfinish(root: Path, config, first: str) -> list[str]:
