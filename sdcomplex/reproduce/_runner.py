@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import io
 import os
 import sys
@@ -185,7 +184,7 @@ def _decide(
         where = ""
         if partial is not None:
             where = f" (partial outputs moved to {partial.relative_to(layout.root)})"
-        text = "begun before after other inputs, running again from nothing"
+        text = "begun with other inputs, running again from nothing"
         print(f"{prefix}: {text}{where}", file=stream, flush=True)
     elif not quiet:
         print(f"{prefix} ...", file=stream, flush=True)
@@ -284,19 +283,28 @@ def _run_here(
 @contextlib.contextmanager
 def _exclusive(layout: Layout) -> Iterator[None]:
     """Holds the output directory for one invocation: an exclusive lock on the directory
-    itself (no file is written), released when the invocation ends, killed included.
+    itself (no file is written), released when the invocation ends, killed included. Where
+    the file system has no such locks (flock fails otherwise than "held"), the invocation runs
+    unlocked: a false refusal would stop every run there.
 
     Raises:
         ValueError: another invocation holds it.
     """
+    try:
+        import fcntl
+    except ImportError:  # (not a POSIX system: no lock)
+        yield
+        return
     fd = os.open(layout.root, os.O_RDONLY)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             raise ValueError(
                 f"{layout.root} is in use by another sdcomplex reproduce; wait for it to end"
             ) from None
+        except OSError:
+            pass  # a file system without such locks (some network ones): not held, not refused
         yield
     finally:
         os.close(fd)
@@ -455,7 +463,7 @@ def read_status(out: str | os.PathLike[str]) -> dict[str, Any]:
             if marker is not None:
                 problems[stage.key] = problem
             elif _started_after_others(layout, stage, upstream.hexdigest()):
-                problems[stage.key] = "begun before after other inputs, starts from nothing"
+                problems[stage.key] = "begun with other inputs, starts from nothing"
             upstream.add(stage.key, marker.get("outputs") if marker is not None else None)
     return {
         "name": config.name,

@@ -3,6 +3,7 @@ failed half-way (in-process, with stages that write files and one that raises), 
 kill-and-rerun resumption of training (a real subprocess killed with SIGKILL mid-training,
 rerun, equals the shared uninterrupted run, bit for bit)."""
 
+import errno
 import fcntl
 import io
 import json
@@ -231,6 +232,18 @@ def test_a_second_invocation_is_refused_while_one_runs(tmp_path, tiny_config, mo
     assert (out / "results" / "c.txt").read_text() == "cba"
 
 
+def test_a_file_system_without_locks_runs_unlocked(tmp_path, tiny_config, monkeypatch):
+    # e.g. an NFS client refusing an exclusive lock on a read-only descriptor (EBADF): that is
+    # not another invocation, and refusing would stop every run on that file system
+    def no_locks(fd, operation):
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    monkeypatch.setattr(runner, "plan_stages", lambda config: _synthetic_stages(set()))
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    report = run_experiment(tiny_config, tmp_path / "run", stream=io.StringIO(), quiet=True)
+    assert report.ran == ("a", "b", "c")
+
+
 def test_a_damaged_checkpoint_names_the_stage_that_wrote_it(tmp_path, tiny_run, tiny_config):
     # checkpoints are recorded by size: a byte changed in place is found when a later stage
     # reads it, and the error says which stage's output it is and how to redo that stage
@@ -286,10 +299,10 @@ def test_a_run_begun_after_another_teacher_does_not_resume(tmp_path, tiny_config
     assert run_experiment(tiny_config, out, stream=io.StringIO(), quiet=True).ran == ("teacher",)
     monkeypatch.setattr(runner, "plan_stages", lambda config: _teacher_and_student(state))
     problems = read_status(out)["problems"]
-    assert problems == {"student": "begun before after other inputs, starts from nothing"}
+    assert problems == {"student": "begun with other inputs, starts from nothing"}
     stream = io.StringIO()
     assert run_experiment(tiny_config, out, stream=stream, quiet=True).ran == ("student",)
-    assert "student: begun before after other inputs, running again" in stream.getvalue()
+    assert "student: begun with other inputs, running again" in stream.getvalue()
     assert (out / "runs" / "student" / "epochs.txt").read_text() == '"B"\n'
     moved = list((out / "replaced").rglob("epochs.txt"))
     assert [p.read_text() for p in moved] == ['"A"\n']  # kept, not lost
