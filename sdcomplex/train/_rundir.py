@@ -238,6 +238,24 @@ class RunDirectory:
                 "restore them or use another output directory (nothing was changed)"
             )
 
+    def version_changes(self) -> list[str]:
+        """What differs between the library versions ``run.json`` records (those the run
+        started with) and this process's, e.g. ``["jax 0.10.1 -> 0.10.2"]`` (``[]``: the same,
+        or nothing recorded).
+
+        Raises:
+            DamagedFile: a damaged ``run.json``.
+        """
+        recorded = (self.read_metadata(RUN_FILE) or {}).get("versions")
+        if not isinstance(recorded, dict):
+            return []
+        now = library_versions()
+        return [
+            f"{name} {recorded[name]} -> {now[name]}"
+            for name in now
+            if name in recorded and recorded[name] != now[name]
+        ]
+
     # --- metadata ------------------------------------------------------------------------------
 
     def read_metadata(self, name: str = RUN_FILE) -> dict[str, Any] | None:

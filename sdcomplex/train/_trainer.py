@@ -10,6 +10,7 @@ directory, load the data, :func:`~sdcomplex.train._loop.prepare` the run,
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -149,6 +150,9 @@ def train(
         DamagedFile: a damaged ``run.json`` (a ``ValueError``).
         TrainingDiverged: a non-finite loss (a ``ValueError``; nothing of it is saved).
 
+    Warns:
+        UserWarning: a run resumed with other library versions than ``run.json`` records.
+
     Example:
         >>> cfg = TrainConfig(model="mlp", dataset="digits", epochs=2, augment=False)
         >>> result = train(cfg, "/tmp/runs/mlp_digits", quiet=True)  # doctest: +SKIP
@@ -179,6 +183,14 @@ def train(
         setup = setup_run(config)  # loads the data; every error is raised before writing
     if exists:  # resumed: on the data it started with (data files are not in the config)
         run.refuse_other_data(setup.dataset.info)
+        changed = run.version_changes()
+        if changed:
+            warnings.warn(
+                f"{run_dir} is resumed with other library versions than it started with "
+                f"({', '.join(changed)}): the run is no longer bit for bit the one an "
+                "uninterrupted run would have given",
+                stacklevel=2,
+            )
     p = prepare(
         config, run, setup, supervision, exists=exists, started=started, placement=placement
     )
