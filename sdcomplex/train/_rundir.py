@@ -219,7 +219,7 @@ class RunDirectory:
         record = self.read_metadata(RUN_FILE)
         if record is None or "dataset" not in record:
             return
-        recorded = self.dataset_info()
+        recorded = self._recorded_dataset(record)
         lines = []
         for name in DATA_IDENTITY:
             old, new = getattr(recorded, name), getattr(info, name)
@@ -327,10 +327,12 @@ class RunDirectory:
             ValueError: no ``run.json`` or no valid data set description in it;
                 :class:`DamagedFile` for a damaged ``run.json``.
         """
+        return self._recorded_dataset(self.read_metadata(RUN_FILE) or {})
+
+    def _recorded_dataset(self, record: dict[str, Any]) -> DatasetInfo:
+        """The data set description of the ``run.json`` record ``record``."""
         try:
-            return DatasetInfo.from_dict((self.read_metadata(RUN_FILE) or {})["dataset"])
-        except DamagedFile:
-            raise
+            return DatasetInfo.from_dict(record["dataset"])
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{self.run_file} has no valid data set description ({err})") from None
 
