@@ -46,6 +46,19 @@ def kernel_request(
     """What a kernel is: the JSON-ready record that identifies it (and keys the cache): the
     run (with the digest of its variables), the examples (with the digest of the model inputs
     they give: data and normalisation), the form and the parameter filter."""
+    x = run_inputs(run, examples.raw)
+    return _request(run, examples, x, outputs=outputs, param_filter=param_filter)
+
+
+def _request(
+    run: RunCheckpoint,
+    examples: RunExamples,
+    x: np.ndarray,
+    *,
+    outputs: str,
+    param_filter: str | None,
+) -> dict[str, Any]:
+    """`kernel_request`, given the model inputs ``x = run_inputs(run, examples.raw)``."""
     if param_filter is not None and not isinstance(param_filter, str):
         raise TypeError("only a regex param_filter (a string) can be recorded with a kernel")
     return to_jsonable(
@@ -53,7 +66,7 @@ def kernel_request(
             "run": run.describe(),
             "data": examples.description,
             "indices": examples.indices,
-            "inputs_sha256": _digest(run_inputs(run, examples.raw)),
+            "inputs_sha256": _digest(x),
             "outputs": outputs,
             "param_filter": param_filter,
         }
@@ -81,10 +94,23 @@ def compute_run_kernel(
     ``mesh``: the devices the kernel is computed on, as for `empirical_ntk` (None: every
     device); the kernel, hence the record's digest, is the same to round-off.
     """
-    request = kernel_request(run, examples, outputs=outputs, param_filter=param_filter)
-    fn, params = ntk_fn(run.model, run.variables, param_filter=param_filter)
     x = run_inputs(run, examples.raw)
-    plan = plan_ntk(fn, params, x, outputs=outputs, implementation=implementation)
+    request = _request(run, examples, x, outputs=outputs, param_filter=param_filter)
+    return _computed(run, examples, x, request, implementation, progress, mesh)
+
+
+def _computed(
+    run: RunCheckpoint,
+    examples: RunExamples,
+    x: np.ndarray,
+    request: dict[str, Any],
+    implementation: str,
+    progress: bool | None,
+    mesh: Any,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """`compute_run_kernel` of the model inputs ``x`` and their ``request``."""
+    fn, params = ntk_fn(run.model, run.variables, param_filter=request["param_filter"])
+    plan = plan_ntk(fn, params, x, outputs=request["outputs"], implementation=implementation)
     started = time.perf_counter()
     kernel = compute_with_plan(plan, fn, params, x, progress=progress, mesh=mesh)
     record = {
@@ -184,7 +210,8 @@ def cached_run_kernel(
     Returns:
         ``(kernel, record, cache_file or None, reused)``.
     """
-    request = kernel_request(run, examples, outputs=outputs, param_filter=param_filter)
+    x = run_inputs(run, examples.raw)
+    request = _request(run, examples, x, outputs=outputs, param_filter=param_filter)
     file = None
     if cache_dir is not None:
         file = Path(cache_dir) / f"ntk-{request_key(request)}.npz"
@@ -194,9 +221,7 @@ def cached_run_kernel(
                 return kernel, record, file, True
             except ValueError:
                 pass  # a damaged or foreign cache entry: computed again and replaced below
-    kernel, record = compute_run_kernel(
-        run, examples, outputs=outputs, param_filter=param_filter, progress=progress, mesh=mesh
-    )
+    kernel, record = _computed(run, examples, x, request, "auto", progress, mesh)
     if file is not None:
         save_kernel(file, kernel, record, overwrite=True)
     return kernel, record, file, False
