@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 _CHUNK = 1000  # images per task
 _PARALLEL_MIN = 4 * _CHUNK  # fewer images than this are decoded in-process
 _MODES = {"RGB": 3, "L": 1}
+_GRAY16 = ("I;16", "I;16L", "I;16B", "I;16N")  # Pillow's 16-bit grayscale modes
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _BOOTSTRAP = (
@@ -45,10 +46,28 @@ _BOOTSTRAP = (
 Chunk = list[tuple[str, bytes]]
 
 
+def _eight_bit(img: Image.Image) -> Image.Image:
+    """``img`` with 8-bit pixels: 16-bit gray keeps its high byte (as Pillow reads 16-bit RGB
+    PNGs; its own conversion clips everything above 255 to white), and 32-bit integer or float
+    pixels are accepted only as whole numbers in 0..255 (no standard 8-bit scale is known)."""
+    if img.mode in _GRAY16:
+        return Image.fromarray((np.asarray(img).astype(np.uint16) >> 8).astype(np.uint8))
+    if img.mode in ("I", "F"):
+        wide = np.asarray(img)
+        if wide.size and (wide.min() < 0 or wide.max() > 255 or (wide != np.round(wide)).any()):
+            raise ValueError(
+                f"{img.mode} (32-bit) pixels span {wide.min():g}..{wide.max():g}, not whole "
+                "numbers in 0..255; convert the image to 8 bits"
+            )
+        return Image.fromarray(wide.astype(np.uint8))
+    return img
+
+
 def _decode_one(name: str, blob: bytes, mode: str, size: tuple[int, int] | None) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(blob)) as opened:
-            img: Image.Image = opened if opened.mode == mode else opened.convert(mode)
+            img = _eight_bit(opened)
+            img = img if img.mode == mode else img.convert(mode)
             if size is not None and img.size != (size[1], size[0]):
                 img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             arr = np.asarray(img, dtype=np.uint8)
@@ -252,7 +271,8 @@ def decode_images(
     Args:
         items: pairs, e.g. from :func:`~sdcomplex.data._archives.iter_members`; consumed lazily.
         mode: ``"RGB"`` (3 channels) or ``"L"`` (grayscale, 1 channel); other modes are
-            converted.
+            converted (16-bit pixels keep their high byte; 32-bit ones must be whole numbers
+            in 0..255).
         size: ``(H, W)`` to resize every image to (bilinear); ``None`` requires all images to
             share one size.
         num_workers: worker processes; ``None`` uses the idle cores
