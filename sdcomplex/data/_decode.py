@@ -112,7 +112,7 @@ def _read_frame(stream: BinaryIO) -> bytes | None:
 def _pack_chunk(items: Chunk) -> list[bytes]:
     parts = [_U32.pack(len(items))]
     for name, blob in items:
-        encoded = name.encode()
+        encoded = name.encode("utf-8", "surrogateescape")  # file names need not be UTF-8
         parts += [_U32.pack(len(encoded)), encoded, _U32.pack(len(blob)), blob]
     return parts
 
@@ -125,7 +125,7 @@ def _unpack_chunk(data: bytes) -> Chunk:
             (length,) = _U32.unpack_from(data, pos)
             fields.append(bytes(view[pos + 4 : pos + 4 + length]))
             pos += 4 + length
-        items.append((fields[0].decode(), fields[1]))
+        items.append((fields[0].decode("utf-8", "surrogateescape"), fields[1]))
     return items
 
 
