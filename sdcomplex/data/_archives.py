@@ -149,14 +149,30 @@ def _zip_members(path: Path, select: Callable[[str], bool]) -> Iterator[tuple[st
                 yield name, zf.read(info)  # zipfile checks the size and CRC it reads
 
 
-def _dir_members(path: Path, select: Callable[[str], bool]) -> Iterator[tuple[str, bytes]]:
-    for root, dirs, files in os.walk(path):
+def walk_files(path: Path) -> Iterator[tuple[str, Path]]:
+    """``(relative POSIX name, path)`` of every file under a directory, in sorted walk order.
+
+    Symbolic links are followed (a linked class folder is part of the tree); a broken link or
+    a link back to a folder it lies in is a ``ValueError`` naming it.
+    """
+    for root, dirs, files in os.walk(path, followlinks=True):
         dirs.sort()
+        here = Path(root)
+        ancestors = {os.path.realpath(p) for p in (here, *here.parents)}
+        for folder in dirs:
+            if os.path.realpath(here / folder) in ancestors:
+                raise ValueError(f"{here / folder} is a symbolic link cycle (it leads back up)")
         for fname in sorted(files):
-            full = Path(root, fname)
-            name = full.relative_to(path).as_posix()
-            if full.is_file() and select(name):
-                yield name, full.read_bytes()
+            full = here / fname
+            if not full.exists():
+                raise ValueError(f"{full} is a broken symbolic link")
+            yield full.relative_to(path).as_posix(), full
+
+
+def _dir_members(path: Path, select: Callable[[str], bool]) -> Iterator[tuple[str, bytes]]:
+    for name, full in walk_files(path):
+        if full.is_file() and select(name):
+            yield name, full.read_bytes()
 
 
 def archive_kind(path: Path) -> str:
@@ -191,14 +207,20 @@ def iter_members(
         directories (symbolic links inside a directory are followed: it is the user's tree).
 
     Raises:
-        ValueError: unsafe member, or corrupt / truncated archive (named in the message).
+        ValueError: unsafe member, a selected member name listed twice, or corrupt /
+            truncated archive (named in the message).
     """
     path = Path(path)
     keep = select or (lambda name: True)
     kind = archive_kind(path)
     reader = {"dir": _dir_members, "zip": _zip_members, "tar": _tar_members}[kind]
+    seen: set[str] = set()
     try:
-        yield from reader(path, keep)
+        for name, data in reader(path, keep):
+            if name in seen:  # e.g. a newer copy appended with ``tar -r``: which one is meant?
+                raise ValueError(f"{path} holds member {name!r} twice")
+            seen.add(name)
+            yield name, data
     except _READ_ERRORS as err:
         raise ValueError(
             f"cannot read {path}: corrupt or truncated {kind} archive ({type(err).__name__}: {err})"

@@ -22,6 +22,7 @@ import numpy as np
 
 from sdcomplex._io import atomic_write, load_arrays
 
+from ._archives import walk_files
 from ._dataset import Dataset, DatasetInfo
 
 CACHE_ENV = "SDCOMPLEX_CACHE"
@@ -50,14 +51,11 @@ def source_identity(path: Path) -> dict[str, Any]:
         return {"path": str(resolved), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
     digest = hashlib.sha256()
     count = 0
-    for root, dirs, files in os.walk(resolved):
-        dirs.sort()
-        for name in sorted(files):
-            full = Path(root, name)
-            st = full.stat()
-            rel = full.relative_to(resolved).as_posix()
-            digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-            count += 1
+    for rel, full in walk_files(resolved):
+        st = full.stat()
+        entry = f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n"
+        digest.update(entry.encode("utf-8", "surrogateescape"))  # names need not be UTF-8
+        count += 1
     return {"path": str(resolved), "files": count, "tree": digest.hexdigest()}
 
 

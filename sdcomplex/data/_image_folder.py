@@ -189,6 +189,8 @@ def load_image_folder(
             f"image folder {path} does not exist (expected a directory, .zip or .tar.gz with "
             f"{train_dir}/<class>/<image> and {test_dir}/<class>/<image>)"
         )
+    if train_dir == test_dir:  # both splits would be the same images
+        raise ValueError(f"train_dir and test_dir must differ, both are {train_dir!r}")
     if checksum is not None and path.is_dir():
         raise ValueError(f"a checksum applies to an archive file, but {path} is a directory")
     image_size = check_image_size(image_size)
