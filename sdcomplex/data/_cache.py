@@ -4,8 +4,8 @@ The cache root is, in order of precedence: the ``cache_dir`` argument, the ``SDC
 environment variable, ``~/.cache/sdcomplex``. A cache file is named after the data set and a key
 that hashes everything the arrays depend on: the source's identity (resolved path, size and
 modification time of the file, or of every file of a directory), the loader options, the
-expected checksum and the cache format version. Changing any of them misses the cache; an
-unreadable cache file is rebuilt.
+expected checksum, the image decoder's version and the cache format version. Changing any of
+them misses the cache; an unreadable cache file is rebuilt.
 """
 
 from __future__ import annotations

@@ -29,6 +29,11 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+DECODER_VERSION = 2
+"""Part of the cache key of decoded images: raised whenever the same bytes decode to other
+pixels (2: 16-bit grayscale keeps its high byte instead of clipping), so no cache of the old
+decoding is reused."""
+
 _CHUNK = 1000  # images per task
 _PARALLEL_MIN = 4 * _CHUNK  # fewer images than this are decoded in-process
 _MODES = {"RGB": 3, "L": 1}

@@ -18,7 +18,7 @@ import numpy as np
 from ._archives import iter_members, verify_checksum
 from ._cache import cached_dataset, source_identity
 from ._dataset import Dataset, make_dataset
-from ._decode import check_image_size, decode_images
+from ._decode import DECODER_VERSION, check_image_size, decode_images
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
 """File name endings (any case) read as images."""
@@ -201,6 +201,7 @@ def load_image_folder(
         "image_size": list(image_size) if image_size is not None else None,
         "checksum": checksum,
         "reference": reference,
+        "decoder": DECODER_VERSION,
     }
     return cached_dataset(
         name,

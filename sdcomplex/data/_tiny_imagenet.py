@@ -22,7 +22,7 @@ from pathlib import Path
 from ._archives import ensure_file, iter_members, read_members, resolve_data_dir, verify_checksum
 from ._cache import cached_dataset, source_identity
 from ._dataset import Dataset, make_dataset
-from ._decode import decode_images
+from ._decode import DECODER_VERSION, decode_images
 from ._image_folder import split_by_label
 
 TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
@@ -161,7 +161,7 @@ def load_tiny_imagenet(
         checksum = None
     return cached_dataset(
         "tiny_imagenet",
-        {"source": source_identity(source), "checksum": checksum},
+        {"source": source_identity(source), "checksum": checksum, "decoder": DECODER_VERSION},
         lambda: _build(source, checksum, num_workers, quiet),
         cache_dir=cache_dir,
         use_cache=use_cache,

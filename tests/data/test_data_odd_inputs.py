@@ -23,6 +23,8 @@ from PIL import Image
 import sdcomplex.data._decode as decode_module
 from sdcomplex.data import load_image_folder
 from sdcomplex.data._archives import iter_members
+from sdcomplex.data._cache import cache_key, save_dataset, source_identity
+from sdcomplex.data._dataset import make_dataset
 from sdcomplex.data._decode import decode_images
 
 
@@ -192,3 +194,36 @@ def test_one_folder_cannot_be_both_splits(tmp_path: Path) -> None:
         _class_image(data / "images" / cls, "1.png", 1)
     with pytest.raises(ValueError, match="train_dir and test_dir must differ"):
         load_image_folder(data, train_dir="images", test_dir="images", use_cache=False, quiet=True)
+
+
+def test_a_cache_of_the_clipping_decoder_is_not_reused(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    """Arrays cached before 16-bit images kept their high byte (all white) are decoded again."""
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    pixels = {}
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            gray = rng.integers(0, 1 << 16, size=(3, 4), dtype=np.uint16)
+            (data / split / cls).mkdir(parents=True)
+            (data / split / cls / "1.png").write_bytes(_png16(gray))
+            pixels[split, cls] = (gray >> 8).astype(np.uint8)
+    old_options = {  # the key of a cache written by the previous decoder
+        "train_dir": "train",
+        "test_dir": "test",
+        "image_mode": "L",
+        "image_size": None,
+        "checksum": None,
+        "reference": "",
+    }
+    old_key = cache_key(name="image_folder", source=source_identity(data), **old_options)
+    white = np.full((2, 3, 4, 1), 255, np.uint8)
+    labels = np.array([0, 1])
+    clipped = make_dataset(
+        white, labels, white, labels, name="image_folder", class_names=("a", "b"),
+        pixel_max=255.0, source=str(data),
+    )  # fmt: skip
+    save_dataset(cache / f"image_folder-{old_key}.npz", clipped)
+    ds = load_image_folder(data, image_mode="L", cache_dir=cache, quiet=True)
+    np.testing.assert_array_equal(ds.x_train[..., 0], [pixels["train", "a"], pixels["train", "b"]])
+    np.testing.assert_array_equal(ds.x_test[..., 0], [pixels["test", "a"], pixels["test", "b"]])
