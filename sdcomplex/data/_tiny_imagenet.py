@@ -11,7 +11,8 @@ Layout (directory ``tiny-imagenet-200/`` or the official ``tiny-imagenet-200.zip
 The official test split has no labels, so the labelled validation split is the test split here.
 Class order is pinned to the sorted wnids (label k is ``sorted(wnids)[k]``, as in torchvision's
 ImageFolder over ``train/``), not the order of ``wnids.txt``. Within each split images are
-ordered by (label, file name). Grayscale images are converted to RGB.
+ordered by (label, file name). Grayscale images are converted to RGB; hidden files (names
+starting with ".") are ignored; every validation image the annotations list must be present.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ def _build(path: Path, checksum: str | None, num_workers: int | None, quiet: boo
         if not name.startswith(root) or not name.lower().endswith((".jpeg", ".jpg")):
             return False
         parts = name[len(root) :].split("/")
+        if any(part.startswith(".") for part in parts):  # ._x.JPEG, .DS_Store, ...
+            return False
         if len(parts) == 4 and parts[0] == "train" and parts[2] == "images":
             if parts[1] not in label_of:
                 raise ValueError(f"{path}: training folder {parts[1]!r} is not in wnids.txt")
@@ -86,6 +89,11 @@ def _build(path: Path, checksum: str | None, num_workers: int | None, quiet: boo
     x_test, y_test = split_by_label(names, images, labels, "val")
     if not len(x_test):
         raise ValueError(f"{path} has no validation images in {root}val/images/")
+    absent = sorted(set(val_label) - set(names))
+    if absent:
+        raise ValueError(
+            f"{path}: {len(absent)} image(s) listed in {ann_name} are missing, e.g. {absent[0]}"
+        )
     missing = set(range(len(wnids))) - set(y_train.tolist())
     if missing:
         raise ValueError(f"{path}: no training images for {[wnids[k] for k in sorted(missing)]}")

@@ -143,3 +143,33 @@ def test_malformed_members_are_one_error_naming_the_file(
     with pytest.raises(ValueError, match=match) as err:
         load_tiny_imagenet(path=archive, checksum=None, use_cache=False, num_workers=1)
     assert "\n" not in str(err.value)
+
+
+def _write_dir(root: Path, members: dict[str, bytes]) -> Path:
+    for name, data in members.items():
+        path = root / "tiny-imagenet-200" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return root / "tiny-imagenet-200"
+
+
+def test_hidden_files_are_ignored(tmp_path: Path) -> None:
+    """macOS leaves ``._<name>`` AppleDouble files beside each image on foreign disks."""
+    members = make_tiny_imagenet()
+    expected = dict(members)
+    for name in list(members):
+        if name.endswith(".JPEG"):
+            folder, _, base = name.rpartition("/")
+            members[f"{folder}/._{base}"] = b"\x00\x05\x16\x07 AppleDouble"
+    members["train/.DS_Store"] = b"junk"
+    ds = load_tiny_imagenet(path=_write_dir(tmp_path, members), use_cache=False, quiet=True)
+    _check(ds, expected)
+
+
+def test_missing_validation_images_are_an_error(tmp_path: Path) -> None:
+    """val_annotations.txt lists every validation image: a partial copy is not a test split."""
+    members = make_tiny_imagenet()
+    del members["val/images/val_3.JPEG"]
+    source = _write_dir(tmp_path, members)
+    with pytest.raises(ValueError, match=r"1 image\(s\) listed in .*annotations.txt are missing"):
+        load_tiny_imagenet(path=source, use_cache=False, quiet=True)
