@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -67,6 +68,10 @@ class DatasetInfo:
             raise ValueError(
                 f"mean {self.mean} and std {self.std} need one value per channel "
                 f"({self.num_channels} for input shape {self.input_shape})"
+            )
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std, self.pixel_max)):
+            raise ValueError(
+                f"mean {self.mean}, std {self.std} and pixel_max {self.pixel_max} must be finite"
             )
         if any(s <= 0 for s in self.std) or self.pixel_max <= 0:
             raise ValueError(f"std {self.std} and pixel_max {self.pixel_max} must be positive")
@@ -184,6 +189,9 @@ def channel_stats(x: np.ndarray, pixel_max: float) -> tuple[tuple[float, ...], t
 
     Returns:
         ``(mean, std)`` tuples of floats, one entry per channel.
+
+    Raises:
+        ValueError: no examples, or NaN or infinite values.
     """
     if x.shape[0] == 0:
         raise ValueError("cannot compute statistics of an empty array")
@@ -195,6 +203,8 @@ def channel_stats(x: np.ndarray, pixel_max: float) -> tuple[tuple[float, ...], t
         chunk = x[start : start + _STATS_CHUNK].astype(acc).reshape(-1, channels)
         total += chunk.sum(axis=0)
         total_sq += np.einsum("ij,ij->j", chunk, chunk)
+    if not np.isfinite(total_sq).all():
+        raise ValueError("statistics must be finite: the data hold NaN or infinite values")
     count = x.size // channels
     mean = total / count
     var = np.maximum(total_sq / count - mean**2, 0.0)

@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ._cifar import load_cifar10, load_cifar100
 from ._dataset import Dataset
 from ._embedded import load_digits, load_mnist1d, load_synthetic
@@ -156,7 +158,8 @@ def load_dataset(
 
     Raises:
         ValueError: unknown name (the message lists the known ones), an option the loader does
-            not take, or any loader error (missing file, bad checksum, corrupt archive...).
+            not take, a ``binary`` that is neither a bool nor a pair, or any loader error
+            (missing file, bad checksum, corrupt archive...).
 
     Example:
         >>> ds = load_dataset("digits", binary=True, n_per_class=50)
@@ -184,10 +187,17 @@ def load_dataset(
     if unknown:
         raise ValueError(f"dataset {name!r} has no option(s) {unknown}; valid options: {valid}")
     dataset = loader(**kwargs, **options)
-    if binary is not False:
-        groups = (None, None) if binary is True else binary
-        if len(groups) != 2:
-            raise ValueError("binary must be True or a pair (negative_classes, positive_classes)")
+    groups: tuple[Sequence[int] | None, Sequence[int] | None] | None
+    if isinstance(binary, bool | np.bool_):
+        groups = (None, None) if binary else None
+    elif isinstance(binary, tuple | list) and len(binary) == 2:
+        groups = binary
+    else:  # 0, 1 or None are not taken for a bool: only True, False or the pair
+        raise ValueError(
+            f"binary must be True, False or a pair (negative_classes, positive_classes), "
+            f"got {binary!r}"
+        )
+    if groups is not None:
         dataset = binary_variant(dataset, groups[0], groups[1])
     if n_per_class is not None:
         dataset = balanced_subset(dataset, n_per_class, seed=subset_seed)

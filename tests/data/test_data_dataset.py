@@ -208,3 +208,24 @@ def test_load_dataset_applies_binary_then_subset() -> None:
     assert steps[1].startswith("binary_variant") and steps[2].startswith("balanced_subset")
     picked = load_dataset("digits", binary=([3], [8]))
     assert picked.info.class_names == ("3", "8")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_statistics_of_non_finite_inputs_are_refused(bad: float) -> None:
+    """One NaN made the mean NaN and the std silently 1: every normalised input NaN."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 4)).astype(np.float32)
+    x[2, 1] = bad
+    y = np.arange(6) % 2
+    with pytest.raises(ValueError, match="must be finite"):
+        make_dataset(x, y, x, y, name="t", class_names=("a", "b"), pixel_max=1.0, source="s")
+    with pytest.raises(ValueError, match="must be finite"):
+        _images().info.replace(mean=(0.5, bad, 0.5))
+
+
+@pytest.mark.parametrize("binary", [0, 1, None, "yes", ([0], [1], [2])])
+def test_binary_must_be_a_bool_or_a_pair(binary: object) -> None:
+    with pytest.raises(ValueError, match="binary must be True, False or a pair"):
+        load_dataset("synthetic", n_train=20, n_test=20, dim=2, num_classes=4, binary=binary)
+    both = load_dataset("synthetic", n_train=20, n_test=20, dim=2, num_classes=4, binary=np.True_)
+    assert both.info.class_names == ("class_0+class_1", "class_2+class_3")
