@@ -52,6 +52,12 @@ def _digits(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     data = load_digits()
     x = (data.data / 16.0).astype(np.float32)
     y = data.target.astype(np.int64)
+    counts = np.bincount(y, minlength=10)
+    if per_class > counts.min():
+        raise ValueError(
+            f"per_class {per_class} exceeds the {counts.min()} examples of digit "
+            f"{counts.argmin()}: at most {counts.min()} per class"
+        )
     rng = np.random.default_rng(seed)
     chosen = np.concatenate(
         [rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in range(10)]

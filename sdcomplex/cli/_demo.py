@@ -27,6 +27,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.per_class < 2:
         raise ValueError("--per-class must be at least 2")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
     if args.json and Path(args.json).exists():  # refused before the work, not after it
         raise FileExistsError(f"{args.json} exists; refusing to overwrite it")
     start = time.perf_counter()

@@ -407,6 +407,8 @@ CASES: dict[str, tuple[list[str], str]] = {
     "plot low dpi": (["plot", "{d}/badmetrics", "--dpi", "10"], "dpi"),
     "demo per-class 1": (["demo", "--per-class", "1"], "--per-class"),
     "demo seed not int": (["demo", "--seed", "x"], "invalid int value"),
+    "demo negative seed": (["demo", "--seed", "-1"], "--seed must be >= 0, got -1"),
+    "demo per-class above a class": (["demo", "--per-class", "175"], "per_class 175 exceeds"),
     "demo existing json": (["demo", "--json", "{d}/results.json"], "exists"),
     "unknown command": (["frobnicate"], "invalid choice"),
 }
