@@ -149,13 +149,19 @@ def _zip_members(path: Path, select: Callable[[str], bool]) -> Iterator[tuple[st
                 yield name, zf.read(info)  # zipfile checks the size and CRC it reads
 
 
+def _unlistable(err: OSError) -> None:
+    """``os.walk`` would skip the folder in silence."""
+    raise ValueError(f"cannot list {err.filename}: {err.strerror}")
+
+
 def walk_files(path: Path) -> Iterator[tuple[str, Path]]:
     """``(relative POSIX name, path)`` of every file under a directory, in sorted walk order.
 
-    Symbolic links are followed (a linked class folder is part of the tree); a broken link or
-    a link back to a folder it lies in is a ``ValueError`` naming it.
+    Symbolic links are followed (a linked class folder is part of the tree); a folder that
+    cannot be listed, a broken link or a link back to a folder it lies in is a ``ValueError``
+    naming it.
     """
-    for root, dirs, files in os.walk(path, followlinks=True):
+    for root, dirs, files in os.walk(path, onerror=_unlistable, followlinks=True):
         dirs.sort()
         here = Path(root)
         ancestors = {os.path.realpath(p) for p in (here, *here.parents)}

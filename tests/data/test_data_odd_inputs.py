@@ -15,6 +15,7 @@ import warnings
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -227,3 +228,26 @@ def test_a_cache_of_the_clipping_decoder_is_not_reused(
     ds = load_image_folder(data, image_mode="L", cache_dir=cache, quiet=True)
     np.testing.assert_array_equal(ds.x_train[..., 0], [pixels["train", "a"], pixels["train", "b"]])
     np.testing.assert_array_equal(ds.x_test[..., 0], [pixels["test", "a"], pixels["test", "b"]])
+
+
+def test_an_unreadable_class_folder_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``os.walk`` skips a folder it cannot list (no read permission) without a word: the
+    class would silently be missing (simulated, since tests may run as root)."""
+    data = tmp_path / "data"
+    for split in ("train", "test"):
+        for cls in ("a", "b", "c"):
+            _class_image(data / split / cls, "1.png", 1)
+    locked = {data / "train" / "c", data / "test" / "c"}
+    real_scandir = os.scandir
+
+    def scandir(path: Any = ".") -> Any:
+        if Path(os.fsdecode(path)) in locked:
+            raise PermissionError(13, "Permission denied", os.fsdecode(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    for use_cache in (True, False):
+        with pytest.raises(ValueError, match=r"cannot list .*c: Permission denied"):
+            load_image_folder(data, cache_dir=tmp_path / "cache", use_cache=use_cache, quiet=True)
