@@ -26,7 +26,8 @@ def _add_images(root, split, name, count, seed):
         Image.fromarray(image).save(folder / f"{seed}_{i}.png")
 
 
-def test_a_run_whose_data_files_changed_is_not_resumed(tmp_path):
+def test_a_run_whose_data_files_changed_is_not_resumed(tmp_path, monkeypatch):
+    monkeypatch.setenv("SDCOMPLEX_CACHE", str(tmp_path / "cache"))  # not the user's cache
     data = tmp_path / "images"
     for k, name in enumerate("ab"):
         _add_images(data, "train", name, 8, seed=k)
