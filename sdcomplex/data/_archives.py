@@ -164,7 +164,8 @@ def walk_files(path: Path) -> Iterator[tuple[str, Path]]:
     for root, dirs, files in os.walk(path, onerror=_unlistable, followlinks=True):
         dirs.sort()
         here = Path(root)
-        ancestors = {os.path.realpath(p) for p in (here, *here.parents)}
+        absolute = Path(os.path.abspath(here))  # a relative path's parents end at "."
+        ancestors = {os.path.realpath(p) for p in (absolute, *absolute.parents)}
         for folder in dirs:
             if os.path.realpath(here / folder) in ancestors:
                 raise ValueError(f"{here / folder} is a symbolic link cycle (it leads back up)")

@@ -251,3 +251,27 @@ def test_an_unreadable_class_folder_is_an_error(
     for use_cache in (True, False):
         with pytest.raises(ValueError, match=r"cannot list .*c: Permission denied"):
             load_image_folder(data, cache_dir=tmp_path / "cache", use_cache=use_cache, quiet=True)
+
+
+def test_a_link_above_a_relative_root_is_a_cycle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link to a folder above the working directory, found from a relative path, stops at
+    once (it would walk that whole folder first)."""
+    work = tmp_path / "outer" / "work"
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            _class_image(work / "data" / split / cls, "1.png", 1)
+    (work / "data" / "train" / "a" / "up").symlink_to(tmp_path, target_is_directory=True)
+    monkeypatch.chdir(work)
+    walked = []
+    real_scandir = os.scandir
+
+    def scandir(path: Any = ".") -> Any:
+        walked.append(os.fsdecode(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(ValueError, match="up is a symbolic link cycle"):
+        list(iter_members("data"))
+    assert not any("up/" in p for p in walked)  # nothing under the link was listed
