@@ -105,6 +105,9 @@ def cached_dataset(
         cache_dir: cache root (see :func:`cache_root`).
         use_cache: ``False`` always builds and neither reads nor writes the cache.
 
+    A cache file that cannot be read is rebuilt, one that cannot be written is skipped, each
+    with a warning.
+
     Returns:
         The data set.
     """
@@ -119,5 +122,9 @@ def cached_dataset(
                 f"ignoring unreadable cache file {path} ({err}); rebuilding", stacklevel=2
             )
     dataset = build()
-    save_dataset(path, dataset)
+    try:
+        save_dataset(path, dataset)
+    except OSError as err:  # read-only or misplaced cache: the next load only decodes again
+        message = f"cannot write cache file {path} ({err}); continuing without it"
+        warnings.warn(message, stacklevel=2)
     return dataset

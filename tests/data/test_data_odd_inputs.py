@@ -275,3 +275,18 @@ def test_a_link_above_a_relative_root_is_a_cycle(
     with pytest.raises(ValueError, match="up is a symbolic link cycle"):
         list(iter_members("data"))
     assert not any("up/" in p for p in walked)  # nothing under the link was listed
+
+
+def test_a_cache_that_cannot_be_written_only_warns(tmp_path: Path) -> None:
+    """The decoded arrays are returned (equal to an uncached load) when the cache root is not
+    writable: here a file stands where the folder should be."""
+    data = tmp_path / "data"
+    for split, base in (("train", 10), ("test", 20)):
+        for k, cls in enumerate("ab"):
+            _class_image(data / split / cls, "1.png", base + k)
+    blocked = tmp_path / "cache"
+    blocked.write_bytes(b"a file, not a folder")
+    with pytest.warns(UserWarning, match="cannot write cache file .*; continuing without it"):
+        ds = load_image_folder(data, cache_dir=blocked, quiet=True)
+    assert ds.x_train[:, 0, 0, 0].tolist() == [10, 11] and ds.y_test.tolist() == [0, 1]
+    assert blocked.read_bytes() == b"a file, not a folder"
