@@ -340,12 +340,17 @@ def start_distributed(
         )
     if all(given):
         assert num_processes is not None and process_id is not None
-        if int(num_processes) < 1 or not 0 <= int(process_id) < int(num_processes):
+        if int(num_processes) < 1:
+            raise ValueError(f"num_processes must be at least 1, got {int(num_processes)}")
+        if not 0 <= int(process_id) < int(num_processes):
             raise ValueError(
                 f"process_id must be in [0, {int(num_processes)}), got {int(process_id)}"
             )
-        if ":" not in str(coordinator):
-            raise ValueError(f"coordinator must be host:port, got {coordinator!r}")
+        host, _, port = str(coordinator).rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(
+                f"coordinator must be host:port with a port in 1..65535, got {coordinator!r}"
+            )
     jax.distributed.initialize(
         coordinator_address=coordinator,
         num_processes=None if num_processes is None else int(num_processes),

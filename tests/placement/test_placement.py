@@ -31,6 +31,27 @@ def test_errors_name_the_numbers():
     placement.check_divides(7)  # one device divides everything
 
 
+@pytest.mark.parametrize(
+    ("coordinator", "processes", "message"),
+    [
+        ("127.0.0.1:port", 2, "coordinator must be host:port with a port in 1..65535"),
+        ("127.0.0.1:70000", 2, "coordinator must be host:port with a port in 1..65535"),
+        (":1234", 2, "coordinator must be host:port"),
+        ("127.0.0.1:1234", 0, "num_processes must be at least 1, got 0"),
+    ],
+)
+def test_a_bad_process_specification_is_refused_before_jax_is_asked(
+    coordinator, processes, message
+):
+    # (JAX is initialised here: a specification that reached jax.distributed would fail with a
+    # RuntimeError; in a fresh process it waited for the coordinator and then aborted)
+    from sdcomplex.placement import start_distributed
+
+    make_placement()
+    with pytest.raises(ValueError, match=message):
+        start_distributed(coordinator, processes, 0)
+
+
 def test_four_simulated_devices():
     result = run_on_devices(
         """
