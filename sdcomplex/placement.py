@@ -283,7 +283,9 @@ def make_placement(
       A :class:`Placement` with a one-axis mesh named ``"data"``.
 
     Raises:
-      ValueError: when more devices are asked for than exist, or a subset in a multi-process run.
+      TypeError: ``devices`` holding something other than ``jax.Device`` objects.
+      ValueError: when more devices are asked for than exist, a subset in a multi-process run,
+        or a device named twice.
     """
     if devices is not None:
         available = list(devices)
@@ -291,6 +293,11 @@ def make_placement(
         available = list(jax.local_devices() if _THIS_PROCESS_ONLY.get() else jax.devices())
     if not available:
         raise ValueError("no devices to place on")
+    for device in available:
+        if not isinstance(device, jax.Device):
+            raise TypeError(f"devices must be jax.Device objects, got {device!r}")
+    if len(set(available)) != len(available):
+        raise ValueError(f"devices must be distinct, got {available}")
     if num_devices is not None and devices is None:
         if isinstance(num_devices, bool) or not isinstance(num_devices, int | np.integer):
             raise TypeError(f"num_devices must be an integer, got {num_devices!r}")

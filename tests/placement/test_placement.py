@@ -31,6 +31,17 @@ def test_errors_name_the_numbers():
     placement.check_divides(7)  # one device divides everything
 
 
+def test_explicit_devices_must_be_distinct_devices():
+    import jax
+
+    device = jax.devices()[0]
+    with pytest.raises(ValueError, match="devices must be distinct"):
+        make_placement(devices=[device, device])  # (one device's rows would be lost)
+    with pytest.raises(TypeError, match="devices must be jax.Device objects, got 'cpu'"):
+        make_placement(devices=["cpu"])
+    assert make_placement(devices=[device]).devices == (device,)
+
+
 @pytest.mark.parametrize(
     ("coordinator", "processes", "message"),
     [
