@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import dataclasses
@@ -285,7 +286,8 @@ def make_placement(
     Raises:
       TypeError: ``devices`` holding something other than ``jax.Device`` objects.
       ValueError: when more devices are asked for than exist, a subset in a multi-process run,
-        or a device named twice.
+        a device named twice, or processes with different numbers of devices (JAX's
+        multi-process collectives need the same number on each).
     """
     if devices is not None:
         available = list(devices)
@@ -312,6 +314,12 @@ def make_placement(
                 f"{len(available)} devices: every process's devices take part"
             )
         available = available[: int(num_devices)]
+    per_process = collections.Counter(d.process_index for d in available)
+    if len(set(per_process.values())) > 1:
+        raise ValueError(
+            "every process must bring the same number of devices to the mesh, got "
+            + ", ".join(f"{n} on process {i}" for i, n in sorted(per_process.items()))
+        )
     mesh = Mesh(np.asarray(available, dtype=object), (DATA_AXIS,))
     return Placement(mesh=mesh)
 

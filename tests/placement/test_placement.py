@@ -3,9 +3,13 @@ initialises) and in a real two-process run with a coordinator on 127.0.0.1."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
-from device_helpers import run_on_devices, run_processes
+from device_helpers import free_port, run_on_devices, run_processes, simulated_env
 
 from sdcomplex.placement import make_placement
 
@@ -119,6 +123,53 @@ def test_two_processes_on_loopback(tmp_path):
     assert [r["rows"] for r in results] == [[0, 4], [4, 8]]
     assert all(r["n"] == 4 and r["procs"] == 2 for r in results)
     assert all(r["total"] == pytest.approx(expected) for r in results)
+
+
+_UNEVEN = """
+import json, sys
+from sdcomplex.placement import make_placement, start_distributed
+
+start_distributed(f"127.0.0.1:{sys.argv[1]}", 2, int(sys.argv[2]), timeout_s=60)
+import jax
+
+try:
+    make_placement()
+    print(json.dumps({"error": None}))
+except ValueError as err:
+    print(json.dumps({"error": str(err)}))
+"""
+
+
+@pytest.mark.slow
+def test_processes_with_different_device_counts_are_refused(tmp_path):
+    # JAX's collectives (sync, gathers) lay the devices out as processes x local devices: two
+    # processes with 2 and 1 devices failed inside them with "cannot reshape array of size 3"
+    script = tmp_path / "uneven.py"
+    script.write_text(_UNEVEN)
+    port = str(free_port())
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), port, str(pid)],
+            env=simulated_env(devices),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for pid, devices in ((0, 2), (1, 1))
+    ]
+    try:
+        outputs = [proc.communicate(timeout=120) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+        message = json.loads(out.strip().splitlines()[-1])["error"]
+        assert message == (
+            "every process must bring the same number of devices to the mesh, got "
+            "2 on process 0, 1 on process 1"
+        )
 
 
 def test_rows_of_a_full_host_copy_and_gather_in_process():
