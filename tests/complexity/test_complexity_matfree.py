@@ -154,6 +154,8 @@ def test_bad_targets(plain_problem):
         supervision_complexity_matfree(fn, params, x, np.full_like(y, np.nan))
     with pytest.raises(ValueError, match="shape"):
         ntk_vector_product(fn, params, x, np.ones((10, 2)), outputs="full")
+    with pytest.raises(TypeError, match="v must be real"):  # (its imaginary part was dropped)
+        ntk_vector_product(fn, params, x, np.ones((10, C)) * (1 + 1j), outputs="full")
 
 
 def test_a_kernel_that_is_not_finite_is_an_error_naming_the_examples():
