@@ -60,6 +60,17 @@ class Placement:
     mesh: Mesh
     axis: str = DATA_AXIS
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.mesh, Mesh):
+            raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(self.mesh).__name__}")
+        if tuple(self.mesh.axis_names) != (self.axis,):
+            raise ValueError(
+                f"a Placement's mesh has the one axis {self.axis!r}, got axes "
+                f"{tuple(self.mesh.axis_names)}"
+            )
+        if self.mesh.devices.size == 0:
+            raise ValueError("a Placement's mesh has no devices")
+
     @property
     def devices(self) -> tuple[Any, ...]:
         """The devices of the mesh, in mesh order."""

@@ -7,11 +7,13 @@ import json
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from device_helpers import free_port, run_on_devices, run_processes, simulated_env
+from jax.sharding import Mesh
 
-from sdcomplex.placement import make_placement
+from sdcomplex.placement import Placement, as_placement, make_placement
 
 
 def test_one_device_placement_in_process():
@@ -36,14 +38,25 @@ def test_errors_name_the_numbers():
 
 
 def test_explicit_devices_must_be_distinct_devices():
-    import jax
-
     device = jax.devices()[0]
     with pytest.raises(ValueError, match="devices must be distinct"):
         make_placement(devices=[device, device])  # (one device's rows would be lost)
     with pytest.raises(TypeError, match="devices must be jax.Device objects, got 'cpu'"):
         make_placement(devices=["cpu"])
     assert make_placement(devices=[device]).devices == (device,)
+
+
+def test_a_placement_is_a_one_axis_mesh_of_some_devices():
+    device = jax.devices()[0]
+    with pytest.raises(ValueError, match=r"one axis 'data', got axes \('x',\)"):
+        Placement(mesh=Mesh(np.array([device]), ("x",)))  # (the kernels failed on it)
+    with pytest.raises(ValueError, match=r"one axis 'data', got axes \('data', 'm'\)"):
+        Placement(mesh=Mesh(np.array([device]).reshape(1, 1), ("data", "m")))
+    with pytest.raises(ValueError, match="has no devices"):  # (a ZeroDivisionError in kernels)
+        as_placement(Mesh(np.array([], dtype=object), ("data",)))
+    with pytest.raises(TypeError, match="mesh must be a jax.sharding.Mesh"):
+        Placement(mesh=[device])  # type: ignore[arg-type]
+    assert as_placement(Mesh(np.array([device]), ("x",))).axis == "x"
 
 
 @pytest.mark.parametrize(
