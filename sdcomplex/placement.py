@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import dataclasses
@@ -58,6 +59,17 @@ class Placement:
 
     mesh: Mesh
     axis: str = DATA_AXIS
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mesh, Mesh):
+            raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(self.mesh).__name__}")
+        if tuple(self.mesh.axis_names) != (self.axis,):
+            raise ValueError(
+                f"a Placement's mesh has the one axis {self.axis!r}, got axes "
+                f"{tuple(self.mesh.axis_names)}"
+            )
+        if self.mesh.devices.size == 0:
+            raise ValueError("a Placement's mesh has no devices")
 
     @property
     def devices(self) -> tuple[Any, ...]:
@@ -283,7 +295,10 @@ def make_placement(
       A :class:`Placement` with a one-axis mesh named ``"data"``.
 
     Raises:
-      ValueError: when more devices are asked for than exist, or a subset in a multi-process run.
+      TypeError: ``devices`` holding something other than ``jax.Device`` objects.
+      ValueError: when more devices are asked for than exist, a subset in a multi-process run,
+        a device named twice, or processes with different numbers of devices (JAX's
+        multi-process collectives need the same number on each).
     """
     if devices is not None:
         available = list(devices)
@@ -291,6 +306,11 @@ def make_placement(
         available = list(jax.local_devices() if _THIS_PROCESS_ONLY.get() else jax.devices())
     if not available:
         raise ValueError("no devices to place on")
+    for device in available:
+        if not isinstance(device, jax.Device):
+            raise TypeError(f"devices must be jax.Device objects, got {device!r}")
+    if len(set(available)) != len(available):
+        raise ValueError(f"devices must be distinct, got {available}")
     if num_devices is not None and devices is None:
         if isinstance(num_devices, bool) or not isinstance(num_devices, int | np.integer):
             raise TypeError(f"num_devices must be an integer, got {num_devices!r}")
@@ -305,6 +325,12 @@ def make_placement(
                 f"{len(available)} devices: every process's devices take part"
             )
         available = available[: int(num_devices)]
+    per_process = collections.Counter(d.process_index for d in available)
+    if len(set(per_process.values())) > 1:
+        raise ValueError(
+            "every process must bring the same number of devices to the mesh, got "
+            + ", ".join(f"{n} on process {i}" for i, n in sorted(per_process.items()))
+        )
     mesh = Mesh(np.asarray(available, dtype=object), (DATA_AXIS,))
     return Placement(mesh=mesh)
 
@@ -340,12 +366,17 @@ def start_distributed(
         )
     if all(given):
         assert num_processes is not None and process_id is not None
-        if int(num_processes) < 1 or not 0 <= int(process_id) < int(num_processes):
+        if int(num_processes) < 1:
+            raise ValueError(f"num_processes must be at least 1, got {int(num_processes)}")
+        if not 0 <= int(process_id) < int(num_processes):
             raise ValueError(
                 f"process_id must be in [0, {int(num_processes)}), got {int(process_id)}"
             )
-        if ":" not in str(coordinator):
-            raise ValueError(f"coordinator must be host:port, got {coordinator!r}")
+        host, _, port = str(coordinator).rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(
+                f"coordinator must be host:port with a port in 1..65535, got {coordinator!r}"
+            )
     jax.distributed.initialize(
         coordinator_address=coordinator,
         num_processes=None if num_processes is None else int(num_processes),

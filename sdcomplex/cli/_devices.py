@@ -62,10 +62,10 @@ def placement_from_args(args: argparse.Namespace) -> Any:
     given = [f"--{name.replace('_', '-')}" for name in _PROCESS_FLAGS if getattr(args, name)]
     if given and not args.distributed:
         raise ValueError(f"{', '.join(given)} need --distributed")
-    if args.distributed:
-        start_distributed(args.coordinator, args.num_processes, args.process_id)
     if args.devices is not None and args.devices < 1:
         raise ValueError(f"--devices must be at least 1, got {args.devices}")
+    if args.distributed:
+        start_distributed(args.coordinator, args.num_processes, args.process_id)
     if args.distributed and args.devices is not None:
         import jax
 

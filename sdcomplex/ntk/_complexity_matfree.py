@@ -129,10 +129,11 @@ def _pcg(
         while iterations < max_iters:
             ap = apply(p)
             iterations += 1
-            pap = dot(p, ap)
-            quotient = _divide(pap, dot(p, p)) - shift
-            rho = np.maximum(rho, quotient)
-            bad = (rho > 0) & (quotient < -psd_tol * rho)
+            pap, pp = dot(p, ap), dot(p, p)
+            quotient = _divide(pap, pp) - shift
+            moving = pp > 0  # (a zero right-hand side, or a solved one, has no direction)
+            rho = np.where(moving, np.maximum(rho, quotient), rho)
+            bad = moving & (rho > 0) & (quotient < -psd_tol * rho)
             if np.any(bad):
                 worst = np.argmax(np.where(bad, -quotient / np.where(rho > 0, rho, 1.0), -np.inf))
                 raise _curvature_error(float(quotient.flat[worst]), float(rho.flat[worst]), psd_tol)

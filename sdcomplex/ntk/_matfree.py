@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sdcomplex._checks import check_finite
+from sdcomplex._checks import as_real_array
 from sdcomplex.complexity._complexity import check_outputs
 from sdcomplex.ntk import _matfree_sharded as sharded
 from sdcomplex.ntk._api import DEFAULT_MEMORY_BUDGET, check_values, plan_ntk
@@ -263,7 +263,8 @@ def ntk_vector_product(
       float64 array of the shape of ``v``.
 
     Raises:
-      TypeError: ``mesh`` neither None, a `Placement` nor a ``jax.sharding.Mesh``.
+      TypeError: ``mesh`` neither None, a `Placement` nor a ``jax.sharding.Mesh``; ``v``
+        complex or not numeric.
       ValueError: unknown ``outputs``, empty ``x``, bad ``block_size``, ``v`` of the wrong
         shape or with NaN or inf, or a product with NaN or inf (``fn`` or its derivative
         not finite at some examples).
@@ -276,12 +277,12 @@ def ntk_vector_product(
       [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]
     """
     op, _ = _operator(fn, params, x, outputs, block_size, memory_budget, mesh)
-    v = np.asarray(v, np.float64)
+    v = np.asarray(v)
     c = op.num_outputs
     if v.ndim != 2 or v.shape[0] != op.n or (outputs != "mean" and v.shape[1] != c):
         want = "(n, R)" if outputs == "mean" else f"(n, {c})"
         raise ValueError(f"v must have shape {want} with n = {op.n}, got {v.shape}")
-    check_finite("v", v)
+    v = as_real_array("v", v, allow_empty=True)
     product = op.matvec(outputs, v)
     if not np.all(np.isfinite(product)):
         raise non_finite_error("the kernel-vector product", "some examples of x")

@@ -35,6 +35,11 @@ def _one_line(err: str) -> str:
     [
         (["--devices", "5", "--batch-size", "8"], "--devices: num_devices=5 but 1 device(s)"),
         (["--devices", "0"], "--devices must be at least 1, got 0"),
+        (  # refused before the processes are started (which waits for the other processes)
+            "--devices 0 --distributed --coordinator 127.0.0.1:1234 --num-processes 2 "
+            "--process-id 1".split(),
+            "--devices must be at least 1, got 0",
+        ),
         (["--coordinator", "127.0.0.1:1234"], "--coordinator need --distributed"),
         (
             ["--distributed", "--coordinator", "127.0.0.1:1234"],
@@ -43,6 +48,9 @@ def _one_line(err: str) -> str:
     ],
 )
 def test_device_flag_errors_are_one_line(tmp_path, capsys, argv, message):
+    import jax
+
+    jax.devices()  # (JAX started: a jax.distributed start is an error at once, never a wait)
     code = main([*TRAIN, "--out", str(tmp_path / "run"), *argv])
     assert code == 2
     line = _one_line(capsys.readouterr().err)

@@ -81,6 +81,24 @@ def test_plain_cg_ridge_offset_and_exact_trace(flax_problem):
     assert result.adjusted == pytest.approx(dense.adjusted, rel=1e-4)
 
 
+@pytest.mark.parametrize("outputs", ["mean", "diag"])
+def test_a_zero_target_column_with_a_ridge(plain_problem, outputs):
+    # A class absent from the targets is a zero right-hand side: its CG direction stays 0, whose
+    # Rayleigh quotient of K + ridge n I minus the ridge is not a curvature of the kernel.
+    fn, params, x, y, full = plain_problem
+    y = y.copy()
+    y[:, 2] = 0.0
+    dense = supervision_complexity(forms(full)[outputs], y, ridge=1e-3)
+    result = supervision_complexity_matfree(
+        fn, params, x, y, outputs=outputs, ridge=1e-3, tol=1e-6, trace_samples=0
+    )
+    assert abs(result.value - dense.value) <= 1e-4 * dense.value
+    zero = supervision_complexity_matfree(
+        fn, params, x, np.zeros_like(y), outputs="full", ridge=1e-3, trace_samples=0
+    )
+    assert zero.value == 0.0 and zero.relative_residual == 0.0
+
+
 @pytest.mark.parametrize("problem", ["flax_problem", "plain_problem"])
 def test_vector_products_and_diagonal_blocks(problem, request):
     fn, params, x, _, full = request.getfixturevalue(problem)
@@ -136,6 +154,8 @@ def test_bad_targets(plain_problem):
         supervision_complexity_matfree(fn, params, x, np.full_like(y, np.nan))
     with pytest.raises(ValueError, match="shape"):
         ntk_vector_product(fn, params, x, np.ones((10, 2)), outputs="full")
+    with pytest.raises(TypeError, match="v must be real"):  # (its imaginary part was dropped)
+        ntk_vector_product(fn, params, x, np.ones((10, C)) * (1 + 1j), outputs="full")
 
 
 def test_a_kernel_that_is_not_finite_is_an_error_naming_the_examples():

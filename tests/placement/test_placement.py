@@ -3,11 +3,17 @@ initialises) and in a real two-process run with a coordinator on 127.0.0.1."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
+import jax
 import numpy as np
 import pytest
-from device_helpers import run_on_devices, run_processes
+from device_helpers import free_port, run_on_devices, run_processes, simulated_env
+from jax.sharding import Mesh
 
-from sdcomplex.placement import make_placement
+from sdcomplex.placement import Placement, as_placement, make_placement
 
 
 def test_one_device_placement_in_process():
@@ -29,6 +35,49 @@ def test_errors_name_the_numbers():
 
         start_distributed(coordinator="127.0.0.1:1234")
     placement.check_divides(7)  # one device divides everything
+
+
+def test_explicit_devices_must_be_distinct_devices():
+    device = jax.devices()[0]
+    with pytest.raises(ValueError, match="devices must be distinct"):
+        make_placement(devices=[device, device])  # (one device's rows would be lost)
+    with pytest.raises(TypeError, match="devices must be jax.Device objects, got 'cpu'"):
+        make_placement(devices=["cpu"])
+    assert make_placement(devices=[device]).devices == (device,)
+
+
+def test_a_placement_is_a_one_axis_mesh_of_some_devices():
+    device = jax.devices()[0]
+    with pytest.raises(ValueError, match=r"one axis 'data', got axes \('x',\)"):
+        Placement(mesh=Mesh(np.array([device]), ("x",)))  # (the kernels failed on it)
+    with pytest.raises(ValueError, match=r"one axis 'data', got axes \('data', 'm'\)"):
+        Placement(mesh=Mesh(np.array([device]).reshape(1, 1), ("data", "m")))
+    with pytest.raises(ValueError, match="has no devices"):  # (a ZeroDivisionError in kernels)
+        as_placement(Mesh(np.array([], dtype=object), ("data",)))
+    with pytest.raises(TypeError, match="mesh must be a jax.sharding.Mesh"):
+        Placement(mesh=[device])  # type: ignore[arg-type]
+    assert as_placement(Mesh(np.array([device]), ("x",))).axis == "x"
+
+
+@pytest.mark.parametrize(
+    ("coordinator", "processes", "message"),
+    [
+        ("127.0.0.1:port", 2, "coordinator must be host:port with a port in 1..65535"),
+        ("127.0.0.1:70000", 2, "coordinator must be host:port with a port in 1..65535"),
+        (":1234", 2, "coordinator must be host:port"),
+        ("127.0.0.1:1234", 0, "num_processes must be at least 1, got 0"),
+    ],
+)
+def test_a_bad_process_specification_is_refused_before_jax_is_asked(
+    coordinator, processes, message
+):
+    # (JAX is initialised here: a specification that reached jax.distributed would fail with a
+    # RuntimeError; in a fresh process it waited for the coordinator and then aborted)
+    from sdcomplex.placement import start_distributed
+
+    make_placement()
+    with pytest.raises(ValueError, match=message):
+        start_distributed(coordinator, processes, 0)
 
 
 def test_four_simulated_devices():
@@ -87,6 +136,53 @@ def test_two_processes_on_loopback(tmp_path):
     assert [r["rows"] for r in results] == [[0, 4], [4, 8]]
     assert all(r["n"] == 4 and r["procs"] == 2 for r in results)
     assert all(r["total"] == pytest.approx(expected) for r in results)
+
+
+_UNEVEN = """
+import json, sys
+from sdcomplex.placement import make_placement, start_distributed
+
+start_distributed(f"127.0.0.1:{sys.argv[1]}", 2, int(sys.argv[2]), timeout_s=60)
+import jax
+
+try:
+    make_placement()
+    print(json.dumps({"error": None}))
+except ValueError as err:
+    print(json.dumps({"error": str(err)}))
+"""
+
+
+@pytest.mark.slow
+def test_processes_with_different_device_counts_are_refused(tmp_path):
+    # JAX's collectives (sync, gathers) lay the devices out as processes x local devices: two
+    # processes with 2 and 1 devices failed inside them with "cannot reshape array of size 3"
+    script = tmp_path / "uneven.py"
+    script.write_text(_UNEVEN)
+    port = str(free_port())
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), port, str(pid)],
+            env=simulated_env(devices),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for pid, devices in ((0, 2), (1, 1))
+    ]
+    try:
+        outputs = [proc.communicate(timeout=120) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+        message = json.loads(out.strip().splitlines()[-1])["error"]
+        assert message == (
+            "every process must bring the same number of devices to the mesh, got "
+            "2 on process 0, 1 on process 1"
+        )
 
 
 def test_rows_of_a_full_host_copy_and_gather_in_process():
