@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ._archives import iter_members, verify_checksum
-from ._cache import cached_dataset, source_identity
+from ._cache import cached_dataset, check_cache_name, source_identity
 from ._dataset import Dataset, make_dataset
 from ._decode import DECODER_VERSION, check_image_size, decode_images
 
@@ -158,7 +158,8 @@ def load_image_folder(
             ``test_dir/<class>/...``, at the top or under one top-level folder.
         data_dir: used as ``path`` when ``path`` is not given (so
             ``load_dataset("image_folder", data_dir=...)`` works).
-        name: data set name recorded in the metadata and the cache file name.
+        name: data set name recorded in the metadata and the cache file name (letters,
+            digits and ``_ . + -``, not starting with ``.``).
         cache_dir: cache root (default ``$SDCOMPLEX_CACHE`` or ``~/.cache/sdcomplex``).
         train_dir: name of the training split folder.
         test_dir: name of the test split folder.
@@ -179,6 +180,7 @@ def load_image_folder(
     Example:
         >>> ds = load_image_folder("my_images.zip", cache_dir="/tmp/cache")  # doctest: +SKIP
     """
+    check_cache_name(name)  # before any image is decoded
     if path is None:
         if data_dir is None:
             raise ValueError("load_image_folder needs path (or data_dir): a directory or archive")
