@@ -13,6 +13,9 @@ which inherit the environment (one cache per worker under pytest-xdist's ``-n``)
 executable is the one XLA would compile again, so
 results are the same with and without it.
 
+Decoded data sets are cached in ``$SDCOMPLEX_TEST_SESSION/cache`` (``$SDCOMPLEX_CACHE``), shared
+by the workers (cache files are written atomically), so no test writes to the user's cache.
+
 Work that several xdist workers need (the tiny experiment's finished run,
 ``tests/reproduce_helpers.py``) is done once in the session's folder ``$SDCOMPLEX_TEST_SESSION``,
 a temporary folder made by the controlling process (inherited by the workers) and removed at the
@@ -41,6 +44,10 @@ if "SDCOMPLEX_TEST_SESSION" not in os.environ:  # the controlling process: befor
     _session = tempfile.mkdtemp(prefix="sdcomplex-test-session-")
     atexit.register(shutil.rmtree, _session, ignore_errors=True)
     os.environ["SDCOMPLEX_TEST_SESSION"] = _session
+# decoded data sets (``mnist1d-*.npz``, image folders, ...) go to the session's folder, never to
+# the user's ~/.cache/sdcomplex, for every test, doctest and CLI subprocess (which inherit it);
+# a test of the cache's location sets or removes the variable itself
+os.environ["SDCOMPLEX_CACHE"] = os.path.join(os.environ["SDCOMPLEX_TEST_SESSION"], "cache")
 if "SDCOMPLEX_TEST_JAX_CACHE" in os.environ and "PYTEST_XDIST_WORKER" in os.environ:
     # one cache per pytest-xdist worker: JAX writes entries in place, so a worker must never
     # read an entry another one is still writing

@@ -100,10 +100,12 @@ def run_kernel(
     the devices of ``placement``: ``(kernel, record, checkpoint, examples, cache_file,
     reused)``, from the cache directory ``cache`` when it holds a verified entry (see
     `cached_run_kernel`)."""
+    from sdcomplex.data import quiet_loading
     from sdcomplex.ntk._kernel_files import cached_run_kernel
 
     checkpoint = open_run(spec)
-    examples = load_examples(args, checkpoint)
+    with quiet_loading(args.quiet):
+        examples = load_examples(args, checkpoint)
     kernel, record, file, reused = cached_run_kernel(
         checkpoint,
         examples,

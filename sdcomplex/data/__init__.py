@@ -30,6 +30,7 @@ from ._dataset import (
     normalised_arrays,
 )
 from ._image_folder import load_image_folder
+from ._progress import quiet_loading
 from ._registry import (
     AugmentationDefaults,
     augmentation_defaults,
@@ -59,5 +60,6 @@ __all__ = [
     "normalise",
     "normalise_array",
     "normalised_arrays",
+    "quiet_loading",
     "register_dataset",
 ]

@@ -30,6 +30,8 @@ from tqdm.auto import tqdm
 
 from sdcomplex._io import atomic_write, check_declared_bytes, read_up_to
 
+from ._progress import hide_progress
+
 DATA_ENV = "SDCOMPLEX_DATA"
 """Environment variable naming the default directory of official archives."""
 
@@ -299,7 +301,9 @@ def download_file(
     def write(fh: IO[bytes]) -> None:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=quiet) as bar:
+            with tqdm(
+                total=total, unit="B", unit_scale=True, desc=dest.name, disable=hide_progress(quiet)
+            ) as bar:
                 for block in iter(lambda: response.read(1 << 20), b""):
                     fh.write(block)
                     bar.update(len(block))

@@ -59,6 +59,30 @@ def source_identity(path: Path) -> dict[str, Any]:
     return {"path": str(resolved), "files": count, "tree": digest.hexdigest()}
 
 
+def check_cache_name(name: object) -> str:
+    """``name`` if it can prefix a cache file name: letters, digits, ``_ . + -``, not starting
+    with ``.`` (so never a path: no separator, no ``..``, no hidden file).
+
+    Raises:
+        ValueError: any other name (naming it).
+
+    Example:
+        >>> check_cache_name("cifar10_jpeg")
+        'cifar10_jpeg'
+    """
+    if (
+        not isinstance(name, str)
+        or not name
+        or name.startswith(".")
+        or not all(c.isalnum() or c in "_.+-" for c in name)
+    ):
+        raise ValueError(
+            f"data set name {name!r} cannot name a cache file: use letters, digits and _ . + - "
+            "(not starting with .)"
+        )
+    return name
+
+
 def cache_key(**parts: Any) -> str:
     """Short stable hash of JSON-serialisable ``parts`` (plus the cache format version)."""
     text = json.dumps({"format": _FORMAT_VERSION, **parts}, sort_keys=True, default=str)
@@ -99,7 +123,7 @@ def cached_dataset(
     """Return the cached data set for ``key_parts``, or build it and cache it.
 
     Args:
-        name: data set name, the prefix of the cache file.
+        name: data set name, the prefix of the cache file (:func:`check_cache_name`).
         key_parts: everything the arrays depend on (see :func:`cache_key`).
         build: makes the data set on a cache miss; if it raises, nothing is written.
         cache_dir: cache root (see :func:`cache_root`).
@@ -110,7 +134,11 @@ def cached_dataset(
 
     Returns:
         The data set.
+
+    Raises:
+        ValueError: a ``name`` that is not a plain file name (:func:`check_cache_name`).
     """
+    check_cache_name(name)
     if not use_cache:
         return build()
     path = cache_root(cache_dir) / f"{name}-{cache_key(name=name, **key_parts)}.npz"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import itertools
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -48,6 +49,10 @@ _BOOTSTRAP = (
     "module._worker_main(sys.argv[2], sys.argv[3])\n"
 )
 
+_OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+"""An object's default repr in an error message (Pillow names its ``<_io.BytesIO object at
+0x...>``): a memory address, which says nothing about the file."""
+
 Chunk = list[tuple[str, bytes]]
 
 
@@ -77,8 +82,8 @@ def _decode_one(name: str, blob: bytes, mode: str, size: tuple[int, int] | None)
                 img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             arr = np.asarray(img, dtype=np.uint8)
     except Exception as err:  # Pillow on malformed bytes: SyntaxError, struct.error, ...
-        text = str(err).strip().splitlines()
-        detail = type(err).__name__ + (f": {text[0]}" if text else "")
+        text = _OBJECT_REPR.sub("", str(err)).strip().splitlines()
+        detail = type(err).__name__ + (f": {text[0].strip()}" if text else "")
         raise ValueError(f"cannot decode image {name!r}: {detail}") from None
     return arr[..., None] if arr.ndim == 2 else arr
 

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from ._archives import iter_members, verify_checksum
-from ._cache import cached_dataset, source_identity
+from ._cache import cached_dataset, check_cache_name, source_identity
 from ._dataset import Dataset, make_dataset
 from ._decode import DECODER_VERSION, check_image_size, decode_images
+from ._progress import hide_progress
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
 """File name endings (any case) read as images."""
@@ -85,7 +86,7 @@ def _build(
         mode=image_mode,
         size=image_size,
         num_workers=num_workers,
-        quiet=quiet,
+        quiet=hide_progress(quiet),
         desc=f"decoding {path.name}",
     )
     if not names:
@@ -158,7 +159,8 @@ def load_image_folder(
             ``test_dir/<class>/...``, at the top or under one top-level folder.
         data_dir: used as ``path`` when ``path`` is not given (so
             ``load_dataset("image_folder", data_dir=...)`` works).
-        name: data set name recorded in the metadata and the cache file name.
+        name: data set name recorded in the metadata and the cache file name (letters,
+            digits and ``_ . + -``, not starting with ``.``).
         cache_dir: cache root (default ``$SDCOMPLEX_CACHE`` or ``~/.cache/sdcomplex``).
         train_dir: name of the training split folder.
         test_dir: name of the test split folder.
@@ -179,6 +181,7 @@ def load_image_folder(
     Example:
         >>> ds = load_image_folder("my_images.zip", cache_dir="/tmp/cache")  # doctest: +SKIP
     """
+    check_cache_name(name)  # before any image is decoded
     if path is None:
         if data_dir is None:
             raise ValueError("load_image_folder needs path (or data_dir): a directory or archive")

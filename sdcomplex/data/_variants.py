@@ -7,10 +7,12 @@ paper computes complexities of binary CIFAR-100 variants with CIFAR-100 preproce
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+
+from sdcomplex._checks import as_int
 
 from ._dataset import Dataset
 
@@ -35,9 +37,12 @@ def _group_name(classes: Sequence[int], names: Sequence[str]) -> str:
 
 
 def _check_classes(classes: Sequence[int], num_classes: int, what: str) -> list[int]:
-    out = sorted({int(c) for c in classes})
-    if len(out) != len(list(classes)):
-        raise ValueError(f"{what} lists a class twice: {list(classes)}")
+    if isinstance(classes, str | bytes) or not isinstance(classes, Iterable):
+        raise TypeError(f"{what} must be a sequence of class indices, got {classes!r}")
+    listed = [as_int(f"{what}[{i}]", c) for i, c in enumerate(classes)]  # 0.7 is no class
+    out = sorted(set(listed))
+    if len(out) != len(listed):
+        raise ValueError(f"{what} lists a class twice: {listed}")
     if not out or out[0] < 0 or out[-1] >= num_classes:
         raise ValueError(f"{what} must be non-empty class indices in [0, {num_classes})")
     return out
@@ -62,6 +67,10 @@ def binary_variant(
     Returns:
         :class:`Dataset` with int32 labels in {0, 1}, ``class_names`` describing each group,
         updated sizes and a provenance entry.
+
+    Raises:
+        TypeError: a group that is not a sequence of integers (``0.7`` is no class index).
+        ValueError: a class out of range or listed twice, or groups that overlap or are empty.
 
     Example:
         >>> from sdcomplex.data import load_dataset

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from sdcomplex._io import to_jsonable
-from sdcomplex.data import Dataset, input_statistics
+from sdcomplex.data import Dataset, input_statistics, quiet_loading
 from sdcomplex.distill._config import DistillConfig
 from sdcomplex.distill._diagnostics import (
     NTK_INIT_FILE,
@@ -332,7 +332,8 @@ def distill(
         if done is not None:
             return done
     teacher = _open_teacher(config, previous)
-    setup = setup_run(student)  # loads the data; raises before anything is written
+    with quiet_loading(quiet):  # (a quiet run's data loading shows no progress bar)
+        setup = setup_run(student)  # loads the data; raises before anything is written
     dataset, schedule = setup.dataset, None
     if teacher is not None:  # checked to fit; every checkpoint the run reads verified
         schedule = teacher_schedule(

@@ -47,6 +47,7 @@ import jax
 from jax.errors import JaxRuntimeError
 
 from sdcomplex._io import atomic_write_json
+from sdcomplex.data import quiet_loading
 from sdcomplex.placement import this_process_only
 from sdcomplex.reproduce._config import ExperimentConfig
 from sdcomplex.reproduce._outputs import (
@@ -145,7 +146,8 @@ def _run_stage(
     """Runs one stage: its recorded outputs, its summary and its time in seconds."""
     before = snapshot(layout.root)
     t0 = time.perf_counter()
-    summary = dict(stage.run(Context(config, layout, quiet, stage.key, placement)) or {})
+    with quiet_loading(quiet):  # (the data a quiet stage loads shows no progress bar)
+        summary = dict(stage.run(Context(config, layout, quiet, stage.key, placement)) or {})
     seconds = time.perf_counter() - t0
     outputs = record_outputs(layout.root, before, owns=stage.owns, size_only=stage.size_only)
     return outputs, summary, seconds

@@ -67,7 +67,8 @@ class TrainConfig(Config):
         crop_padding: zero padding per side for the random crop (0: no crop); ``None``: the
             data set's, ``round(image_size / 8)`` (4 for 32-pixel images, 1 for 8-pixel ones).
         flip: random horizontal flips when ``augment``; ``None``: the data set's (on only for
-            mirror-invariant classes: CIFAR, Tiny ImageNet; off for digits).
+            mirror-invariant classes: CIFAR, Tiny ImageNet; off for digits). ``image_folder``
+            has no default crop padding or flip: training it with ``augment`` needs both.
         epochs: training epochs ``T``.
         batch_size: examples per training step; the incomplete last batch is dropped.
         optimizer: ``"sgd"`` (heavy-ball momentum, PyTorch convention), ``"adam"`` (weight decay
@@ -176,9 +177,15 @@ class TrainConfig(Config):
         dataset="digits")`` has the digits' 1-pixel crops and no flips, like
         ``TrainConfig(dataset="digits")``.
         """
-        from_dataset = getattr(self, "_from_dataset", ())
-        again: dict[str, Any] = {name: None for name in from_dataset if name not in changes}
+        again: dict[str, Any] = {n: None for n in dataset_defaulted(self) if n not in changes}
         return super().replace(**again, **changes)
+
+
+def dataset_defaulted(config: TrainConfig) -> frozenset[str]:
+    """The augmentation fields ``config`` left at ``None`` and took from its data set's
+    :class:`~sdcomplex.data.AugmentationDefaults` (empty for a config read from a run's
+    ``config.json``, which records every value)."""
+    return frozenset(getattr(config, "_from_dataset", ()))
 
 
 def _resolve_augmentation(config: TrainConfig) -> None:

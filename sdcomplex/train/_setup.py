@@ -7,9 +7,17 @@ from typing import Any, NamedTuple
 
 import flax.linen as nn
 
-from sdcomplex.data import Dataset, available_datasets, balanced_subset, load_dataset
+from sdcomplex.data import (
+    AugmentationDefaults,
+    Dataset,
+    DatasetInfo,
+    augmentation_defaults,
+    available_datasets,
+    balanced_subset,
+    load_dataset,
+)
 from sdcomplex.models import abstract_variables, create_model, model_spec
-from sdcomplex.train._config import TrainConfig
+from sdcomplex.train._config import TrainConfig, dataset_defaulted
 
 
 class RunSetup(NamedTuple):
@@ -73,14 +81,49 @@ def load_run_data(config: TrainConfig) -> Dataset:
     return dataset
 
 
+def check_augmentation(config: TrainConfig, info: DatasetInfo) -> None:
+    """Checks that ``augment=True`` has images to augment and a known crop padding and flip.
+
+    A data set whose image size is unknown before loading (``image_folder``) has no default
+    crop padding or flip: an ``augment=True`` that left them to the data set would train with
+    no crop and no flip, so they must be given.
+
+    Raises:
+        ValueError: augmentation of non-image data, or of images whose crop padding or flip
+            was left to a data set that has no default for them.
+    """
+    if not config.augment:
+        return
+    if not info.is_image:
+        raise ValueError(
+            f"augment=True needs image data, but {config.dataset} has inputs of shape "
+            f"{info.input_shape}; set augment to false (--no-augment)"
+        )
+    unset = sorted(dataset_defaulted(config) & {"crop_padding", "flip"})
+    if not unset or augmentation_defaults(config.dataset).image_size is not None:
+        return
+    height, width = info.input_shape[:2]
+    padding = AugmentationDefaults(min(height, width), mirror_invariant=False).crop_padding
+    hints = {
+        "crop_padding": f"crop_padding (e.g. {padding} for its {height}x{width} images: "
+        f"--crop-padding {padding})",
+        "flip": "flip (true or false: --flip / --no-flip)",
+    }
+    raise ValueError(
+        f"augment=True, but {config.dataset} has no default {' or '.join(unset)} (its image "
+        f"size and whether a mirrored image keeps its class are unknown before loading): set "
+        f"{' and '.join(hints[name] for name in unset)}"
+    )
+
+
 def setup_run(config: TrainConfig) -> RunSetup:
     """Loads the data and builds the model, checking that they fit together.
 
     Raises:
         ValueError: unknown names, missing data, a class count that contradicts the data
             (``num_classes`` or ``model_options['num_classes']``), augmentation of non-image
-            data, a batch larger than the training set, or a model that cannot take the data's
-            input shape.
+            data or with no known crop padding or flip (:func:`check_augmentation`), a batch
+            larger than the training set, or a model that cannot take the data's input shape.
     """
     check_names(config)
     dataset = load_run_data(config)
@@ -93,11 +136,7 @@ def setup_run(config: TrainConfig) -> RunSetup:
             f"{', ...' if info.num_classes > 5 else ''})"
         )
     model = build_model(config, info.num_classes)
-    if config.augment and not info.is_image:
-        raise ValueError(
-            f"augment=True needs image data, but {config.dataset} has inputs of shape "
-            f"{info.input_shape}; set augment to false (--no-augment)"
-        )
+    check_augmentation(config, info)
     if config.batch_size > info.n_train:
         raise ValueError(
             f"batch_size {config.batch_size} exceeds the {info.n_train} training examples"

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from tqdm.auto import tqdm
 
+from sdcomplex.data import quiet_loading
 from sdcomplex.placement import Placement, make_placement
 from sdcomplex.train._checkpoint import CheckpointStore, load_checkpoint
 from sdcomplex.train._config import TrainConfig
@@ -180,7 +181,8 @@ def train(
     run = RunDirectory(run_dir)
     exists = run.verify(config)
     if setup is None:
-        setup = setup_run(config)  # loads the data; every error is raised before writing
+        with quiet_loading(quiet):  # (a quiet run's data loading shows no progress bar)
+            setup = setup_run(config)  # loads the data; every error is raised before writing
     if exists:  # resumed: on the data it started with (data files are not in the config)
         run.refuse_other_data(setup.dataset.info)
         changed = run.version_changes()

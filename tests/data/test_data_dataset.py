@@ -147,6 +147,35 @@ def test_binary_variant_with_chosen_groups_drops_the_rest() -> None:
         binary_variant(ds, [0, 0])
 
 
+@pytest.mark.parametrize(
+    ("negative", "positive", "match"),
+    [
+        ([0], [0.7], r"positive_classes\[0\] must be an integer, got 0.7"),
+        ([1.0], [2], r"negative_classes\[0\] must be an integer, got 1.0"),
+        (np.array([0.0, 1.5]), None, r"negative_classes\[0\] must be an integer, got .*0\.0"),
+        ([0], [2, True], r"positive_classes\[1\] must be an integer, got True"),
+        ([0], ["1"], r"positive_classes\[0\] must be an integer, got '1'"),
+        ([0], 1, "positive_classes must be a sequence of class indices, got 1"),
+        ("01", None, "negative_classes must be a sequence of class indices, got '01'"),
+    ],
+)
+def test_binary_variant_refuses_classes_that_are_not_integers(negative, positive, match) -> None:
+    ds = _images(classes=4)
+    with pytest.raises(TypeError, match=match):
+        binary_variant(ds, negative, positive)
+    with pytest.raises(TypeError, match=match):
+        load_dataset("synthetic", num_classes=4, binary=(negative, positive))
+
+
+def test_binary_variant_takes_numpy_integer_classes() -> None:
+    ds = _images(classes=4)
+    numpy = binary_variant(ds, np.array([3]), (np.int64(1),))
+    plain = binary_variant(ds, [3], [1])
+    assert numpy.info == plain.info
+    np.testing.assert_array_equal(numpy.y_train, plain.y_train)
+    np.testing.assert_array_equal(numpy.x_test, plain.x_test)
+
+
 def test_binary_variant_of_a_hundred_classes_names_ranges() -> None:
     ds = load_dataset("synthetic", n_train=200, n_test=100, dim=2, num_classes=100)
     binary = binary_variant(ds)

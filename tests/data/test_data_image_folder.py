@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tarfile
 import time
 import zipfile
@@ -234,3 +235,32 @@ def test_bad_options_are_refused(tmp_path: Path, options: dict, match: str) -> N
     source = write_source("dir", tmp_path / "src", make_tree(np.random.default_rng(8)))
     with pytest.raises(ValueError, match=match):
         load_image_folder(source, use_cache=False, quiet=True, **options)
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "..", ".hidden", "a\\b", "", "x\0y", None])
+def test_a_name_that_is_not_a_file_name_is_refused(tmp_path: Path, name: object) -> None:
+    source = write_source("dir", tmp_path / "src", make_tree(np.random.default_rng(9)))
+    cache = tmp_path / "deep" / "cache"
+    with pytest.raises(ValueError, match=f"data set name {re.escape(repr(name))} cannot name"):
+        load_image_folder(source, name=name, cache_dir=cache, quiet=True)  # type: ignore[arg-type]
+    assert [p for p in tmp_path.rglob("*") if p.suffix == ".npz"] == []  # nothing written
+    ds = load_image_folder(source, name="my-set.v2+1", cache_dir=cache, quiet=True)
+    assert ds.info.name == "my-set.v2+1"
+    assert [p.name[:12] for p in tmp_path.rglob("*.npz")] == ["my-set.v2+1-"]
+    assert next(tmp_path.rglob("*.npz")).parent == cache
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("blob", [b"not an image", b"GIF89a\0\0\0", b"\x89PNG\r\n\x1a\n"])
+def test_an_undecodable_image_is_named_with_the_reason_only(
+    monkeypatch: pytest.MonkeyPatch, workers: int, blob: bytes
+) -> None:
+    monkeypatch.setattr(decode_module, "_CHUNK", 2)
+    monkeypatch.setattr(decode_module, "_PARALLEL_MIN", 4)  # two workers decode 3 chunks
+    good = ("ok.png", _encode(np.zeros((3, 4, 3), np.uint8)))
+    items = [good, good, good, ("train/ant/bad.png", blob), good]
+    with pytest.raises(ValueError) as caught:
+        decode_images(items, num_workers=workers, quiet=True)
+    message = str(caught.value)
+    assert message.startswith("cannot decode image 'train/ant/bad.png': "), message
+    assert "0x" not in message and "BytesIO" not in message and "\n" not in message, message
