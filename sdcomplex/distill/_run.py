@@ -324,13 +324,13 @@ def distill(
         placement = make_placement(num_devices=1)
     elif not isinstance(placement, Placement):
         raise TypeError(f"placement must be a Placement, got {type(placement).__name__}")
-    placement.check_divides(student.batch_size, "batch_size")
     run = RunDirectory(run_dir)
     previous = _previous_run(run, config)
     if previous is not None and run.config_file.exists():
         done = finished_result(student, run_dir)  # None if unfinished or damaged
-        if done is not None:
+        if done is not None:  # (whatever the placement: a finished run needs no devices)
             return done
+    placement.check_divides(student.batch_size, "batch_size")
     teacher = _open_teacher(config, previous)
     setup = setup_run(student)  # loads the data; raises before anything is written
     dataset, schedule = setup.dataset, None
