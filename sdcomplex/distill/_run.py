@@ -297,7 +297,9 @@ def distill(
         placement: the devices to train on (default: one device); data-parallel as in
             :func:`~sdcomplex.train.train`: the teacher's forward pass runs inside the
             student's step on the same shard of the global batch, its variables replicated.
-            The diagnostics run on one device (the default one of each process).
+            The diagnostics' forward passes run on each process's default device and their
+            NTKs on the probe on every device (`empirical_ntk`'s default mesh), whatever the
+            placement.
 
     Returns:
         The trainer's :class:`~sdcomplex.train.TrainResult`.
