@@ -18,6 +18,13 @@ from typing import Any
 
 _PROCESS_FLAGS = ("coordinator", "num_processes", "process_id")
 
+MAX_CPU_DEVICES = 1024
+"""Most simulated CPU devices ``--cpu-devices`` accepts. They only let the multi-device code
+path be tried on one machine, which a few devices already do; they share its cores, and every
+one costs memory and compile time before any work (one tiny jitted sum over 1024 of them took
+about 20 s and 1.5 GB on two cores, growing with the count), so a larger count is a typo that
+would run for many minutes and exhaust the memory rather than a useful setting."""
+
 
 def add_device_flags(p: argparse.ArgumentParser) -> None:
     """Adds ``--devices``, ``--distributed``, ``--coordinator``, ``--num-processes`` and
@@ -86,12 +93,18 @@ def simulate_cpu_devices(count: int) -> None:
     """Makes JAX run on ``count`` simulated CPU devices (before any JAX computation).
 
     Raises:
-        ValueError: ``count`` below 1, or JAX's devices already initialised in this process.
+        ValueError: ``count`` below 1 or above `MAX_CPU_DEVICES`, or JAX's devices already
+            initialised in this process.
     """
     import jax
 
     if count < 1:
         raise ValueError(f"--cpu-devices must be at least 1, got {count}")
+    if count > MAX_CPU_DEVICES:
+        raise ValueError(
+            f"--cpu-devices must be at most {MAX_CPU_DEVICES}, got {count} (simulated devices "
+            "share this machine's cores; a few are enough to try the multi-device path)"
+        )
     try:
         jax.config.update("jax_platforms", "cpu")
         jax.config.update("jax_num_cpu_devices", int(count))

@@ -222,8 +222,11 @@ class Diagnostics:
         out: dict[str, Any] = {"teacher_epoch": self.teacher_epoch(info.epoch)}
         if info.epoch not in self.epochs:
             return out
-        # The student's variables on this process's default device (uncommitted): the
-        # diagnostics run on one device whatever the placement training used.
+        # The student's variables on this process's default device (uncommitted), whatever
+        # placement training used: the forward passes (fidelity, KD loss) run on that device,
+        # while the NTKs on the probe (`empirical_ntk`'s default mesh, `make_placement()`)
+        # are split over every device of every process (this process's inside
+        # `this_process_only`).
         local = jax.tree.map(lambda leaf: jnp.asarray(np.asarray(leaf)), info.variables)
         info = info._replace(variables=local)
         data = self._arrays(info)

@@ -297,7 +297,9 @@ def distill(
         placement: the devices to train on (default: one device); data-parallel as in
             :func:`~sdcomplex.train.train`: the teacher's forward pass runs inside the
             student's step on the same shard of the global batch, its variables replicated.
-            The diagnostics run on one device (the default one of each process).
+            The diagnostics' forward passes run on each process's default device and their
+            NTKs on the probe on every device (`empirical_ntk`'s default mesh), whatever the
+            placement.
 
     Returns:
         The trainer's :class:`~sdcomplex.train.TrainResult`.
@@ -324,13 +326,13 @@ def distill(
         placement = make_placement(num_devices=1)
     elif not isinstance(placement, Placement):
         raise TypeError(f"placement must be a Placement, got {type(placement).__name__}")
-    placement.check_divides(student.batch_size, "batch_size")
     run = RunDirectory(run_dir)
     previous = _previous_run(run, config)
     if previous is not None and run.config_file.exists():
         done = finished_result(student, run_dir)  # None if unfinished or damaged
-        if done is not None:
+        if done is not None:  # (whatever the placement: a finished run needs no devices)
             return done
+    placement.check_divides(student.batch_size, "batch_size")
     teacher = _open_teacher(config, previous)
     with quiet_loading(quiet):  # (a quiet run's data loading shows no progress bar)
         setup = setup_run(student)  # loads the data; raises before anything is written

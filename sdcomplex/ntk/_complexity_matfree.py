@@ -37,7 +37,8 @@ class MatrixFreeComplexity:
       trace_stderr: its standard error (sample standard deviation / sqrt(samples)).
       trace_samples: number of Rademacher probes.
       trace_exact: the exact trace when the Jacobi diagonal was computed, else None.
-      iterations: CG iterations (kernel-vector products, restarts included).
+      iterations: kernel-vector products the solve used, at most ``max_iters``: one per CG
+        step and one per fresh residual check (restarts included; the start needs none).
       relative_residual: final ||y - K alpha|| / ||y||, recomputed from a fresh product (largest
         over right-hand sides for the mean and diag forms).
       tol: the tolerance it met.
@@ -108,7 +109,11 @@ def _pcg(
     shift: float = 0.0,
 ) -> tuple[np.ndarray, int, float]:
     """Preconditioned CG, restarted from the current iterate when the recomputed residual is
-    above ``tol``; returns (solution, iterations, relative residual).
+    above ``tol``; returns (solution, kernel-vector products used, relative residual).
+
+    At most ``max_iters`` products in all: each CG step is one, and so is each fresh residual
+    check b - K x that ends a cycle (the start x = 0 needs none: its residual is b). The last
+    product is kept for that check, and a restart only begins while a step and a check remain.
 
     ``apply`` is v -> (K + shift I) v. Negative curvature of the kernel itself,
     p^T K p < -psd_tol * rho * p^T p with rho the largest Rayleigh quotient of K seen for that
@@ -121,12 +126,11 @@ def _pcg(
     rho = np.broadcast_to(np.asarray(lam_floor, dtype=np.float64), dot(b, b).shape)
     x = np.zeros_like(b)
     iterations = 0
-    residual = math.inf
     r = b.copy()
-    while iterations < max_iters:
+    while True:
         z = precondition(r)
         p, rz = z, dot(r, z)
-        while iterations < max_iters:
+        while iterations < max_iters - 1:  # (one product is kept for the check below)
             ap = apply(p)
             iterations += 1
             pap, pp = dot(p, ap), dot(p, p)
@@ -154,7 +158,7 @@ def _pcg(
         r = b - apply(x)  # the recursive residual drifts: check it against a fresh product
         iterations += 1
         residual = float(np.max(_divide(np.sqrt(dot(r, r)), bnorm)))
-        if residual <= tol:
+        if residual <= tol or iterations >= max_iters - 1:  # (a restart needs a step and a check)
             break
     return x, iterations, residual
 
@@ -193,14 +197,17 @@ def supervision_complexity_matfree(
       offset: optional f0 of the shape of ``targets`` for residual targets Y - f0.
       ridge: lambda >= 0 (kernel ridge variant s_lambda).
       tol: relative residual ||y - K alpha|| / ||y|| to reach (every right-hand side).
-      max_iters: most kernel-vector products.
+      max_iters: most kernel-vector products of the solve in all: one per CG step and one
+        per fresh residual check ||y - K alpha|| that ends each cycle (the start alpha = 0
+        needs none); the trace estimate's products are not counted.
       preconditioner: ``"jacobi"`` (exact per-example diagonal; block-Jacobi for full) or
         ``"none"``.
       trace_samples: Rademacher probes for the trace (0: use the exact trace, computing the
         diagonal if needed; the standard error is then 0).
       seed: seed of the probes.
       block_size: examples per vjp/jvp pass (default min(n, 256)).
-      memory_budget: bytes for parameter-sized vectors held at once.
+      memory_budget: bytes for parameter-sized vectors held at once; also the budget of the
+        Jacobi diagonal (`ntk_diagonal_blocks`).
       mesh: devices the examples are split over, as for `ntk_vector_product` (None: every
         device). Each kernel-vector product sums J^T v over the devices' rows and computes
         J u on each device's rows; CG itself runs on the host (on every process, with the
@@ -265,7 +272,9 @@ def supervision_complexity_matfree(
     order = n * c if outputs == "full" else n
     blocks = None
     if preconditioner == "jacobi" or trace_samples == 0:
-        blocks = ntk_diagonal_blocks(fn, params, op.x, block_size=op.device_block, mesh=mesh)
+        blocks = ntk_diagonal_blocks(
+            fn, params, op.x, block_size=op.device_block, memory_budget=memory_budget, mesh=mesh
+        )
 
     def apply(v: np.ndarray) -> np.ndarray:
         return op.matvec(outputs, v) + shift * v
@@ -287,8 +296,9 @@ def supervision_complexity_matfree(
         raise non_finite_error("a kernel-vector product", "some examples of x")
     if residual > tol:
         raise RuntimeError(
-            f"conjugate gradients did not reach the relative residual {tol:g} in {max_iters} "
-            f"kernel-vector products (reached {residual:.3g}); the kernel is probably "
+            f"conjugate gradients did not reach the relative residual {tol:g} in {iterations} "
+            f"kernel-vector products (max_iters={max_iters}; reached {residual:.3g}); the kernel "
+            "is probably "
             "ill-conditioned: raise max_iters, add a ridge, or loosen tol (float32 products "
             "limit the attainable residual to about 1e-7 times the condition number)"
         )

@@ -191,6 +191,8 @@ class _Operator:
 
     def matvec(self, mode: str, v: np.ndarray) -> np.ndarray:
         """Theta v (full, v of shape (n, C)), Theta_kk v_k (diag) or K v (mean, v (n, R))."""
+        if v.shape[1] == 0:  # no right-hand sides (mean form, R = 0): the empty product
+            return np.zeros((self.n, 0))
         v32 = np.asarray(v, dtype=np.dtype(jnp.result_type(*jax.tree.leaves(self.params))))
         if mode != "mean":
             return self.push(mode, self.pullback(mode, v32))
@@ -250,7 +252,8 @@ def ntk_vector_product(
       x: (n, ...) inputs.
       v: ``"full"``: (n, C), the vector in the example-major flattening; ``"diag"``: (n, C),
         column k multiplied by Theta_kk; ``"mean"``: (n, R), each column multiplied by the
-        mean kernel K = (1/C) sum_c Theta_cc.
+        mean kernel K = (1/C) sum_c Theta_cc (R = 0 is allowed: K times no columns is the
+        empty (n, 0) product, returned without a pass over the examples).
       outputs: ``"full"``, ``"diag"`` or ``"mean"``.
       block_size: examples per vjp/jvp pass (default min(n, 256)).
       memory_budget: bytes for the parameter-sized vectors held at once (mean kernel).

@@ -147,7 +147,8 @@ def train(
             ``supervision``, a distillation run), a ``config.json`` edited
             after the run started, a resumed run whose data files changed since it started
             (its ``run.json`` records the data set), a batch size the device count does not
-            divide (all before any training or writing).
+            divide (unless the run is finished: it is then returned whatever the placement),
+            all before any training or writing.
         DamagedFile: a damaged ``run.json`` (a ``ValueError``).
         TrainingDiverged: a non-finite loss (a ``ValueError``; nothing of it is saved).
 
@@ -174,10 +175,10 @@ def train(
     started = time.perf_counter()
     run_dir = Path(run_dir)
     check_names(config)
-    placement.check_divides(config.batch_size, "batch_size")
-    done = finished_result(config, run_dir)
+    done = finished_result(config, run_dir)  # (needs no devices: any placement returns it)
     if done is not None:
         return done
+    placement.check_divides(config.batch_size, "batch_size")
     run = RunDirectory(run_dir)
     exists = run.verify(config)
     if setup is None:

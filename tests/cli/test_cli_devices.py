@@ -123,6 +123,11 @@ def test_cpu_devices_flag_errors_are_one_line(tmp_path, capsys):
     code = main([*TRAIN, "--out", str(tmp_path / "a"), "--cpu-devices", "0"])
     assert code == 2
     assert "--cpu-devices must be at least 1, got 0" in _one_line(capsys.readouterr().err)
+    # A count past the bound is refused at once (not minutes of JAX starting 100000 devices).
+    code = main([*TRAIN, "--out", str(tmp_path / "a"), "--cpu-devices", "100000"])
+    assert code == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "--cpu-devices must be at most 1024, got 100000" in line
     code = main([*TRAIN, "--out", str(tmp_path / "b"), "--cpu-devices", "2"])
     assert code == 2
     assert _one_line(capsys.readouterr().err).startswith("sdcomplex train: error: --cpu-devices")

@@ -7,6 +7,7 @@ import pytest
 
 from sdcomplex.complexity import supervision_complexity, supervision_complexity_matfree
 from sdcomplex.models import create_model, init_variables
+from sdcomplex.ntk import _matfree as matfree_module
 from sdcomplex.ntk import (
     empirical_ntk,
     flatten_full_kernel,
@@ -14,6 +15,7 @@ from sdcomplex.ntk import (
     ntk_diagonal_blocks,
     ntk_vector_product,
 )
+from sdcomplex.ntk._matfree import _Operator
 
 N, C = 16, 3
 
@@ -123,6 +125,82 @@ def test_not_converged_raises(flax_problem):
     fn, params, x, y, _ = flax_problem
     with pytest.raises(RuntimeError, match="did not reach the relative residual"):
         supervision_complexity_matfree(fn, params, x, y, max_iters=2, trace_samples=0)
+
+
+@pytest.fixture
+def count_products(monkeypatch):
+    """The list of calls of the kernel-vector product (`_Operator.matvec`) made from now on."""
+    calls = []
+    matvec = _Operator.matvec
+
+    def counting(self, mode, v):
+        calls.append(mode)
+        return matvec(self, mode, v)
+
+    monkeypatch.setattr(_Operator, "matvec", counting)
+    return calls
+
+
+@pytest.mark.parametrize("outputs", ["mean", "full"])
+def test_max_iters_bounds_every_kernel_vector_product(plain_problem, count_products, outputs):
+    # max_iters counts every product of the solve, the fresh residual checks included; the
+    # error names the number used, which is the number counted.
+    fn, params, x, y, _ = plain_problem
+    for max_iters in (1, 2, 3, 5):
+        count_products.clear()
+        with pytest.raises(RuntimeError, match="did not reach") as err:
+            supervision_complexity_matfree(
+                fn, params, x, y, outputs=outputs, tol=1e-12, max_iters=max_iters,
+                preconditioner="none", trace_samples=0,
+            )  # fmt: skip
+        used = len(count_products)
+        assert 1 <= used <= max_iters, (max_iters, used)
+        assert f"in {used} kernel-vector products (max_iters={max_iters};" in str(err.value)
+    # A converged solve reports the products it used, and the same solve within exactly that
+    # many products gives the same answer.
+    count_products.clear()
+    free = supervision_complexity_matfree(fn, params, x, y, outputs=outputs, trace_samples=0)
+    assert free.iterations == len(count_products) >= 2
+    count_products.clear()
+    tight = supervision_complexity_matfree(
+        fn, params, x, y, outputs=outputs, trace_samples=0, max_iters=free.iterations
+    )
+    assert tight.iterations == len(count_products) == free.iterations
+    assert tight.value == free.value
+
+
+def test_the_memory_budget_reaches_the_jacobi_diagonal(flax_problem, monkeypatch):
+    # The budget given is the one the diagonal's planner gets (not the default). With 4000
+    # bytes a quarter of the budget is below one mean-form right-hand side's C parameter vectors
+    # (3 x 475 float32 = 5700 bytes), so the products are also split one right-hand side at a
+    # time; the solve is the dense one all the same.
+    fn, params, x, y, full = flax_problem
+    budgets = []
+    plan_ntk = matfree_module.plan_ntk
+
+    def recording(*args, **kwargs):
+        budgets.append(kwargs["memory_budget"])
+        return plan_ntk(*args, **kwargs)
+
+    monkeypatch.setattr(matfree_module, "plan_ntk", recording)
+    dense = supervision_complexity(forms(full)["mean"], y)
+    for budget in (4000.0, 1e9):
+        budgets.clear()
+        result = supervision_complexity_matfree(
+            fn, params, x, y, tol=1e-6, trace_samples=0, memory_budget=budget
+        )
+        assert budgets == [budget]
+        assert abs(result.value - dense.value) <= 1e-4 * dense.value
+        assert result.trace_exact == pytest.approx(dense.trace, rel=1e-5)
+
+
+def test_mean_product_with_no_columns_is_empty(plain_problem):
+    # K times an (n, 0) matrix is the empty (n, 0) product (the mean form takes any R).
+    fn, params, x, _, _ = plain_problem
+    got = ntk_vector_product(fn, params, x, np.ones((x.shape[0], 0)), outputs="mean")
+    assert got.shape == (x.shape[0], 0) and got.dtype == np.float64
+    with pytest.raises(ValueError, match=r"v must have shape \(n, 3\) with n = 10, got \(10, 0\)"):
+        ntk_vector_product(fn, params, x, np.ones((x.shape[0], 0)), outputs="diag")
 
 
 @pytest.mark.parametrize(

@@ -156,6 +156,49 @@ def test_placement_must_be_a_placement(tmp_path):
     assert not (tmp_path / "c").exists()
 
 
+_FINISHED_ON_THREE = r"""
+import json, sys
+from pathlib import Path
+from sdcomplex.distill import DistillConfig, distill
+from sdcomplex.placement import make_placement
+from sdcomplex.train import TrainConfig, train
+
+root = Path(sys.argv[1])
+three, one = make_placement(), make_placement(num_devices=1)
+assert three.num_devices == 3
+cfg = TrainConfig(model="mlp", model_options={"hidden_sizes": [8]}, dataset="synthetic",
+                  data_options={"n_train": 32, "n_test": 8, "dim": 5, "num_classes": 3},
+                  augment=False, epochs=1, batch_size=8)
+kd = DistillConfig(student=cfg.replace(model_options={"hidden_sizes": [4]}), mode="offline",
+                   teacher_dir=str(root / "teacher"), probe_size=6)
+train(cfg, root / "teacher", quiet=True, placement=one)
+distill(kd, root / "student", quiet=True, placement=one)
+out = {"train": train(cfg, root / "teacher", quiet=True, placement=three).status,
+       "distill": distill(kd, root / "student", quiet=True, placement=three).status}
+for name, run in (("train_new", lambda: train(cfg, root / "new_t", quiet=True, placement=three)),
+                  ("distill_new", lambda: distill(kd, root / "new_s", quiet=True,
+                                                  placement=three))):
+    try:
+        run()
+        out[name] = "trained"
+    except ValueError as err:
+        out[name] = str(err)
+out["written"] = [(root / d).exists() for d in ("new_t", "new_s")]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_a_finished_run_is_returned_on_a_device_count_not_dividing_its_batch(tmp_path):
+    # Nothing needs training, so no device count is refused; a run that does need training
+    # is still refused before anything is written.
+    got = run_on_devices(_FINISHED_ON_THREE, 3, str(tmp_path))
+    assert got["train"] == "already_complete" and got["distill"] == "already_complete"
+    for name in ("train_new", "distill_new"):
+        assert "batch_size 8 is not divisible by the number of devices 3" in got[name]
+    assert got["written"] == [False, False]
+
+
 _TWO_PROCESS = r"""
 import json, sys
 import jax, numpy as np
