@@ -299,7 +299,19 @@ def evaluate(
         return a.value if isinstance(a, Literal) else env[a]
 
     if only is not None:
+        # A custom-derivative call run in full is bound as the call (its rule differentiates
+        # it: a straight-through estimator of the parameters is not the derivative of its
+        # primal equations).
+        chosen = set(only)
+        whole = {g.start: g for g in program.groups if chosen.issuperset(range(g.start, g.stop))}
+        stop = 0
         for i in only:
+            if i < stop:
+                continue
+            if i in whole:
+                stop = whole[i].stop
+                _run_group(program, whole[i], env, read, {})
+                continue
             eq = program.equations[i]
             for v, out in zip(eq.outs, bind(eq, [read(a) for a in eq.ins]), strict=True):
                 env[v] = out
@@ -314,15 +326,25 @@ def evaluate(
                     env[v] = out + perturbations[v] if v in perturbations else out
                 k += 1
                 continue
-            # The call for the outputs (its custom rule differentiates them); the inlined
-            # equations, cut off from differentiation, for the values recorded inside.
-            outs = bind(group.call, [read(a) for a in group.call.ins])
-            for eq in program.equations[group.start : group.stop]:
-                vals = [jax.lax.stop_gradient(read(a)) for a in eq.ins]
-                for v, out in zip(eq.outs, bind(eq, vals), strict=True):
-                    env[v] = out
-            for v, out in zip(group.call.outs, outs, strict=True):
-                env[v] = out + perturbations[v] if v in perturbations else out
+            _run_group(program, group, env, read, perturbations)
             k = group.stop
     outputs = [env.get(a) if isinstance(a, int) else a.value for a in program.outputs]
     return outputs, {v: env[v] for v in record}
+
+
+def _run_group(
+    program: Program,
+    group: Group,
+    env: dict[int, Any],
+    read: Callable[[Atom], Any],
+    perturbations: Mapping[int, Any],
+) -> None:
+    """Runs a custom-derivative call: the call for its outputs (its custom rule differentiates
+    them), the inlined equations, cut off from differentiation, for the values recorded inside."""
+    outs = bind(group.call, [read(a) for a in group.call.ins])
+    for eq in program.equations[group.start : group.stop]:
+        vals = [jax.lax.stop_gradient(read(a)) for a in eq.ins]
+        for v, out in zip(eq.outs, bind(eq, vals), strict=True):
+            env[v] = out
+    for v, out in zip(group.call.outs, outs, strict=True):
+        env[v] = out + perturbations[v] if v in perturbations else out

@@ -241,24 +241,42 @@ def check_independent(fn: Callable[..., Any], params: Any, x: Any) -> None:
     program (op by op, a deep model would compile every layer's operations separately).
 
     Where the other example's tangent is not finite (an infinite input derivative times the
-    zero tangent, e.g. ``sqrt`` of an input that is 0), its logits are compared instead: with
-    the first example moved along the tangent, they must stay bit for bit the same.
+    zero tangent, e.g. ``sqrt`` of an input that is 0), where the inputs have no tangents
+    (integer or boolean inputs: the first example is changed by one, or negated) or where
+    ``fn`` has no forward-mode derivative (``jax.custom_vjp``), its logits are compared
+    instead: with the first example moved, they must stay bit for bit the same.
     """
     x = np.asarray(x)
     if x.shape[0] < 2:
         x = np.concatenate([x, x], axis=0)
-    x = jnp.asarray(x[:2])
-    rng = np.random.default_rng(0)
-    tangent = np.zeros(x.shape, x.dtype)
-    tangent[0] = rng.standard_normal(x.shape[1:])
+    x = x[:2]
     dynamic, static = partition_callable(fn)
-    others = np.asarray(_tangent_logits(static, dynamic, params, x, jnp.asarray(tangent)))[1:]
-    if np.all(others == 0):
-        return
-    if not np.all(np.isfinite(others)):
-        moved = np.asarray(_logits(static, dynamic, params, x + jnp.asarray(tangent)))[1:]
-        if np.array_equal(moved, np.asarray(_logits(static, dynamic, params, x))[1:], True):
+    if jnp.issubdtype(x.dtype, jnp.inexact):
+        rng = np.random.default_rng(0)
+        tangent = np.zeros(x.shape, x.dtype)
+        tangent[0] = rng.standard_normal(x.shape[1:])
+        moved = x + tangent
+        try:
+            others = np.asarray(
+                _tangent_logits(static, dynamic, params, jnp.asarray(x), jnp.asarray(tangent))
+            )[1:]
+        except TypeError:  # no forward mode (jax.custom_vjp): compare the logits
+            others = None
+        if others is not None and np.all(others == 0):
             return
+        if others is not None and np.all(np.isfinite(others)):
+            _raise_interaction()
+    else:
+        moved = x.copy()
+        moved[0] = ~x[0] if x.dtype == np.bool_ else x[0] + 1
+    after = np.asarray(_logits(static, dynamic, params, jnp.asarray(moved)))[1:]
+    if not np.array_equal(
+        after, np.asarray(_logits(static, dynamic, params, jnp.asarray(x)))[1:], True
+    ):
+        _raise_interaction()
+
+
+def _raise_interaction() -> None:
     raise ValueError(
         "examples interact: perturbing one example changes another example's logits "
         "(e.g. BatchNorm with batch statistics, or a mean over the batch); the "
