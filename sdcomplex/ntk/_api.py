@@ -146,6 +146,17 @@ def _check_inputs(x1: Any, x2: Any) -> None:
         )
 
 
+def logits_shape(fn: Callable[..., Any], params: Any, x: Any) -> jax.ShapeDtypeStruct:
+    """Shape and dtype of ``fn(params, x)``; a TypeError unless it is one array (not, e.g., a
+    tuple of logits and auxiliary outputs)."""
+    out = jax.eval_shape(fn, params, x)
+    if not isinstance(out, jax.ShapeDtypeStruct):
+        raise TypeError(
+            f"fn must return one array of logits (batch, C), got a {type(out).__name__}"
+        )
+    return out
+
+
 def check_values(params: Any, *arrays: tuple[str, Any]) -> None:
     """NaN or inf in ``params`` or the named input arrays: a ValueError naming the leaf.
 
@@ -186,7 +197,7 @@ def plan_ntk(
     memory_budget = as_real("memory_budget", memory_budget, low=0.0, low_open=True, finite=False)
     _check_inputs(x1, x2)
     check_values(params, ("x1", x1), ("x2", x2))
-    out = jax.eval_shape(fn, params, x1[:1])
+    out = logits_shape(fn, params, x1[:1])
     if len(out.shape) not in (1, 2) or out.shape[0] != 1:
         raise ValueError(f"fn must return logits of shape (batch, C); got {out.shape} for batch 1")
     num_params, itemsize = _num_params(params)
@@ -395,7 +406,7 @@ def run_plan(
     one device (to measure its overhead: `benchmarks/ntk_sharded.py`)."""
     _check_inputs(x1, x2)
     check_values(params, ("x1", x1), ("x2", x2))
-    if len(jax.eval_shape(fn, params, x1[:1]).shape) == 1:
+    if len(logits_shape(fn, params, x1[:1]).shape) == 1:
         fn = _AsMatrix(fn)
     impl = plan.prepared if plan.prepared is not None else get_implementation(plan.implementation)
     spec = plan.size.spec

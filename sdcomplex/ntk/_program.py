@@ -227,7 +227,7 @@ def trace_program(fn: Callable[..., Any], leaves: Sequence[Any], treedef: Any, x
         return combine_callable(dynamic, static)(jax.tree.unflatten(treedef, leaves), x)
 
     def spec(v: Any) -> jax.ShapeDtypeStruct:
-        return jax.ShapeDtypeStruct(np.shape(v), v.dtype)
+        return jax.eval_shape(lambda a: a, v)  # (Python scalars: weakly typed, as under jit)
 
     closed = jax.make_jaxpr(flat_fn)([spec(v) for v in leaves], spec(x), [spec(v) for v in dynamic])
     jaxpr = closed.jaxpr

@@ -169,3 +169,14 @@ def test_float32_inputs_into_float64_parameters(rng):
             return jnp.tanh(x @ p["w"]) @ p["o"]
 
         check(net, params, x, implementations=("structured",), rtol=1e-12)
+
+
+def test_python_scalar_parameters(rng):
+    # Python floats are weakly typed leaves (under jit as when planning)
+    params = {"s": 2.0, "w": normal(rng, 4, 2), "t": 0.5}
+    x = normal(rng, 4, 4)
+
+    def net(p, x):
+        return jnp.tanh(x * p["s"] @ p["w"]) * p["t"]
+
+    check(net, params, x)
