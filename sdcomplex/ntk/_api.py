@@ -217,7 +217,16 @@ def plan_ntk(
     candidates = [impl for impl in candidates if impl.supports(fn)]
     if not candidates:
         raise ValueError(f"implementation {implementation!r} does not support this function")
-    candidates = [_specialize(impl, fn, params, x1, size, memory_budget) for impl in candidates]
+    prepared = []
+    for impl in candidates:
+        try:
+            prepared.append(_specialize(impl, fn, params, x1, size, memory_budget))
+        except TypeError:
+            if implementation != "auto":
+                raise
+            # "auto": not a candidate (it cannot differentiate fn as it needs to, e.g. "ntvp"
+            # in forward mode through a jax.custom_vjp); the Jacobian contraction always can
+    candidates = prepared
     estimates = {impl.name: impl.estimate(size) for impl in candidates}
     max_size = max(size.n1, size.n2)
 
