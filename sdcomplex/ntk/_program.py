@@ -7,8 +7,9 @@ program is lowered (``lax.platform_dependent``), and a ``custom_jvp_call`` that 
 enters directly (e.g. `sdcomplex.models.patch_conv`). Such a call is also kept as a `Group`:
 `evaluate` computes its outputs by the call itself (so that backward passes use its custom
 rule) and its inlined equations only for the values they record; the sites inside it are
-differentiated by their primal maths, which assumes the custom rule is the derivative of the
-primal computation (as it is for ``patch_conv``). Every other equation (``scan``, ``while``,
+differentiated by their primal maths, which is right where the custom rule is the derivative of
+the primal computation (as it is for ``patch_conv``; `sdcomplex.ntk._custom_rules` checks it
+when planning). Every other equation (``scan``, ``while``,
 other ``cond``s and custom derivatives, any primitive) stays one opaque step, evaluated by
 binding its primitive.
 

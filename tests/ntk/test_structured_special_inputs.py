@@ -177,3 +177,45 @@ def test_python_scalar_parameters(rng):
         return jnp.tanh(x * p["s"] @ p["w"]) * p["t"]
 
     check(net, params, x)
+
+
+@jax.custom_jvp
+def _half_weight_product(x, w):
+    return x @ w
+
+
+@_half_weight_product.defjvp
+def _half_weight_product_jvp(primals, tangents):
+    (x, w), (dx, dw) = primals, tangents
+    return x @ w, dx @ w + 0.5 * (x @ dw)  # not the derivative of the primal in w
+
+
+@jax.custom_jvp
+def _exact_product(x, w):
+    return x @ w
+
+
+@_exact_product.defjvp
+def _exact_product_jvp(primals, tangents):
+    (x, w), (dx, dw) = primals, tangents
+    return x @ w, dx @ w + x @ dw
+
+
+def test_a_custom_rule_around_a_site_is_followed(rng):
+    # A dense site inside a custom_jvp is differentiated by the rule, not by its primal maths;
+    # a rule that is the primal's derivative keeps its site
+    params = {"w": normal(rng, 4, 5), "o": normal(rng, 5, 3)}
+    x = normal(rng, 5, 4)
+
+    def scaled(p, x):
+        return jnp.tanh(_half_weight_product(x, p["w"])) @ p["o"]
+
+    def exact(p, x):
+        return jnp.tanh(_exact_product(x, p["w"])) @ p["o"]
+
+    check(scaled, params, x, implementations=("structured",))
+    check(exact, params, x, implementations=("structured",))
+    analysis = plan_ntk(exact, params, x, implementation="structured").prepared.analysis
+    assert {s.leaf for s in analysis.sites} == {0, 1} and analysis.fallback == ()
+    analysis = plan_ntk(scaled, params, x, implementation="structured").prepared.analysis
+    assert analysis.fallback == (1,)  # leaves in key order: "o", "w"
