@@ -114,8 +114,10 @@ def _num_params(params: Any) -> tuple[int, int]:
     if not leaves:
         raise ValueError("params has no arrays to differentiate")
     for leaf in leaves:
-        if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
-            raise TypeError(f"params must be floating point, found a leaf of dtype {leaf.dtype}")
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):  # (not complex either)
+            raise TypeError(
+                f"params must be real floating point, found a leaf of dtype {leaf.dtype}"
+            )
     itemsize = max(jnp.result_type(leaf).itemsize for leaf in leaves)
     return int(sum(np.size(leaf) for leaf in leaves)), int(itemsize)
 

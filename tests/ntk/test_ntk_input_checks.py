@@ -112,6 +112,21 @@ def test_integer_parameters_are_a_type_error(problem, entry):
         ALL_ENTRY_POINTS[entry](CountingModel(), ints, x, None)
 
 
+@pytest.mark.parametrize("entry", sorted(ALL_ENTRY_POINTS))
+def test_complex_parameters_are_a_type_error(problem, entry):
+    # (J J^T of JAX's conjugated gradients is not the kernel of the real and imaginary parts:
+    # for real(x @ w) + imag(x @ w) the kernel is 2 x x^T, that product was -2i x x^T)
+    params, x = problem
+    complex_params = {k: jnp.asarray(v, jnp.complex64) for k, v in params.items()}
+
+    def real_part(p, x):
+        y = x.astype(jnp.complex64) @ p["w"] + p["b"]
+        return jnp.real(y) + jnp.imag(y)
+
+    with pytest.raises(TypeError, match="real floating point"):
+        ALL_ENTRY_POINTS[entry](real_part, complex_params, x, None)
+
+
 def test_compute_with_plan_checks_its_own_arguments(problem):
     params, x = problem
     fn = CountingModel()
