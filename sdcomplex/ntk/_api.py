@@ -114,8 +114,10 @@ def _num_params(params: Any) -> tuple[int, int]:
     if not leaves:
         raise ValueError("params has no arrays to differentiate")
     for leaf in leaves:
-        if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
-            raise TypeError(f"params must be floating point, found a leaf of dtype {leaf.dtype}")
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):  # (not complex either)
+            raise TypeError(
+                f"params must be real floating point, found a leaf of dtype {leaf.dtype}"
+            )
     itemsize = max(jnp.result_type(leaf).itemsize for leaf in leaves)
     return int(sum(np.size(leaf) for leaf in leaves)), int(itemsize)
 
@@ -144,6 +146,17 @@ def _check_inputs(x1: Any, x2: Any) -> None:
         raise ValueError(
             f"x1 and x2 must have the same example shape, got {x1.shape[1:]} and {x2.shape[1:]}"
         )
+
+
+def logits_shape(fn: Callable[..., Any], params: Any, x: Any) -> jax.ShapeDtypeStruct:
+    """Shape and dtype of ``fn(params, x)``; a TypeError unless it is one array (not, e.g., a
+    tuple of logits and auxiliary outputs)."""
+    out = jax.eval_shape(fn, params, x)
+    if not isinstance(out, jax.ShapeDtypeStruct):
+        raise TypeError(
+            f"fn must return one array of logits (batch, C), got a {type(out).__name__}"
+        )
+    return out
 
 
 def check_values(params: Any, *arrays: tuple[str, Any]) -> None:
@@ -186,7 +199,7 @@ def plan_ntk(
     memory_budget = as_real("memory_budget", memory_budget, low=0.0, low_open=True, finite=False)
     _check_inputs(x1, x2)
     check_values(params, ("x1", x1), ("x2", x2))
-    out = jax.eval_shape(fn, params, x1[:1])
+    out = logits_shape(fn, params, x1[:1])
     if len(out.shape) not in (1, 2) or out.shape[0] != 1:
         raise ValueError(f"fn must return logits of shape (batch, C); got {out.shape} for batch 1")
     num_params, itemsize = _num_params(params)
@@ -206,7 +219,16 @@ def plan_ntk(
     candidates = [impl for impl in candidates if impl.supports(fn)]
     if not candidates:
         raise ValueError(f"implementation {implementation!r} does not support this function")
-    candidates = [_specialize(impl, fn, params, x1, size, memory_budget) for impl in candidates]
+    prepared = []
+    for impl in candidates:
+        try:
+            prepared.append(_specialize(impl, fn, params, x1, size, memory_budget))
+        except TypeError:
+            if implementation != "auto":
+                raise
+            # "auto": not a candidate (it cannot differentiate fn as it needs to, e.g. "ntvp"
+            # in forward mode through a jax.custom_vjp); the Jacobian contraction always can
+    candidates = prepared
     estimates = {impl.name: impl.estimate(size) for impl in candidates}
     max_size = max(size.n1, size.n2)
 
@@ -395,7 +417,7 @@ def run_plan(
     one device (to measure its overhead: `benchmarks/ntk_sharded.py`)."""
     _check_inputs(x1, x2)
     check_values(params, ("x1", x1), ("x2", x2))
-    if len(jax.eval_shape(fn, params, x1[:1]).shape) == 1:
+    if len(logits_shape(fn, params, x1[:1]).shape) == 1:
         fn = _AsMatrix(fn)
     impl = plan.prepared if plan.prepared is not None else get_implementation(plan.implementation)
     spec = plan.size.spec

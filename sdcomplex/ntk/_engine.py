@@ -21,7 +21,9 @@ hashable object with these methods, registered with `register_implementation`; c
 Optional hook: an implementation may define
 ``specialize(fn, params, x, size, *, memory_budget) -> NTKImplementation``, returning a
 (hashable) copy planned for this model and problem, e.g. with per-layer choices; `plan_ntk`
-calls it before asking for the estimate, and the plan runs the specialised copy.
+calls it before asking for the estimate, and the plan runs the specialised copy. A hook that
+raises TypeError (the implementation cannot differentiate ``fn`` as it needs to) takes the
+implementation out of ``"auto"``'s candidates; asked for by name, the error is raised.
 """
 
 from __future__ import annotations

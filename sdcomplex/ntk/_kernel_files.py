@@ -16,6 +16,8 @@ import io
 import json
 import os
 import time
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -180,8 +182,10 @@ def load_kernel(
         record = json.loads(side.read_text("utf-8"))
         with np.load(target, allow_pickle=False) as data:
             kernel = np.asarray(data[KERNEL_KEY])
-    except (OSError, ValueError, KeyError, EOFError) as err:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         raise ValueError(f"cannot read the kernel {target}: {err}") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{side} is not a kernel's sidecar (a JSON object)")
     if list(kernel.shape) != record.get("shape") or _digest(kernel) != record.get("sha256"):
         raise ValueError(f"{target} does not match its sidecar {side} (shape or sha256)")
     for key, value in (expect or {}).items():

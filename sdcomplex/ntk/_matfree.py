@@ -35,7 +35,13 @@ import numpy as np
 from sdcomplex._checks import as_real_array
 from sdcomplex.complexity._complexity import check_outputs
 from sdcomplex.ntk import _matfree_sharded as sharded
-from sdcomplex.ntk._api import DEFAULT_MEMORY_BUDGET, check_values, plan_ntk
+from sdcomplex.ntk._api import (
+    DEFAULT_MEMORY_BUDGET,
+    _num_params,
+    check_values,
+    logits_shape,
+    plan_ntk,
+)
 from sdcomplex.ntk._assemble import non_finite_error, some_indices
 from sdcomplex.ntk._contract import HIGHEST
 from sdcomplex.ntk._engine import OutputSpec, combine_callable, partition_callable
@@ -307,8 +313,9 @@ def _operator(
         raise ValueError("x must be a non-empty array with a leading batch axis")
     if block_size is not None and (not isinstance(block_size, int) or block_size < 1):
         raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+    _num_params(params)  # floating-point leaves (an integer leaf has no derivative)
     check_values(params, ("x", x))
-    out = jax.eval_shape(fn, params, jnp.asarray(x[:1]))
+    out = logits_shape(fn, params, jnp.asarray(x[:1]))
     if len(out.shape) == 1:
         inner = fn
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.extend.core as jex
 import jax.numpy as jnp
 
 from sdcomplex.ntk._contract import reduce_full
@@ -54,6 +55,27 @@ class NTKVectorProducts:
     def num_parts(self, size: ProblemSize) -> int:
         return 1
 
+    def specialize(
+        self,
+        fn: Callable[..., Any],
+        params: Any,
+        x: Any,
+        size: ProblemSize,
+        *,
+        memory_budget: float,
+    ) -> NTKVectorProducts:
+        """This implementation, once ``fn`` is known to have forward-mode derivatives.
+
+        Raises:
+          TypeError: ``fn`` calls a ``jax.custom_vjp`` function (which has none).
+        """
+        if _calls_custom_vjp(jax.make_jaxpr(fn)(params, x[:1]).jaxpr):
+            raise TypeError(
+                "implementation 'ntvp' needs forward-mode derivatives of fn, which a "
+                "jax.custom_vjp function in it does not have; use 'jacobian' or 'structured'"
+            )
+        return self
+
     def features(
         self, fn: Callable[..., Any], params: Any, x: jax.Array, part: jax.Array, spec: OutputSpec
     ) -> jax.Array:
@@ -84,3 +106,17 @@ class NTKVectorProducts:
         cols = jax.lax.map(column, jnp.arange(b2 * num_outputs), batch_size=self.chunk)
         full = cols.reshape(b2, num_outputs, b1, num_outputs).transpose(2, 0, 3, 1)
         return reduce_full(full, spec.outputs)
+
+
+def _calls_custom_vjp(jaxpr: Any) -> bool:
+    """Whether a jaxpr, or any jaxpr nested in it, calls a ``jax.custom_vjp`` function."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name.startswith("custom_vjp"):
+            return True
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, tuple | list) else (value,):
+                if isinstance(sub, jex.ClosedJaxpr) and _calls_custom_vjp(sub.jaxpr):
+                    return True
+                if isinstance(sub, jex.Jaxpr) and _calls_custom_vjp(sub):
+                    return True
+    return False

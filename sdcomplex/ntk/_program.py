@@ -7,8 +7,9 @@ program is lowered (``lax.platform_dependent``), and a ``custom_jvp_call`` that 
 enters directly (e.g. `sdcomplex.models.patch_conv`). Such a call is also kept as a `Group`:
 `evaluate` computes its outputs by the call itself (so that backward passes use its custom
 rule) and its inlined equations only for the values they record; the sites inside it are
-differentiated by their primal maths, which assumes the custom rule is the derivative of the
-primal computation (as it is for ``patch_conv``). Every other equation (``scan``, ``while``,
+differentiated by their primal maths, which is right where the custom rule is the derivative of
+the primal computation (as it is for ``patch_conv``; `sdcomplex.ntk._custom_rules` checks it
+when planning). Every other equation (``scan``, ``while``,
 other ``cond``s and custom derivatives, any primitive) stays one opaque step, evaluated by
 binding its primitive.
 
@@ -227,7 +228,7 @@ def trace_program(fn: Callable[..., Any], leaves: Sequence[Any], treedef: Any, x
         return combine_callable(dynamic, static)(jax.tree.unflatten(treedef, leaves), x)
 
     def spec(v: Any) -> jax.ShapeDtypeStruct:
-        return jax.ShapeDtypeStruct(np.shape(v), v.dtype)
+        return jax.eval_shape(lambda a: a, v)  # (Python scalars: weakly typed, as under jit)
 
     closed = jax.make_jaxpr(flat_fn)([spec(v) for v in leaves], spec(x), [spec(v) for v in dynamic])
     jaxpr = closed.jaxpr
@@ -299,7 +300,19 @@ def evaluate(
         return a.value if isinstance(a, Literal) else env[a]
 
     if only is not None:
+        # A custom-derivative call run in full is bound as the call (its rule differentiates
+        # it: a straight-through estimator of the parameters is not the derivative of its
+        # primal equations).
+        chosen = set(only)
+        whole = {g.start: g for g in program.groups if chosen.issuperset(range(g.start, g.stop))}
+        stop = 0
         for i in only:
+            if i < stop:
+                continue
+            if i in whole:
+                stop = whole[i].stop
+                _run_group(program, whole[i], env, read, {})
+                continue
             eq = program.equations[i]
             for v, out in zip(eq.outs, bind(eq, [read(a) for a in eq.ins]), strict=True):
                 env[v] = out
@@ -314,15 +327,25 @@ def evaluate(
                     env[v] = out + perturbations[v] if v in perturbations else out
                 k += 1
                 continue
-            # The call for the outputs (its custom rule differentiates them); the inlined
-            # equations, cut off from differentiation, for the values recorded inside.
-            outs = bind(group.call, [read(a) for a in group.call.ins])
-            for eq in program.equations[group.start : group.stop]:
-                vals = [jax.lax.stop_gradient(read(a)) for a in eq.ins]
-                for v, out in zip(eq.outs, bind(eq, vals), strict=True):
-                    env[v] = out
-            for v, out in zip(group.call.outs, outs, strict=True):
-                env[v] = out + perturbations[v] if v in perturbations else out
+            _run_group(program, group, env, read, perturbations)
             k = group.stop
     outputs = [env.get(a) if isinstance(a, int) else a.value for a in program.outputs]
     return outputs, {v: env[v] for v in record}
+
+
+def _run_group(
+    program: Program,
+    group: Group,
+    env: dict[int, Any],
+    read: Callable[[Atom], Any],
+    perturbations: Mapping[int, Any],
+) -> None:
+    """Runs a custom-derivative call: the call for its outputs (its custom rule differentiates
+    them), the inlined equations, cut off from differentiation, for the values recorded inside."""
+    outs = bind(group.call, [read(a) for a in group.call.ins])
+    for eq in program.equations[group.start : group.stop]:
+        vals = [jax.lax.stop_gradient(read(a)) for a in eq.ins]
+        for v, out in zip(eq.outs, bind(eq, vals), strict=True):
+            env[v] = out
+    for v, out in zip(group.call.outs, outs, strict=True):
+        env[v] = out + perturbations[v] if v in perturbations else out

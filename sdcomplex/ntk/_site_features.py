@@ -71,10 +71,17 @@ def forward_and_cotangents(
 def tap_features(
     site: Site, recorded: dict[int, jax.Array], grads: dict[int, jax.Array]
 ) -> tuple[list[jax.Array], Outer | None]:
-    """`layer_features` of a direct dense or convolution site, in canonical layout."""
+    """`layer_features` of a direct dense or convolution site, in canonical layout.
+
+    An input of another dtype than the site's output (integers, or float32 into a float64
+    product) is cast to the output's: the site computes in that precision, and so do its
+    features (integer features would truncate the kernel).
+    """
     assert site.tap is not None
     a = jnp.transpose(recorded[site.act], site.act_perm)
     g = grads[site.out]
+    if a.dtype != g.dtype:
+        a = a.astype(g.dtype)
     g = jnp.transpose(g, (0, *(p + 1 for p in site.out_perm)))
     return layer_features(site.tap, a, g)
 

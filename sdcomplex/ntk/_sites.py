@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sdcomplex.ntk._custom_rules import unfaithful_groups
 from sdcomplex.ntk._engine import combine_callable, partition_callable
 from sdcomplex.ntk._program import Program
 from sdcomplex.ntk._site_match import Site, match_site, shape_of
@@ -133,6 +134,7 @@ def _boundaries(
     on_input: list[bool],
     leafsets: list[frozenset[int]],
     producer: dict[int, int],
+    distrusted: frozenset[int],
 ) -> tuple[list[Site], set[int]]:
     """The sites among the boundaries, and the leaves that reach any other boundary."""
     in_group = {k: g for g in p2.groups for k in range(g.start, g.stop)}
@@ -149,6 +151,8 @@ def _boundaries(
         group = in_group.get(k)
         if site is not None and group is not None and site.out not in group.call.outs:
             site = None  # inside a custom-derivative call, its output cannot be perturbed
+        if site is not None and group is not None and group.start in distrusted:
+            site = None  # a custom rule that is not the derivative of the primal maths
         if site is None:
             fallback.update(*(leafsets[a] for a in params_in))
         else:
@@ -182,8 +186,11 @@ def _kept_sites(
     return tuple(kept)
 
 
-def analyse(p2: Program, p3: Program) -> Analysis:
+def analyse(p2: Program, p3: Program, distrusted: frozenset[int] = frozenset()) -> Analysis:
     """Sites and leaf partition from traces at batch sizes 2 and 3 (see the module docstring).
+
+    ``distrusted``: starts of ``p2``'s custom-derivative groups whose sites are not used
+    (see `check_custom_rules`).
 
     Raises:
       UnsupportedStructure: if the two traces are not the same program.
@@ -193,7 +200,7 @@ def analyse(p2: Program, p3: Program) -> Analysis:
     on_input, leafsets = _dependence(p2)
     producer = {v: k for k, eq in enumerate(p2.equations) for v in eq.outs}
     uses = _use_counts(p2)
-    sites, fallback = _boundaries(p2, p3, on_input, leafsets, producer)
+    sites, fallback = _boundaries(p2, p3, on_input, leafsets, producer, distrusted)
     direct: dict[int, int] = {}
     for i, site in enumerate(sites):
         leaf = _direct_leaf(site, p2, producer, uses)
@@ -214,6 +221,19 @@ def analyse(p2: Program, p3: Program) -> Analysis:
         signature=p2.signature(),
         num_values=len(p2.shapes),
     )
+
+
+def check_custom_rules(
+    p2: Program, p3: Program, analysis: Analysis, leaves: Any, x: Any
+) -> Analysis:
+    """The analysis without the sites of custom-derivative calls whose custom rule is not the
+    derivative of their primal maths at the first two examples of ``x``
+    (`sdcomplex.ntk._custom_rules`)."""
+    x = np.asarray(x)
+    x2 = np.concatenate([x, x], axis=0)[:2] if x.shape[0] < 2 else x[:2]
+    on_params = [bool(s) for s in _dependence(p2)[1]]
+    distrusted = unfaithful_groups(p2, [s.index for s in analysis.sites], on_params, leaves, x2)
+    return analyse(p2, p3, distrusted) if distrusted else analysis
 
 
 @functools.partial(jax.jit, static_argnames=("static",))
@@ -241,24 +261,42 @@ def check_independent(fn: Callable[..., Any], params: Any, x: Any) -> None:
     program (op by op, a deep model would compile every layer's operations separately).
 
     Where the other example's tangent is not finite (an infinite input derivative times the
-    zero tangent, e.g. ``sqrt`` of an input that is 0), its logits are compared instead: with
-    the first example moved along the tangent, they must stay bit for bit the same.
+    zero tangent, e.g. ``sqrt`` of an input that is 0), where the inputs have no tangents
+    (integer or boolean inputs: the first example is changed by one, or negated) or where
+    ``fn`` has no forward-mode derivative (``jax.custom_vjp``), its logits are compared
+    instead: with the first example moved, they must stay bit for bit the same.
     """
     x = np.asarray(x)
     if x.shape[0] < 2:
         x = np.concatenate([x, x], axis=0)
-    x = jnp.asarray(x[:2])
-    rng = np.random.default_rng(0)
-    tangent = np.zeros(x.shape, x.dtype)
-    tangent[0] = rng.standard_normal(x.shape[1:])
+    x = x[:2]
     dynamic, static = partition_callable(fn)
-    others = np.asarray(_tangent_logits(static, dynamic, params, x, jnp.asarray(tangent)))[1:]
-    if np.all(others == 0):
-        return
-    if not np.all(np.isfinite(others)):
-        moved = np.asarray(_logits(static, dynamic, params, x + jnp.asarray(tangent)))[1:]
-        if np.array_equal(moved, np.asarray(_logits(static, dynamic, params, x))[1:], True):
+    if jnp.issubdtype(x.dtype, jnp.inexact):
+        rng = np.random.default_rng(0)
+        tangent = np.zeros(x.shape, x.dtype)
+        tangent[0] = rng.standard_normal(x.shape[1:])
+        moved = x + tangent
+        try:
+            others = np.asarray(
+                _tangent_logits(static, dynamic, params, jnp.asarray(x), jnp.asarray(tangent))
+            )[1:]
+        except TypeError:  # no forward mode (jax.custom_vjp): compare the logits
+            others = None
+        if others is not None and np.all(others == 0):
             return
+        if others is not None and np.all(np.isfinite(others)):
+            _raise_interaction()
+    else:
+        moved = x.copy()
+        moved[0] = ~x[0] if x.dtype == np.bool_ else x[0] + 1
+    after = np.asarray(_logits(static, dynamic, params, jnp.asarray(moved)))[1:]
+    if not np.array_equal(
+        after, np.asarray(_logits(static, dynamic, params, jnp.asarray(x)))[1:], True
+    ):
+        _raise_interaction()
+
+
+def _raise_interaction() -> None:
     raise ValueError(
         "examples interact: perturbing one example changes another example's logits "
         "(e.g. BatchNorm with batch statistics, or a mean over the batch); the "

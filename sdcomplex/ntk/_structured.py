@@ -54,6 +54,7 @@ from sdcomplex.ntk._sites import (
     UnsupportedStructure,
     all_fallback,
     analyse,
+    check_custom_rules,
     check_independent,
 )
 from sdcomplex.ntk._structured_contract import (
@@ -128,10 +129,12 @@ class StructuredNTK:
             for b in (2, 3)
         ]
         try:
-            analysis = analyse(*programs)
+            analysis = analyse(programs[0], programs[1])
         except UnsupportedStructure:
             analysis = all_fallback(len(leaves))
         check_independent(fn, params, x)
+        if analysis.signature is not None:
+            analysis = check_custom_rules(programs[0], programs[1], analysis, leaves, x)
         sizes = [int(np.size(leaf)) for leaf in leaves]
         base = dataclasses.replace(
             self,

@@ -203,6 +203,18 @@ def test_cache_is_not_reused_for_other_variables_or_inputs(trained_run, tmp_path
 
 
 @pytest.mark.slow
+def test_a_damaged_cache_entry_is_computed_again(trained_run, tmp_path):
+    run = load_run_checkpoint(trained_run, 2)
+    examples = run_examples(run, n_per_class=2)
+    kernel, _, file, _ = cached_run_kernel(run, examples, tmp_path)
+    file.write_bytes(file.read_bytes()[:100])  # cut off (a full disk, a copy interrupted)
+    again, _, _, reused = cached_run_kernel(run, examples, tmp_path)
+    assert not reused
+    np.testing.assert_array_equal(again, kernel)
+    assert cached_run_kernel(run, examples, tmp_path)[3]  # replaced: reused from now on
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("extra", "match"),
     [

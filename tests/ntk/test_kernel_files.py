@@ -88,6 +88,20 @@ def test_a_tampered_kernel_or_sidecar_is_refused(tmp_path, kernel_and_record):
         load_kernel(path)
 
 
+def test_a_damaged_kernel_or_sidecar_is_a_value_error(tmp_path, kernel_and_record):
+    # (`cached_run_kernel` recomputes a cache entry whose load raises ValueError)
+    kernel, record = kernel_and_record
+    path = save_kernel(tmp_path / "K.npz", kernel, record)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # cut off, e.g. by a full disk
+    with pytest.raises(ValueError, match="cannot read the kernel"):
+        load_kernel(path)
+    path.write_bytes(data)
+    path.with_suffix(".json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a kernel's sidecar"):
+        load_kernel(path)
+
+
 def test_save_kernel_errors(tmp_path, kernel_and_record):
     kernel, record = kernel_and_record
     with pytest.raises(ValueError, match=r"ends in \.npz"):

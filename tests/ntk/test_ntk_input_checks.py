@@ -8,6 +8,8 @@ from sdcomplex.complexity import supervision_complexity
 from sdcomplex.ntk import (
     compute_with_plan,
     empirical_ntk,
+    ntk_diagonal_blocks,
+    ntk_vector_product,
     plan_ntk,
     supervision_complexity_matfree,
 )
@@ -79,6 +81,50 @@ def test_nan_or_inf_is_an_error_before_any_work(problem, entry, bad, where):
     with pytest.raises(ValueError, match=f"{name} contains {kind}"):
         ENTRY_POINTS[entry](fn, p, x1, x2)
     assert fn.calls == 0  # nothing was traced or run
+
+
+ALL_ENTRY_POINTS = {
+    **ENTRY_POINTS,
+    "ntk_vector_product": lambda fn, p, x1, x2: ntk_vector_product(
+        fn, p, x1, np.ones((x1.shape[0], 2))
+    ),
+    "ntk_diagonal_blocks": lambda fn, p, x1, x2: ntk_diagonal_blocks(fn, p, x1),
+}
+
+
+@pytest.mark.parametrize("entry", sorted(ALL_ENTRY_POINTS))
+def test_logits_with_auxiliary_outputs_are_a_type_error(problem, entry):
+    params, x = problem
+
+    def with_aux(p, x):
+        return x @ p["w"] + p["b"], {"norm": jnp.sum(x**2)}
+
+    with pytest.raises(TypeError, match="one array of logits"):
+        ALL_ENTRY_POINTS[entry](with_aux, params, x, None)
+
+
+@pytest.mark.parametrize("entry", sorted(ALL_ENTRY_POINTS))
+def test_integer_parameters_are_a_type_error(problem, entry):
+    # (the matrix-free products were silently zero: an integer leaf has no derivative)
+    params, x = problem
+    ints = {"w": np.ones((4, 2), np.int32), "b": np.zeros(2, np.int32)}
+    with pytest.raises(TypeError, match="floating point"):
+        ALL_ENTRY_POINTS[entry](CountingModel(), ints, x, None)
+
+
+@pytest.mark.parametrize("entry", sorted(ALL_ENTRY_POINTS))
+def test_complex_parameters_are_a_type_error(problem, entry):
+    # (J J^T of JAX's conjugated gradients is not the kernel of the real and imaginary parts:
+    # for real(x @ w) + imag(x @ w) the kernel is 2 x x^T, that product was -2i x x^T)
+    params, x = problem
+    complex_params = {k: jnp.asarray(v, jnp.complex64) for k, v in params.items()}
+
+    def real_part(p, x):
+        y = x.astype(jnp.complex64) @ p["w"] + p["b"]
+        return jnp.real(y) + jnp.imag(y)
+
+    with pytest.raises(TypeError, match="real floating point"):
+        ALL_ENTRY_POINTS[entry](real_part, complex_params, x, None)
 
 
 def test_compute_with_plan_checks_its_own_arguments(problem):
