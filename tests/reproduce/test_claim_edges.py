@@ -1,6 +1,7 @@
 """Edge cases of the claim rules and their statistics: an undefined statistic or a tie is never
 a confident verdict (compared against scipy and exact rational arithmetic)."""
 
+import json
 from fractions import Fraction
 
 import pytest
@@ -129,3 +130,48 @@ def test_run_accuracy_refuses_a_nan_accuracy():
         ]
         with pytest.raises(ValueError, match="test_acc"):
             run_accuracy(metrics)
+
+
+def test_study_teacher_within_one_point_counts_exactly_one_point(tmp_path):
+    # a 10,000-example test set: final 50.97 %, epoch 2 exactly 1 point below it (49.97 %), so
+    # within 1 point (0.5097 - 0.01 rounds to a float above 0.4997: the comparison must not lose
+    # it)
+    from sdcomplex.reproduce._stage import Layout
+    from sdcomplex.reproduce._study_analysis import recipe_rows
+    from sdcomplex.reproduce._study_config import StudentCapacity, StudySpec, TeacherRecipe
+
+    accs = [0.3, 0.4997, 0.52, 0.5097]
+    assert not accs[1] >= accs[-1] - 0.01  # the float trap, checked on this platform
+    layout = Layout(tmp_path)
+    layout.teacher.mkdir(parents=True)
+    lines = [{"epoch": e, "test_acc": a} for e, a in enumerate([0.1, *accs])]
+    (layout.teacher / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    spec = StudySpec(
+        capacities=(StudentCapacity("linear", {"hidden_sizes": []}),),
+        recipes=(TeacherRecipe("cosine", "the experiment's teacher"),),
+        seeds=(0, 1),
+        temperatures=(4.0,),
+    )
+    c2 = [
+        {
+            "recipe": "cosine",
+            "capacity": "linear",
+            "temperature": 4.0,
+            "teacher_epoch": e,
+            "adjusted": float(e),
+        }
+        for e in (1, 2, 3)
+    ]
+    gains = [
+        {
+            "recipe": "cosine",
+            "capacity": "linear",
+            "temperature": 4.0,
+            "gain": 0.0,
+            "ci_low": -1.0,
+            "ci_high": 1.0,
+            "verdict": "undecided",
+        }
+    ]
+    (row,) = recipe_rows(spec, c2, layout, gains)
+    assert row["settled_epoch"] == 2
