@@ -3,11 +3,13 @@
 Each check is a fixed rule on the numbers (stated in the ``rule`` of each entry), applied the
 same way at every scale; nothing is tuned per run. Verdicts are ``"yes"``, ``"partly"`` (the
 rule holds for some of the compared cases), ``"no"``, or ``"n/a"`` (the experiment does not
-measure it). Outputs: ``results/claims.json`` and ``tables/claims.md``.
+measure it, or the rule cannot be evaluated on its numbers, e.g. a Spearman correlation of two
+checkpoints). Outputs: ``results/claims.json`` and ``tables/claims.md``.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,12 @@ STATEMENTS = {
 }
 
 
+def _difference(a: float, b: float) -> float:
+    """``a - b``, 0.0 when the two differ by float rounding only (means of accuracies, which are
+    multiples of 1 / n, equal in exact arithmetic, are a tie, not a win for either)."""
+    return 0.0 if math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12) else a - b
+
+
 def _verdict(flags: list[bool]) -> str:
     if not flags:
         return "n/a"
@@ -39,7 +47,8 @@ def _verdict(flags: list[bool]) -> str:
 
 def check_c1(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """C1 holds for a kernel when the adjusted complexity of the final teacher's soft targets
-    strictly decreases from each temperature to the next."""
+    strictly decreases from each temperature to the next (a kernel with fewer than two
+    temperatures or a complexity NaN or infinite gives no verdict)."""
     parts, flags = [], []
     for kernel in dict.fromkeys(r["kernel"] for r in rows):
         soft = sorted(
@@ -49,7 +58,8 @@ def check_c1(rows: list[dict[str, Any]]) -> dict[str, Any]:
         soft = [r for r in soft if not r["residual"]]
         values = [r["adjusted"] for r in soft]
         ok = all(b < a for a, b in zip(values, values[1:], strict=False))
-        flags.append(ok)
+        if len(values) >= 2 and all(math.isfinite(v) for v in values):
+            flags.append(ok)
         parts.append(
             f"{kernel}: {values[0]:.3g} (τ={soft[0]['temperature']:g}) → {values[-1]:.3g} "
             f"(τ={soft[-1]['temperature']:g}), {'strictly decreasing' if ok else 'not monotone'}"
@@ -64,7 +74,8 @@ def check_c1(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def check_c2(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """C2 holds for a kernel and temperature when the Spearman correlation between checkpoint
     epoch and adjusted complexity is positive and the labels are more complex than every
-    checkpoint's soft targets."""
+    checkpoint's soft targets; no verdict where the rule cannot be evaluated (fewer than three
+    checkpoints, a complexity NaN or infinite)."""
     parts, flags = [], []
     plain = [r for r in rows if not r["residual"]]
     for kernel in dict.fromkeys(r["kernel"] for r in plain):
@@ -77,8 +88,9 @@ def check_c2(rows: list[dict[str, Any]]) -> dict[str, Any]:
             )
             rho = spearman([r["teacher_epoch"] for r in pts], [r["adjusted"] for r in pts])
             top = max(r["adjusted"] for r in pts)
-            ok = rho is not None and rho > 0 and labels > top
-            flags.append(ok)
+            values = [labels] + [r["adjusted"] for r in pts]
+            if len(pts) >= 3 and all(math.isfinite(v) for v in values):
+                flags.append(rho is not None and rho > 0 and labels > top)
             parts.append(
                 f"{kernel}, τ={tau:g}: epoch {pts[0]['teacher_epoch']} {pts[0]['adjusted']:.3g} → "
                 f"epoch {pts[-1]['teacher_epoch']} {pts[-1]['adjusted']:.3g}, Spearman "
@@ -94,7 +106,8 @@ def check_c2(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def check_c3(summary: list[dict[str, Any]]) -> dict[str, Any]:
     """C3 holds at a temperature when online KD's mean last-epoch test accuracy exceeds offline
-    KD's; the evidence also gives best-epoch differences and the seeds' spread."""
+    KD's (means equal up to float rounding are a tie); the evidence also gives best-epoch
+    differences and the seeds' spread."""
     by = {(r["mode"], r["temperature"]): r for r in summary}
     parts, flags = [], []
     none = by.get(("none", None))
@@ -102,8 +115,8 @@ def check_c3(summary: list[dict[str, Any]]) -> dict[str, Any]:
         if mode != "online" or ("offline", tau) not in by:
             continue
         offline = by[("offline", tau)]
-        d_last = online["last_test_acc_mean"] - offline["last_test_acc_mean"]
-        d_best = online["best_test_acc_mean"] - offline["best_test_acc_mean"]
+        d_last = _difference(online["last_test_acc_mean"], offline["last_test_acc_mean"])
+        d_best = _difference(online["best_test_acc_mean"], offline["best_test_acc_mean"])
         spread = [s for s in (online["last_test_acc_std"], offline["last_test_acc_std"]) if s]
         noise = (sum(s * s for s in spread)) ** 0.5 if spread else None
         flags.append(d_last > 0)
@@ -147,7 +160,7 @@ def check_c4(
         )
         if on is None or off is None:
             continue
-        flags.append(on > off)
+        flags.append(_difference(on, off) > 0)
         parts.append(
             f"τ={tau:g}: train fidelity online {100 * on:.1f}% vs offline {100 * off:.1f}%"
         )

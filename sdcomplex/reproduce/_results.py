@@ -102,8 +102,15 @@ def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Spearman rank correlation (average ranks for ties); None when undefined."""
-    if len(x) != len(y) or len(x) < 3:
+    """Spearman rank correlation (average ranks for ties); None when undefined (fewer than three
+    points, a constant sequence, or a value that is NaN or infinite).
+
+    Raises:
+        ValueError: ``x`` and ``y`` of different lengths.
+    """
+    if len(x) != len(y):
+        raise ValueError(f"spearman needs sequences of one length, got {len(x)} and {len(y)}")
+    if len(x) < 3 or not all(math.isfinite(v) for v in (*x, *y)):
         return None
 
     def ranks(v: Sequence[float]) -> list[float]:

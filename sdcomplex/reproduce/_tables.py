@@ -16,6 +16,7 @@ mean and std over seeds per epoch, and the values at initialisation and after th
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from sdcomplex._io import atomic_write_text
@@ -56,6 +57,8 @@ def run_accuracy(metrics: list[dict[str, Any]]) -> dict[str, Any]:
     trained = [m for m in metrics if m.get("epoch", 0) >= 1]
     if not trained:
         raise ValueError("the run has no trained epoch")
+    if not all(math.isfinite(m["test_acc"]) for m in trained):
+        raise ValueError("the run's metrics hold a test_acc that is NaN or infinite")
     last = trained[-1]
     best = max(trained, key=lambda m: (m["test_acc"], -m["epoch"]))
     return {

@@ -1,0 +1,177 @@
+"""Edge cases of the claim rules and their statistics: an undefined statistic or a tie is never
+a confident verdict (compared against scipy and exact rational arithmetic)."""
+
+import json
+from fractions import Fraction
+
+import pytest
+from scipy import stats
+
+from sdcomplex.reproduce._claims import check_c1, check_c2, check_c3, check_c4
+from sdcomplex.reproduce._results import mean_std, spearman
+from sdcomplex.reproduce._tables import run_accuracy
+
+NAN = float("nan")
+
+
+def test_spearman_with_nan_is_undefined():
+    x, y = [1.0, 2.0, 3.0, 4.0, 5.0], [NAN, 2.0, 3.0, NAN, 5.0]
+    assert stats.spearmanr(x, y).statistic != stats.spearmanr(x, y).statistic  # scipy: nan
+    assert spearman(x, y) is None
+    assert spearman(y, x) is None
+
+
+def test_spearman_of_different_lengths_is_an_error():
+    with pytest.raises(ValueError, match="length"):
+        spearman([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def _c1_rows(values):
+    return [
+        {
+            "kernel": "init",
+            "targets": "teacher_final",
+            "temperature": tau,
+            "residual": False,
+            "adjusted": v,
+        }
+        for tau, v in zip((1.0, 2.0, 4.0), values, strict=False)
+    ]
+
+
+def test_c1_needs_two_temperatures():
+    # one temperature compares nothing: no verdict, rather than a vacuous "strictly decreasing"
+    assert check_c1(_c1_rows([0.3]))["verdict"] == "n/a"
+    assert check_c1(_c1_rows([0.3, NAN, 0.1]))["verdict"] == "n/a"
+    assert check_c1(_c1_rows([0.3, 0.2]))["verdict"] == "yes"
+
+
+def _c2_rows(values, labels):
+    rows = [{"kernel": "init", "targets": "labels", "residual": False, "adjusted": labels}]
+    rows += [
+        {
+            "kernel": "init",
+            "targets": "teacher_checkpoint",
+            "temperature": 1.0,
+            "teacher_epoch": e,
+            "residual": False,
+            "adjusted": v,
+        }
+        for e, v in enumerate(values, start=1)
+    ]
+    return rows
+
+
+def test_c2_without_a_defined_spearman_is_no_verdict():
+    # two checkpoints: Spearman is undefined (the evidence says n/a), so is the rule
+    result = check_c2(_c2_rows([1.0, 2.0], 4.0))
+    assert "Spearman n/a" in result["evidence"] and result["verdict"] == "n/a"
+    # a NaN complexity (scipy: nan) is not an increasing trajectory
+    result = check_c2(_c2_rows([1.0, NAN, 3.0, 4.0], 5.0))
+    assert "Spearman n/a" in result["evidence"] and result["verdict"] == "n/a"
+    assert check_c2(_c2_rows([1.0, 2.0, 3.0], 4.0))["verdict"] == "yes"
+    # a constant trajectory is defined and does not grow
+    assert check_c2(_c2_rows([2.0, 2.0, 2.0], 4.0))["verdict"] == "no"
+
+
+def _exact_mean(values):
+    return sum(Fraction(v).limit_denominator(10**6) for v in values) / len(values)
+
+
+def _summary(online, offline):
+    def row(mode, accs):
+        mean, std = mean_std(accs)
+        return {
+            "mode": mode,
+            "temperature": 4.0,
+            "label": mode,
+            "last_test_acc_mean": mean,
+            "last_test_acc_std": std,
+            "best_test_acc_mean": mean,
+            "best_test_acc_std": std,
+        }
+
+    return [row("online", online), row("offline", offline)]
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_c3_equal_means_are_a_tie(swap):
+    # test accuracies k / 200; the means are equal in exact arithmetic, not in floats
+    a, b = [0.645, 0.555], [0.635, 0.565]
+    assert _exact_mean(a) == _exact_mean(b) and mean_std(a)[0] != mean_std(b)[0]
+    online, offline = (b, a) if swap else (a, b)
+    result = check_c3(_summary(online, offline))
+    assert result["verdict"] == "no"  # online is not above offline
+    assert "+0.00 points last-epoch" in result["evidence"]
+    assert check_c3(_summary([0.65, 0.555], b))["verdict"] == "yes"
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_c4_equal_fidelities_are_a_tie(swap):
+    a, b = mean_std([0.645, 0.555])[0], mean_std([0.635, 0.565])[0]
+    on, off = (b, a) if swap else (a, b)
+    methods = [("offline_t4", "offline", 4.0), ("online_t4", "online", 4.0)]
+    summary = [
+        {
+            "method": key,
+            "train_fidelity_final_last": fid,
+            "complexity_teacher_final_first": None,
+            "complexity_teacher_final_last": None,
+        }
+        for key, fid in (("offline_t4", off), ("online_t4", on))
+    ]
+    assert check_c4(summary, methods)["verdict"] == "no"
+
+
+def test_run_accuracy_refuses_a_nan_accuracy():
+    for values in ([NAN, 0.5], [0.5, NAN]):
+        metrics = [
+            {"epoch": e, "test_acc": v, "train_acc": 0.1} for e, v in enumerate(values, start=1)
+        ]
+        with pytest.raises(ValueError, match="test_acc"):
+            run_accuracy(metrics)
+
+
+def test_study_teacher_within_one_point_counts_exactly_one_point(tmp_path):
+    # a 10,000-example test set: final 50.97 %, epoch 2 exactly 1 point below it (49.97 %), so
+    # within 1 point (0.5097 - 0.01 rounds to a float above 0.4997: the comparison must not lose
+    # it)
+    from sdcomplex.reproduce._stage import Layout
+    from sdcomplex.reproduce._study_analysis import recipe_rows
+    from sdcomplex.reproduce._study_config import StudentCapacity, StudySpec, TeacherRecipe
+
+    accs = [0.3, 0.4997, 0.52, 0.5097]
+    assert not accs[1] >= accs[-1] - 0.01  # the float trap, checked on this platform
+    layout = Layout(tmp_path)
+    layout.teacher.mkdir(parents=True)
+    lines = [{"epoch": e, "test_acc": a} for e, a in enumerate([0.1, *accs])]
+    (layout.teacher / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    spec = StudySpec(
+        capacities=(StudentCapacity("linear", {"hidden_sizes": []}),),
+        recipes=(TeacherRecipe("cosine", "the experiment's teacher"),),
+        seeds=(0, 1),
+        temperatures=(4.0,),
+    )
+    c2 = [
+        {
+            "recipe": "cosine",
+            "capacity": "linear",
+            "temperature": 4.0,
+            "teacher_epoch": e,
+            "adjusted": float(e),
+        }
+        for e in (1, 2, 3)
+    ]
+    gains = [
+        {
+            "recipe": "cosine",
+            "capacity": "linear",
+            "temperature": 4.0,
+            "gain": 0.0,
+            "ci_low": -1.0,
+            "ci_high": 1.0,
+            "verdict": "undecided",
+        }
+    ]
+    (row,) = recipe_rows(spec, c2, layout, gains)
+    assert row["settled_epoch"] == 2
