@@ -315,8 +315,9 @@ def _initial_kernel(config: Any, capacity: StudentCapacity, x: np.ndarray, subse
         model, variables, x, outputs=spec.ntk_outputs, implementation=spec.ntk_implementation
     )
     # a small student's NTK may be singular on n examples (a linear model's has rank <= its
-    # parameter count): its float32 round-off is projected away, and the eigh solve then uses
-    # the pseudo-inverse (the row's ``rank`` says so)
+    # input size + 1): the projection only sets its negative round-off eigenvalues to zero, so
+    # the complexity of targets outside the kernel's range is set by the positive round-off
+    # ones (huge and meaningless: the README's study section says so; ``rank`` counts them)
     return factorize_kernel(k, psd="project")
 
 
