@@ -220,14 +220,16 @@ def check_c5(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def check_c3_study(study: dict[str, Any]) -> dict[str, Any]:
     """The C3 study's summary: the settings where its stated rule (``study["rule"]``, fixed in
     the config) says C3 holds, fails or is undecided; ``yes`` when it holds in every setting,
-    ``no`` when in none, ``partly`` otherwise."""
+    ``no`` when in none, ``partly`` otherwise; ``n/a`` when no setting is decided (nothing
+    refutes C3 then either)."""
     from sdcomplex.reproduce._study_analysis import summary_text
 
     summary = study["summary"]
     total = sum(len(v) for v in summary.values())
     holds = len(summary.get("holds", []))
+    decided = holds + len(summary.get("fails", []))
     return {
-        "verdict": "n/a" if not total else _verdict([True] * holds + [False] * (total - holds)),
+        "verdict": "n/a" if not decided else _verdict([True] * holds + [False] * (total - holds)),
         "rule": f"per setting, {study['rule'].removeprefix('per (recipe, capacity, τ): ')}",
         "evidence": summary_text(summary),
     }

@@ -7,7 +7,7 @@ from fractions import Fraction
 import pytest
 from scipy import stats
 
-from sdcomplex.reproduce._claims import check_c1, check_c2, check_c3, check_c4
+from sdcomplex.reproduce._claims import check_c1, check_c2, check_c3, check_c3_study, check_c4
 from sdcomplex.reproduce._results import mean_std, spearman
 from sdcomplex.reproduce._tables import run_accuracy
 
@@ -175,3 +175,24 @@ def test_study_teacher_within_one_point_counts_exactly_one_point(tmp_path):
     ]
     (row,) = recipe_rows(spec, c2, layout, gains)
     assert row["settled_epoch"] == 2
+
+
+@pytest.mark.parametrize(
+    ("holds", "fails", "undecided", "verdict"),
+    [
+        (0, 0, 3, "n/a"),  # nothing decided: neither refuted nor confirmed
+        (0, 2, 3, "no"),
+        (1, 2, 3, "partly"),
+        (1, 0, 3, "partly"),
+        (3, 0, 0, "yes"),
+    ],
+)
+def test_c3_study_verdict_separates_undecided_from_refuted(holds, fails, undecided, verdict):
+    names = iter(f"setting{i}" for i in range(10))
+    summary = {
+        "holds": [next(names) for _ in range(holds)],
+        "fails": [next(names) for _ in range(fails)],
+        "undecided": [next(names) for _ in range(undecided)],
+    }
+    rule = "per (recipe, capacity, τ): online − offline > 0 with 95 % confidence"
+    assert check_c3_study({"rule": rule, "summary": summary})["verdict"] == verdict
