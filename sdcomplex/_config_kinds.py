@@ -111,7 +111,9 @@ class Bool(Kind):
 
 @dataclass(frozen=True)
 class Text(Kind):
-    """A string; ``nonempty``: not ``""``; ``identifier``: a Python identifier."""
+    """A string; ``nonempty``: not ``""``; ``identifier``: a Python identifier that does not
+    read as a number or a boolean (``nan``, ``inf``, ``true``: a results CSV would parse it as
+    one)."""
 
     nonempty: bool = True
     identifier: bool = False
@@ -122,7 +124,23 @@ class Text(Kind):
             raise TypeError(f"{where} must be {what}, got {value!r}")
         if self.identifier and not value.isidentifier():
             raise ValueError(f"{where} must be an identifier, got {value!r}")
+        if self.identifier and _reads_as_value(value):
+            raise ValueError(
+                f"{where} must not read as a number or a boolean (results files would parse it "
+                f"as one), got {value!r}"
+            )
         return value
+
+
+def _reads_as_value(text: str) -> bool:
+    """Whether a results CSV reads ``text`` as a boolean or a number (``nan``, ``Infinity``)."""
+    if text in ("true", "false"):
+        return True
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

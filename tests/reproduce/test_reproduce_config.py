@@ -9,6 +9,7 @@ from sdcomplex.reproduce import (
     ComplexitySpec,
     DistillationSpec,
     ExperimentConfig,
+    StudentCapacity,
     StudentMethod,
     available_experiments,
     load_experiment,
@@ -147,3 +148,26 @@ def test_format_runtime():
     assert format_runtime({"seconds": 42}) == "42 s"
     assert format_runtime({"seconds": 510}) == "8.5 min"
     assert format_runtime({"seconds": 7200}) == "2.0 h"
+
+
+@pytest.mark.parametrize("name", ["nan", "NaN", "inf", "Infinity", "true", "false"])
+def test_a_name_that_results_files_would_read_as_a_value_is_refused(name, tmp_path):
+    # names go into results CSVs, read back with numbers and booleans parsed: "nan" would come
+    # back as a float and no longer match its capacity
+    from sdcomplex.reproduce._results import read_csv, write_csv
+
+    write_csv(tmp_path / "t.csv", [{"capacity": name}], ["capacity"])
+    assert read_csv(tmp_path / "t.csv")[0]["capacity"] != name
+    with pytest.raises(ValueError, match="number or a boolean"):
+        StudentCapacity(name)
+    with pytest.raises(ValueError, match="number or a boolean"):
+        _config(name=name)
+
+
+@pytest.mark.parametrize("name", ["linear", "mlp32", "nan_mlp", "true_teacher", "infinite"])
+def test_names_come_back_from_results_files_as_written(name, tmp_path):
+    from sdcomplex.reproduce._results import read_csv, write_csv
+
+    StudentCapacity(name)
+    write_csv(tmp_path / "t.csv", [{"capacity": name}], ["capacity"])
+    assert read_csv(tmp_path / "t.csv")[0]["capacity"] == name
