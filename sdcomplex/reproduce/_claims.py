@@ -104,6 +104,12 @@ def check_c2(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _mode_order(mode_tau: tuple[str, float | None]) -> tuple[str, float]:
+    """Methods by mode, then by temperature as a number (τ=4 before τ=16)."""
+    mode, tau = mode_tau
+    return mode, -math.inf if tau is None else float(tau)
+
+
 def check_c3(summary: list[dict[str, Any]]) -> dict[str, Any]:
     """C3 holds at a temperature when online KD's mean last-epoch test accuracy exceeds offline
     KD's (means equal up to float rounding are a tie); the evidence also gives best-epoch
@@ -111,7 +117,7 @@ def check_c3(summary: list[dict[str, Any]]) -> dict[str, Any]:
     by = {(r["mode"], r["temperature"]): r for r in summary}
     parts, flags = [], []
     none = by.get(("none", None))
-    for (mode, tau), online in sorted(by.items(), key=lambda kv: str(kv[0])):
+    for (mode, tau), online in sorted(by.items(), key=lambda kv: _mode_order(kv[0])):
         if mode != "online" or ("offline", tau) not in by:
             continue
         offline = by[("offline", tau)]
@@ -151,7 +157,7 @@ def check_c4(
     by = {r["method"]: r for r in summary}
     keys = {(mode, tau): key for key, mode, tau in methods}
     parts, flags = [], []
-    for (mode, tau), key in sorted(keys.items(), key=lambda kv: str(kv[0])):
+    for (mode, tau), key in sorted(keys.items(), key=lambda kv: _mode_order(kv[0])):
         if mode != "online" or ("offline", tau) not in keys:
             continue
         on, off = (

@@ -196,3 +196,26 @@ def test_c3_study_verdict_separates_undecided_from_refuted(holds, fails, undecid
     }
     rule = "per (recipe, capacity, τ): online − offline > 0 with 95 % confidence"
     assert check_c3_study({"rule": rule, "summary": summary})["verdict"] == verdict
+
+
+def test_c3_and_c4_evidence_lists_temperatures_in_numeric_order():
+    taus = (16.0, 1.0, 4.0)
+    summary = [
+        {**row, "temperature": tau}
+        for tau in taus
+        for row in _summary([0.5 + tau / 100, 0.5], [0.5, 0.5])
+    ]
+    evidence = check_c3(summary)["evidence"]
+    assert [part.split(":")[0] for part in evidence.split("; ")] == ["τ=1", "τ=4", "τ=16"]
+    methods = [(f"{m}_{t:g}", m, t) for t in taus for m in ("offline", "online")]
+    rows = [
+        {
+            "method": key,
+            "train_fidelity_final_last": 0.5,
+            "complexity_teacher_final_first": None,
+            "complexity_teacher_final_last": None,
+        }
+        for key, _, _ in methods
+    ]
+    parts = check_c4(rows, methods)["evidence"].split("; ")
+    assert [p.split(":")[0] for p in parts[:3]] == ["τ=1", "τ=4", "τ=16"]
