@@ -1,6 +1,6 @@
-"""What tests of training runs in several packages share: tiny MLP configs, bitwise
-comparison of parameter trees, and training subprocesses (started, their progress awaited,
-what their kills leave behind)."""
+"""What tests of training runs in several packages share: tiny MLP configs, tiny image folders,
+bitwise comparison of parameter trees, and training subprocesses (started, their progress
+awaited, what their kills leave behind)."""
 
 import os
 import subprocess
@@ -9,6 +9,7 @@ import time
 
 import jax
 import numpy as np
+from PIL import Image
 
 from sdcomplex.train import TrainConfig
 from sdcomplex.train._checkpoint import DAMAGED_DIR
@@ -79,3 +80,17 @@ def partial_files(run_dir):
     to ``damaged/`` (kept, never deleted), so its partial files may rightly remain there.
     """
     return [p for p in run_dir.rglob("*tmp*") if p.relative_to(run_dir).parts[0] != DAMAGED_DIR]
+
+
+def write_image_folder(root, image_shape, counts, seed=0):
+    """Writes an ``image_folder`` data set of random RGB PNGs under ``root``: classes ``a`` and
+    ``b``, ``counts = (train, test)`` images of each, of shape ``image_shape`` (H, W, 3).
+    Returns ``root``."""
+    rng = np.random.default_rng(seed)
+    for split, count in zip(("train", "test"), counts, strict=True):
+        for name in "ab":
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, image_shape, dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+    return root

@@ -8,9 +8,8 @@ error line and nothing else.
 
 import functools
 
-import numpy as np
 import pytest
-from PIL import Image
+from run_helpers import write_image_folder
 
 from sdcomplex.cli import main
 from sdcomplex.data import load_dataset, quiet_loading
@@ -24,14 +23,7 @@ from sdcomplex.train import TrainConfig, train
 def folder(tmp_path, monkeypatch):
     """Two classes of 4x4 RGB images (4 training, 2 test images each); an empty cache."""
     monkeypatch.setenv("SDCOMPLEX_CACHE", str(tmp_path / "cache"))
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 4), ("test", 2)):
-        for name in "ab":
-            (tmp_path / "images" / split / name).mkdir(parents=True)
-            for i in range(count):
-                pixels = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(tmp_path / "images" / split / name / f"{i}.png")
-    return tmp_path / "images"
+    return write_image_folder(tmp_path / "images", (4, 4, 3), (4, 2))
 
 
 CONFIG = TrainConfig(

@@ -6,9 +6,8 @@ Such a run is refused before anything is written; explicit values, and the recor
 an existing run's ``config.json``, train as before.
 """
 
-import numpy as np
 import pytest
-from PIL import Image
+from run_helpers import write_image_folder
 
 from sdcomplex.cli import main
 from sdcomplex.train import TrainConfig, setup_run, train
@@ -18,14 +17,7 @@ from sdcomplex.train import TrainConfig, setup_run, train
 def folder(tmp_path, monkeypatch):
     """Two classes of 16x8 RGB images (4 training, 1 test image each)."""
     monkeypatch.setenv("SDCOMPLEX_CACHE", str(tmp_path / "cache"))
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 4), ("test", 1)):
-        for name in "ab":
-            (tmp_path / "images" / split / name).mkdir(parents=True)
-            for i in range(count):
-                pixels = rng.integers(0, 256, (16, 8, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(tmp_path / "images" / split / name / f"{i}.png")
-    return tmp_path / "images"
+    return write_image_folder(tmp_path / "images", (16, 8, 3), (4, 1))
 
 
 def _config(folder, **fields):

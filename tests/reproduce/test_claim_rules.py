@@ -1,5 +1,5 @@
-"""Edge cases of the claim rules and their statistics: an undefined statistic or a tie is never
-a confident verdict (compared against scipy and exact rational arithmetic)."""
+"""The claim rules and their statistics, edge cases included: an undefined statistic or a tie is
+never a confident verdict (compared against scipy and exact rational arithmetic)."""
 
 import json
 from fractions import Fraction
@@ -7,7 +7,14 @@ from fractions import Fraction
 import pytest
 from scipy import stats
 
-from sdcomplex.reproduce._claims import check_c1, check_c2, check_c3, check_c3_study, check_c4
+from sdcomplex.reproduce._claims import (
+    check_c1,
+    check_c2,
+    check_c3,
+    check_c3_study,
+    check_c4,
+    check_c5,
+)
 from sdcomplex.reproduce._results import mean_std, spearman
 from sdcomplex.reproduce._tables import run_accuracy
 
@@ -26,24 +33,27 @@ def test_spearman_of_different_lengths_is_an_error():
         spearman([1.0, 2.0, 3.0], [1.0, 2.0])
 
 
-def _c1_rows(values):
-    return [
-        {
-            "kernel": "init",
-            "targets": "teacher_final",
-            "temperature": tau,
-            "residual": False,
-            "adjusted": v,
-        }
-        for tau, v in zip((1.0, 2.0, 4.0), values, strict=False)
-    ]
+def _c1_rows(values_by_kernel):
+    rows = []
+    for kernel, values in values_by_kernel.items():
+        for tau, v in zip((1.0, 2.0, 4.0), values, strict=False):
+            rows.append(
+                {
+                    "kernel": kernel,
+                    "targets": "teacher_final",
+                    "temperature": tau,
+                    "residual": False,
+                    "adjusted": v,
+                }
+            )
+    return rows
 
 
 def test_c1_needs_two_temperatures():
     # one temperature compares nothing: no verdict, rather than a vacuous "strictly decreasing"
-    assert check_c1(_c1_rows([0.3]))["verdict"] == "n/a"
-    assert check_c1(_c1_rows([0.3, NAN, 0.1]))["verdict"] == "n/a"
-    assert check_c1(_c1_rows([0.3, 0.2]))["verdict"] == "yes"
+    assert check_c1(_c1_rows({"init": [0.3]}))["verdict"] == "n/a"
+    assert check_c1(_c1_rows({"init": [0.3, NAN, 0.1]}))["verdict"] == "n/a"
+    assert check_c1(_c1_rows({"init": [0.3, 0.2]}))["verdict"] == "yes"
 
 
 def _c2_rows(values, labels):
@@ -219,3 +229,81 @@ def test_c3_and_c4_evidence_lists_temperatures_in_numeric_order():
     ]
     parts = check_c4(rows, methods)["evidence"].split("; ")
     assert [p.split(":")[0] for p in parts[:3]] == ["τ=1", "τ=4", "τ=16"]
+
+
+def test_claim_rules():
+    assert check_c1(_c1_rows({"init": [3, 2, 1]}))["verdict"] == "yes"
+    assert check_c1(_c1_rows({"init": [3, 2, 1], "trained": [1, 2, 1]}))["verdict"] == "partly"
+    assert check_c1(_c1_rows({"init": [1, 1, 1]}))["verdict"] == "no"
+
+    assert check_c2(_c2_rows([1, 2, 3], 4))["verdict"] == "yes"
+    assert check_c2(_c2_rows([1, 2, 3], 2.5))["verdict"] == "no"  # labels not the most complex
+    assert check_c2(_c2_rows([3, 2, 1], 4))["verdict"] == "no"
+
+    def summary(online, offline):
+        base = {"last_test_acc_std": 0.01, "best_test_acc_std": 0.01}
+        return [
+            {
+                "mode": "none",
+                "temperature": None,
+                "label": "no KD",
+                "last_test_acc_mean": 0.5,
+                "best_test_acc_mean": 0.5,
+                **base,
+            },
+            {
+                "mode": "online",
+                "temperature": 4.0,
+                "label": "on",
+                "last_test_acc_mean": online,
+                "best_test_acc_mean": online,
+                **base,
+            },
+            {
+                "mode": "offline",
+                "temperature": 4.0,
+                "label": "off",
+                "last_test_acc_mean": offline,
+                "best_test_acc_mean": offline,
+                **base,
+            },
+        ]
+
+    assert check_c3(summary(0.6, 0.55))["verdict"] == "yes"
+    result = check_c3(summary(0.55, 0.6))
+    assert result["verdict"] == "no" and "-5.00 points" in result["evidence"]
+
+    methods = [("offline_t4", "offline", 4.0), ("online_t4", "online", 4.0)]
+
+    def diag(on_fid, off_fid, first, last):
+        return [
+            {
+                "method": key,
+                "train_fidelity_final_last": fid,
+                "ntk_similarity_last": 0.9,
+                "complexity_teacher_final_first": first,
+                "complexity_teacher_final_last": last,
+            }
+            for key, fid in (("offline_t4", off_fid), ("online_t4", on_fid))
+        ]
+
+    assert check_c4(diag(0.9, 0.8, 2.0, 1.0), methods)["verdict"] == "yes"
+    assert check_c4(diag(0.7, 0.8, 2.0, 1.0), methods)["verdict"] == "partly"
+    assert check_c4(diag(0.7, 0.8, 1.0, 2.0), methods)["verdict"] == "no"
+
+    def bound(errors, bounds):
+        return [
+            {
+                "best": True,
+                "targets": "teacher",
+                "test_error": e,
+                "bound": b,
+                "complexity_term": b,
+                "bound_fixed_norm": b,
+                "adjusted_complexity": b,
+            }
+            for e, b in zip(errors, bounds, strict=True)
+        ]
+
+    assert check_c5(bound([0.1, 0.2, 0.3], [1.0, 2.0, 3.0]))["verdict"] == "yes"
+    assert check_c5(bound([0.1, 0.2, 0.3], [3.0, 2.0, 1.0]))["verdict"] == "no"
