@@ -9,6 +9,7 @@ import io
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import tarfile
@@ -568,12 +569,13 @@ def test_a_ctrl_c_python_cannot_raise_is_delivered_again(env, capsys, monkeypatc
     0. It is sent again and stops the command: one line, exit status 130."""
     import sdcomplex.cli._demo as demo
 
-    finished = []
+    finished, seen = [], []
 
     def run(args):
+        seen.append((sys.unraisablehook, signal.pthread_sigmask(signal.SIG_BLOCK, [])))
         _InterruptedDel()  # dropped at once: its __del__ raises
-        # the signal is sent again 50 ms later from another thread; a loaded machine (CI runs
-        # two workers on two cores) may start that thread late, so wait up to 60 s for it
+        # the interrupt is delivered again 50 ms later from another thread; a loaded machine (CI
+        # runs two workers on two cores) may start that thread late, so wait up to 60 s for it
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             sum(range(100))  # ordinary code, where the interrupt is raised again
@@ -583,7 +585,7 @@ def test_a_ctrl_c_python_cannot_raise_is_delivered_again(env, capsys, monkeypatc
     monkeypatch.setattr(demo, "run", run)
     status = main(["demo"])
     err = capsys.readouterr().err
-    assert status == 130, (finished, err)
+    assert status == 130, (finished, err, seen)
     _check_stderr(err, "sdcomplex: interrupted")
     assert finished == []
 
