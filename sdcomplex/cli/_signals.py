@@ -8,7 +8,7 @@ One implementation for every command (``train``, ``distill``; ``reproduce`` shou
 
 from __future__ import annotations
 
-import _thread
+import os
 import signal
 import sys
 import threading
@@ -60,18 +60,15 @@ def redelivered_interrupts() -> Iterator[None]:
     Python raises ``KeyboardInterrupt`` in whatever code runs when SIGINT arrives; in a garbage
     collector callback (JAX registers one) or a ``__del__`` it is printed as "Exception ignored
     in ..." with a traceback and dropped, and the command ran on to its end and exited 0. The
-    hook of unraisable exceptions has SIGINT delivered again instead, a moment later from
-    another thread (at once, its handler would run in the hook), so that the main thread raises
-    it in ordinary code (or the training loop's handler records it). It is delivered with
-    ``_thread.interrupt_main``, which calls the SIGINT handler in the main thread as a signal
-    would, without the operating system: a signal sent to the process stays pending while
-    every thread blocks it (threads of C libraries may block signals).
+    hook of unraisable exceptions has SIGINT sent again instead, a moment later from another
+    thread (sent at once, its handler would run in the hook), so that the main thread raises it
+    in ordinary code (or the training loop's handler records it).
     """
     previous = sys.unraisablehook
 
     def hook(unraisable: Any) -> None:
         if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
-            threading.Timer(0.05, _thread.interrupt_main, (signal.SIGINT,)).start()
+            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
             return
         previous(unraisable)
 
