@@ -229,11 +229,16 @@ def check_custom_rules(
     """The analysis without the sites of custom-derivative calls whose custom rule is not the
     derivative of their primal maths at the first two examples of ``x``
     (`sdcomplex.ntk._custom_rules`)."""
-    x = np.asarray(x)
-    x2 = np.concatenate([x, x], axis=0)[:2] if x.shape[0] < 2 else x[:2]
+    x2 = _two_examples(x)
     on_params = [bool(s) for s in _dependence(p2)[1]]
     distrusted = unfaithful_groups(p2, [s.index for s in analysis.sites], on_params, leaves, x2)
     return analyse(p2, p3, distrusted) if distrusted else analysis
+
+
+def _two_examples(x: Any) -> np.ndarray:
+    """The first two examples of ``x`` (the first twice when ``x`` has one)."""
+    x = np.asarray(x)
+    return np.concatenate([x, x], axis=0)[:2] if x.shape[0] < 2 else x[:2]
 
 
 @functools.partial(jax.jit, static_argnames=("static",))
@@ -266,10 +271,7 @@ def check_independent(fn: Callable[..., Any], params: Any, x: Any) -> None:
     ``fn`` has no forward-mode derivative (``jax.custom_vjp``), its logits are compared
     instead: with the first example moved, they must stay bit for bit the same.
     """
-    x = np.asarray(x)
-    if x.shape[0] < 2:
-        x = np.concatenate([x, x], axis=0)
-    x = x[:2]
+    x = _two_examples(x)
     dynamic, static = partition_callable(fn)
     if jnp.issubdtype(x.dtype, jnp.inexact):
         rng = np.random.default_rng(0)
