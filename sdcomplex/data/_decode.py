@@ -321,9 +321,12 @@ def decode_images(
             names.extend(name for name, _ in chunk)
             yield chunk
 
+    # (imported here: the decoding workers load this file alone, outside its package)
+    from sdcomplex.data._progress import hide_progress
+
     tasks = chunks()
     head = list(itertools.islice(tasks, _PARALLEL_MIN // _CHUNK))
-    with tqdm(desc=desc, unit="img", disable=quiet) as bar:
+    with tqdm(desc=desc, unit="img", disable=hide_progress(quiet)) as bar:
         if workers == 1 or len(head) < _PARALLEL_MIN // _CHUNK or not sys.executable:
             results = []
             for chunk in itertools.chain(head, tasks):

@@ -19,7 +19,6 @@ from ._archives import iter_members, verify_checksum
 from ._cache import cached_dataset, check_cache_name, source_identity
 from ._dataset import Dataset, make_dataset
 from ._decode import DECODER_VERSION, check_image_size, decode_images
-from ._progress import hide_progress
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
 """File name endings (any case) read as images."""
@@ -86,7 +85,7 @@ def _build(
         mode=image_mode,
         size=image_size,
         num_workers=num_workers,
-        quiet=hide_progress(quiet),
+        quiet=quiet,
         desc=f"decoding {path.name}",
     )
     if not names:

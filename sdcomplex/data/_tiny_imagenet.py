@@ -25,7 +25,6 @@ from ._cache import cached_dataset, source_identity
 from ._dataset import Dataset, make_dataset
 from ._decode import DECODER_VERSION, decode_images
 from ._image_folder import split_by_label
-from ._progress import hide_progress
 
 TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 TINY_IMAGENET_MD5 = "md5:90528d7ca1a48142e341f4ef8d21d0de"
@@ -84,7 +83,7 @@ def _build(path: Path, checksum: str | None, num_workers: int | None, quiet: boo
     names, images = decode_images(
         iter_members(path, select),
         num_workers=num_workers,
-        quiet=hide_progress(quiet),
+        quiet=quiet,
         desc="Tiny ImageNet",
     )
     if not names:
