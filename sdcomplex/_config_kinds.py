@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from sdcomplex._checks import as_int
-from sdcomplex._io import to_jsonable
+from sdcomplex._io import parse_csv_value, to_jsonable
 
 
 class Kind:
@@ -124,23 +124,12 @@ class Text(Kind):
             raise TypeError(f"{where} must be {what}, got {value!r}")
         if self.identifier and not value.isidentifier():
             raise ValueError(f"{where} must be an identifier, got {value!r}")
-        if self.identifier and _reads_as_value(value):
+        if self.identifier and not isinstance(parse_csv_value(value), str):
             raise ValueError(
                 f"{where} must not read as a number or a boolean (results files would parse it "
                 f"as one), got {value!r}"
             )
         return value
-
-
-def _reads_as_value(text: str) -> bool:
-    """Whether a results CSV reads ``text`` as a boolean or a number (``nan``, ``Infinity``)."""
-    if text in ("true", "false"):
-        return True
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 @dataclass(frozen=True)

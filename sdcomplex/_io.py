@@ -98,6 +98,28 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+def parse_csv_value(text: str) -> Any:
+    """A CSV cell as the value it was written from: ``""`` is None, ``true``/``false`` a bool,
+    then an int, a float (``nan`` and ``inf`` too), else the text itself.
+
+    Example:
+        >>> [parse_csv_value(t) for t in ("", "true", "3", "0.5", "mlp32")]
+        [None, True, 3, 0.5, 'mlp32']
+    """
+    if text == "":
+        return None
+    if text in ("true", "false"):
+        return text == "true"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, overwrite: bool = False) -> Path:
     """Atomic JSON write with numpy values converted (see `atomic_write_bytes`)."""
     text = json.dumps(to_jsonable(obj), indent=2, sort_keys=True, allow_nan=True) + "\n"

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sdcomplex._io import atomic_write_json, atomic_write_text
+from sdcomplex._io import atomic_write_json, atomic_write_text, parse_csv_value
 
 
 def _cell(value: Any) -> str:
@@ -40,25 +40,10 @@ def write_csv(
     return atomic_write_text(path, buffer.getvalue(), overwrite=True)
 
 
-def _parse(text: str) -> Any:
-    if text == "":
-        return None
-    if text in ("true", "false"):
-        return text == "true"
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
 def read_csv(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Rows of a CSV written by :func:`write_csv`, numbers and booleans parsed."""
     with open(path, encoding="utf-8", newline="") as fh:
-        return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+        return [{k: parse_csv_value(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
